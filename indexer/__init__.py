@@ -1,0 +1,1 @@
+"""The offline indexer: decode video, run the HANet video branch, store embeddings."""

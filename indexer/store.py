@@ -1,0 +1,87 @@
+"""The database schema, owned here and shared by the indexer and the service.
+
+Framework-free (SQLAlchemy only) so that both sides, and Alembic, import one definition.
+The schema itself is created and changed only by the migrations in ``migrations/``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class VideoStatus(str, enum.Enum):
+    """A video's place in the indexing queue: pending -> processing -> indexed | failed."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Video(Base):
+    """One ingested video file and its indexing state."""
+
+    __tablename__ = "videos"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'processing', 'indexed', 'failed')", name="ck_videos_status"
+        ),
+        UniqueConstraint("content_sha256", name="uq_videos_content_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    content_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    media_path: Mapped[str] = mapped_column(Text, nullable=False)
+    title: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=VideoStatus.PENDING.value, index=True
+    )
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=_utcnow
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=_utcnow, onupdate=_utcnow
+    )
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets its parent folder, foreign keys and WAL journaling."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+    return engine

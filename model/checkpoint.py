@@ -1,0 +1,90 @@
+"""One-file checkpoints: config, weights, concept vocabulary and preprocessing, strictly loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from model.config import ConfigError, HANetCfg
+from model.errors import CheckpointError
+from model.vocab import ConceptVocab
+
+if TYPE_CHECKING:
+    from model.hanet import HANet
+
+FORMAT = "hanet-checkpoint"
+VERSION = 1
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: HANet, path: str | Path) -> str:
+    """Write ``model`` to ``path`` via a temporary file and an atomic rename; returns the
+    file's sha256, which index builds record to tie themselves to this exact model."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.cfg.to_dict(),
+        "vocab": model.vocab.to_dict() if model.vocab is not None else None,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    model.checkpoint_sha256 = file_sha256(path)
+    return model.checkpoint_sha256
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as exc:  # fmt: skip
+        raise CheckpointError(f"{path} is corrupt or truncated: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a HANet checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, "
+                              f"this code reads version {VERSION}")  # fmt: skip
+    return payload
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> HANet:
+    """Rebuild the model a checkpoint describes and load its weights strictly (eval mode)."""
+    from model.hanet import HANet
+
+    path = Path(path)
+    payload = _read(path)
+    try:
+        cfg = HANetCfg.from_dict(payload["config"])
+        vocab = ConceptVocab.from_dict(payload["vocab"]) if payload.get("vocab") else None
+        model = HANet(cfg, vocab)
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (ConfigError, KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path} does not match this code's HANet: {exc}") from exc
+    model.checkpoint_sha256 = file_sha256(path)
+    return model.to(map_location).eval()

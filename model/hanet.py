@@ -1,0 +1,139 @@
+"""HANet: the two branches on one open_clip backbone, and the public operations on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from model import scores as scoring
+from model.backbone import build_clip, encode_frames, encode_tokens, load_clip_weights
+from model.config import GLOBAL_ONLY_FUSION, HANetCfg, PreprocessCfg, get_config
+from model.embeddings import TextEmbeddings, VideoEmbeddings
+from model.errors import ModelError
+from model.parse import ParsedBatch, SentenceParser
+from model.text import TextHeads
+from model.video import VideoHeads
+from model.vocab import ConceptVocab
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str
+    probability: float
+
+
+class HANet(nn.Module):
+    """Hierarchical Alignment Network on an open_clip backbone."""
+
+    def __init__(self, cfg: HANetCfg, vocab: ConceptVocab | None = None) -> None:
+        super().__init__()
+        if vocab is not None and (len(vocab.verbs), len(vocab.nouns)) != (
+            cfg.num_verbs, cfg.num_nouns
+        ):  # fmt: skip
+            raise ModelError("concept vocabulary sizes differ from the config's num_verbs/nouns")
+        self.cfg = cfg
+        self.vocab = vocab
+        self.clip = build_clip(cfg.clip)
+        self.video = VideoHeads(cfg)
+        self.text = TextHeads(cfg)
+        self.parser = SentenceParser(cfg.max_words, cfg.max_verbs, cfg.max_args)
+        self.checkpoint_sha256: str | None = None  # set by save / load_checkpoint
+
+    @property
+    def preprocess(self) -> PreprocessCfg:
+        """Image size, mean and std the image tower expects."""
+        return self.cfg.preprocess
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- video ---------------------------------------------------------------------------
+    def encode_frames(self, pixels: Tensor, mask: Tensor) -> Tensor:
+        """pixels (B, T, 3, H, W), mask (B, T) -> backbone features (B, T, Dc), zeros where
+        padded. Only real frames go through the image tower."""
+        b, t = mask.shape
+        features = encode_frames(self.clip, pixels[mask])  # (n_valid, Dc)
+        out = features.new_zeros(b, t, features.shape[-1])
+        out[mask] = features
+        return out
+
+    def encode_video_features(self, features: Tensor, mask: Tensor) -> VideoEmbeddings:
+        """Heads only, on cached backbone features (B, T, Dc): the frozen-backbone path."""
+        return self.video(features, mask)
+
+    def encode_video(self, pixels: Tensor, mask: Tensor) -> VideoEmbeddings:
+        """pixels (B, T, 3, H, W) preprocessed frames, mask (B, T) bool -> VideoEmbeddings."""
+        if pixels.dim() != 5 or mask.shape != pixels.shape[:2]:
+            raise ValueError(f"pixels (B, T, 3, H, W) and mask (B, T) expected, got "
+                             f"{tuple(pixels.shape)} and {tuple(mask.shape)}")  # fmt: skip
+        if not bool(mask.any(1).all()):
+            raise ValueError("every video needs at least one real frame")
+        return self.encode_video_features(self.encode_frames(pixels, mask.bool()), mask.bool())
+
+    # -- text ----------------------------------------------------------------------------
+    def parse(self, sentences: list[str]) -> ParsedBatch:
+        return self.parser(sentences)
+
+    def encode_parsed(self, parsed: ParsedBatch) -> TextEmbeddings:
+        parsed = parsed.to(self.device)
+        tokens, sentence = encode_tokens(self.clip, parsed.token_ids, parsed.eot_index)
+        return self.text(tokens, sentence, parsed)
+
+    def encode_text(self, sentences: list[str]) -> TextEmbeddings:
+        """Sentences -> TextEmbeddings (decomposition, text tower, heads)."""
+        if not sentences:
+            raise ValueError("no sentences to encode")
+        return self.encode_parsed(self.parse(sentences))
+
+    # -- scores --------------------------------------------------------------------------
+    def similarity(self, text: TextEmbeddings, video: VideoEmbeddings) -> dict[str, Tensor]:
+        """Every level's score, (num_texts, num_videos) each, plus "fused"."""
+        return scoring.similarity(text, video, self.cfg.fusion, self.cfg.attention_scale)
+
+    def best_action_segment(self, text: TextEmbeddings, video: VideoEmbeddings) -> Tensor:
+        """(num_texts, num_videos) index of the action segment each text matched best."""
+        return scoring.best_action_segment(text, video, self.cfg.attention_scale)
+
+    def top_concepts(self, video: VideoEmbeddings, k: int = 5) -> list[dict[str, list[Concept]]]:
+        """Per video, its ``k`` most probable action (verb) and entity (noun) concepts."""
+        if self.vocab is None:
+            raise ModelError("this model has no concept vocabulary: its concept heads are "
+                             "untrained (train it with `hanet train`)")  # fmt: skip
+        out = []
+        for verbs, nouns in zip(video.verb_probs, video.noun_probs, strict=True):
+            out.append({
+                "actions": _top(verbs, self.vocab.verbs, k),
+                "entities": _top(nouns, self.vocab.nouns, k),
+            })  # fmt: skip
+        return out
+
+    def save(self, path: str) -> str:
+        """Write a checkpoint (atomically); returns its content hash."""
+        from model.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, path)
+
+
+def _top(probs: Tensor, names: tuple[str, ...], k: int) -> list[Concept]:
+    values, index = probs.float().topk(min(k, len(names)))
+    return [
+        Concept(names[i], round(float(v), 4)) for v, i in zip(values, index.tolist(), strict=True)
+    ]
+
+
+def create_model(
+    name: str, clip_weights: str | None = None, vocab: ConceptVocab | None = None
+) -> HANet:
+    """A HANet of a named architecture, in eval mode. With ``clip_weights`` (an open_clip
+    weights file) the backbone is loaded from it and the fusion uses the global score alone
+    until the heads are trained, so the model scores exactly like CLIP with mean-pooled frames."""
+    cfg = get_config(name)
+    if clip_weights is not None:
+        cfg = cfg.with_fusion(GLOBAL_ONLY_FUSION)
+    model = HANet(cfg, vocab)
+    if clip_weights is not None:
+        load_clip_weights(model.clip, clip_weights)
+    return model.eval()

@@ -1,0 +1,95 @@
+"""Small building blocks shared by the two branches."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def masked_softmax(logits: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over ``dim`` ignoring positions where ``mask`` is False (they get weight 0)."""
+    logits = logits.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(logits, dim=dim)
+    return torch.nan_to_num(weights, nan=0.0)  # rows with nothing valid
+
+
+def topk_pool(probs: Tensor, mask: Tensor, divisor: int) -> Tensor:
+    """Multiple-instance pooling: per concept, the mean of its top-k probabilities over valid
+    positions, k = ceil(valid_len / divisor).  probs (B, T, K), mask (B, T) -> (B, K)."""
+    lengths = mask.sum(dim=1)  # (B,)
+    k = torch.div(lengths + divisor - 1, divisor, rounding_mode="floor").clamp(min=1)  # (B,)
+    ranked = probs.masked_fill(~mask.unsqueeze(-1), -1.0).sort(dim=1, descending=True).values
+    ranks = torch.arange(probs.shape[1], device=probs.device)
+    take = (ranks.unsqueeze(0) < k.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
+    return (ranked.clamp(min=0) * take).sum(dim=1) / k.unsqueeze(1).to(probs.dtype)
+
+
+class ConceptClassifier(nn.Module):
+    """Conv1d over time -> BatchNorm -> sigmoid: per-position concept probabilities.
+
+    BatchNorm statistics use valid positions only, so padding never changes a probability."""
+
+    def __init__(self, dim: int, num_concepts: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(dim, num_concepts, kernel_size, padding=kernel_size // 2)
+        self.norm = nn.BatchNorm1d(num_concepts)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x (B, T, D) with zeros at padded positions, mask (B, T) -> probs (B, T, K)."""
+        logits = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, T, K)
+        out = torch.zeros_like(logits)
+        out[mask] = self.norm(logits[mask])
+        return torch.sigmoid(out) * mask.unsqueeze(-1)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel reweighting from the mean over valid frames (reduction r)."""
+
+    def __init__(self, dim: int, reduction: int) -> None:
+        super().__init__()
+        hidden = max(dim // reduction, 1)
+        self.fc = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x (B, T, D), mask (B, T) -> (B, T, D)."""
+        m = mask.unsqueeze(-1).to(x.dtype)
+        squeezed = (x * m).sum(1) / m.sum(1).clamp(min=1)  # (B, D)
+        return x * torch.sigmoid(self.fc(squeezed)).unsqueeze(1)
+
+
+def level_projection(in_dim: int, out_dim: int) -> nn.Linear:
+    """A level projection (event / action / entity) initialised to the identity when the
+    dimensions agree, so a fresh model starts from the backbone's own embedding space."""
+    proj = nn.Linear(in_dim, out_dim)
+    with torch.no_grad():
+        if in_dim == out_dim:
+            proj.weight.copy_(torch.eye(out_dim))
+        else:
+            nn.init.xavier_uniform_(proj.weight)
+        proj.bias.zero_()
+    return proj
+
+
+class AttentionGCN(nn.Module):
+    """One attention graph-convolution layer: scaled dot-product attention restricted to the
+    graph's edges, out = Norm(X + Dropout(W(attn X))).
+
+    Adaptation (spec section 7): W starts at zero and the norm is RMSNorm (scale only, weight 1),
+    so a fresh layer returns its input up to scale, which leaves every cosine score unchanged;
+    LayerNorm's mean subtraction would not."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.RMSNorm(dim, eps=1e-6)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
+        """x (B, N, D), adjacency (B, N, N) bool (self-loops included) -> (B, N, D)."""
+        logits = self.query(x) @ self.key(x).transpose(1, 2) / x.shape[-1] ** 0.5
+        attn = masked_softmax(logits, adjacency)
+        return self.norm(x + self.drop(self.out(attn @ x)))

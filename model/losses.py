@@ -1,0 +1,68 @@
+"""Training losses (spec section 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    margin: float = 0.2
+    concept_triplet: float = 0.1
+    concept_bce: float = 0.01
+
+
+def triplet_hardest(scores: Tensor, positives: Tensor, margin: float) -> Tensor:
+    """Hinge ranking loss with the hardest negative in the batch, both directions (VSE++).
+
+    scores (B_t, B_v) text-to-video similarities, positives (B_t, B_v) bool; each text has
+    exactly one positive video (its own). Returns the mean over texts and videos."""
+    pos = scores.masked_fill(~positives, 0.0).sum(1)  # (B_t,) each text's positive
+    negatives = scores.masked_fill(positives, float("-inf"))
+    t2v = (margin + negatives.max(dim=1).values - pos).clamp(min=0)  # hardest video per text
+    # hardest text per video, against every positive pair of that video
+    pos_of_video = scores.masked_fill(~positives, float("inf")).min(dim=0).values
+    v2t = (margin + negatives.max(dim=0).values - pos_of_video).clamp(min=0)
+    has_pos = positives.any(0)
+    return t2v.mean() + v2t[has_pos].mean()
+
+
+def masked_bce(probs: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+    """Binary cross-entropy over concepts where ``mask`` is True (concepts another caption of
+    the same video names but this one does not are masked out). (B, K) each."""
+    loss = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), labels.to(probs.dtype),
+                                  reduction="none")  # fmt: skip
+    m = mask.to(probs.dtype)
+    return (loss * m).sum() / m.sum().clamp(min=1)
+
+
+def hanet_loss(
+    scores: dict[str, Tensor],
+    positives: Tensor,
+    concept_probs: dict[str, Tensor],
+    concept_labels: dict[str, tuple[Tensor, Tensor]],
+    weights: LossWeights = LossWeights(),
+) -> dict[str, Tensor]:
+    """Spec loss: triplet on the mean embedding score + 0.1 x triplet on the concept score +
+    0.01 x the masked BCEs. ``concept_probs`` maps "video_verb", "video_noun", "text_verb",
+    "text_noun" to (B, K) probabilities; ``concept_labels`` maps "verb" / "noun" to
+    (labels, mask) for each text's caption (the video side uses its paired caption's)."""
+    parts = {
+        "triplet": triplet_hardest(scores["embedding"], positives, weights.margin),
+        "concept_triplet": triplet_hardest(scores["concept"], positives, weights.margin),
+    }
+    bce = [
+        masked_bce(probs, *concept_labels[name.split("_")[1]])
+        for name, probs in concept_probs.items()
+    ]
+    parts["concept_bce"] = torch.stack(bce).sum() if bce else scores["embedding"].new_zeros(())
+    parts["total"] = (
+        parts["triplet"]
+        + weights.concept_triplet * parts["concept_triplet"]
+        + weights.concept_bce * parts["concept_bce"]
+    )
+    return parts

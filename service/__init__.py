@@ -1,0 +1,1 @@
+"""The HANet search service: settings, command line, and (later) the HTTP API."""

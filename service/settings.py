@@ -1,0 +1,39 @@
+"""Deployment settings, read from the environment (prefix ``HANET_``) once, at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HanetSettings(BaseSettings):
+    """Everything an operator can set. Unknown ``HANET_*`` variables are ignored by pydantic;
+    values that would be unsafe are refused when the settings are built."""
+
+    model_config = SettingsConfigDict(env_prefix="HANET_", extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path("hanet-data"),
+        description="Folder holding all state: the SQLite database, uploaded media, index builds.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: a SQLite file inside data_dir.",
+    )
+    log_level: str = Field(default="INFO", description="Python logging level for entry points.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hanet.sqlite3').resolve()}"

@@ -1,0 +1,117 @@
+"""Each formula against a value computed by hand (plain Python, the spec's own wording)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from model.layers import masked_softmax, topk_pool
+from model.losses import masked_bce, triplet_hardest
+from model.scores import cross_attention, jaccard
+
+
+def _cos(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def _reference_cross_attention(
+    phrase: list[float], units: list[list[float]], scale: float
+) -> float:
+    """The spec's steps, literally: g, clip, L2-normalise over units, softmax, v_hat, cosine."""
+    g = [max(_cos(u, phrase), 0.0) for u in units]
+    norm = math.sqrt(sum(x * x for x in g))
+    g = [x / norm for x in g]
+    e = [math.exp(scale * x) for x in g]
+    a = [x / sum(e) for x in e]
+    v_hat = [sum(a[f] * units[f][d] for f in range(len(units))) for d in range(len(phrase))]
+    return _cos(v_hat, phrase)
+
+
+def _unit(v: list[float]) -> list[float]:
+    n = math.sqrt(sum(x * x for x in v))
+    return [x / n for x in v]
+
+
+def test_cross_attention_matches_the_spec_by_hand() -> None:
+    units = [_unit([1.0, 0.0, 0.2]), _unit([0.0, 1.0, 0.0]), _unit([0.6, 0.8, 0.0]),
+             _unit([-1.0, 0.1, 0.0])]  # fmt: skip
+    phrases = [_unit([1.0, 0.2, 0.0]), _unit([0.1, 1.0, 0.3])]
+    expected = sum(_reference_cross_attention(p, units, 4.0) for p in phrases) / 2
+    score, attn = cross_attention(
+        torch.tensor([phrases]), torch.tensor([[True, True]]),
+        torch.tensor([units]), torch.tensor([[True] * 4]), scale=4.0,
+    )  # fmt: skip
+    assert score.shape == (1, 1)
+    assert score.item() == pytest.approx(expected, abs=1e-6)
+    assert attn[0, 0, 0].argmax().item() == 0  # the first phrase attends to the first unit
+    assert attn[0, 0].sum(-1).tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_cross_attention_ignores_padded_units_and_phrases() -> None:
+    units = [_unit([1.0, 0.0, 0.2]), _unit([0.0, 1.0, 0.0])]
+    phrase = _unit([1.0, 0.5, 0.0])
+    expected = _reference_cross_attention(phrase, units, 4.0)
+    garbage = [9.0, -3.0, 1.0]
+    score, attn = cross_attention(
+        torch.tensor([[phrase, [0.0, 0.0, 0.0]]]), torch.tensor([[True, False]]),
+        torch.tensor([units + [garbage]]), torch.tensor([[True, True, False]]), scale=4.0,
+    )  # fmt: skip
+    assert score.item() == pytest.approx(expected, abs=1e-6)
+    assert attn[0, 0, 0, 2].item() == 0.0
+
+
+def test_cross_attention_is_zero_without_phrases() -> None:
+    score, _ = cross_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.bool),
+                               torch.randn(3, 4, 3), None, scale=4.0)  # fmt: skip
+    assert score.tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_jaccard_by_hand() -> None:
+    p = [0.9, 0.1, 0.5, 0.0]
+    q = [0.3, 0.4, 0.5, 1.0]
+    expected = sum(map(min, p, q)) / sum(map(max, p, q))  # 0.9 / 2.8
+    got = jaccard(torch.tensor([p, q]), torch.tensor([q, p]))
+    assert got[0, 0].item() == pytest.approx(expected, abs=1e-6)
+    assert got[0, 1].item() == pytest.approx(1.0, abs=1e-6)
+    assert got[1, 0].item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_topk_pool_by_hand() -> None:
+    # 10 valid frames -> k = ceil(10 / 8) = 2; 3 valid frames -> k = 1; padding never counts.
+    probs = torch.zeros(2, 12, 1)
+    probs[0, :10, 0] = torch.tensor([0.1, 0.9, 0.2, 0.8, 0.3, 0.0, 0.0, 0.0, 0.0, 0.5])
+    probs[0, 10:, 0] = 1.0  # padded, must be ignored
+    probs[1, :3, 0] = torch.tensor([0.2, 0.6, 0.4])
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[0, :10] = True
+    mask[1, :3] = True
+    pooled = topk_pool(probs, mask, divisor=8)
+    assert pooled[:, 0].tolist() == pytest.approx([(0.9 + 0.8) / 2, 0.6])
+
+
+def test_triplet_hardest_by_hand() -> None:
+    scores = torch.tensor([[0.9, 0.5, 0.8], [0.2, 0.6, 0.1], [0.3, 0.7, 0.4]])
+    positives = torch.eye(3, dtype=torch.bool)
+    m = 0.2
+    t2v = [max(0, m + 0.8 - 0.9), max(0, m + 0.2 - 0.6), max(0, m + 0.7 - 0.4)]
+    v2t = [max(0, m + 0.3 - 0.9), max(0, m + 0.7 - 0.6), max(0, m + 0.8 - 0.4)]
+    expected = sum(t2v) / 3 + sum(v2t) / 3
+    assert triplet_hardest(scores, positives, m).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_masked_bce_skips_masked_concepts() -> None:
+    probs = torch.tensor([[0.8, 0.3, 0.99]])
+    labels = torch.tensor([[1.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, False]])
+    expected = (-math.log(0.8) - math.log(0.7)) / 2
+    assert masked_bce(probs, labels, mask).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_masked_softmax_of_fully_masked_row_is_zero() -> None:
+    out = masked_softmax(torch.randn(2, 3), torch.tensor([[True, False, True], [False] * 3]))
+    assert out[1].tolist() == [0.0, 0.0, 0.0]
+    assert out[0, 1].item() == 0.0
+    assert out[0].sum().item() == pytest.approx(1.0)

@@ -1,0 +1,161 @@
+"""HANet behaviour: padding, batching, round trips, gradients, public API shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model import SCORE_NAMES, HANet, ModelError, load_checkpoint
+from model.losses import hanet_loss
+from tests.model.conftest import CAPTIONS, random_pixels
+
+
+def _encode(model: HANet, pixels: torch.Tensor, mask: torch.Tensor, texts: list[str]):
+    with torch.no_grad():
+        return model.encode_text(texts), model.encode_video(pixels, mask)
+
+
+def test_similarity_has_every_level_with_texts_by_videos_shape(tiny: HANet) -> None:
+    pixels = random_pixels(tiny, 3, tiny.cfg.max_frames)
+    text, video = _encode(tiny, pixels, torch.ones(3, tiny.cfg.max_frames, dtype=torch.bool),
+                          CAPTIONS)  # fmt: skip
+    scores = tiny.similarity(text, video)
+    assert set(SCORE_NAMES) | {"fused", "embedding", "concept"} == set(scores)
+    for name, value in scores.items():
+        assert value.shape == (len(CAPTIONS), 3), name
+        assert torch.isfinite(value).all(), name
+    # sentences without verbs score 0 at both verb levels; others do not
+    assert scores["local_action"][3].abs().max() == 0
+    assert scores["local_action"][0].abs().min() > 0
+    weights = dict(zip(SCORE_NAMES, tiny.cfg.fusion, strict=True))
+    fused = sum(w * scores[n] for n, w in weights.items())
+    assert torch.allclose(scores["fused"], fused)
+
+
+def test_padding_frames_changes_no_score(tiny: HANet) -> None:
+    t = tiny.cfg.max_frames
+    pixels = random_pixels(tiny, 2, t)
+    short = torch.ones(2, 5, dtype=torch.bool)
+    padded_mask = torch.zeros(2, t, dtype=torch.bool)
+    padded_mask[:, :5] = True
+    padded = pixels.clone()
+    padded[:, 5:] = 100.0  # garbage in padded frames
+    text, video_short = _encode(tiny, pixels[:, :5], short, CAPTIONS)
+    _, video_padded = _encode(tiny, padded, padded_mask, CAPTIONS)
+    a, b = tiny.similarity(text, video_short), tiny.similarity(text, video_padded)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
+    assert torch.equal(video_short.action_spans, video_padded.action_spans)
+
+
+def test_batch_scores_equal_one_by_one(tiny: HANet) -> None:
+    t = tiny.cfg.max_frames
+    pixels = random_pixels(tiny, 3, t)
+    mask = torch.ones(3, t, dtype=torch.bool)
+    mask[1, 3:] = False
+    mask[2, 6:] = False
+    text, video = _encode(tiny, pixels, mask, CAPTIONS)
+    batch = tiny.similarity(text, video)
+    for i, caption in enumerate(CAPTIONS):
+        for j in range(3):
+            one_text, one_video = _encode(tiny, pixels[j : j + 1], mask[j : j + 1], [caption])
+            single = tiny.similarity(one_text, one_video)
+            for name in batch:
+                assert single[name][0, 0].item() == pytest.approx(
+                    batch[name][i, j].item(), abs=1e-5
+                ), (name, i, j)
+
+
+def test_save_load_round_trip_gives_identical_outputs(tiny: HANet, tmp_path) -> None:
+    path = tmp_path / "m.pt"
+    digest = tiny.save(str(path))
+    loaded = load_checkpoint(path)
+    assert loaded.checkpoint_sha256 == digest and len(digest) == 64
+    assert loaded.cfg == tiny.cfg
+    pixels = random_pixels(tiny, 2, tiny.cfg.max_frames)
+    mask = torch.ones(2, tiny.cfg.max_frames, dtype=torch.bool)
+    a = tiny.similarity(*_encode(tiny, pixels, mask, CAPTIONS))
+    b = loaded.similarity(*_encode(loaded, pixels, mask, CAPTIONS))
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_gradients_reach_every_trained_parameter(tiny: HANet) -> None:
+    model = HANet(tiny.cfg).train()
+    # logit_scale belongs to CLIP's contrastive head, which HANet does not use.
+    trained = {n: p for n, p in model.named_parameters() if n != "clip.logit_scale"}
+    optimizer = torch.optim.SGD(trained.values(), lr=0.5)
+    t = model.cfg.max_frames
+    pixels = random_pixels(model, 4, t)
+    mask = torch.ones(4, t, dtype=torch.bool)
+    mask[2, 5:] = False
+    captions = CAPTIONS[:3] + ["a dog jumps over a fence"]
+    for _step in range(2):  # after one step the zero-initialised GCN output is live
+        optimizer.zero_grad()
+        text = model.encode_text(captions)
+        video = model.encode_video(pixels, mask)
+        scores = model.similarity(text, video)
+        labels = {
+            "verb": (
+                torch.rand(4, model.cfg.num_verbs).round(),
+                torch.ones(4, model.cfg.num_verbs),
+            ),
+            "noun": (
+                torch.rand(4, model.cfg.num_nouns).round(),
+                torch.ones(4, model.cfg.num_nouns),
+            ),
+        }
+        probs = {"video_verb": video.verb_probs, "video_noun": video.noun_probs,
+                 "text_verb": text.verb_probs, "text_noun": text.noun_probs}  # fmt: skip
+        loss = hanet_loss(scores, torch.eye(4, dtype=torch.bool), probs, labels)["total"]
+        assert loss.item() > 0
+        loss.backward()
+        optimizer.step()
+    missing = [n for n, p in trained.items() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, f"no gradient reached: {missing}"
+
+
+def test_encode_video_rejects_bad_input(tiny: HANet) -> None:
+    pixels = random_pixels(tiny, 1, 4)
+    with pytest.raises(ValueError, match="at least one real frame"):
+        tiny.encode_video(pixels, torch.zeros(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="expected|B, T"):
+        tiny.encode_video(pixels[0], torch.ones(4, dtype=torch.bool))
+
+
+def test_action_spans_lie_inside_valid_frames(tiny: HANet) -> None:
+    t = tiny.cfg.max_frames
+    mask = torch.zeros(2, t, dtype=torch.bool)
+    mask[0, :t] = True
+    mask[1, :2] = True  # shorter than the 5-frame window: single-frame segments
+    _, video = _encode(tiny, random_pixels(tiny, 2, t), mask, ["x"])
+    spans = video.action_spans
+    assert spans.shape == (2, tiny.cfg.num_action_segments, 2)
+    assert (spans[..., 0] <= spans[..., 1]).all()
+    assert spans[0].max() < t and spans[1].max() < 2
+    assert (spans[1, :, 0] == spans[1, :, 1]).all()
+    width = spans[0, :, 1] - spans[0, :, 0]
+    assert set(width.tolist()) <= {0, tiny.cfg.action_window - 1}
+
+
+def test_top_concepts_need_a_vocabulary(tiny: HANet) -> None:
+    _, video = _encode(tiny, random_pixels(tiny, 1, 3), torch.ones(1, 3, dtype=torch.bool), ["x"])
+    with pytest.raises(ModelError, match="vocabulary"):
+        tiny.top_concepts(video)
+
+
+def test_top_concepts_names_and_orders_by_probability(tiny: HANet) -> None:
+    from model import ConceptVocab
+
+    vocab = ConceptVocab(
+        tuple(f"verb{i}" for i in range(tiny.cfg.num_verbs)),
+        tuple(f"noun{i}" for i in range(tiny.cfg.num_nouns)),
+    )
+    model = HANet(tiny.cfg, vocab).eval()
+    model.load_state_dict(tiny.state_dict())
+    _, video = _encode(model, random_pixels(model, 1, 4), torch.ones(1, 4, dtype=torch.bool), ["x"])
+    top = model.top_concepts(video, k=3)[0]
+    probs = [c.probability for c in top["actions"]]
+    assert probs == sorted(probs, reverse=True) and len(probs) == 3
+    best = int(video.verb_probs[0].argmax())
+    assert top["actions"][0].name == f"verb{best}"
