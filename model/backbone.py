@@ -44,7 +44,7 @@ def encode_tokens(
 
     token_ids (N, L), eot_index (N,) -> tokens (N, L, Dc), sentence (N, Dc), both normalised."""
     length = token_ids.shape[1]
-    cast = clip.transformer.get_cast_dtype()
+    cast = clip.token_embedding.weight.dtype
     x = clip.token_embedding(token_ids).to(cast) + clip.positional_embedding[:length].to(cast)
     x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
     x = clip.ln_final(x)  # (N, L, width)

@@ -25,8 +25,8 @@ DET = frozenset(
 )
 NUM = frozenset("eight few five four many nine one seven several six ten three two".split())
 PRON = frozenset(
-    "anyone everybody everyone he him i it nobody she somebody someone something them they us we "
-    "you".split()
+    "anyone everybody everyone he him i it nobody she somebody someone something them there they "
+    "us we who which you".split()
 )
 AUX = frozenset(
     "am are be been being can could did do does had has have is may might must shall should was "
@@ -53,6 +53,7 @@ _LOCATIVE = frozenset(
 _DIRECTIONAL = frozenset("across along from into onto past through to toward towards".split())
 _ADP_ROLE = {"with": "ARGM-COM", "for": "ARGM-PRP", "by": "ARG0", "about": "ARG1", "of": "ARG1"}
 _VERB_ENDINGS = ("s", "ed", "ing")
+_NEGATIONS = frozenset({"not", "never", "n't"})
 _IRREGULAR_PLURALS = frozenset("children feet geese men mice people teeth women".split())
 
 
@@ -81,7 +82,11 @@ class Decomposition:
     args: tuple[Phrase, ...]
 
 
-def _closed_class(word: str) -> str | None:
+def _closed_class(word: str, prev: str | None = None) -> str | None:
+    if word == "that" and prev in {"NOUN", "PRON"}:
+        return "PRON"  # relative pronoun: "a star that moves"
+    if word in _NEGATIONS:
+        return "ADV"
     for tag, lexicon in (("DET", DET), ("NUM", NUM), ("PRON", PRON), ("AUX", AUX),
                          ("CONJ", CONJ), ("ADP", ADP)):  # fmt: skip
         if word in lexicon:
@@ -161,8 +166,8 @@ def tag_words(words: list[str]) -> list[TaggedWord]:
     i = 0
     while i < len(words):
         word = words[i]
-        closed = _closed_class(word)
         prev = tags[-1] if tags else "START"
+        closed = _closed_class(word, prev)
         last_content = next((t for t in reversed(tags) if t not in {"CONJ", "PUNCT"}), "START")
         if closed is not None:
             tags.append(closed)
@@ -174,6 +179,7 @@ def tag_words(words: list[str]) -> list[TaggedWord]:
             readings = _readings(word)
             if "VERB" in readings and (
                 prev in {"AUX", "NOUN", "PRON"}
+                or (i > 0 and words[i - 1] in _NEGATIONS)
                 or (prev == "CONJ" and _coordinated_verb(words, i, last_content))
             ):
                 tags.append("VERB")

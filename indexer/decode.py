@@ -1,0 +1,190 @@
+"""Video decoding with PyAV: the best video stream, T frames sampled by timestamp, RGB at the
+model's input size. Used by the indexer and by the dataset loaders alike.
+
+Sampling seeks to the keyframe before a target and decodes forward only when the target is far
+ahead, so a 10-minute file costs about as much as a 10-second one. Anything that is not a
+decodable video raises ``DecodeError`` with the reason; no placeholder frames are ever returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Decode forward instead of seeking when the next target is at most this far ahead.
+_SEEK_THRESHOLD_S = 2.0
+
+
+class DecodeError(Exception):
+    """A file that cannot give video frames: missing, not media, no video stream, corrupt."""
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """frames (T, S, S, 3) uint8 RGB; timestamps_s (T,) presentation time of each frame."""
+
+    frames: np.ndarray
+    timestamps_s: np.ndarray
+    duration_s: float
+    width: int
+    height: int
+    codec: str
+    stream_index: int
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise DecodeError(f"file not found: {path.name}")
+    try:
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise DecodeError(f"not a readable media file ({exc.strerror or exc})") from exc
+
+
+def pick_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video stream with the most pixels (then the most frames); cover-art pictures and
+    streams without a decoder are not videos."""
+    candidates = [
+        s
+        for s in container.streams.video
+        if s.codec_context is not None
+        and not (s.disposition & av.stream.Disposition.attached_pic)
+        and (s.codec_context.width or 0) > 0
+    ]
+    if not candidates:
+        raise DecodeError("no video stream in the file")
+    return max(candidates, key=lambda s: (s.codec_context.width * s.codec_context.height, s.frames))
+
+
+def _duration_s(container: av.container.InputContainer, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _to_rgb_square(frame: av.VideoFrame, size: int) -> np.ndarray:
+    """Shortest side to ``size`` (swscale, bicubic), then centre crop: (size, size, 3) uint8."""
+    w, h = frame.width, frame.height
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    rgb = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation="BICUBIC")
+    image = rgb.to_ndarray()
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return np.ascontiguousarray(image[top : top + size, left : left + size])
+
+
+def sample_times(duration_s: float, num_frames: int, fps: float | None = None) -> np.ndarray:
+    """Target timestamps: ``num_frames`` spread uniformly over the duration (the centre of each
+    of ``num_frames`` equal parts), or one every 1/fps seconds, at most ``num_frames``."""
+    if fps:
+        times = np.arange(0.0, duration_s, 1.0 / fps)[:num_frames]
+        return times if len(times) else np.zeros(1)
+    return (np.arange(num_frames) + 0.5) * duration_s / num_frames
+
+
+def decode_video(
+    path: str | Path, num_frames: int, size: int, fps: float | None = None
+) -> DecodedVideo:
+    """Decode ``num_frames`` frames of ``path`` sampled by timestamp, as RGB ``size`` squares.
+    A video shorter than ``num_frames`` frames gives each of its frames once."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = pick_video_stream(container)
+        stream.thread_type = "AUTO"
+        duration = _duration_s(container, stream)
+        if duration is None or duration <= 0:
+            duration = _probe_duration(container, stream)
+        targets = sample_times(duration, num_frames, fps)
+        frames, times = _decode_at(container, stream, targets, size)
+        ctx = stream.codec_context
+        info = (ctx.width, ctx.height, ctx.name, stream.index)
+    if not frames:
+        raise DecodeError("no frame could be decoded (corrupt or truncated file)")
+    if times[-1] + _SEEK_THRESHOLD_S < targets[-1]:
+        raise DecodeError(
+            f"truncated: frames end at {times[-1]:.2f} s of a declared {duration:.2f} s"
+        )
+    return DecodedVideo(
+        frames=np.stack(frames),
+        timestamps_s=np.asarray(times, dtype=np.float64),
+        duration_s=float(duration),
+        width=info[0],
+        height=info[1],
+        codec=info[2],
+        stream_index=info[3],
+    )
+
+
+def _frame_time(frame: av.VideoFrame, stream) -> float:
+    if frame.time is not None:
+        return float(frame.time)
+    if frame.pts is not None and stream.time_base is not None:
+        return float(frame.pts * stream.time_base)
+    return 0.0
+
+
+def _decode_at(container, stream, targets: np.ndarray, size: int) -> tuple[list, list[float]]:
+    """For each target time, the decoded frame nearest to it, seeking only when the target is
+    far ahead of the decoder. A frame picked twice is kept once."""
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    iterator = None
+    prev = pending = None  # (time, frame) pairs
+    for target in targets + start:
+        position = pending[0] if pending else prev[0] if prev else start
+        if target - position > _SEEK_THRESHOLD_S:
+            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+            iterator, prev, pending = None, None, None
+        if iterator is None:
+            iterator = _frames(container, stream)
+        chosen = None
+        while chosen is None:
+            current, pending = pending or _next_frame(iterator, stream), None
+            if current is None:  # end of stream: the last frame is the nearest
+                chosen = prev
+                break
+            if current[0] + 1e-6 >= target:
+                closer_before = prev is not None and target - prev[0] <= current[0] - target + 1e-6
+                chosen, pending = (prev if closer_before else current), current
+            else:
+                prev = current
+        if chosen is None:
+            break
+        if not times or chosen[0] - start > times[-1]:
+            frames.append(_to_rgb_square(chosen[1], size))
+            times.append(chosen[0] - start)
+    return frames, times
+
+
+def _next_frame(iterator, stream) -> tuple[float, av.VideoFrame] | None:
+    frame = next(iterator, None)
+    return None if frame is None else (_frame_time(frame, stream), frame)
+
+
+def _frames(container, stream):
+    try:
+        yield from container.decode(stream)
+    except av.FFmpegError as exc:
+        raise DecodeError(f"corrupt video data ({exc.strerror or exc})") from exc
+
+
+def _probe_duration(container, stream) -> float:
+    """Duration by decoding to the end, for files whose headers do not say."""
+    last = None
+    for frame in _frames(container, stream):
+        last = _frame_time(frame, stream)
+    if last is None:
+        raise DecodeError("no frame could be decoded (corrupt or truncated file)")
+    container.seek(0, stream=stream)
+    rate = stream.average_rate or Fraction(25)
+    return last + float(1 / rate)

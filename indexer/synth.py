@@ -1,0 +1,378 @@
+"""``hanet synth``: a procedural text-video corpus of real H.264 files with captions.
+
+Designed so that each HANet level is needed: entities (8 shapes x 8 colours x 2 sizes, 1 to 3
+per video, varied backgrounds), actions (12, including mirrored pairs that one averaged frame
+cannot tell apart), events (one or two actions in sequence, so order matters), captions from
+several templates and synonyms with every word's part of speech known, and a compositional test
+split whose (colour, shape, action) combinations never occur in training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from indexer.synth_scene import (
+    ACTIONS,
+    BACKGROUNDS,
+    COLOURS,
+    MIRRORED,
+    SHAPES,
+    SIZES,
+    Step,
+    Thing,
+    place,
+    render,
+)
+
+log = logging.getLogger(__name__)
+
+FPS = 8
+FRAMES = 16  # 2 seconds
+CAPTIONS_PER_VIDEO = 6
+MANIFEST = "manifest.json"
+FORMAT = "hanet-dataset"
+
+# Each phrase: list of (word, part of speech, lemma). The generator knows every tag.
+_VERB_PHRASES: dict[str, list[list[tuple[str, str, str]]]] = {
+    "move_left": [[("moves", "VERB", "move"), ("left", "PART", "left")],
+                  [("slides", "VERB", "slide"), ("to", "ADP", "to"), ("the", "DET", "the"),
+                   ("left", "NOUN", "left")],
+                  [("goes", "VERB", "go"), ("left", "PART", "left")]],
+    "move_right": [[("moves", "VERB", "move"), ("right", "PART", "right")],
+                   [("slides", "VERB", "slide"), ("to", "ADP", "to"), ("the", "DET", "the"),
+                    ("right", "NOUN", "right")],
+                   [("goes", "VERB", "go"), ("right", "PART", "right")]],
+    "move_up": [[("moves", "VERB", "move"), ("up", "PART", "up")],
+                [("rises", "VERB", "rise")],
+                [("goes", "VERB", "go"), ("up", "PART", "up")]],
+    "move_down": [[("moves", "VERB", "move"), ("down", "PART", "down")],
+                  [("falls", "VERB", "fall")],
+                  [("goes", "VERB", "go"), ("down", "PART", "down")]],
+    "grow": [[("grows", "VERB", "grow")], [("expands", "VERB", "expand")],
+             [("gets", "VERB", "get"), ("bigger", "ADJ", "big")]],
+    "shrink": [[("shrinks", "VERB", "shrink")], [("contracts", "VERB", "contract")],
+               [("gets", "VERB", "get"), ("smaller", "ADJ", "small")]],
+    "appear": [[("appears", "VERB", "appear")], [("fades", "VERB", "fade"), ("in", "PART", "in")],
+               [("shows", "VERB", "show"), ("up", "PART", "up")]],
+    "disappear": [[("disappears", "VERB", "disappear")], [("vanishes", "VERB", "vanish")],
+                  [("fades", "VERB", "fade"), ("out", "PART", "out")]],
+    "rotate": [[("rotates", "VERB", "rotate")], [("spins", "VERB", "spin")],
+               [("turns", "VERB", "turn"), ("around", "PART", "around")]],
+    "bounce": [[("bounces", "VERB", "bounce")], [("hops", "VERB", "hop")],
+               [("jumps", "VERB", "jump")]],
+    "blink": [[("blinks", "VERB", "blink")], [("flashes", "VERB", "flash")],
+              [("flickers", "VERB", "flicker")]],
+    "still": [[("stays", "VERB", "stay"), ("still", "ADV", "still")],
+              [("does", "AUX", "do"), ("not", "PART", "not"), ("move", "VERB", "move")],
+              [("rests", "VERB", "rest")]],
+}  # fmt: skip
+_SIZE_WORDS = {"small": ["small", "little", "tiny"], "large": ["large", "big", "huge"]}
+_BACKGROUND_WORDS = {"black": "black", "gray": "gray", "navy": "blue", "brown": "brown",
+                     "gradient": "dark", "noisy": "grainy"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SynthVideo:
+    id: str
+    things: list[Thing]
+    steps: list[Step]
+    background: str
+    split: str
+    seed: int
+
+
+def held_out_triples(seed: int, per_action: int = 3) -> set[tuple[str, str, str]]:
+    """(colour, shape, action) combinations kept out of training for the compositional split."""
+    rng = np.random.default_rng(seed + 7919)
+    held = set()
+    for action in ACTIONS:
+        combos = [
+            (c, s) for c in COLOURS for s in SHAPES if not (s == "circle" and action == "rotate")
+        ]
+        for i in rng.choice(len(combos), size=per_action, replace=False):
+            held.add((*combos[i], action))
+    return held
+
+
+def _pick_actions(rng: np.random.Generator, same_thing: bool, count: int) -> list[str]:
+    while True:
+        acts = [str(a) for a in rng.choice(ACTIONS, size=count)]
+        if count == 2 and same_thing and (acts[0] == "disappear" or acts[1] == "appear"):
+            continue  # nothing can be seen doing it
+        if count == 2 and acts[0] == acts[1] and (same_thing or acts[0] == "still"):
+            continue
+        return acts
+
+
+def _make_scene(index: int, seed: int, held: set, compositional: bool) -> SynthVideo:
+    """A random scene; ``compositional`` scenes use a held-out triple for their first actor,
+    the others avoid every held-out triple."""
+    rng = np.random.default_rng([seed, index])
+    while True:
+        steps_n = int(rng.integers(1, 3))
+        same = steps_n == 2 and rng.random() < 0.3
+        actions = _pick_actions(rng, same, steps_n)
+        actors = 1 if steps_n == 1 or same else 2
+        extra = int(rng.integers(0, 4 - actors))  # 1 to 3 things in all
+        looks = [(str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)),
+                  str(rng.choice(list(SIZES)))) for _ in range(actors + extra)]  # fmt: skip
+        if compositional:
+            colour, shape, action = sorted(held)[int(rng.integers(len(held)))]
+            looks[0] = (colour, shape, looks[0][2])
+            actions[0] = action
+        own = [[actions[0]] + (actions[1:] if same else [])]
+        own += [[actions[1]]] if actors == 2 else []
+        own += [["still"]] * extra
+        triples = {(looks[i][0], looks[i][1], a) for i, acts in enumerate(own) for a in acts}
+        if any(s == "circle" and "rotate" in own[i] for i, (_, s, _) in enumerate(looks)):
+            continue  # a rotating circle looks still
+        if len(set(looks)) < len(looks):
+            continue  # two identical things could not be told apart in a caption
+        if bool(triples & held) != compositional:
+            continue
+        break
+    centres = place([lk[2] for lk in looks], own, rng)
+    things = [Thing(c, s, z, x, y) for (c, s, z), (x, y) in zip(looks, centres, strict=True)]
+    half = FRAMES // 2
+    if steps_n == 1:
+        steps = [Step(0, actions[0], 0, FRAMES)]
+    else:
+        steps = [Step(0, actions[0], 0, half), Step(0 if same else 1, actions[1], half, FRAMES)]
+    steps += [Step(i, "still", 0, FRAMES) for i in range(actors, actors + extra)]
+    background = str(rng.choice(BACKGROUNDS))
+    return SynthVideo(f"synth{index:06d}", things, steps, background, "", seed)
+
+
+Word = tuple[str, str, str]  # text, part of speech, lemma
+
+
+def _noun_phrase(thing: Thing, rng: np.random.Generator, det: str = "a") -> list[Word]:
+    words: list[Word] = [(det, "DET", det)]
+    if rng.random() < 0.7:
+        size = str(rng.choice(_SIZE_WORDS[thing.size]))
+        words.append((size, "ADJ", {"little": "little", "tiny": "tiny", "huge": "huge"}.get(
+            size, size)))  # fmt: skip
+    words.append((thing.colour, "ADJ", thing.colour))
+    words.append((thing.shape, "NOUN", thing.shape))
+    if det == "a" and words[1][0][0] in "aeiou":
+        words[0] = ("an", "DET", "a")
+    return words
+
+
+def _verb_phrase(action: str, rng: np.random.Generator, choice: int | None = None) -> list[Word]:
+    options = _VERB_PHRASES[action]
+    return list(options[int(rng.integers(len(options))) if choice is None else choice])
+
+
+def _caption_one(video: SynthVideo, rng: np.random.Generator, template: int) -> list[Word]:
+    main = video.steps[0]
+    a = _noun_phrase(video.things[main.thing], rng)
+    vp = _verb_phrase(main.action, rng)
+    others = [s for s in video.steps[1:] if s.action == "still"]
+    bg = _BACKGROUND_WORDS[video.background]
+    templates = [
+        lambda: a + vp,
+        lambda: [("there", "PRON", "there"), ("is", "AUX", "be")] + a
+        + [("that", "PRON", "that")] + vp,
+        lambda: a + vp + [("on", "ADP", "on"), ("a", "DET", "a"), (bg, "ADJ", bg),
+                          ("background", "NOUN", "background")],
+        lambda: [("in", "ADP", "in"), ("this", "DET", "this"), ("video", "NOUN", "video")] + a + vp,
+        lambda: [("we", "PRON", "we"), ("see", "VERB", "see")] + a
+        + [("that", "PRON", "that")] + vp,
+    ]  # fmt: skip
+    if others:
+        d = _noun_phrase(video.things[others[0].thing], rng)
+        templates.append(lambda: a + vp + [("while", "CONJ", "while")] + d
+                         + _verb_phrase("still", rng))  # fmt: skip
+        templates.append(lambda: a + vp + [("next", "ADV", "next"), ("to", "ADP", "to")] + d)
+    return templates[template % len(templates)]()
+
+
+def _caption_two(video: SynthVideo, rng: np.random.Generator, template: int,
+                 choices: tuple[int | None, int | None] = (None, None)) -> list[Word]:  # fmt: skip
+    first, second = video.steps[0], video.steps[1]
+    a = _noun_phrase(video.things[first.thing], rng)
+    same = first.thing == second.thing
+    b = [("it", "PRON", "it")] if same else _noun_phrase(video.things[second.thing], rng)
+    v1 = _verb_phrase(first.action, rng, choices[0])
+    v2 = _verb_phrase(second.action, rng, choices[1])
+    comma, then = (",", "PUNCT", ","), ("then", "CONJ", "then")
+    templates = [
+        lambda: a + v1 + [comma, then] + b + v2,
+        lambda: [("first", "ADV", "first")] + a + v1 + [("and", "CONJ", "and"), then] + b + v2,
+        lambda: a + v1 + [("before", "CONJ", "before")] + b + v2,
+        lambda: [("after", "CONJ", "after")] + a + v1 + [comma] + b + v2,
+        lambda: [("in", "ADP", "in"), ("this", "DET", "this"), ("video", "NOUN", "video")]
+        + a + v1 + [comma, then] + b + v2,
+    ]  # fmt: skip
+    if not same:
+        templates.append(lambda: b + v2 + [("after", "CONJ", "after")] + a + v1)
+    return templates[template % len(templates)]()
+
+
+def _text(words: list[Word]) -> str:
+    return " ".join(w for w, _, _ in words).replace(" ,", ",")
+
+
+def _as_caption(words: list[Word]) -> dict:
+    return {"text": _text(words), "words": [w for w, _, _ in words],
+            "pos": [p for _, p, _ in words], "lemmas": [lm for _, _, lm in words]}  # fmt: skip
+
+
+def captions_for(video: SynthVideo) -> dict:
+    """The video's captions (distinct, several templates) and, where there is one, a hard
+    distractor caption differing only by a mirrored action or by the order of events."""
+    rng = np.random.default_rng([video.seed, int(video.id[5:]), 1])
+    acting = [s for s in video.steps if s.action != "still" or s.thing == 0]
+    two = len(acting) >= 2 and acting[1].start > acting[0].start
+    make = _caption_two if two else _caption_one
+    captions, seen = [], set()
+    for attempt in range(60):
+        words = make(video, rng, attempt)
+        if _text(words) not in seen:
+            seen.add(_text(words))
+            captions.append(_as_caption(words))
+        if len(captions) == CAPTIONS_PER_VIDEO:
+            break
+    out = {"captions": captions}
+    mirrored = next((s for s in video.steps if s.action in MIRRORED), None)
+    if mirrored is not None:
+        steps = [Step(s.thing, MIRRORED[s.action], s.start, s.end) if s is mirrored else s
+                 for s in video.steps]  # fmt: skip
+        out["mirrored"] = [_canonical(video, two), _canonical(_with_steps(video, steps), two)]
+    if two and acting[0].thing != acting[1].thing:
+        first, second = acting[0], acting[1]
+        steps = [Step(second.thing, second.action, first.start, first.end),
+                 Step(first.thing, first.action, second.start, second.end)]  # fmt: skip
+        out["swapped"] = [_canonical(video, two), _canonical(_with_steps(video, steps), two)]
+    return out
+
+
+def _with_steps(video: SynthVideo, steps: list[Step]) -> SynthVideo:
+    return SynthVideo(video.id, video.things, steps, video.background, video.split, video.seed)
+
+
+def _canonical(video: SynthVideo, two: bool) -> dict:
+    """A fixed-wording caption (first template, first synonyms, size always said), so that two
+    canonical captions differ only where their scenes differ."""
+    rng = _AlwaysSize()
+    if two:
+        return _as_caption(_caption_two(video, rng, 0, (0, 0)))  # type: ignore[arg-type]
+    main = video.steps[0]
+    return _as_caption(_noun_phrase(video.things[main.thing], rng)  # type: ignore[arg-type]
+                       + _verb_phrase(main.action, rng, 0))  # type: ignore[arg-type]  # fmt: skip
+
+
+class _AlwaysSize:
+    """A stand-in random source for canonical captions: always says the size, first synonym."""
+
+    def random(self) -> float:
+        return 0.0
+
+    def choice(self, options):  # type: ignore[no-untyped-def]
+        return options[0]
+
+    def integers(self, n: int) -> int:
+        return 0
+
+
+def plan_corpus(count: int, seed: int) -> list[SynthVideo]:
+    """The scenes of a corpus with their splits: 8% compositional, the rest 80/10/10
+    train/val/test."""
+    held = held_out_triples(seed)
+    rng = np.random.default_rng([seed, 0])
+    draws = rng.random(count)
+    videos = []
+    for i, u in enumerate(draws):
+        compositional = u < 0.08
+        split = ("compositional" if compositional else
+                 "train" if u < 0.08 + 0.92 * 0.8 else
+                 "val" if u < 0.08 + 0.92 * 0.9 else "test")  # fmt: skip
+        scene = _make_scene(i, seed, held, compositional)
+        videos.append(SynthVideo(scene.id, scene.things, scene.steps, scene.background, split,
+                                 seed))  # fmt: skip
+    return videos
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
+    """H.264 (yuv420p) MP4 via PyAV, written to a temporary name and renamed when complete."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        stream.codec_context.thread_count = 1  # parallelism comes from worker processes
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    os.replace(tmp, path)
+
+
+def _render_and_write(args: tuple[SynthVideo, str]) -> str:
+    video, folder = args
+    path = Path(folder) / f"{video.id}.mp4"
+    if not path.exists():
+        rng = np.random.default_rng([video.seed, int(video.id[5:]), 3])
+        write_mp4(path, render(video.things, video.steps, video.background, FRAMES, rng))
+    return video.id
+
+
+def _entry(video: SynthVideo) -> dict:
+    return {
+        "id": video.id,
+        "path": f"videos/{video.id}.mp4",
+        "split": video.split,
+        "duration_s": FRAMES / FPS,
+        "things": [vars(t) for t in video.things],
+        "events": [
+            {"thing": s.thing, "action": s.action, "start_s": s.start / FPS, "end_s": s.end / FPS}
+            for s in video.steps
+        ],  # fmt: skip
+        **captions_for(video),
+    }
+
+
+def generate_corpus(
+    out_dir: Path, count: int, seed: int, workers: int | None = None, progress: bool = True
+) -> Path:
+    """Write ``count`` videos and the manifest under ``out_dir``; files already there (same
+    seed) are kept. Returns the manifest's path."""
+    from tqdm import tqdm
+
+    videos = plan_corpus(count, seed)
+    folder = out_dir / "videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(v, str(folder)) for v in videos]
+    workers = workers or os.cpu_count() or 1
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        done = pool.map(_render_and_write, jobs, chunksize=16)
+        for _ in tqdm(done, total=len(jobs), desc="synth", unit="video", disable=not progress):
+            pass
+    manifest = {
+        "format": FORMAT,
+        "version": 1,
+        "name": f"synth-{count}-seed{seed}",
+        "seed": seed,
+        "held_out": sorted(map(list, held_out_triples(seed))),
+        "videos": [_entry(v) for v in videos],
+    }
+    path = out_dir / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def iter_captions(manifest: dict) -> Iterator[tuple[str, dict]]:
+    for video in manifest["videos"]:
+        for caption in video["captions"]:
+            yield video["id"], caption

@@ -1,0 +1,58 @@
+"""Faster numeric modes for serving. Each is opt-in; the benchmark shows that it keeps rankings."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.hanet import HANet
+
+
+class LinearSelfAttention(nn.Module):
+    """``nn.MultiheadAttention`` (self-attention, batch first) rebuilt from plain ``nn.Linear``
+    layers, so that dynamic quantisation reaches its projections too: in the text tower the
+    attention projections hold a third of the weights, and a single query is bound by reading
+    weights."""
+
+    def __init__(self, mha: nn.MultiheadAttention) -> None:
+        super().__init__()
+        if not mha.batch_first or mha.in_proj_weight is None:
+            raise ValueError("expected a batch-first MultiheadAttention with packed projections")
+        dim, self.heads = mha.embed_dim, mha.num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        with torch.no_grad():
+            self.qkv.weight.copy_(mha.in_proj_weight)
+            self.qkv.bias.copy_(mha.in_proj_bias)
+            self.out.weight.copy_(mha.out_proj.weight)
+            self.out.bias.copy_(mha.out_proj.bias)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, need_weights: bool = False,
+                attn_mask: Tensor | None = None) -> tuple[Tensor, None]:  # fmt: skip
+        if not (q is k is v):
+            raise ValueError("self-attention only")
+        b, length, dim = q.shape
+        qkv = self.qkv(q).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
+        return self.out(x.transpose(1, 2).reshape(b, length, dim)), None
+
+
+def quantize_text_tower(model: HANet) -> HANet:
+    """int8 dynamic quantisation of every Linear layer of the text tower (attention projections
+    included, via ``LinearSelfAttention``), for encoding single queries on a CPU. In place; the
+    model must be on the CPU and in eval mode."""
+    from torch.ao.quantization import quantize_dynamic
+
+    if model.training or model.device.type != "cpu":
+        raise ValueError("quantize a CPU model in eval mode")
+    for block in model.clip.transformer.resblocks:
+        if isinstance(block.attn, nn.MultiheadAttention):
+            block.attn = LinearSelfAttention(block.attn)
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        model.clip.transformer = quantize_dynamic(model.clip.transformer, {nn.Linear})
+    return model
