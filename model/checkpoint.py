@@ -31,16 +31,21 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: HANet, path: str | Path) -> str:
+def save_checkpoint(model: HANet, path: str | Path, dtype: torch.dtype | None = None) -> str:
     """Write ``model`` to ``path`` via a temporary file and an atomic rename; returns the
-    file's sha256, which index builds record to tie themselves to this exact model."""
+    file's sha256, which index builds record to tie themselves to this exact model.
+    ``dtype`` (e.g. float16) stores floating-point weights smaller, for distribution; loading
+    gives float32 weights again."""
     path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "config": model.cfg.to_dict(),
         "vocab": model.vocab.to_dict() if model.vocab is not None else None,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -83,7 +88,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         cfg = HANetCfg.from_dict(payload["config"])
         vocab = ConceptVocab.from_dict(payload["vocab"]) if payload.get("vocab") else None
         model = HANet(cfg, vocab)
-        model.load_state_dict(payload["state_dict"], strict=True)
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in payload["state_dict"].items()}  # fmt: skip
+        model.load_state_dict(state, strict=True)
     except (ConfigError, KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path} does not match this code's HANet: {exc}") from exc
     model.checkpoint_sha256 = file_sha256(path)

@@ -64,6 +64,11 @@ class HANetCfg:
     entity_frames: int = 3  # most probable frames averaged per noun concept
     topk_divisor: int = 8  # k = ceil(valid_len / topk_divisor) in concept pooling
     se_reduction: int = 16
+    # Adaptation: a residual temporal convolution on the action level (0 disables it). The
+    # reference fed the action level motion features (I3D on VATEX); per-frame CLIP features
+    # carry no motion, so the action branch gets it back here, zero-initialised so that the
+    # zero-shot start is unchanged. The event and entity levels stay frame-wise, as specified.
+    motion_kernel: int = 3
     max_verbs: int = 4
     max_args: int = 6
     dropout: float = 0.2
@@ -81,6 +86,8 @@ class HANetCfg:
             raise ConfigError("num_entity_segments cannot exceed num_nouns")
         if self.action_window % 2 != 1:
             raise ConfigError("action_window must be odd (a window centred on the peak frame)")
+        if self.motion_kernel and self.motion_kernel % 2 != 1:
+            raise ConfigError("motion_kernel must be 0 (off) or odd")
         if self.max_words > self.clip["text_cfg"].get("context_length", 77):
             raise ConfigError("max_words exceeds the text tower's context length")
         if self.preprocess.image_size != _image_size(self.clip):

@@ -110,11 +110,12 @@ class HANet(nn.Module):
             })  # fmt: skip
         return out
 
-    def save(self, path: str) -> str:
-        """Write a checkpoint (atomically); returns its content hash."""
+    def save(self, path: str, dtype: torch.dtype | None = None) -> str:
+        """Write a checkpoint (atomically), weights in ``dtype`` if given (float16 halves the
+        file); returns its content hash."""
         from model.checkpoint import save_checkpoint
 
-        return save_checkpoint(self, path)
+        return save_checkpoint(self, path, dtype)
 
 
 def _top(probs: Tensor, names: tuple[str, ...], k: int) -> list[Concept]:

@@ -31,6 +31,18 @@ def triplet_hardest(scores: Tensor, positives: Tensor, margin: float) -> Tensor:
     return t2v.mean() + v2t[has_pos].mean()
 
 
+def triplet_all(scores: Tensor, positives: Tensor, margin: float) -> Tensor:
+    """Hinge ranking loss summed over every negative, both directions (VSE0), averaged over
+    pairs. From-scratch training warms up with it: the hardest negative alone gives a randomly
+    initialised model almost no signal (VSE++ relies on pretrained features)."""
+    negatives = ~positives
+    pos_t = scores.masked_fill(~positives, 0.0).sum(1, keepdim=True)  # (B_t, 1)
+    pos_v = scores.masked_fill(~positives, float("inf")).min(dim=0, keepdim=True).values
+    t2v = (margin + scores - pos_t).clamp(min=0) * negatives
+    v2t = (margin + scores - pos_v).clamp(min=0) * negatives * positives.any(0, keepdim=True)
+    return (t2v.sum() + v2t.sum()) / negatives.sum().clamp(min=1)
+
+
 def masked_bce(probs: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
     """Binary cross-entropy over concepts where ``mask`` is True (concepts another caption of
     the same video names but this one does not are masked out). (B, K) each."""
@@ -46,14 +58,17 @@ def hanet_loss(
     concept_probs: dict[str, Tensor],
     concept_labels: dict[str, tuple[Tensor, Tensor]],
     weights: LossWeights = LossWeights(),
+    hardest: bool = True,
 ) -> dict[str, Tensor]:
     """Spec loss: triplet on the mean embedding score + 0.1 x triplet on the concept score +
-    0.01 x the masked BCEs. ``concept_probs`` maps "video_verb", "video_noun", "text_verb",
-    "text_noun" to (B, K) probabilities; ``concept_labels`` maps "verb" / "noun" to
+    0.01 x the masked BCEs; ``hardest`` False ranks against every negative instead (warm-up).
+    ``concept_probs`` maps "video_verb", "video_noun", "text_verb", "text_noun" to (B, K)
+    probabilities; ``concept_labels`` maps "verb" / "noun" to
     (labels, mask) for each text's caption (the video side uses its paired caption's)."""
+    ranking = triplet_hardest if hardest else triplet_all
     parts = {
-        "triplet": triplet_hardest(scores["embedding"], positives, weights.margin),
-        "concept_triplet": triplet_hardest(scores["concept"], positives, weights.margin),
+        "triplet": ranking(scores["embedding"], positives, weights.margin),
+        "concept_triplet": ranking(scores["concept"], positives, weights.margin),
     }
     bce = [
         masked_bce(probs, *concept_labels[name.split("_")[1]])

@@ -29,3 +29,14 @@ def frames_to_pixels(frames: np.ndarray | Tensor, cfg: PreprocessCfg) -> Tensor:
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def normalize_frames(frames: Tensor, cfg: PreprocessCfg) -> Tensor:
+    """Frames already at the model's size, uint8 (..., S, S, 3) -> pixels (..., 3, S, S)."""
+    if frames.shape[-3:] != (cfg.image_size, cfg.image_size, 3):
+        raise ValueError(f"frames must be {cfg.image_size}x{cfg.image_size} RGB, got "
+                         f"{tuple(frames.shape)}")  # fmt: skip
+    x = frames.float().div_(255.0).movedim(-1, -3)
+    mean = torch.tensor(cfg.mean, device=x.device).view(3, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device).view(3, 1, 1)
+    return (x - mean) / std

@@ -24,6 +24,11 @@ class VideoHeads(nn.Module):
         dim_in, dim = cfg.clip_embed_dim, cfg.embed_dim
         self.event = level_projection(dim_in, dim)
         self.action = level_projection(dim_in, dim)
+        self.motion = None
+        if cfg.motion_kernel:
+            self.motion = nn.Conv1d(dim_in, dim, cfg.motion_kernel, padding=cfg.motion_kernel // 2)
+            nn.init.zeros_(self.motion.weight)
+            nn.init.zeros_(self.motion.bias)
         self.entity = level_projection(dim_in, dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.pool = nn.Linear(dim, 1)  # global attention pooling; zero = uniform = mean pooling
@@ -37,8 +42,12 @@ class VideoHeads(nn.Module):
     def forward(self, features: Tensor, mask: Tensor) -> VideoEmbeddings:
         """features (M, T, Dc) per-frame backbone features (zeros where padded), mask (M, T)."""
         m = mask.unsqueeze(-1).to(features.dtype)
+        features = features * m  # padding is zeros, like the convolutions' own padding
         event = self.drop(self.event(features)) * m  # (M, T, D)
-        action = self.drop(self.action(features)) * m
+        action = self.action(features)
+        if self.motion is not None:
+            action = action + self.motion(features.transpose(1, 2)).transpose(1, 2)
+        action = self.drop(action) * m
         entity = self.drop(self.entity(features)) * m
 
         weights = masked_softmax(self.pool(event).squeeze(-1), mask)  # (M, T)

@@ -65,6 +65,151 @@ def init(
     typer.echo(f"wrote {out} ({arch}, sha256 {digest[:16]})")
 
 
+@app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder for the videos and manifest.json.")],
+    videos: Annotated[int, typer.Option(min=1, help="Number of videos.")] = 2000,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same corpus.")
+    ] = 0,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes (default: all CPUs).")
+    ] = None,
+) -> None:
+    """Generate the procedural text-video corpus (H.264 MP4 files and a manifest)."""
+    from indexer.synth import generate_corpus
+
+    manifest = generate_corpus(out, videos, seed, workers)
+    typer.echo(f"wrote {videos} videos and {manifest}")
+
+
+@app.command("train")
+def train(
+    data: Annotated[
+        str,
+        typer.Option(help="Manifest or its folder, msrvtt:FILE, or vatex:train=F,val=F,test=F."),
+    ],
+    out: Annotated[Path, typer.Option(help="Best checkpoint (by validation rsum).")],
+    work_dir: Annotated[Path, typer.Option(help="Training state, metrics, frame cache.")],
+    arch: Annotated[str, typer.Option(help="HANet architecture.")] = "tiny",
+    clip_weights: Annotated[
+        Path | None, typer.Option(help="open_clip weights to start from.")
+    ] = None,
+    video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
+    objective: Annotated[str, typer.Option(help="hanet, or global (meanP baseline).")] = "hanet",
+    frozen_backbone: Annotated[
+        bool, typer.Option(help="Cache frame features once; train the heads only.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(min=1)] = 50,
+    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-4,
+    patience: Annotated[int, typer.Option(min=1)] = 10,
+    warmup_epochs: Annotated[
+        int,
+        typer.Option(min=0, help="Epochs ranking against every negative before the hardest only."),
+    ] = 0,
+    time_budget_min: Annotated[float | None, typer.Option(help="Stop training after this.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from work-dir's saved state.")] = False,
+    save_half: Annotated[
+        bool, typer.Option(help="Store weights as float16 (half the size).")
+    ] = False,
+) -> None:
+    """Train HANet (or the global-only baseline) and keep the best validation checkpoint."""
+    import torch
+
+    from indexer.datasets import DatasetError, load_dataset
+    from indexer.prepare import split_data, vocab_from
+    from model import HANet, get_config
+    from model.backbone import load_clip_weights
+    from model.train import TrainCfg
+    from model.train import train as run_training
+
+    torch.manual_seed(seed)
+    try:
+        cfg_train = TrainCfg(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            objective=objective,
+            frozen_backbone=frozen_backbone,
+            seed=seed,
+            warmup_epochs=warmup_epochs,
+            time_budget_s=time_budget_min * 60 if time_budget_min else None,
+            save_half=save_half,
+        )
+        dataset = load_dataset(data, video_dir)
+        vocab, cfg = vocab_from(dataset, get_config(arch))
+    except (DatasetError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    model = HANet(cfg, vocab)
+    if clip_weights is not None:
+        load_clip_weights(model.clip, clip_weights)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    log.info("training %s (%s objective) on %s, vocabulary %d verbs / %d nouns",
+             arch, objective, device, len(vocab.verbs), len(vocab.nouns))  # fmt: skip
+    train_data, _ = split_data(dataset, "train", cfg, vocab, work_dir / "cache")
+    val_data, _ = split_data(dataset, "val", cfg, None, work_dir / "cache")
+    history = run_training(model, train_data, val_data, cfg_train, work_dir, out, resume)
+    best = max(history, key=lambda r: r["val_rsum"]) if history else None
+    typer.echo(f"done: {len(history)} epochs, best validation rsum "
+               f"{best['val_rsum'] if best else 'n/a'}; checkpoint {out}")  # fmt: skip
+
+
+@app.command("eval")
+def evaluate_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="HANet checkpoint.")],
+    data: Annotated[str, typer.Option(help="Dataset (as for hanet train).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Decoded-frame cache folder.")] = None,
+) -> None:
+    """The paper's retrieval metrics in both directions, with an ablation over levels."""
+    import json
+
+    import torch
+
+    from indexer.datasets import DatasetError, load_dataset
+    from indexer.prepare import hard_pairs, split_data
+    from model import CheckpointError, load_checkpoint
+    from model.evaluate import evaluate
+
+    try:
+        model = load_checkpoint(checkpoint)
+        dataset = load_dataset(data, video_dir)
+        data_split, items = split_data(dataset, split, model.cfg, None, cache_dir)
+    except (CheckpointError, DatasetError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if torch.cuda.is_available():
+        model.to("cuda")
+    result = evaluate(model, data_split.frames, data_split.mask, data_split.captions,
+                      hard_pairs(items))  # fmt: skip
+    result["checkpoint_sha256"] = model.checkpoint_sha256
+    result["split"], result["videos"] = split, len(items)
+    typer.echo(format_metrics(result))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+
+
+def format_metrics(result: dict) -> str:
+    """A plain-text table: the model's own score, then the ablation and hard distractors."""
+    cols = ("R@1", "R@5", "R@10", "MedR", "MeanR")
+    lines = [f"{'scores':28s} | t2v " + " ".join(f"{c:>6s}" for c in cols)
+             + " | v2t " + " ".join(f"{c:>6s}" for c in cols) + " |  rsum"]  # fmt: skip
+    rows = [("model (fused)", result)] + list(result.get("ablation", {}).items())
+    for name, m in rows:
+        lines.append(f"{name:28s} |     " + " ".join(f"{m['t2v'][c]:6.1f}" for c in cols)
+                     + " |     " + " ".join(f"{m['v2t'][c]:6.1f}" for c in cols)
+                     + f" | {m['rsum']:6.1f}")  # fmt: skip
+    for kind, acc in result.get("hard", {}).items():
+        wins = ", ".join(f"{k} {v:.1f}%" for k, v in acc.items() if k != "pairs")
+        lines.append(f"{kind} distractors ({acc['pairs']} pairs), true caption wins: {wins}")
+    return "\n".join(lines)
+
+
 @app.command("demo")
 def demo() -> None:
     """Run the most complete real thing the project does so far (see README)."""

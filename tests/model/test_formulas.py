@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.layers import masked_softmax, topk_pool
-from model.losses import masked_bce, triplet_hardest
+from model.losses import masked_bce, triplet_all, triplet_hardest
 from model.scores import cross_attention, jaccard
 
 
@@ -100,6 +100,18 @@ def test_triplet_hardest_by_hand() -> None:
     v2t = [max(0, m + 0.3 - 0.9), max(0, m + 0.7 - 0.6), max(0, m + 0.8 - 0.4)]
     expected = sum(t2v) / 3 + sum(v2t) / 3
     assert triplet_hardest(scores, positives, m).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_triplet_all_by_hand() -> None:
+    scores = [[0.9, 0.5, 0.8], [0.2, 0.6, 0.1], [0.3, 0.7, 0.4]]
+    m, total = 0.2, 0.0
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                total += max(0, m + scores[i][j] - scores[i][i])  # text i vs video j
+                total += max(0, m + scores[j][i] - scores[i][i])  # video i vs text j
+    got = triplet_all(torch.tensor(scores), torch.eye(3, dtype=torch.bool), m)
+    assert got.item() == pytest.approx(total / 6, abs=1e-6)
 
 
 def test_masked_bce_skips_masked_concepts() -> None:

@@ -1,0 +1,218 @@
+"""Training (spec section 5): end to end, or on cached frame features with a frozen backbone.
+
+Model selection and early stopping on validation rsum; resumable from the state saved after
+every epoch; the GPU (bf16 autocast) when one is present. The caller builds the model (with its
+concept vocabulary) and the tensors; this module knows nothing of files or video formats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from model.backbone import encode_tokens
+from model.config import GLOBAL_ONLY_FUSION, SPEC_FUSION
+from model.evaluate import evaluate
+from model.hanet import HANet
+from model.losses import hanet_loss, triplet_all, triplet_hardest
+from model.preprocess import normalize_frames
+
+log = logging.getLogger(__name__)
+OBJECTIVES = ("hanet", "global")
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    """Training settings (not architecture). ``objective`` "global" trains the CLIP4Clip
+    "meanP"-style baseline: mean-pooled frames against the sentence, global score only."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-4
+    patience: int = 10
+    objective: str = "hanet"
+    frozen_backbone: bool = False
+    time_budget_s: float | None = None
+    seed: int = 0
+    save_half: bool = False  # store the checkpoint's weights as float16
+    warmup_epochs: int = 0  # epochs ranking against every negative before the hardest only
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}")
+
+
+@dataclass
+class SplitData:
+    """frames (N, T, S, S, 3) uint8, mask (N, T), captions per video; targets per video per
+    caption: ((verb_labels, verb_mask), (noun_labels, noun_mask)) lists, or None (no BCE)."""
+
+    frames: Tensor
+    mask: Tensor
+    captions: list[list[str]]
+    targets: list[list[tuple]] | None = None
+
+
+def prepare(model: HANet, cfg: TrainCfg) -> HANet:
+    """Set the fusion the objective selects with, and for the baseline fix the global pooling
+    at the mean (its attention logits stay zero)."""
+    if cfg.objective == "global":
+        model.cfg = model.cfg.with_fusion(GLOBAL_ONLY_FUSION)
+        model.video.pool.requires_grad_(False)
+    elif model.cfg.fusion == GLOBAL_ONLY_FUSION:
+        model.cfg = model.cfg.with_fusion(SPEC_FUSION)  # heads are about to be trained
+    if cfg.frozen_backbone:
+        model.clip.requires_grad_(False)
+    return model
+
+
+def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def cache_frame_features(model: HANet, data: SplitData, batch: int = 64) -> Tensor:
+    """Backbone features of every frame, once (frozen-backbone mode): (N, T, Dc) float32."""
+    out = []
+    for i in range(0, len(data.frames), batch):
+        pixels = normalize_frames(data.frames[i : i + batch], model.preprocess).to(model.device)
+        with _autocast(model.device):
+            out.append(
+                model.encode_frames(pixels, data.mask[i : i + batch].to(model.device)).float()
+            )
+    return torch.cat(out)
+
+
+def _batch_targets(data: SplitData, videos: list[int], picks: list[int], device) -> dict | None:  # type: ignore[no-untyped-def]
+    if data.targets is None:
+        return None
+    rows = [data.targets[v][c] for v, c in zip(videos, picks, strict=True)]
+    return {
+        part: tuple(torch.tensor([r[i][j] for r in rows], device=device) for j in range(2))
+        for i, part in enumerate(("verb", "noun"))
+    }
+
+
+def _step_loss(
+    model: HANet, cfg: TrainCfg, data: SplitData, videos: list[int], features: Tensor | None,
+    rng: random.Random, hardest: bool = True,
+) -> Tensor:  # fmt: skip
+    device = model.device
+    picks = [rng.randrange(len(data.captions[v])) for v in videos]
+    texts = [data.captions[v][c] for v, c in zip(videos, picks, strict=True)]
+    mask = data.mask[videos].to(device)
+    with _autocast(device):
+        if features is not None:
+            video = model.encode_video_features(features[videos].to(device), mask)
+            parsed = model.parse(texts).to(device)
+            with torch.no_grad():
+                tokens, sentence = encode_tokens(model.clip, parsed.token_ids, parsed.eot_index)
+            text = model.text(tokens.float(), sentence.float(), parsed)
+        else:
+            pixels = normalize_frames(data.frames[videos], model.preprocess).to(device)
+            video = model.encode_video(pixels, mask)
+            text = model.encode_text(texts)
+        scores = model.similarity(text, video)
+    positives = torch.eye(len(videos), dtype=torch.bool, device=device)
+    if cfg.objective == "global":
+        ranking = triplet_hardest if hardest else triplet_all
+        return ranking(scores["global"].float(), positives, margin=0.2)
+    targets = _batch_targets(data, videos, picks, device)
+    probs = {}
+    if targets is not None:
+        probs = {"video_verb": video.verb_probs, "video_noun": video.noun_probs,
+                 "text_verb": text.verb_probs, "text_noun": text.noun_probs}  # fmt: skip
+        probs = {k: v.float() for k, v in probs.items()}
+    scores = {k: v.float() for k, v in scores.items()}
+    return hanet_loss(scores, positives, probs, targets or {}, hardest=hardest)["total"]
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    model: HANet, train_data: SplitData, val_data: SplitData, cfg: TrainCfg, work_dir: Path,
+    out_path: Path, resume: bool = False, progress: bool = True,
+) -> list[dict]:  # fmt: skip
+    """Train ``model`` in place; the best validation checkpoint is written to ``out_path``.
+    Returns the per-epoch history (also in ``work_dir/metrics.jsonl``)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state_path = work_dir / "train_state.pt"
+    prepare(model, cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
+    epoch, best, bad, history, elapsed = 0, -math.inf, 0, [], 0.0
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=model.device, weights_only=False)
+        if state["train_cfg"] != asdict(cfg):
+            raise ValueError("the saved training state used other settings; start afresh")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        epoch, best, bad = state["epoch"], state["best"], state["bad_epochs"]
+        history, elapsed = state["history"], state["elapsed_s"]
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed after epoch %d (best rsum %.2f)", epoch, best)
+    features = cache_frame_features(model, train_data) if cfg.frozen_backbone else None
+    n = len(train_data.frames)
+    out_of_time = False
+    while epoch < cfg.epochs and bad < cfg.patience and not out_of_time:
+        model.train()
+        start = time.monotonic()
+        order = list(range(n))
+        rng.shuffle(order)
+        batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+        batches = [b for b in batches if len(b) > 1]  # a ranking loss needs negatives
+        losses = []
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", disable=not progress)
+        for videos in bar:
+            hardest = epoch >= cfg.warmup_epochs
+            loss = _step_loss(model, cfg, train_data, videos, features, rng, hardest)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if cfg.time_budget_s and elapsed + time.monotonic() - start > cfg.time_budget_s:
+                out_of_time = True
+                break
+        elapsed += time.monotonic() - start
+        epoch += 1
+        metrics = evaluate(model, val_data.frames, val_data.mask, val_data.captions)
+        record = {"epoch": epoch, "loss": sum(losses) / max(1, len(losses)),
+                  "val_rsum": metrics["rsum"], "val_t2v_R@1": metrics["t2v"]["R@1"],
+                  "elapsed_s": round(elapsed, 1)}  # fmt: skip
+        history.append(record)
+        if metrics["rsum"] > best:
+            best, bad = metrics["rsum"], 0
+            model.save(str(out_path), torch.float16 if cfg.save_half else None)
+            record["saved"] = True
+        else:
+            bad += 1
+        log.info("epoch %d: %s", epoch, json.dumps(record))
+        with open(work_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        _save_state(state_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            "best": best, "bad_epochs": bad, "history": history, "elapsed_s": elapsed,
+            "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "train_cfg": asdict(cfg),
+        })  # fmt: skip
+    return history

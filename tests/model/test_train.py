@@ -1,0 +1,90 @@
+"""Short training runs on a tiny generated corpus."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from indexer.datasets import load_generic
+from indexer.prepare import split_data, vocab_from
+from indexer.synth import generate_corpus
+from model import HANet, get_config, load_checkpoint
+from model.train import SplitData, TrainCfg, _step_loss, prepare, train
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("train")
+    dataset = load_generic(generate_corpus(root / "c", 60, seed=2, workers=2, progress=False))
+    vocab, cfg = vocab_from(dataset, get_config("tiny"))
+    train_data, _ = split_data(dataset, "train", cfg, vocab, progress=False)
+    val_data, _ = split_data(dataset, "val", cfg, None, progress=False)
+    return {"vocab": vocab, "cfg": cfg, "train": train_data, "val": val_data}
+
+
+def _fixed_loss(model: HANet, cfg: TrainCfg, data: SplitData) -> float:
+    model.eval()
+    with torch.no_grad():
+        return _step_loss(model, cfg, data, list(range(len(data.frames))), None,
+                          random.Random(0)).item()  # fmt: skip
+
+
+def test_vocabulary_comes_from_training_captions(corpus: dict) -> None:
+    vocab, cfg = corpus["vocab"], corpus["cfg"]
+    assert {"move", "grow", "blink"} <= set(vocab.verbs)
+    assert {"star", "circle", "square"} <= set(vocab.nouns)
+    assert "video" not in vocab.nouns  # a stopword
+    assert (cfg.num_verbs, cfg.num_nouns) == (len(vocab.verbs), len(vocab.nouns))
+
+
+def test_training_lowers_the_loss_and_saves_the_best(corpus: dict, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = HANet(corpus["cfg"], corpus["vocab"])
+    cfg = TrainCfg(epochs=4, batch_size=16, lr=1e-3, patience=10)
+    prepare(model, cfg)
+    before = _fixed_loss(model, cfg, corpus["train"])
+    history = train(model, corpus["train"], corpus["val"], cfg, tmp_path / "w",
+                    tmp_path / "best.pt", progress=False)  # fmt: skip
+    after = _fixed_loss(model, cfg, corpus["train"])
+    assert after < before * 0.9, (before, after)
+    assert len(history) == 4 and any(r.get("saved") for r in history)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best.vocab == corpus["vocab"]
+    assert (tmp_path / "w" / "metrics.jsonl").read_text().count("\n") == 4
+
+
+def test_resume_continues_where_it_stopped(corpus: dict, tmp_path: Path) -> None:
+    cfg = TrainCfg(epochs=2, batch_size=16, lr=1e-3)
+    torch.manual_seed(0)
+    first = train(HANet(corpus["cfg"], corpus["vocab"]), corpus["train"], corpus["val"], cfg,
+                  tmp_path, tmp_path / "m.pt", progress=False)  # fmt: skip
+    more = TrainCfg(epochs=3, batch_size=16, lr=1e-3)
+    with pytest.raises(ValueError, match="other settings"):
+        train(HANet(corpus["cfg"], corpus["vocab"]), corpus["train"], corpus["val"], more,
+              tmp_path, tmp_path / "m.pt", resume=True, progress=False)  # fmt: skip
+    again = train(HANet(corpus["cfg"], corpus["vocab"]), corpus["train"], corpus["val"], cfg,
+                  tmp_path, tmp_path / "m.pt", resume=True, progress=False)  # fmt: skip
+    assert again == first  # nothing left to do: the state says both epochs are done
+
+
+def test_frozen_backbone_trains_only_the_heads(corpus: dict, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = HANet(corpus["cfg"], corpus["vocab"])
+    clip_before = {k: v.clone() for k, v in model.clip.state_dict().items()}
+    heads_before = {k: v.clone() for k, v in model.video.state_dict().items()}
+    cfg = TrainCfg(epochs=1, batch_size=16, lr=1e-3, frozen_backbone=True)
+    train(model, corpus["train"], corpus["val"], cfg, tmp_path, tmp_path / "m.pt", progress=False)
+    assert all(torch.equal(v, clip_before[k]) for k, v in model.clip.state_dict().items())
+    assert any(not torch.equal(v, heads_before[k]) for k, v in model.video.state_dict().items())
+
+
+def test_global_baseline_keeps_mean_pooling(corpus: dict, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = HANet(corpus["cfg"], corpus["vocab"])
+    cfg = TrainCfg(epochs=1, batch_size=16, lr=1e-3, objective="global")
+    train(model, corpus["train"], corpus["val"], cfg, tmp_path, tmp_path / "m.pt", progress=False)
+    assert model.video.pool.weight.abs().sum() == 0
+    assert load_checkpoint(tmp_path / "m.pt").cfg.fusion[0] == 1.0
