@@ -137,12 +137,14 @@ def load_dataset(spec: str, video_dir: str | None = None) -> Dataset:
 
 @dataclass
 class FrameCache:
-    """Decoded frames of a split: frames (N, T, S, S, 3) uint8, mask (N, T) bool, and the
-    videos that failed to decode with their reasons (kept out of the arrays)."""
+    """Decoded frames of a split: frames (N, T, S, S, 3) uint8, mask (N, T) bool, times (N, T)
+    seconds of each frame, and the videos that failed to decode with their reasons (kept out
+    of the arrays)."""
 
     ids: list[str]
     frames: np.ndarray
     mask: np.ndarray
+    times: np.ndarray
     failed: dict[str, str]
 
 
@@ -155,10 +157,12 @@ def decode_split(
     ids = [v.id for v in items]
     if cache is not None and cache.exists():
         data = np.load(cache, allow_pickle=False)
-        if list(data["ids"]) == ids and data["frames"].shape[1:3] == (num_frames, size):
-            return FrameCache(ids, data["frames"], data["mask"], {})
+        fresh = "times" in data.files and data["frames"].shape[1:3] == (num_frames, size)
+        if fresh and list(data["ids"]) == ids:
+            return FrameCache(ids, data["frames"], data["mask"], data["times"], {})
     frames = np.zeros((len(items), num_frames, size, size, 3), dtype=np.uint8)
     mask = np.zeros((len(items), num_frames), dtype=bool)
+    times = np.zeros((len(items), num_frames), dtype=np.float64)
     failed: dict[str, str] = {}
     for i, item in enumerate(tqdm(items, desc="decode", unit="video", disable=not progress)):
         try:
@@ -168,11 +172,12 @@ def decode_split(
             continue
         frames[i, : len(decoded.frames)] = decoded.frames
         mask[i, : len(decoded.frames)] = True
+        times[i, : len(decoded.frames)] = decoded.timestamps_s
     keep = [i for i, v in enumerate(items) if v.id not in failed]
-    out = FrameCache([ids[i] for i in keep], frames[keep], mask[keep], failed)
+    out = FrameCache([ids[i] for i in keep], frames[keep], mask[keep], times[keep], failed)
     if cache is not None and not failed:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.tmp.npz")
-        np.savez(tmp, ids=np.array(out.ids), frames=out.frames, mask=out.mask)
+        np.savez(tmp, ids=np.array(out.ids), frames=out.frames, mask=out.mask, times=out.times)
         tmp.replace(cache)
     return out

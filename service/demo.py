@@ -1,85 +1,70 @@
-"""``hanet demo`` for now: the search service, the trained demo model and the synthetic corpus
-are later issues, so this runs the real parts that exist end to end and says so.
+"""``hanet demo`` for now: the indexer and the HTTP service are later issues, so this runs the
+real parts that exist end to end, in one process, and says so.
 
-It renders a few small videos of moving shapes, encodes them as H.264 MP4 files with PyAV,
-decodes them back, runs the HANet video branch of the ``tiny`` architecture (random weights: no
-trained model is bundled yet), encodes a few queries with the text branch, and prints every
-alignment level's score and the matched moment."""
+It generates (or reuses) a small procedural corpus of H.264 videos, decodes them with the
+indexer's PyAV decoder, encodes them with the bundled demo model's video branch, then answers a
+few sentence queries with the model's multi-level scores: the best videos, every level's score,
+the matched moment in seconds and the concepts the model sees."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
 
-_FPS = 8
-_SIZE = 96
-_SHAPES = {
-    "a red square moves right": ((220, 40, 40), +1, 0),
-    "a blue square moves left": ((40, 60, 220), -1, 0),
-    "a green square moves down": ((40, 200, 60), 0, +1),
-}
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "model" / "weights" / "hanet-tiny-demo.pt"
+QUERIES = [
+    "a red circle moves left",
+    "a big blue star grows, then a green square spins",
+    "a yellow heart blinks",
+]
 
 
-def _render(color: tuple[int, int, int], dx: int, dy: int, frames: int = 24) -> np.ndarray:
-    video = np.full((frames, _SIZE, _SIZE, 3), 30, dtype=np.uint8)
-    for t in range(frames):
-        x = 36 + dx * (t * 2 - frames)
-        y = 36 + dy * (t * 2 - frames)
-        video[t, max(y, 0) : max(y + 24, 0), max(x, 0) : max(x + 24, 0)] = color
-    return video
+def run_demo(data_dir: Path = Path("hanet-data"), videos: int = 120, top: int = 3) -> None:
+    from indexer.datasets import decode_split, load_generic
+    from indexer.synth import generate_corpus
+    from model import create_model, load_checkpoint
+    from model.evaluate import encode_texts, encode_videos
 
-
-def _write_mp4(path: Path, frames: np.ndarray) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=_FPS)
-        stream.width, stream.height, stream.pix_fmt = _SIZE, _SIZE, "yuv420p"
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def _read_mp4(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
-def run_demo(out_dir: Path = Path("hanet-data/demo-videos")) -> None:
-    from model import create_model, frames_to_pixels
-
-    torch.manual_seed(0)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = create_model("tiny")
-    pixels, paths = [], []
-    for i, (caption, (color, dx, dy)) in enumerate(_SHAPES.items()):
-        path = out_dir / f"video_{i}.mp4"
-        _write_mp4(path, _render(color, dx, dy))
-        frames = _read_mp4(path)
-        pick = np.round(np.linspace(0, len(frames) - 1, model.cfg.max_frames)).astype(int)
-        pixels.append(frames_to_pixels(frames[pick], model.preprocess))
-        paths.append(path)
-        print(f"wrote and decoded {path} ({len(frames)} frames) - {caption!r}")
-    mask = torch.ones(len(pixels), model.cfg.max_frames, dtype=torch.bool)
-    queries = list(_SHAPES)
+    if DEMO_MODEL.exists():
+        model = load_checkpoint(DEMO_MODEL)
+        print(f"model: {DEMO_MODEL.name} (sha256 {model.checkpoint_sha256[:12]})")
+    else:
+        model = create_model("tiny")
+        print("model: tiny architecture with RANDOM weights (no demo model bundled): the "
+              "rankings below mean nothing")  # fmt: skip
+    corpus = data_dir / f"demo-corpus-{videos}"
+    manifest = generate_corpus(corpus, videos, seed=7, progress=False)
+    items = list(load_generic(manifest).videos)
+    decoded = decode_split(items, model.cfg.max_frames, model.preprocess.image_size,
+                           progress=False)  # fmt: skip
+    print(f"corpus: {len(decoded.ids)} H.264 videos in {corpus} (decoded with PyAV)\n")
+    frames, mask = torch.from_numpy(decoded.frames), torch.from_numpy(decoded.mask)
     with torch.inference_mode():
-        video = model.encode_video(torch.stack(pixels), mask)
-        text = model.encode_text(queries)
+        video = encode_videos(model, frames, mask)
+        text = encode_texts(model, QUERIES)
         scores = model.similarity(text, video)
         moments = model.best_action_segment(text, video)
-    print("\nHANet scores (tiny architecture, RANDOM weights: rankings are not meaningful yet;")
-    print("the trained demo model, the indexer and the search service are still to come)\n")
-    for qi, query in enumerate(queries):
-        print(f"query: {query!r}")
-        for vi, path in enumerate(paths):
-            seg = int(moments[qi, vi])
-            start, end = (int(x) for x in video.action_spans[vi, seg])
-            levels = "  ".join(f"{k}={float(v[qi, vi]):+.3f}" for k, v in scores.items()
-                               if k not in {"embedding", "concept"})  # fmt: skip
-            print(f"  {path.name}: {levels}  moment=frames {start}-{end}")
+    concepts = model.top_concepts(video, k=2) if model.vocab is not None else None
+    by_id = {v.id: v for v in items}
+    for q, query in enumerate(QUERIES):
+        print(f'query: "{query}"')
+        for rank, v in enumerate(scores["fused"][q].topk(top).indices.tolist(), start=1):
+            item = by_id[decoded.ids[v]]
+            start, end = video.action_spans[v, int(moments[q, v])].tolist()
+            start_s, end_s = decoded.times[v, start], decoded.times[v, end]
+            levels = " ".join(f"{k}={float(scores[k][q, v]):.2f}"
+                              for k in ("global", "local_action", "individual_entity"))  # fmt: skip
+            print(f"  {rank}. {item.id} fused={float(scores['fused'][q, v]):.3f} ({levels})")
+            print(f"     caption: {item.captions[0].text}")
+            print(f"     moment: {start_s:.2f}-{end_s:.2f} s (sampled frames {start}-{end})")
+            if concepts is not None:
+                found = concepts[v]["actions"] + concepts[v]["entities"]
+                seen = ", ".join(f"{c.name} {c.probability:.2f}" for c in found)
+                print(f"     concepts: {seen}")
+        print()
+    print("This is in-process search with the model; the indexer (FAISS) and the HTTP service "
+          "(POST /videos, POST /search) are still to come.")  # fmt: skip

@@ -1,0 +1,210 @@
+"""Vector storage for the three HANet levels, behind a small interface; FAISS implements it.
+
+One index per level: ``event`` (one vector per video), ``action`` (the key action segments) and
+``entity`` (the key entity segments). Vector ids keep a video's vectors contiguous,
+``video_id * SEGMENT_SLOTS + index``, so that every vector of a video is one id range, and a
+hit's id tells its video and its segment. Deletions are tombstones, filtered out of every
+search at once (per-call search parameters: the shared index is never mutated per request) and
+dropped from the index files at the next ``compact``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import faiss
+import numpy as np
+
+LEVELS = ("event", "action", "entity")
+SEGMENT_SLOTS = 1024
+FORMAT = "hanet-vectors"
+
+
+class VectorStoreError(Exception):
+    """A store that cannot be used as asked (unknown level, bad shapes, unreadable files)."""
+
+
+def vector_ids(video_id: int, count: int) -> np.ndarray:
+    if not 0 < count <= SEGMENT_SLOTS:
+        raise VectorStoreError(f"a video holds 1 to {SEGMENT_SLOTS} vectors per level")
+    return video_id * SEGMENT_SLOTS + np.arange(count, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class VideoHit:
+    """A video found at one level: its best vector's score, and which of its vectors that
+    was (the segment index: for the action level, where in the video the match is)."""
+
+    video_id: int
+    score: float
+    segment: int
+
+
+class VectorStore(Protocol):
+    def add(self, video_id: int, vectors: dict[str, np.ndarray]) -> None: ...
+
+    def delete(self, video_ids: Iterable[int]) -> None: ...
+
+    def search(self, level: str, queries: np.ndarray, k: int) -> list[list[VideoHit]]: ...
+
+    def count(self, level: str) -> int: ...
+
+
+class FaissStore:
+    """FAISS indexes (inner product on L2-normalised vectors = cosine), one per level, built
+    from a factory string ("Flat", "IVF1024,Flat", "IVF4096,PQ64", "HNSW32")."""
+
+    def __init__(self, dim: int, factory: str = "Flat", nprobe: int = 16, ef_search: int = 128):
+        self.dim, self.factory, self.nprobe, self.ef_search = dim, factory, nprobe, ef_search
+        self.indexes = {level: self._new_index() for level in LEVELS}
+        self.videos: set[int] = set()  # videos with vectors in the indexes (deleted included)
+        self.deleted: set[int] = set()
+
+    def _new_index(self) -> faiss.Index:
+        try:
+            return faiss.index_factory(
+                self.dim, f"IDMap2,{self.factory}", faiss.METRIC_INNER_PRODUCT
+            )
+        except RuntimeError as exc:
+            raise VectorStoreError(f"bad FAISS factory string {self.factory!r}: {exc}") from exc
+
+    def _index(self, level: str) -> faiss.Index:
+        if level not in self.indexes:
+            raise VectorStoreError(f"unknown level {level!r}; levels: {LEVELS}")
+        return self.indexes[level]
+
+    @property
+    def needs_training(self) -> bool:
+        return not all(index.is_trained for index in self.indexes.values())
+
+    def train(self, samples: dict[str, np.ndarray]) -> None:
+        """Train quantisers (IVF, PQ) on sample vectors of each level; no-op for Flat/HNSW."""
+        for level, x in samples.items():
+            index = self._index(level)
+            if not index.is_trained:
+                index.train(np.ascontiguousarray(x, dtype=np.float32))
+
+    def add(self, video_id: int, vectors: dict[str, np.ndarray]) -> None:
+        """Add one video's vectors, (n, D) per level. Re-adding a video replaces it."""
+        if video_id in self.videos:
+            self._remove_physically([video_id])
+        for level, x in vectors.items():
+            x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
+            if x.shape[1] != self.dim:
+                raise VectorStoreError(f"{level} vectors have dim {x.shape[1]}, not {self.dim}")
+            self._index(level).add_with_ids(x, vector_ids(video_id, len(x)))
+        self.videos.add(video_id)
+        self.deleted.discard(video_id)
+
+    def delete(self, video_ids: Iterable[int]) -> None:
+        """Gone from search results at once; gone from the index files at ``compact``."""
+        self.deleted.update(int(v) for v in video_ids)
+
+    def _remove_physically(self, video_ids: Iterable[int]) -> None:
+        for video_id in video_ids:
+            sel = faiss.IDSelectorRange(video_id * SEGMENT_SLOTS, (video_id + 1) * SEGMENT_SLOTS)
+            for index in self.indexes.values():
+                index.remove_ids(sel)
+            self.videos.discard(video_id)
+
+    def compact(self) -> None:
+        """Drop deleted videos' vectors from the indexes (rebuilt from their own contents
+        where the index type cannot remove in place, e.g. HNSW)."""
+        if not self.deleted:
+            return
+        for level, index in list(self.indexes.items()):
+            ids = faiss.vector_to_array(faiss.downcast_index(index).id_map)
+            keep = ~np.isin(ids // SEGMENT_SLOTS, np.fromiter(self.deleted, dtype=np.int64))
+            try:
+                index.remove_ids(faiss.IDSelectorBatch(ids[~keep]))
+            except RuntimeError:  # no in-place removal: rebuild from stored vectors
+                vectors = np.stack([index.reconstruct(int(i)) for i in ids[keep]]) if keep.any() \
+                    else np.zeros((0, self.dim), np.float32)  # fmt: skip
+                fresh = self._new_index()
+                if not fresh.is_trained and len(vectors):
+                    fresh.train(vectors)
+                if len(vectors):
+                    fresh.add_with_ids(vectors, ids[keep])
+                self.indexes[level] = fresh
+        self.videos -= self.deleted
+        self.deleted.clear()
+
+    def _params(self) -> tuple[faiss.SearchParameters | None, tuple]:
+        """Per-call search parameters, and the objects they point to (which must outlive the
+        search: FAISS holds raw pointers)."""
+        sel, refs = None, ()
+        if self.deleted:
+            ids = np.concatenate([vector_ids(v, SEGMENT_SLOTS) for v in sorted(self.deleted)])
+            batch = faiss.IDSelectorBatch(ids)
+            sel = faiss.IDSelectorNot(batch)
+            refs = (ids, batch, sel)
+        inner = faiss.downcast_index(faiss.downcast_index(self.indexes["event"]).index)
+        if isinstance(inner, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe), refs
+        if isinstance(inner, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=sel, efSearch=self.ef_search), refs
+        return (faiss.SearchParameters(sel=sel) if sel is not None else None), refs
+
+    def search(self, level: str, queries: np.ndarray, k: int) -> list[list[VideoHit]]:
+        """Top ``k`` videos per query at one level, each with its best vector's score."""
+        index = self._index(level)
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        per_video = 1 if level == "event" else max(1, self._vectors_per_video(level))
+        fetch = min(index.ntotal, k * per_video)
+        if fetch == 0:
+            return [[] for _ in q]
+        params, _refs = self._params()
+        scores, ids = index.search(q, fetch, params=params)
+        return [
+            _group(row_scores, row_ids, k) for row_scores, row_ids in zip(scores, ids, strict=True)
+        ]
+
+    def _vectors_per_video(self, level: str) -> int:
+        videos = max(1, self.indexes["event"].ntotal)
+        return int(np.ceil(self.indexes[level].ntotal / videos))
+
+    def count(self, level: str) -> int:
+        return int(self._index(level).ntotal)
+
+    def save(self, folder: Path) -> None:
+        """Write the indexes and a small JSON saying what they are (atomically per file)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for level, index in self.indexes.items():
+            tmp = folder / f".{level}.faiss.tmp"
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, folder / f"{level}.faiss")
+        meta = {"format": FORMAT, "dim": self.dim, "factory": self.factory,
+                "deleted": sorted(self.deleted),
+                "counts": {level: self.count(level) for level in LEVELS}}  # fmt: skip
+        tmp = folder / ".vectors.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, folder / "vectors.json")
+
+    @classmethod
+    def load(cls, folder: Path, nprobe: int = 16, ef_search: int = 128) -> FaissStore:
+        try:
+            meta = json.loads((folder / "vectors.json").read_text())
+            store = cls(meta["dim"], meta["factory"], nprobe, ef_search)
+            store.indexes = {lv: faiss.read_index(str(folder / f"{lv}.faiss")) for lv in LEVELS}
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise VectorStoreError(f"cannot read the vector store in {folder}: {exc}") from exc
+        store.deleted = set(meta.get("deleted", []))
+        event_ids = faiss.vector_to_array(faiss.downcast_index(store.indexes["event"]).id_map)
+        store.videos = set((event_ids // SEGMENT_SLOTS).tolist())
+        return store
+
+
+def _group(scores: np.ndarray, ids: np.ndarray, k: int) -> list[VideoHit]:
+    best: dict[int, VideoHit] = {}
+    for score, vid in zip(scores.tolist(), ids.tolist(), strict=True):
+        if vid < 0:
+            continue
+        video, segment = divmod(vid, SEGMENT_SLOTS)
+        if video not in best or score > best[video].score:
+            best[video] = VideoHit(video, float(score), segment)
+    return sorted(best.values(), key=lambda h: -h.score)[:k]

@@ -1,0 +1,109 @@
+"""The FAISS vector store against exact brute-force search on seeded data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.vectors import SEGMENT_SLOTS, FaissStore, VectorStoreError, vector_ids
+
+DIM = 32
+
+
+def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _corpus(videos: int = 300, seed: int = 0) -> dict[int, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return {v: {"event": _unit(rng, 1), "action": _unit(rng, 4), "entity": _unit(rng, 6)}
+            for v in range(1, videos + 1)}  # fmt: skip
+
+
+def _brute(corpus, level: str, query: np.ndarray, k: int, skip=()) -> list[tuple[int, float]]:
+    best = {v: float((vecs[level] @ query).max()) for v, vecs in corpus.items() if v not in skip}
+    return sorted(best.items(), key=lambda x: -x[1])[:k]
+
+
+def _store(corpus, factory: str) -> FaissStore:
+    store = FaissStore(DIM, factory, nprobe=8, ef_search=200)
+    if store.needs_training:
+        store.train({lv: np.concatenate([v[lv] for v in corpus.values()]) for lv in
+                     ("event", "action", "entity")})  # fmt: skip
+    for video_id, vecs in corpus.items():
+        store.add(video_id, vecs)
+    return store
+
+
+def test_flat_equals_brute_force_per_level() -> None:
+    corpus = _corpus()
+    store = _store(corpus, "Flat")
+    queries = _unit(np.random.default_rng(9), 5)
+    for level in ("event", "action", "entity"):
+        hits = store.search(level, queries, k=10)
+        for q, row in zip(queries, hits, strict=True):
+            expected = _brute(corpus, level, q, 10)
+            assert [h.video_id for h in row] == [v for v, _ in expected]
+            assert [h.score for h in row] == pytest.approx([s for _, s in expected], abs=1e-5)
+    # the hit names the segment that scored best
+    hit = store.search("action", queries[:1], k=1)[0][0]
+    seg_scores = corpus[hit.video_id]["action"] @ queries[0]
+    assert hit.segment == int(seg_scores.argmax())
+
+
+@pytest.mark.parametrize("factory", ["HNSW16", "IVF16,Flat"])
+def test_approximate_indexes_find_most_true_neighbours(factory: str) -> None:
+    corpus = _corpus(400)
+    store = _store(corpus, factory)
+    queries = _unit(np.random.default_rng(3), 20)
+    recall = []
+    for q, row in zip(queries, store.search("action", queries, k=10), strict=True):
+        truth = {v for v, _ in _brute(corpus, "action", q, 10)}
+        recall.append(len(truth & {h.video_id for h in row}) / 10)
+    assert np.mean(recall) >= 0.9
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16"])
+def test_deleted_videos_vanish_at_once_and_compaction_drops_them(factory: str, tmp_path) -> None:
+    corpus = _corpus(100)
+    store = _store(corpus, factory)
+    query = corpus[7]["event"][0]
+    assert store.search("event", query, k=1)[0][0].video_id == 7
+    store.delete([7, 8])
+    for level in ("event", "action", "entity"):
+        found = {h.video_id for h in store.search(level, query, k=100)[0]}
+        assert not found & {7, 8}
+    assert store.count("action") == 100 * 4  # still in the files
+    store.compact()
+    assert store.count("action") == 98 * 4 and store.count("event") == 98
+    expected = [v for v, _ in _brute(corpus, "entity", query, 5, skip={7, 8})]
+    if factory == "Flat":
+        assert [h.video_id for h in store.search("entity", query, k=5)[0]] == expected
+
+
+def test_re_adding_replaces_and_save_load_round_trip(tmp_path) -> None:
+    corpus = _corpus(50)
+    store = _store(corpus, "Flat")
+    store.add(3, corpus[3])  # same video again: no duplicate vectors
+    assert store.count("event") == 50 and store.count("entity") == 300
+    store.delete([5])
+    store.save(tmp_path / "v")
+    loaded = FaissStore.load(tmp_path / "v")
+    q = _unit(np.random.default_rng(1), 3)
+    assert loaded.search("action", q, 7) == store.search("action", q, 7)
+    assert loaded.deleted == {5} and loaded.videos == set(range(1, 51))
+
+
+def test_ids_and_errors() -> None:
+    assert vector_ids(3, 2).tolist() == [3 * SEGMENT_SLOTS, 3 * SEGMENT_SLOTS + 1]
+    with pytest.raises(VectorStoreError):
+        vector_ids(1, SEGMENT_SLOTS + 1)
+    with pytest.raises(VectorStoreError, match="factory"):
+        FaissStore(DIM, "NotAnIndex99")
+    store = FaissStore(DIM)
+    with pytest.raises(VectorStoreError, match="unknown level"):
+        store.search("scene", np.zeros(DIM, np.float32), 1)
+    with pytest.raises(VectorStoreError, match="dim"):
+        store.add(1, {"event": np.zeros((1, DIM + 1), np.float32)})
+    assert store.search("event", np.zeros(DIM, np.float32), 3) == [[]]
