@@ -1,0 +1,147 @@
+"""The indexing job queue, kept in the database the service shares.
+
+Videos go pending -> processing -> indexed | failed. A worker claims a batch atomically
+(PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so several workers never take the same video; SQLite
+serialises writers), holds a lease it renews while working, and finishes each job only while it
+still holds it. A worker killed at any point loses nothing: its lease runs out (or, on the same
+host, its dead process is noticed at once) and the video is claimed again; the vector store
+replaces a re-indexed video's vectors, so no duplicates arise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from indexer.store import Video, VideoStatus
+
+PENDING, PROCESSING = VideoStatus.PENDING.value, VideoStatus.PROCESSING.value
+INDEXED, FAILED = VideoStatus.INDEXED.value, VideoStatus.FAILED.value
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def worker_name() -> str:
+    """host:pid:random, so that a worker's own host can tell when its process has died."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def enqueue(engine: Engine, *, media_path: str, sha256: str, title: str | None = None
+            ) -> tuple[int, bool]:  # fmt: skip
+    """Add a video by content hash; the same content again returns the existing id.
+    Returns (video id, created)."""
+    with Session(engine) as session:
+        existing = session.scalar(select(Video.id).where(Video.content_sha256 == sha256))
+        if existing is not None:
+            return existing, False
+        video = Video(content_sha256=sha256, media_path=media_path, title=title)
+        session.add(video)
+        try:
+            session.commit()
+        except IntegrityError:  # another process added the same content just now
+            session.rollback()
+            return session.scalar(select(Video.id).where(Video.content_sha256 == sha256)), False
+        return video.id, True
+
+
+def claim(engine: Engine, *, worker: str, limit: int, lease_s: float = 60.0) -> list[int]:
+    """Take up to ``limit`` jobs: pending ones, and processing ones whose lease ran out."""
+    now = _now()
+    claimable = (Video.status == PENDING) | (
+        (Video.status == PROCESSING) & (Video.lease_expires_at < now)
+    )
+    with Session(engine) as session, session.begin():
+        query = select(Video.id).where(claimable).order_by(Video.id).limit(limit)
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = list(session.scalars(query))
+        if ids:
+            session.execute(
+                update(Video)
+                .where(Video.id.in_(ids), claimable)
+                .values(
+                    status=PROCESSING,
+                    claimed_by=worker,
+                    attempts=Video.attempts + 1,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                )  # fmt: skip
+            )
+    return ids
+
+
+def renew(engine: Engine, *, worker: str, ids: list[int], lease_s: float = 60.0) -> int:
+    """Extend the lease on jobs this worker still holds; returns how many it holds."""
+    with Session(engine) as session, session.begin():
+        result = session.execute(
+            update(Video)
+            .where(Video.id.in_(ids), Video.claimed_by == worker, Video.status == PROCESSING)
+            .values(lease_expires_at=_now() + timedelta(seconds=lease_s))
+        )
+        return result.rowcount
+
+
+def _finish(engine: Engine, video_id: int, worker: str, **values) -> bool:  # type: ignore[no-untyped-def]
+    with Session(engine) as session, session.begin():
+        result = session.execute(
+            update(Video)
+            .where(Video.id == video_id, Video.claimed_by == worker, Video.status == PROCESSING)
+            .values(claimed_by=None, lease_expires_at=None, **values)
+        )
+        return result.rowcount == 1
+
+
+def complete(engine: Engine, video_id: int, *, worker: str, duration_s: float,
+             checkpoint_sha256: str) -> bool:  # fmt: skip
+    """Mark indexed, only if this worker still holds the job (else another took it over)."""
+    return _finish(engine, video_id, worker, status=INDEXED, duration_s=duration_s,
+                   checkpoint_sha256=checkpoint_sha256, indexed_at=_now(),
+                   failure_reason=None)  # fmt: skip
+
+
+def fail(engine: Engine, video_id: int, *, worker: str, reason: str) -> bool:
+    return _finish(engine, video_id, worker, status=FAILED, failure_reason=reason[:2000])
+
+
+def release_dead_workers(engine: Engine) -> int:
+    """Return to pending the jobs held by processes of this host that no longer exist (a
+    worker killed with kill -9), without waiting for their leases to run out."""
+    host = socket.gethostname()
+    with Session(engine) as session, session.begin():
+        rows = session.execute(
+            select(Video.id, Video.claimed_by).where(
+                Video.status == PROCESSING, Video.claimed_by.like(f"{host}:%")
+            )
+        ).all()
+        dead = [vid for vid, owner in rows if not _alive(int(owner.split(":")[1]))]
+        if dead:
+            session.execute(
+                update(Video).where(Video.id.in_(dead))
+                .values(status=PENDING, claimed_by=None, lease_expires_at=None)
+            )  # fmt: skip
+    return len(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    with Session(engine) as session:
+        rows = session.execute(select(Video.status, func.count()).group_by(Video.status)).all()
+    out = {s.value: 0 for s in VideoStatus}
+    out.update({status: n for status, n in rows})
+    return out

@@ -1,0 +1,104 @@
+"""The job queue on SQLite and on PostgreSQL: claims, leases, crash recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import migrations
+from indexer import queue
+from indexer.store import make_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'q.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    migrations.upgrade(url)
+    yield url
+    migrations.downgrade(url, "base")
+
+
+def _fill(engine, n: int) -> list[int]:
+    return [queue.enqueue(engine, media_path=f"v{i}.mp4", sha256=f"{i:064d}")[0] for i in range(n)]
+
+
+def test_enqueue_is_idempotent_by_content(db_url) -> None:
+    engine = make_engine(db_url)
+    first, created = queue.enqueue(engine, media_path="a.mp4", sha256="f" * 64, title="A")
+    again, created_again = queue.enqueue(engine, media_path="copy.mp4", sha256="f" * 64)
+    assert created and not created_again and first == again
+    assert queue.counts(engine)["pending"] == 1
+
+
+def test_two_workers_never_take_the_same_video(db_url) -> None:
+    engine = make_engine(db_url)
+    ids = _fill(engine, 40)
+    taken: dict[str, list[int]] = {"a": [], "b": []}
+
+    def work(name: str) -> None:
+        own_engine = make_engine(db_url)
+        while batch := queue.claim(own_engine, worker=name, limit=3):
+            taken[name].extend(batch)
+            for video_id in batch:
+                assert queue.complete(own_engine, video_id, worker=name, duration_s=1.0,
+                                      checkpoint_sha256="c" * 64)  # fmt: skip
+            time.sleep(0.001)
+        own_engine.dispose()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in taken]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not set(taken["a"]) & set(taken["b"])
+    assert sorted(taken["a"] + taken["b"]) == ids
+    assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 40, "failed": 0}
+
+
+def test_expired_lease_is_taken_over_and_the_old_worker_is_fenced(db_url) -> None:
+    engine = make_engine(db_url)
+    (video_id,) = _fill(engine, 1)
+    assert queue.claim(engine, worker="slow", limit=5, lease_s=-1) == [video_id]
+    assert queue.claim(engine, worker="fast", limit=5) == [video_id]
+    assert not queue.complete(engine, video_id, worker="slow", duration_s=1, checkpoint_sha256="x")
+    assert queue.fail(engine, video_id, worker="fast", reason="no video stream in the file")
+    assert queue.counts(engine)["failed"] == 1
+
+
+def test_a_killed_worker_loses_nothing(db_url) -> None:
+    engine = make_engine(db_url)
+    _fill(engine, 5)
+    code = (
+        "import sys, time\n"
+        "from indexer import queue\nfrom indexer.store import make_engine\n"
+        "engine = make_engine(sys.argv[1])\n"
+        "me = queue.worker_name()\n"
+        "print(queue.claim(engine, worker=me, limit=3, lease_s=3600), flush=True)\n"
+        "time.sleep(60)\n"
+    )  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, db_url], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    held = proc.stdout.readline()
+    assert held.startswith("[")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert queue.counts(engine)["processing"] == 3
+    assert queue.release_dead_workers(engine) == 3
+    me = queue.worker_name()
+    claimed = queue.claim(engine, worker=me, limit=10)
+    assert len(claimed) == 5
+    for video_id in claimed:
+        queue.complete(engine, video_id, worker=me, duration_s=2, checkpoint_sha256="c" * 64)
+    assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 5, "failed": 0}
