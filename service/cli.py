@@ -14,6 +14,10 @@ from service.settings import HanetSettings
 app = typer.Typer(help="HANet text-to-video search.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+index_app = typer.Typer(help="The offline indexer.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv",
+                  ".wmv", ".3gp"}  # fmt: skip
 
 log = logging.getLogger("hanet")
 
@@ -31,6 +35,8 @@ def main() -> None:
         level=_settings().log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("faiss.loader", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @db_app.command("upgrade")
@@ -43,6 +49,138 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     make_engine(url).dispose()  # creates the SQLite folder when needed
     migrations.upgrade(url, revision)
     typer.echo(f"database at revision {revision}: {url}")
+
+
+def _engine(settings: HanetSettings):  # type: ignore[no-untyped-def]
+    """The database, migrated to the newest schema (the indexer and the service share it)."""
+    import migrations
+    from indexer.store import make_engine
+
+    url = settings.resolved_database_url
+    engine = make_engine(url)
+    migrations.upgrade(url)
+    return engine
+
+
+def _load_model(settings: HanetSettings):  # type: ignore[no-untyped-def]
+    import torch
+
+    from model import CheckpointError, load_checkpoint
+
+    try:
+        model = load_checkpoint(settings.checkpoint)
+    except CheckpointError as exc:
+        raise typer.BadParameter(f"HANET_CHECKPOINT: {exc}") from exc
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@index_app.command("add")
+def index_add(
+    paths: Annotated[list[Path], typer.Argument(help="Video files or folders (recursively).")],
+    title: Annotated[str | None, typer.Option(help="Title (single file only).")] = None,
+) -> None:
+    """Queue videos for indexing; the same content twice is queued once."""
+    import hashlib
+
+    from indexer import queue
+
+    engine = _engine(_settings())
+    files = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise typer.BadParameter(f"no such file or folder: {path}")
+    added = 0
+    for f in files:
+        digest = hashlib.sha256()
+        with open(f, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+        _, created = queue.enqueue(engine, media_path=str(f.resolve()), sha256=digest.hexdigest(),
+                                   title=title if len(files) == 1 else None)  # fmt: skip
+        added += created
+    typer.echo(f"queued {added} new videos ({len(files) - added} already known)")
+
+
+@index_app.command("run")
+def index_run(
+    watch: Annotated[bool, typer.Option(help="Keep waiting for new videos.")] = False,
+) -> None:
+    """Index queued videos (decode -> HANet video branch -> FAISS + rerank store)."""
+    from indexer.build import BuildError
+    from indexer.pipeline import run_queue
+
+    settings = _settings()
+    engine = _engine(settings)
+    model = _load_model(settings)
+    try:
+        summary = run_queue(engine, model, settings.index_dir, factory=settings.index_factory,
+                            batch_size=settings.index_batch_size,
+                            workers=settings.decode_workers, watch=watch)  # fmt: skip
+    except BuildError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"indexed {summary.indexed}, failed {len(summary.failed)} "
+               f"in {summary.seconds:.1f} s")  # fmt: skip
+    for video_id, reason in summary.failed.items():
+        typer.echo(f"  failed video {video_id}: {reason}")
+
+
+@index_app.command("rebuild")
+def index_rebuild() -> None:
+    """Re-encode every video with the configured checkpoint into a new build (published only
+    once complete)."""
+    from sqlalchemy import update
+
+    from indexer.build import promote
+    from indexer.pipeline import run_queue
+    from indexer.store import Video
+
+    settings = _settings()
+    engine = _engine(settings)
+    model = _load_model(settings)
+    staging = settings.data_dir / "index-rebuild"
+    with engine.begin() as conn:
+        conn.execute(update(Video).where(Video.status == "indexed").values(status="pending"))
+    summary = run_queue(
+        engine, model, staging, factory=settings.index_factory,
+        batch_size=settings.index_batch_size, workers=settings.decode_workers,
+    )  # fmt: skip
+    if (staging / "CURRENT").exists():
+        promote(staging, settings.index_dir)
+    typer.echo(f"rebuilt: indexed {summary.indexed}, failed {len(summary.failed)}")
+
+
+@index_app.command("status")
+def index_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Videos per status, vectors per level, the active build and its checkpoint."""
+    import json
+
+    from indexer import queue
+    from indexer.build import BuildError, load_current
+
+    settings = _settings()
+    engine = _engine(settings)
+    status: dict = {"videos": queue.counts(engine), "build": None}
+    try:
+        build = load_current(settings.index_dir)
+        status["build"] = {"name": build.manifest["build"], "version": build.manifest["version"],
+                           "checkpoint_sha256": build.checkpoint_sha256,
+                           "factory": build.manifest["factory"],
+                           "vectors": build.manifest.get("counts", {}),
+                           "deleted_pending_compaction": len(build.vectors.deleted)}  # fmt: skip
+    except BuildError:
+        pass
+    if json_out:
+        typer.echo(json.dumps(status, indent=1))
+        return
+    typer.echo("videos: " + ", ".join(f"{k} {v}" for k, v in status["videos"].items()))
+    b = status["build"]
+    typer.echo("build: none yet" if b is None else
+               f"build: {b['name']} v{b['version']} ({b['factory']}), checkpoint "
+               f"{b['checkpoint_sha256'][:12]}, vectors {b['vectors']}")  # fmt: skip
 
 
 @app.command("init")

@@ -23,6 +23,16 @@ class HanetSettings(BaseSettings):
         description="SQLAlchemy URL; default: a SQLite file inside data_dir.",
     )
     log_level: str = Field(default="INFO", description="Python logging level for entry points.")
+    checkpoint: Path = Field(
+        default=Path(__file__).resolve().parents[1] / "model" / "weights" / "hanet-tiny-demo.pt",
+        description="HANet checkpoint for indexing and search; default: the bundled demo model.",
+    )
+    index_factory: str = Field(
+        default="Flat", description='FAISS factory string per level: "Flat", "IVF1024,Flat", '
+        '"IVF4096,PQ64", "HNSW32".',
+    )  # fmt: skip
+    index_batch_size: int = Field(default=16, ge=1, le=1024, description="Videos per model batch.")
+    decode_workers: int = Field(default=2, ge=1, le=64, description="Decoding processes.")
 
     @field_validator("log_level")
     @classmethod
@@ -31,6 +41,10 @@ class HanetSettings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return level
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,179 @@
+"""Index builds on disk: the level vectors (FAISS) and the rerank store, published atomically.
+
+    index/CURRENT                      "<build>/<version>", replaced atomically
+    index/builds/<build>/<version>/    one immutable version of a build:
+        manifest.json                  checkpoint hash and config, factory, parts, counts
+        vectors/                       FAISS indexes per level (+ tombstones)
+        parts/<n>/<field>.npy          rerank rows (memory-mapped by readers), hard-linked
+                                       from earlier versions, never rewritten
+
+A writer prepares the next version in a temporary folder, renames it into place and then
+replaces CURRENT, so a reader sees the old version or the new one, never half of one. A video
+re-indexed later appears in a newer part; the newest row wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indexer.vectors import FaissStore
+from model import HANetCfg, VideoEmbeddings
+
+FORMAT = "hanet-index-build"
+FIELDS = ("global_", "action_frames", "entity_frames", "frame_mask", "action_segments",
+          "action_spans", "entity_segments", "verb_probs", "noun_probs")  # fmt: skip
+
+
+class BuildError(Exception):
+    """No usable build, or one made by another model than the one asked for."""
+
+
+@dataclass
+class Build:
+    """One published version: its vectors, and its rerank rows memory-mapped."""
+
+    root: Path
+    manifest: dict
+    vectors: FaissStore
+    parts: list[dict[str, np.ndarray]] = field(default_factory=list)
+    rows: dict[int, tuple[int, int]] = field(default_factory=dict)  # video -> (part, row)
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        return self.manifest["checkpoint_sha256"]
+
+    def embeddings(self, video_ids: list[int]) -> VideoEmbeddings:
+        """The stored VideoEmbeddings of these videos, in this order."""
+        missing = [v for v in video_ids if v not in self.rows]
+        if missing:
+            raise BuildError(f"videos not in this build: {missing[:5]}")
+        values = {}
+        for name in FIELDS:
+            arrays = [self.parts[p][name][r] for p, r in (self.rows[v] for v in video_ids)]
+            values[name] = torch.from_numpy(np.stack(arrays))
+        return VideoEmbeddings(**values)
+
+    def frame_times(self, video_id: int) -> np.ndarray:
+        part, row = self.rows[video_id]
+        return self.parts[part]["frame_times"][row]
+
+
+def _current_file(index_dir: Path) -> Path:
+    return index_dir / "CURRENT"
+
+
+def load_current(index_dir: Path, expect_checkpoint: str | None = None) -> Build:
+    """The published build; with ``expect_checkpoint``, refuse a build of another model."""
+    try:
+        name = _current_file(index_dir).read_text().strip()
+    except FileNotFoundError:
+        raise BuildError(f"no index build in {index_dir} yet: run `hanet index run`") from None
+    root = index_dir / "builds" / name
+    manifest = json.loads((root / "manifest.json").read_text())
+    if expect_checkpoint and manifest["checkpoint_sha256"] != expect_checkpoint:
+        raise BuildError(
+            f"the index build was made by checkpoint {manifest['checkpoint_sha256'][:12]}, not "
+            f"the loaded {expect_checkpoint[:12]}: run `hanet index rebuild`"
+        )
+    build = Build(root, manifest, FaissStore.load(root / "vectors"))
+    for n, part in enumerate(manifest["parts"]):
+        folder = root / "parts" / part
+        arrays = {f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in (*FIELDS, "frame_times")}
+        build.parts.append(arrays)
+        for row, video_id in enumerate(np.load(folder / "video_ids.npy").tolist()):
+            build.rows[video_id] = (n, row)
+    for video_id in build.vectors.deleted:
+        build.rows.pop(video_id, None)
+    return build
+
+
+def new_build(index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: str) -> Build:
+    """An empty build (not yet published) for a checkpoint."""
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    manifest = {
+        "format": FORMAT, "version": 0, "build": name, "checkpoint_sha256": checkpoint_sha256,
+        "config": cfg.to_dict(), "factory": factory, "parts": [], "videos": 0,
+    }  # fmt: skip
+    return Build(index_dir / "builds" / name / "v0", manifest, FaissStore(cfg.embed_dim, factory))
+
+
+def level_vectors(video: VideoEmbeddings, i: int) -> dict[str, np.ndarray]:
+    return {
+        "event": video.global_[i : i + 1].float().numpy(),
+        "action": video.action_segments[i].float().numpy(),
+        "entity": video.entity_segments[i].float().numpy(),
+    }
+
+
+def publish(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmbeddings,
+            frame_times: np.ndarray) -> Build:  # fmt: skip
+    """Add videos (their embeddings and frame times (N, T)) and publish the next version."""
+    for i, video_id in enumerate(video_ids):
+        build.vectors.add(video_id, level_vectors(video, i))
+    builds_dir = build.root.parent
+    version = build.manifest["version"] + 1
+    tmp = builds_dir / f".v{version}.{uuid.uuid4().hex[:6]}.tmp"
+    tmp.mkdir(parents=True)
+    for part in build.manifest["parts"]:  # earlier parts: hard links, not copies
+        _link_tree(build.root / "parts" / part, tmp / "parts" / part)
+    manifest = dict(build.manifest)
+    if video_ids:
+        part = f"{version:06d}"
+        folder = tmp / "parts" / part
+        folder.mkdir(parents=True)
+        for name in FIELDS:
+            np.save(folder / f"{name}.npy", getattr(video, name).detach().cpu().numpy())
+        np.save(folder / "frame_times.npy", frame_times.astype(np.float32))
+        np.save(folder / "video_ids.npy", np.asarray(video_ids, dtype=np.int64))
+        manifest["parts"] = [*manifest["parts"], part]
+    build.vectors.save(tmp / "vectors")
+    live = build.vectors.videos - build.vectors.deleted
+    counts = {lv: build.vectors.count(lv) for lv in build.vectors.indexes}
+    manifest.update(version=version, videos=len(live), counts=counts)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    final = builds_dir / f"v{version}"
+    os.replace(tmp, final)
+    _point_current(index_dir, f"{manifest['build']}/v{version}")
+    _drop_old_versions(builds_dir, keep={final.name, build.root.name})
+    build.root, build.manifest = final, manifest
+    return build
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        os.link(f, dst / f.name)
+
+
+def _point_current(index_dir: Path, name: str) -> None:
+    tmp = index_dir / f".CURRENT.{uuid.uuid4().hex[:6]}"
+    tmp.write_text(name + "\n")
+    os.replace(tmp, _current_file(index_dir))
+
+
+def _drop_old_versions(builds_dir: Path, keep: set[str]) -> None:
+    """Readers of an older version keep their open files (mmap); the names can go."""
+    versions = sorted((p for p in builds_dir.glob("v*") if p.is_dir()),
+                      key=lambda p: int(p.name[1:]))  # fmt: skip
+    for old in versions[:-2]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def promote(staging: Path, index_dir: Path) -> None:
+    """Make a build prepared under ``staging`` (a rebuild) the published one."""
+    name = _current_file(staging).read_text().strip()
+    build_name = name.split("/")[0]
+    (index_dir / "builds").mkdir(parents=True, exist_ok=True)
+    os.replace(staging / "builds" / build_name, index_dir / "builds" / build_name)
+    _point_current(index_dir, name)
+    shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""The indexing job: reader (PyAV decoding in worker processes) -> embedder (the HANet video
+branch, CUDA + bf16 when present) -> writer (FAISS + rerank store, published atomically, then
+the database rows). Decoding of the next batch overlaps the model's work on this one."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from indexer import queue
+from indexer.build import Build, BuildError, load_current, new_build, publish
+from indexer.decode import DecodedVideo, DecodeError, decode_video
+from indexer.store import Video
+from model import HANet, VideoEmbeddings
+from model.preprocess import normalize_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    indexed: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _read(job: tuple[int, str, int, int]) -> tuple[int, DecodedVideo | str]:
+    """Reader, in a worker process: a decoded video, or the reason it cannot be one."""
+    video_id, path, frames, size = job
+    try:
+        return video_id, decode_video(path, frames, size)
+    except DecodeError as exc:
+        return video_id, str(exc)
+    except Exception as exc:  # a decoder crash on a hostile file must not stop the batch
+        return video_id, f"cannot decode: {type(exc).__name__}: {exc}"
+
+
+class Embedder:
+    """Decoded videos -> VideoEmbeddings (CPU tensors), halving the batch on CUDA OOM."""
+
+    def __init__(self, model: HANet) -> None:
+        self.model = model.eval()
+
+    def __call__(self, videos: list[DecodedVideo]) -> VideoEmbeddings:
+        try:
+            return self._encode(videos)
+        except torch.OutOfMemoryError:
+            if len(videos) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(videos) // 2
+            log.warning("out of GPU memory at batch %d: retrying as %d + %d", len(videos),
+                        half, len(videos) - half)  # fmt: skip
+            return VideoEmbeddings.cat([self(videos[:half]), self(videos[half:])])
+
+    @torch.inference_mode()
+    def _encode(self, videos: list[DecodedVideo]) -> VideoEmbeddings:
+        model, t = self.model, self.model.cfg.max_frames
+        size = model.preprocess.image_size
+        frames = np.zeros((len(videos), t, size, size, 3), dtype=np.uint8)
+        mask = np.zeros((len(videos), t), dtype=bool)
+        for i, v in enumerate(videos):
+            frames[i, : len(v.frames)], mask[i, : len(v.frames)] = v.frames, True
+        device = model.device
+        pixels = normalize_frames(torch.from_numpy(frames).to(device), model.preprocess)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                    else contextlib.nullcontext())  # fmt: skip
+        with autocast:
+            out = model.encode_video(pixels, torch.from_numpy(mask).to(device))
+        return out.to("cpu", dtype=torch.float32)
+
+
+def frame_times(videos: list[DecodedVideo], frames: int) -> np.ndarray:
+    times = np.zeros((len(videos), frames), dtype=np.float32)
+    for i, v in enumerate(videos):
+        times[i, : len(v.timestamps_s)] = v.timestamps_s
+    return times
+
+
+def open_build(index_dir: Path, model: HANet, factory: str) -> Build:
+    """The current build if it belongs to this model; a new one if there is none."""
+    try:
+        return load_current(index_dir, expect_checkpoint=model.checkpoint_sha256)
+    except BuildError:
+        if (index_dir / "CURRENT").exists():
+            raise
+        log.info("no index build yet: starting one")
+        return new_build(index_dir, model.cfg, model.checkpoint_sha256 or "unsaved", factory)
+
+
+def run_queue(
+    engine: Engine, model: HANet, index_dir: Path, *, factory: str = "Flat",
+    batch_size: int = 16, workers: int = 2, watch: bool = False, poll_s: float = 2.0,
+    lease_s: float = 300.0, progress: bool = True,
+) -> Summary:  # fmt: skip
+    """Index queued videos until the queue is empty (or forever with ``watch``)."""
+    start, summary, worker = time.monotonic(), Summary(), queue.worker_name()
+    released = queue.release_dead_workers(engine)
+    if released:
+        log.info("took back %d jobs of dead workers on this host", released)
+    build = open_build(index_dir, model, factory)
+    embed = Embedder(model)
+    t, size = model.cfg.max_frames, model.preprocess.image_size
+    bar = tqdm(total=queue.counts(engine)["pending"], unit="video", desc="index",
+               disable=not progress)  # fmt: skip
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+
+        def submit() -> list[Future]:
+            ids = queue.claim(engine, worker=worker, limit=batch_size, lease_s=lease_s)
+            with Session(engine) as session:
+                query = select(Video.id, Video.media_path).where(Video.id.in_(ids))
+                paths = dict(session.execute(query).all())
+            return [pool.submit(_read, (i, paths[i], t, size)) for i in ids]
+
+        batch = submit()
+        while batch or watch:
+            if not batch:
+                time.sleep(poll_s)
+                batch = submit()
+                bar.total = bar.n + queue.counts(engine)["pending"] + len(batch)
+                continue
+            following = submit()  # decoding overlaps the model's work on this batch
+            results = [f.result() for f in batch]
+            build = _write(engine, build, index_dir, embed, results, worker, summary, t)
+            bar.update(len(results))
+            bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
+            batch = following
+    bar.close()
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _write(engine: Engine, build: Build, index_dir: Path, embed: Embedder, results: list,
+           worker: str, summary: Summary, frames: int) -> Build:  # fmt: skip
+    """Writer: failures recorded with their reasons; the rest embedded, published, and only
+    then marked indexed (a crash in between re-indexes them, replacing their vectors)."""
+    good = [(vid, r) for vid, r in results if isinstance(r, DecodedVideo)]
+    for vid, reason in results:
+        if isinstance(reason, str):
+            queue.fail(engine, vid, worker=worker, reason=reason)
+            summary.failed[vid] = reason
+    if not good:
+        return build
+    decoded = [r for _, r in good]
+    video = embed(decoded)
+    build = publish(index_dir, build, [vid for vid, _ in good], video, frame_times(decoded, frames))
+    for vid, r in good:
+        if queue.complete(engine, vid, worker=worker, duration_s=r.duration_s,
+                          checkpoint_sha256=build.checkpoint_sha256):  # fmt: skip
+            summary.indexed += 1
+    return build

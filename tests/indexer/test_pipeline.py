@@ -1,0 +1,116 @@
+"""The indexer end to end: queue -> decode -> video branch -> FAISS + rerank store -> rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import migrations
+from indexer import queue
+from indexer.build import BuildError, load_current
+from indexer.decode import decode_video
+from indexer.pipeline import run_queue
+from indexer.store import make_engine
+from indexer.synth import generate_corpus
+from model import create_model
+from model.preprocess import normalize_frames
+from service.cli import app
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("idx")
+    generate_corpus(root, 12, seed=4, workers=1, progress=False)
+    (root / "videos" / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 100)
+    return root / "videos"
+
+
+@pytest.fixture
+def model(tmp_path):
+    m = create_model("tiny")
+    m.save(str(tmp_path / "m.pt"))
+    return m
+
+
+def _setup(tmp_path: Path, corpus: Path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    for i, path in enumerate(sorted(corpus.iterdir())):
+        queue.enqueue(engine, media_path=str(path), sha256=f"{i:064d}")
+    return engine
+
+
+def test_index_everything_with_reasons_for_failures(tmp_path, corpus, model) -> None:
+    engine = _setup(tmp_path, corpus)
+    summary = run_queue(engine, model, tmp_path / "index", batch_size=5, workers=2,
+                        progress=False)  # fmt: skip
+    assert summary.indexed == 12 and len(summary.failed) == 1
+    assert "not a readable media file" in next(iter(summary.failed.values()))
+    assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 12, "failed": 1}
+    build = load_current(tmp_path / "index", expect_checkpoint=model.checkpoint_sha256)
+    assert build.manifest["counts"]["event"] == 12
+    assert build.manifest["counts"]["action"] == 12 * model.cfg.num_action_segments
+    # the stored embeddings are what the model gives for the decoded video
+    paths = sorted(corpus.iterdir())  # enqueued in this order: ids 1, 2, ...
+    video_id = sorted(build.rows)[0]
+    path = paths[video_id - 1]
+    decoded = decode_video(path, model.cfg.max_frames, model.preprocess.image_size)
+    with torch.inference_mode():
+        pixels = normalize_frames(torch.from_numpy(decoded.frames), model.preprocess)[None]
+        direct = model.encode_video(pixels, torch.ones(1, len(decoded.frames), dtype=torch.bool))
+    stored = build.embeddings([video_id])
+    assert torch.allclose(stored.global_, direct.global_, atol=1e-5)
+    assert np.allclose(build.frame_times(video_id)[: len(decoded.frames)], decoded.timestamps_s)
+
+
+def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, corpus, model) -> None:
+    engine = _setup(tmp_path, corpus)
+    run_queue(engine, model, tmp_path / "index", batch_size=4, workers=1, progress=False)
+    counts = load_current(tmp_path / "index").manifest["counts"]
+    # as if the worker died after publishing but before marking its rows: index them again
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE videos SET status = 'pending' WHERE status = 'indexed'")
+    run_queue(engine, model, tmp_path / "index", batch_size=4, workers=1, progress=False)
+    assert load_current(tmp_path / "index").manifest["counts"] == counts
+    assert queue.counts(engine)["indexed"] == 12
+
+
+def test_a_build_of_another_checkpoint_is_refused(tmp_path, corpus, model) -> None:
+    engine = _setup(tmp_path, corpus)
+    run_queue(engine, model, tmp_path / "index", batch_size=8, workers=1, progress=False)
+    other = create_model("tiny")
+    other.save(str(tmp_path / "other.pt"))
+    with pytest.raises(BuildError, match="hanet index rebuild"):
+        load_current(tmp_path / "index", expect_checkpoint=other.checkpoint_sha256)
+    with pytest.raises(BuildError, match="hanet index rebuild"):
+        run_queue(engine, other, tmp_path / "index", progress=False)
+
+
+def test_cli_add_run_status_rebuild(tmp_path, corpus, model, monkeypatch) -> None:
+    runner = CliRunner()
+    monkeypatch.setenv("HANET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HANET_CHECKPOINT", str(tmp_path / "m.pt"))
+    result = runner.invoke(app, ["index", "add", str(corpus)])
+    assert result.exit_code == 0 and "queued 13 new videos" in result.output, result.output
+    result = runner.invoke(app, ["index", "add", str(corpus)])
+    assert "queued 0 new videos (13 already known)" in result.output
+    result = runner.invoke(app, ["index", "run"])
+    assert result.exit_code == 0 and "indexed 12, failed 1" in result.output, result.output
+    result = runner.invoke(app, ["index", "status", "--json"])
+    status = json.loads(result.output)
+    assert status["videos"]["indexed"] == 12 and status["build"]["vectors"]["event"] == 12
+    first = status["build"]["name"]
+    other = create_model("tiny")
+    other.save(str(tmp_path / "other.pt"))
+    monkeypatch.setenv("HANET_CHECKPOINT", str(tmp_path / "other.pt"))
+    result = runner.invoke(app, ["index", "rebuild"])
+    assert result.exit_code == 0 and "indexed 12" in result.output, result.output
+    status = json.loads(runner.invoke(app, ["index", "status", "--json"]).output)
+    assert status["build"]["name"] != first
+    assert status["build"]["checkpoint_sha256"] == other.checkpoint_sha256
