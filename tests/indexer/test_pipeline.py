@@ -114,3 +114,40 @@ def test_cli_add_run_status_rebuild(tmp_path, corpus, model, monkeypatch) -> Non
     status = json.loads(runner.invoke(app, ["index", "status", "--json"]).output)
     assert status["build"]["name"] != first
     assert status["build"]["checkpoint_sha256"] == other.checkpoint_sha256
+
+
+def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus, model) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HANET_DATA_DIR": str(tmp_path / "data"),
+           "HANET_CHECKPOINT": str(tmp_path / "m.pt"), "HANET_INDEX_BATCH_SIZE": "2",
+           "HANET_DECODE_WORKERS": "1"}  # fmt: skip
+    hanet = [sys.executable, "-c", "from service.cli import app; app()"]
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([*hanet, "index", "add", str(corpus)], env=env, cwd=root, check=True,
+                   capture_output=True)  # fmt: skip
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'hanet.sqlite3'}")
+    proc = subprocess.Popen([*hanet, "index", "run"], env=env, cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while queue.counts(engine)["indexed"] < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted = queue.counts(engine)
+    assert 4 <= interrupted["indexed"] < 12, interrupted  # it really was stopped midway
+    rerun = subprocess.run([*hanet, "index", "run"], env=env, cwd=root, capture_output=True,
+                           text=True)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 12, "failed": 1}
+    build = load_current(tmp_path / "data" / "index")
+    n = model.cfg
+    assert build.manifest["counts"] == {"event": 12, "action": 12 * n.num_action_segments,
+                                        "entity": 12 * n.num_entity_segments}  # fmt: skip
+    assert sorted(build.rows) == sorted(
+        i for i, p in enumerate(sorted(corpus.iterdir()), start=1) if p.name != "broken.mp4"
+    )
