@@ -54,6 +54,7 @@ def save_checkpoint(model: HANet, path: str | Path, dtype: torch.dtype | None = 
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
