@@ -115,9 +115,10 @@ def level_vectors(video: VideoEmbeddings, i: int) -> dict[str, np.ndarray]:
 
 
 def publish(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmbeddings,
-            frame_times: np.ndarray) -> Build:  # fmt: skip
-    """Add videos (their embeddings and frame times (N, T)) and publish the next version."""
-    for i, video_id in enumerate(video_ids):
+            frame_times: np.ndarray, add_vectors: bool = True) -> Build:  # fmt: skip
+    """Add videos (their embeddings and frame times (N, T)) and publish the next version.
+    ``add_vectors`` False writes rerank rows only (compaction: the vectors are there)."""
+    for i, video_id in enumerate(video_ids if add_vectors else []):
         build.vectors.add(video_id, level_vectors(video, i))
     builds_dir = build.root.parent
     version = build.manifest["version"] + 1
@@ -177,3 +178,28 @@ def promote(staging: Path, index_dir: Path) -> None:
     os.replace(staging / "builds" / build_name, index_dir / "builds" / build_name)
     _point_current(index_dir, name)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def delete_videos(index_dir: Path, video_ids: list[int]) -> Build:
+    """Tombstone videos in the published build: gone from every search of the new version at
+    once; their vectors and rows leave the files at ``compact``."""
+    build = load_current(index_dir)
+    build.vectors.delete(video_ids)
+    return publish(index_dir, build, [], _empty_like(build), np.zeros((0, 1), np.float32))
+
+
+def compact(index_dir: Path) -> Build:
+    """Rewrite the published build without deleted videos: FAISS indexes without their
+    vectors, and the rerank rows merged into one part (newest row per video)."""
+    build = load_current(index_dir)
+    build.vectors.compact()
+    live = sorted(build.rows)
+    video = build.embeddings(live) if live else _empty_like(build)
+    times = (np.stack([build.frame_times(v) for v in live]) if live
+             else np.zeros((0, 1), np.float32))  # fmt: skip
+    build.manifest = {**build.manifest, "parts": []}
+    return publish(index_dir, build, live, video, times, add_vectors=False)
+
+
+def _empty_like(build: Build) -> VideoEmbeddings:
+    return VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})

@@ -3,6 +3,7 @@ Heavy imports (torch, open_clip) happen inside the commands that need them."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -151,6 +152,37 @@ def index_rebuild() -> None:
     if (staging / "CURRENT").exists():
         promote(staging, settings.index_dir)
     typer.echo(f"rebuilt: indexed {summary.indexed}, failed {len(summary.failed)}")
+
+
+@index_app.command("delete")
+def index_delete(
+    video_ids: Annotated[list[int], typer.Argument(help="Video ids (hanet index status).")],
+) -> None:
+    """Remove videos: out of search at once, out of the index files at `hanet index compact`."""
+    from sqlalchemy import delete
+
+    from indexer.build import BuildError, delete_videos
+    from indexer.store import Video
+
+    settings = _settings()
+    engine = _engine(settings)
+    with engine.begin() as conn:
+        gone = conn.execute(delete(Video).where(Video.id.in_(video_ids))).rowcount
+    with contextlib.suppress(BuildError):  # nothing indexed yet: the rows were all there was
+        delete_videos(settings.index_dir, video_ids)
+    typer.echo(f"deleted {gone} of {len(video_ids)} videos")
+
+
+@index_app.command("compact")
+def index_compact() -> None:
+    """Rewrite the published build without the deleted videos' vectors and rows."""
+    from indexer.build import BuildError, compact
+
+    try:
+        build = compact(_settings().index_dir)
+    except BuildError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"compacted: {build.manifest['videos']} videos, vectors {build.manifest['counts']}")
 
 
 @index_app.command("status")

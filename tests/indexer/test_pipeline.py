@@ -151,3 +151,26 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
     assert sorted(build.rows) == sorted(
         i for i, p in enumerate(sorted(corpus.iterdir()), start=1) if p.name != "broken.mp4"
     )
+
+
+def test_delete_is_immediate_and_compaction_drops_the_rows(tmp_path, corpus, model) -> None:
+    from indexer.build import compact, delete_videos
+
+    engine = _setup(tmp_path, corpus)
+    run_queue(engine, model, tmp_path / "index", batch_size=5, workers=1, progress=False)
+    before = load_current(tmp_path / "index")
+    victim = sorted(before.rows)[3]
+    query = before.embeddings([victim]).global_.numpy()
+    assert before.vectors.search("event", query, 1)[0][0].video_id == victim
+    delete_videos(tmp_path / "index", [victim])
+    after = load_current(tmp_path / "index")
+    assert victim not in after.rows
+    for level in ("event", "action", "entity"):
+        assert victim not in {h.video_id for h in after.vectors.search(level, query, 50)[0]}
+    assert after.manifest["counts"]["event"] == 12  # still in the files
+    compacted = compact(tmp_path / "index")
+    assert compacted.manifest["counts"]["event"] == 11 and len(compacted.manifest["parts"]) == 1
+    again = load_current(tmp_path / "index")
+    assert sorted(again.rows) == sorted(set(before.rows) - {victim})
+    keep = sorted(again.rows)[0]
+    assert torch.equal(again.embeddings([keep]).global_, before.embeddings([keep]).global_)
