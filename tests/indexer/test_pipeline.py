@@ -174,3 +174,22 @@ def test_delete_is_immediate_and_compaction_drops_the_rows(tmp_path, corpus, mod
     assert sorted(again.rows) == sorted(set(before.rows) - {victim})
     keep = sorted(again.rows)[0]
     assert torch.equal(again.embeddings([keep]).global_, before.embeddings([keep]).global_)
+
+
+def test_search_with_enough_candidates_equals_full_scoring(tmp_path, corpus, model) -> None:
+    from service.engine import search
+
+    engine = _setup(tmp_path, corpus)
+    run_queue(engine, model, tmp_path / "index", batch_size=6, workers=1, progress=False)
+    build = load_current(tmp_path / "index")
+    query = "a small red star moves left, then a blue circle grows"
+    hits = search(model, build, query, top_k=12, per_level=12)
+    everything = sorted(build.rows)
+    with torch.inference_mode():
+        full = model.similarity(model.encode_text([query]), build.embeddings(everything))["fused"][
+            0
+        ]
+    expected = [everything[i] for i in full.argsort(descending=True).tolist()]
+    assert [h.video_id for h in hits] == expected
+    assert hits[0].score == pytest.approx(float(full.max()), abs=1e-6)
+    assert all(0 <= h.start_s <= h.end_s <= 2.0 for h in hits)

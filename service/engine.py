@@ -1,0 +1,67 @@
+"""The search engine: a sentence -> candidates from the three level indexes -> rerank with
+HANet's own scoring code (the code evaluation uses, so serving cannot drift from training)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from indexer.build import Build
+from model import HANet, TextEmbeddings
+
+
+@dataclass(frozen=True)
+class Hit:
+    video_id: int
+    score: float
+    scores: dict[str, float]
+    start_s: float
+    end_s: float
+
+
+def _level_queries(text: TextEmbeddings) -> dict[str, np.ndarray]:
+    """Query vectors per level: the sentence for events, its verb phrases (graph nodes) for
+    action segments, its argument phrases for entities (the sentence when it has none)."""
+    sentence = text.global_[0:1].float().numpy()
+    verbs = text.verb_nodes[0][text.verb_mask[0]].float().numpy()
+    args = text.arg_nodes[0][text.arg_mask[0]].float().numpy()
+    return {"event": sentence, "action": verbs if len(verbs) else sentence,
+            "entity": args if len(args) else sentence}  # fmt: skip
+
+
+def candidates(build: Build, text: TextEmbeddings, per_level: int) -> list[int]:
+    """Union of the videos the three level indexes return for one sentence."""
+    found: set[int] = set()
+    for level, queries in _level_queries(text).items():
+        for row in build.vectors.search(level, queries, per_level):
+            found.update(hit.video_id for hit in row)
+    return sorted(v for v in found if v in build.rows)
+
+
+@torch.inference_mode()
+def search(model: HANet, build: Build, query: str, top_k: int = 10, per_level: int = 100
+           ) -> list[Hit]:  # fmt: skip
+    """The ``top_k`` videos for ``query`` by HANet's fused score, with every level's score and
+    the moment (the winning action segment's span in seconds)."""
+    text = model.encode_text([query]).to("cpu")
+    ids = candidates(build, text, per_level)
+    if not ids:
+        return []
+    video = build.embeddings(ids)
+    scores = model.similarity(text, video)
+    segments = model.best_action_segment(text, video)[0]
+    order = scores["fused"][0].argsort(descending=True)[:top_k].tolist()
+    hits = []
+    for i in order:
+        start, end = video.action_spans[i, int(segments[i])].tolist()
+        times = build.frame_times(ids[i])
+        hits.append(Hit(
+            video_id=ids[i],
+            score=float(scores["fused"][0, i]),
+            scores={k: round(float(v[0, i]), 4) for k, v in scores.items()},
+            start_s=float(times[start]),
+            end_s=float(times[end]),
+        ))  # fmt: skip
+    return hits
