@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -101,9 +102,10 @@ def open_build(index_dir: Path, model: HANet, factory: str) -> Build:
 def run_queue(
     engine: Engine, model: HANet, index_dir: Path, *, factory: str = "Flat",
     batch_size: int = 16, workers: int = 2, watch: bool = False, poll_s: float = 2.0,
-    lease_s: float = 300.0, progress: bool = True,
+    lease_s: float = 300.0, progress: bool = True, stop: threading.Event | None = None,
 ) -> Summary:  # fmt: skip
-    """Index queued videos until the queue is empty (or forever with ``watch``)."""
+    """Index queued videos until the queue is empty (or, with ``watch``, until ``stop``)."""
+    stop = stop or threading.Event()
     start, summary, worker = time.monotonic(), Summary(), queue.worker_name()
     released = queue.release_dead_workers(engine)
     if released:
@@ -123,9 +125,9 @@ def run_queue(
             return [pool.submit(_read, (i, paths[i], t, size)) for i in ids]
 
         batch = submit()
-        while batch or watch:
+        while (batch or watch) and not stop.is_set():
             if not batch:
-                time.sleep(poll_s)
+                stop.wait(poll_s)
                 batch = submit()
                 bar.total = bar.n + queue.counts(engine)["pending"] + len(batch)
                 continue

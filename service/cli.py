@@ -215,6 +215,26 @@ def index_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
                f"{b['checkpoint_sha256'][:12]}, vectors {b['vectors']}")  # fmt: skip
 
 
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    api_only: Annotated[
+        bool,
+        typer.Option(help="No in-process indexer (run `hanet index run --watch` workers instead)."),
+    ] = False,
+) -> None:
+    """The HTTP API, plus by default an indexer worker in the same process."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings()
+    if not settings.checkpoint.is_file():
+        raise typer.BadParameter(f"HANET_CHECKPOINT {settings.checkpoint} does not exist")
+    uvicorn.run(create_app(settings, with_indexer=not api_only), host=host, port=port)
+
+
 @app.command("init")
 def init(
     out: Annotated[Path, typer.Option(help="Where to write the HANet checkpoint.")],

@@ -33,6 +33,16 @@ class HanetSettings(BaseSettings):
     )  # fmt: skip
     index_batch_size: int = Field(default=16, ge=1, le=1024, description="Videos per model batch.")
     decode_workers: int = Field(default=2, ge=1, le=64, description="Decoding processes.")
+    media_root: Path | None = Field(
+        default=None,
+        description="Folder whose files POST /videos may ingest by path; unset: by upload only.",
+    )
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="Largest accepted upload, in bytes."
+    )
+    search_candidates: int = Field(
+        default=200, ge=1, le=10000, description="Candidates per level index before reranking."
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -45,6 +55,10 @@ class HanetSettings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.data_dir / "media"
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,309 @@
+"""The HTTP API, built by a factory (no import-time state). Torch and FAISS work runs in plain
+``def`` routes (FastAPI's thread pool), never on the event loop."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from indexer import queue
+from indexer.build import Build, BuildError, delete_videos, load_current
+from indexer.store import Video
+from service.engine import search
+from service.schemas import (
+    ConceptsPublic,
+    Moment,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    VideoByPath,
+    VideoList,
+    VideoPublic,
+)
+from service.settings import HanetSettings
+
+log = logging.getLogger(__name__)
+
+
+class ServiceState:
+    """What the routes share: settings, database, model, and the published index build
+    (re-read when ``index/CURRENT`` changes, so new videos are searchable without a restart)."""
+
+    def __init__(self, settings: HanetSettings) -> None:
+        import migrations
+        from indexer.store import make_engine
+        from model import load_checkpoint
+
+        self.settings = settings
+        url = settings.resolved_database_url
+        self.engine = make_engine(url)
+        migrations.upgrade(url)
+        self.model = load_checkpoint(settings.checkpoint)
+        self._build: Build | None = None
+        self._build_name: str | None = None
+        self._lock = threading.Lock()
+
+    def build(self) -> Build | None:
+        current = self.settings.index_dir / "CURRENT"
+        try:
+            name = current.read_text().strip()
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            if name != self._build_name:
+                sha = self.model.checkpoint_sha256
+                self._build = load_current(self.settings.index_dir, expect_checkpoint=sha)
+                self._build_name = name
+            return self._build
+
+
+def _state(request: Request) -> ServiceState:
+    return request.app.state.hanet
+
+
+StateDep = Annotated[ServiceState, Depends(_state)]
+
+
+def _concepts(state: ServiceState, build: Build | None, video_id: int) -> ConceptsPublic | None:
+    if build is None or video_id not in build.rows or state.model.vocab is None:
+        return None
+    top = state.model.top_concepts(build.embeddings([video_id]), k=3)[0]
+    return ConceptsPublic.model_validate(
+        {k: [{"name": c.name, "probability": c.probability} for c in v] for k, v in top.items()}
+    )
+
+
+def _public(state: ServiceState, video: Video, with_concepts: bool = False) -> VideoPublic:
+    concepts = None
+    if with_concepts and video.status == "indexed":
+        try:
+            concepts = _concepts(state, state.build(), video.id)
+        except BuildError:
+            concepts = None
+    return VideoPublic(id=video.id, status=video.status, title=video.title,
+                       failure_reason=video.failure_reason, duration_s=video.duration_s,
+                       concepts=concepts)  # fmt: skip
+
+
+def _indexer_thread(settings: HanetSettings, stop: threading.Event) -> threading.Thread:
+    """The in-process indexer worker of `hanet serve` (its own model and connections)."""
+    from indexer.pipeline import run_queue
+    from indexer.store import make_engine
+    from model import load_checkpoint
+
+    def work() -> None:
+        engine = make_engine(settings.resolved_database_url)
+        model = load_checkpoint(settings.checkpoint)
+        try:
+            run_queue(engine, model, settings.index_dir, factory=settings.index_factory,
+                      batch_size=settings.index_batch_size, workers=settings.decode_workers,
+                      watch=True, poll_s=1.0, progress=False, stop=stop)  # fmt: skip
+        except Exception:
+            log.exception("the in-process indexer stopped")
+        finally:
+            engine.dispose()
+
+    thread = threading.Thread(target=work, name="hanet-indexer", daemon=True)
+    thread.start()
+    return thread
+
+
+def create_app(settings: HanetSettings | None = None, with_indexer: bool = False) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        state = ServiceState(settings or HanetSettings())
+        app.state.hanet = state
+        stop = threading.Event()
+        worker = _indexer_thread(state.settings, stop) if with_indexer else None
+        yield
+        stop.set()
+        if worker is not None:
+            worker.join(timeout=30)
+        state.engine.dispose()
+
+    app = FastAPI(title="HANet text-to-video search", version="0.1.0", lifespan=lifespan,
+                  description="Upload videos, then find them, and the moment inside them, "
+                              "with a sentence.")  # fmt: skip
+
+    @app.get("/health", summary="The process is alive.")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Model loaded, database reachable, index build matches the model.")
+    def ready(state: StateDep) -> JSONResponse:
+        checks: dict[str, str] = {"model": state.model.checkpoint_sha256 or "unsaved"}
+        ok = True
+        try:
+            with Session(state.engine) as session:
+                session.execute(select(1))
+            checks["database"] = "ok"
+        except Exception as exc:  # any driver error means not ready
+            checks["database"], ok = f"unreachable: {exc}", False
+        try:
+            build = state.build()
+            checks["index"] = "no build yet" if build is None else build.manifest["build"]
+        except BuildError as exc:
+            checks["index"], ok = str(exc), False
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.post("/search", response_model=SearchResponse, summary="Search with a sentence.")
+    def search_route(body: SearchRequest, state: StateDep) -> SearchResponse:
+        start = time.perf_counter()
+        try:
+            build = state.build()
+        except BuildError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        if build is None:
+            return SearchResponse(hits=[], took_ms=(time.perf_counter() - start) * 1000)
+        found = search(state.model, build, body.query, body.top_k,
+                       state.settings.search_candidates)  # fmt: skip
+        if body.min_score is not None:
+            found = [h for h in found if h.score >= body.min_score]
+        with Session(state.engine) as session:
+            titles = dict(session.execute(
+                select(Video.id, Video.title).where(Video.id.in_([h.video_id for h in found]))
+            ).all())  # fmt: skip
+        hits = [
+            SearchHit(
+                video_id=h.video_id,
+                title=titles.get(h.video_id),
+                score=h.score,
+                scores=h.scores,
+                moment=Moment(start_s=h.start_s, end_s=h.end_s),
+                concepts=_concepts(state, build, h.video_id),
+            )  # fmt: skip
+            for h in found
+            if h.video_id in titles  # deleted since the build was read
+        ]
+        return SearchResponse(hits=hits, took_ms=round((time.perf_counter() - start) * 1000, 2))
+
+    @app.post("/videos", status_code=202, response_model=VideoPublic,
+              summary="Ingest a video: multipart upload (field `file`, optional `title`) or "
+                      'JSON {"path": ...} under the media root.',
+              openapi_extra={"requestBody": {"content": {
+                  "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                      "properties": {"file": {"type": "string", "format": "binary"},
+                                     "title": {"type": "string"}}}},
+                  "application/json": {"schema": VideoByPath.model_json_schema()}}}})  # fmt: skip
+    async def create_video(request: Request, state: StateDep) -> VideoPublic:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "application/json":
+            try:
+                body = VideoByPath.model_validate(json.loads(await request.body()))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise HTTPException(400, f"the body is not valid JSON: {exc}") from exc
+            except ValidationError as exc:
+                raise HTTPException(422, exc.errors(include_url=False)) from exc
+            path = _under_media_root(state.settings, body.path)
+            return await run_in_threadpool(_enqueue, state, path, body.title)
+        if kind == "multipart/form-data":
+            return await _upload(request, state)
+        raise HTTPException(415, "send multipart/form-data (field `file`) or application/json "
+                                 '({"path": ...})')  # fmt: skip
+
+    @app.get("/videos", response_model=VideoList, summary="List videos, newest first.")
+    def list_videos(state: StateDep, offset: Annotated[int, Query(ge=0)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> VideoList:  # fmt: skip
+        with Session(state.engine) as session:
+            total = session.scalar(select(func.count()).select_from(Video)) or 0
+            rows = session.scalars(select(Video).order_by(Video.id.desc()).offset(offset)
+                                   .limit(limit)).all()  # fmt: skip
+            items = [_public(state, v) for v in rows]
+        return VideoList(items=items, total=total, offset=offset, limit=limit)
+
+    @app.get("/videos/{video_id}", response_model=VideoPublic, summary="One video's state.")
+    def get_video(video_id: int, state: StateDep) -> VideoPublic:
+        with Session(state.engine) as session:
+            video = session.get(Video, video_id)
+            if video is None:
+                raise HTTPException(404, f"no video {video_id}")
+            return _public(state, video, with_concepts=True)
+
+    @app.delete("/videos/{video_id}", status_code=204, summary="Delete a video (gone from "
+                "search at once).")  # fmt: skip
+    def delete_video(video_id: int, state: StateDep) -> Response:
+        with Session(state.engine) as session, session.begin():
+            video = session.get(Video, video_id)
+            if video is None:
+                raise HTTPException(404, f"no video {video_id}")
+            session.delete(video)
+        with contextlib.suppress(BuildError):  # no build yet: the row was all there was
+            delete_videos(state.settings.index_dir, [video_id])
+        return Response(status_code=204)
+
+    return app
+
+
+def _under_media_root(settings: HanetSettings, given: str) -> Path:
+    if settings.media_root is None:
+        raise HTTPException(400, "ingest by path is off: HANET_MEDIA_ROOT is not set")
+    root = settings.media_root.resolve()
+    path = (root / given).resolve()
+    if not path.is_relative_to(root):
+        raise HTTPException(403, "the path leaves the media root")
+    if not path.is_file():
+        raise HTTPException(404, f"no file {given!r} under the media root")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _enqueue(state: ServiceState, path: Path, title: str | None) -> VideoPublic:
+    video_id, _created = queue.enqueue(state.engine, media_path=str(path), sha256=_sha256(path),
+                                       title=title)  # fmt: skip
+    with Session(state.engine) as session:
+        return _public(state, session.get(Video, video_id))
+
+
+async def _upload(request: Request, state: StateDep) -> VideoPublic:
+    limit = state.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 1024 * 1024:
+        raise HTTPException(413, f"upload larger than {limit} bytes")
+    form = await request.form(max_files=1, max_fields=4)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise HTTPException(422, "multipart field `file` is missing")
+    title = form.get("title") if isinstance(form.get("title"), str) else None
+    folder = state.settings.upload_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".upload-{uuid.uuid4().hex}"
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            while chunk := await upload.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"upload larger than {limit} bytes")
+                out.write(chunk)
+        if size == 0:
+            raise HTTPException(422, "the uploaded file is empty")
+        digest = await run_in_threadpool(_sha256, tmp)
+        suffix = Path(upload.filename or "").suffix.lower()[:10]
+        final = folder / f"{digest}{suffix}"
+        shutil.move(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return await run_in_threadpool(_enqueue, state, final, title or upload.filename)

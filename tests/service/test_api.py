@@ -1,0 +1,141 @@
+"""The HTTP contract, against SQLite and PostgreSQL, with a real model, indexer and FAISS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import migrations
+from indexer.pipeline import run_queue
+from indexer.synth import generate_corpus
+from model import ConceptVocab, HANet, get_config
+from service.app import create_app
+from service.settings import HanetSettings
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("api-media")
+    generate_corpus(root, 8, seed=6, workers=1, progress=False)
+    (root / "videos" / "notes.mp4").write_text("not a video\n" * 20)
+    return root / "videos"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    cfg = get_config("tiny")
+    vocab = ConceptVocab(tuple(f"verb{i}" for i in range(cfg.num_verbs)),
+                         tuple(f"noun{i}" for i in range(cfg.num_nouns)))  # fmt: skip
+    path = tmp_path_factory.mktemp("ckpt") / "m.pt"
+    HANet(cfg, vocab).eval().save(str(path))
+    return path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings(request, tmp_path, corpus, checkpoint) -> HanetSettings:
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    s = HanetSettings(data_dir=tmp_path / "data", database_url=url, checkpoint=checkpoint,
+                      media_root=corpus, max_upload_bytes=200_000)  # fmt: skip
+    yield s
+    if url:
+        migrations.downgrade(url, "base")
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _index(client: TestClient) -> None:
+    state = client.app.state.hanet
+    run_queue(state.engine, state.model, state.settings.index_dir, batch_size=4, workers=1,
+              progress=False)  # fmt: skip
+
+
+def test_health_and_ready(client) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["index"] == "no build yet"
+
+
+def test_ingest_index_search_delete(client, corpus) -> None:
+    first = client.post("/videos", json={"path": "synth000001.mp4", "title": "one"})
+    assert first.status_code == 202 and first.json()["status"] == "pending"
+    again = client.post("/videos", json={"path": "synth000001.mp4"})
+    assert again.json()["id"] == first.json()["id"]
+    for name in ("synth000002.mp4", "synth000003.mp4", "notes.mp4"):
+        assert client.post("/videos", json={"path": name}).status_code == 202
+    with open(corpus / "synth000004.mp4", "rb") as f:
+        up = client.post("/videos", files={"file": ("clip.mp4", f, "video/mp4")},
+                         data={"title": "uploaded"})  # fmt: skip
+    assert up.status_code == 202 and up.json()["title"] == "uploaded"
+    _index(client)
+    videos = client.get("/videos").json()
+    assert videos["total"] == 5
+    statuses = {v["title"]: v["status"] for v in videos["items"]}
+    assert statuses["one"] == "indexed" and statuses["uploaded"] == "indexed"
+    failed = [v for v in videos["items"] if v["status"] == "failed"]
+    assert len(failed) == 1 and "not a readable media file" in failed[0]["failure_reason"]
+    one = client.get(f"/videos/{first.json()['id']}").json()
+    assert one["duration_s"] == pytest.approx(2.0) and len(one["concepts"]["actions"]) == 3
+
+    found = client.post("/search", json={"query": "a red star moves left", "top_k": 3}).json()
+    assert len(found["hits"]) == 3 and found["took_ms"] > 0
+    hit = found["hits"][0]
+    assert set(hit) == {"video_id", "title", "score", "scores", "moment", "concepts"}
+    assert {"global", "local_action", "fused"} <= set(hit["scores"])
+    assert 0 <= hit["moment"]["start_s"] <= hit["moment"]["end_s"] <= 2.0
+    scores = [h["score"] for h in found["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    high = client.post("/search", json={"query": "a red star", "min_score": 10.0}).json()
+    assert high["hits"] == []
+
+    gone = hit["video_id"]
+    assert client.delete(f"/videos/{gone}").status_code == 204
+    assert client.get(f"/videos/{gone}").status_code == 404
+    after = client.post("/search", json={"query": "a red star moves left", "top_k": 10}).json()
+    assert gone not in {h["video_id"] for h in after["hits"]} and len(after["hits"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"json": {"query": ""}}, 422),
+        ({"json": {}}, 422),
+        ({"json": {"query": "x" * 100_000}}, 422),
+        ({"json": {"query": "a cat", "top_k": 0}}, 422),
+        ({"json": {"query": "a cat", "top_k": -1}}, 422),
+        ({"json": {"query": "a cat", "top_k": 10**9}}, 422),
+        ({"json": {"query": "a cat", "top_k": "ten"}}, 422),
+        ({"content": b"{broken", "headers": {"content-type": "application/json"}}, 422),
+    ],
+)  # fmt: skip
+def test_bad_searches_get_clear_4xx(client, kwargs, status) -> None:
+    response = client.post("/search", **kwargs)
+    assert response.status_code == status
+    assert "detail" in response.json()
+
+
+def test_bad_ingests_get_clear_4xx(client) -> None:
+    cases = [
+        (client.post("/videos", json={"path": "../../etc/passwd"}), 403, "media root"),
+        (client.post("/videos", json={"path": "missing.mp4"}), 404, "no file"),
+        (client.post("/videos", content=b"{oops", headers={"content-type": "application/json"}),
+         400, "not valid JSON"),
+        (client.post("/videos", content=b"x", headers={"content-type": "text/plain"}), 415,
+         "multipart"),
+        (client.post("/videos", files={"file": ("e.mp4", b"", "video/mp4")}), 422, "empty"),
+        (client.post("/videos", files={"file": ("big.mp4", b"0" * 300_000, "video/mp4")}), 413,
+         "larger"),
+        (client.post("/videos", data={"title": "no file"},
+                     files={"other": ("a.txt", b"a", "text/plain")}), 422, "file"),
+        (client.get("/videos/999999"), 404, "no video"),
+        (client.delete("/videos/999999"), 404, "no video"),
+        (client.get("/videos?limit=0"), 422, ""),
+    ]  # fmt: skip
+    for response, status, words in cases:
+        assert response.status_code == status, response.text
+        assert words in str(response.json()["detail"])
