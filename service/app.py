@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import shutil
@@ -15,7 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ from indexer import queue
 from indexer.build import Build, BuildError, delete_videos, load_current
 from indexer.store import Video
 from service.engine import search
+from service.metrics import install_metrics
 from service.schemas import (
     ConceptsPublic,
     Moment,
@@ -78,6 +80,19 @@ def _state(request: Request) -> ServiceState:
 
 
 StateDep = Annotated[ServiceState, Depends(_state)]
+
+
+def _require_key(state: StateDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """Endpoints that change data need the API key, when one is configured."""
+    expected = state.settings.api_key
+    if expected is None:
+        return
+    given = (x_api_key or "").encode()
+    if not hmac.compare_digest(given, expected.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong X-API-Key")
+
+
+KeyDep = Depends(_require_key)
 
 
 def _concepts(state: ServiceState, build: Build | None, video_id: int) -> ConceptsPublic | None:
@@ -141,6 +156,8 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
                   description="Upload videos, then find them, and the moment inside them, "
                               "with a sentence.")  # fmt: skip
 
+    install_metrics(app, lambda: app.state.hanet.engine)
+
     @app.get("/health", summary="The process is alive.")
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -201,7 +218,7 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
                       "properties": {"file": {"type": "string", "format": "binary"},
                                      "title": {"type": "string"}}}},
                   "application/json": {"schema": VideoByPath.model_json_schema()}}}})  # fmt: skip
-    async def create_video(request: Request, state: StateDep) -> VideoPublic:
+    async def create_video(request: Request, state: StateDep, _key: None = KeyDep) -> VideoPublic:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "application/json":
             try:
@@ -237,7 +254,7 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
 
     @app.delete("/videos/{video_id}", status_code=204, summary="Delete a video (gone from "
                 "search at once).")  # fmt: skip
-    def delete_video(video_id: int, state: StateDep) -> Response:
+    def delete_video(video_id: int, state: StateDep, _key: None = KeyDep) -> Response:
         with Session(state.engine) as session, session.begin():
             video = session.get(Video, video_id)
             if video is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,10 @@ class HanetSettings(BaseSettings):
     max_upload_bytes: int = Field(
         default=2 * 1024**3, ge=1, description="Largest accepted upload, in bytes."
     )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, POST /videos and DELETE /videos/{id} need it in X-API-Key.",
+    )
     search_candidates: int = Field(
         default=200, ge=1, le=10000, description="Candidates per level index before reranking."
     )
@@ -51,6 +55,13 @@ class HanetSettings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return level
+
+    @field_validator("api_key")
+    @classmethod
+    def _strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("api_key must be at least 16 characters")
+        return value
 
     @property
     def index_dir(self) -> Path:

@@ -139,3 +139,83 @@ def test_bad_ingests_get_clear_4xx(client) -> None:
     for response, status, words in cases:
         assert response.status_code == status, response.text
         assert words in str(response.json()["detail"])
+
+
+def test_api_key_guards_changes_only(tmp_path, corpus, checkpoint) -> None:
+    key = "k" * 24
+    s = HanetSettings(data_dir=tmp_path / "data", checkpoint=checkpoint, media_root=corpus,
+                      api_key=key)  # fmt: skip
+    with TestClient(create_app(s)) as c:
+        body = {"path": "synth000001.mp4"}
+        assert c.post("/videos", json=body).status_code == 401
+        assert c.post("/videos", json=body, headers={"X-API-Key": "wrong" * 5}).status_code == 401
+        created = c.post("/videos", json=body, headers={"X-API-Key": key})
+        assert created.status_code == 202
+        vid = created.json()["id"]
+        assert c.delete(f"/videos/{vid}").status_code == 401
+        assert c.post("/search", json={"query": "a cat"}).status_code == 200  # reading is open
+        assert c.get(f"/videos/{vid}").status_code == 200
+        assert c.delete(f"/videos/{vid}", headers={"X-API-Key": key}).status_code == 204
+    with pytest.raises(ValueError, match="16 characters"):
+        HanetSettings(api_key="short")
+
+
+def test_metrics(client) -> None:
+    client.post("/videos", json={"path": "synth000002.mp4"})
+    client.post("/search", json={"query": "a blue square"})
+    text = client.get("/metrics").text
+    assert 'hanet_videos{status="pending"} 1.0' in text
+    assert "hanet_queue_depth 1.0" in text
+    assert 'hanet_request_seconds_count{method="POST",route="/search",status="200"} 1.0' in text
+
+
+def test_sixteen_concurrent_clients_over_http(settings) -> None:
+    """A bounded load test on loopback: a real uvicorn server, 16 clients at once."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        threading.Event().wait(0.05)
+    httpx.post(f"{base}/videos", json={"path": "synth000003.mp4"})
+    _index_via(settings)
+
+    def client_session(i: int) -> list[int]:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            body = {"query": f"a red star moves left {i}", "top_k": 5}
+            codes = [http.post("/search", json=body).status_code for _ in range(5)]
+            codes.append(http.post("/search", json={"query": "", "top_k": 5}).status_code)
+            return codes
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = [c for codes in pool.map(client_session, range(16)) for c in codes]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert results.count(200) == 16 * 5 and results.count(422) == 16
+
+
+def _index_via(settings: HanetSettings) -> None:
+    from indexer.store import make_engine
+    from model import load_checkpoint
+
+    engine = make_engine(settings.resolved_database_url)
+    run_queue(engine, load_checkpoint(settings.checkpoint), settings.index_dir, batch_size=4,
+              workers=1, progress=False)  # fmt: skip
+    engine.dispose()
