@@ -57,6 +57,12 @@ class ServiceState:
         self.engine = make_engine(url)
         migrations.upgrade(url)
         self.model = load_checkpoint(settings.checkpoint)
+        if settings.int8_text:
+            from model.speed import quantize_text_tower
+
+            digest = self.model.checkpoint_sha256
+            self.model = quantize_text_tower(self.model)
+            self.model.checkpoint_sha256 = digest
         self._build: Build | None = None
         self._build_name: str | None = None
         self._lock = threading.Lock()

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def _example(example: dict) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+_CONCEPTS = {"actions": [{"name": "move", "probability": 0.91}],
+             "entities": [{"name": "circle", "probability": 0.88}]}  # fmt: skip
+_VIDEO = {"id": 7, "status": "indexed", "title": "red circle", "failure_reason": None,
+          "duration_s": 2.0, "concepts": _CONCEPTS}  # fmt: skip
+_HIT = {"video_id": 7, "title": "red circle", "score": 0.83,
+        "scores": {"global": 0.71, "local_action": 0.88, "fused": 0.83},
+        "moment": {"start_s": 0.25, "end_s": 1.25}, "concepts": _CONCEPTS}  # fmt: skip
 
 
 class VideoByPath(BaseModel):
+    model_config = _example({"path": "clips/dog.mp4", "title": "the dog"})
+
     path: str = Field(min_length=1, max_length=4096,
                       description="A file under the configured media root.",
                       examples=["clips/dog.mp4"])  # fmt: skip
@@ -13,16 +28,22 @@ class VideoByPath(BaseModel):
 
 
 class ConceptPublic(BaseModel):
+    model_config = _example({"name": "move", "probability": 0.91})
+
     name: str = Field(description="Concept (a verb for actions, a noun for entities).")
     probability: float = Field(description="The model's probability that the video shows it.")
 
 
 class ConceptsPublic(BaseModel):
+    model_config = _example(_CONCEPTS)
+
     actions: list[ConceptPublic] = Field(description="Most probable action concepts.")
     entities: list[ConceptPublic] = Field(description="Most probable entity concepts.")
 
 
 class VideoPublic(BaseModel):
+    model_config = _example(_VIDEO)
+
     id: int = Field(description="Video id.")
     status: str = Field(description="pending, processing, indexed or failed.")
     title: str | None = Field(description="Title given at ingest.")
@@ -34,6 +55,8 @@ class VideoPublic(BaseModel):
 
 
 class VideoList(BaseModel):
+    model_config = _example({"items": [_VIDEO], "total": 1, "offset": 0, "limit": 50})
+
     items: list[VideoPublic] = Field(description="Videos, newest first.")
     total: int = Field(description="All videos.")
     offset: int = Field(description="Offset of the first item.")
@@ -41,6 +64,8 @@ class VideoList(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    model_config = _example({"query": "a red circle moves left", "top_k": 10})
+
     query: str = Field(min_length=1, max_length=1000, description="A sentence to search for.",
                        examples=["a red circle moves left, then a blue star grows"])  # fmt: skip
     top_k: int = Field(default=10, ge=1, le=100, description="How many hits to return.")
@@ -48,11 +73,15 @@ class SearchRequest(BaseModel):
 
 
 class Moment(BaseModel):
+    model_config = _example({"start_s": 0.25, "end_s": 1.25})
+
     start_s: float = Field(description="Start of the matched action segment, seconds.")
     end_s: float = Field(description="End of the matched action segment, seconds.")
 
 
 class SearchHit(BaseModel):
+    model_config = _example(_HIT)
+
     video_id: int = Field(description="Video id.")
     title: str | None = Field(description="Video title.")
     score: float = Field(description="HANet's fused score (higher is better).")
@@ -62,5 +91,7 @@ class SearchHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
+    model_config = _example({"hits": [_HIT], "took_ms": 14.2})
+
     hits: list[SearchHit] = Field(description="Best first.")
     took_ms: float = Field(description="Server time for the search, milliseconds.")

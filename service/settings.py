@@ -44,6 +44,10 @@ class HanetSettings(BaseSettings):
         default=None,
         description="When set, POST /videos and DELETE /videos/{id} need it in X-API-Key.",
     )
+    int8_text: bool = Field(
+        default=False,
+        description="Encode queries with the int8 text tower (CPU only; ~3x faster for ViT-B-32).",
+    )
     search_candidates: int = Field(
         default=200, ge=1, le=10000, description="Candidates per level index before reranking."
     )

@@ -219,3 +219,30 @@ def _index_via(settings: HanetSettings) -> None:
     run_queue(engine, load_checkpoint(settings.checkpoint), settings.index_dir, batch_size=4,
               workers=1, progress=False)  # fmt: skip
     engine.dispose()
+
+
+def test_openapi_documents_every_field_with_examples(client) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("SearchRequest", "SearchResponse", "SearchHit", "VideoPublic", "VideoList"):
+        schema = schemas[name]
+        assert schema.get("examples"), name
+        for field, spec in schema["properties"].items():
+            assert spec.get("description"), (name, field)
+
+
+def test_int8_text_search_answers_like_float32(tmp_path, corpus, checkpoint) -> None:
+    results = {}
+    for int8 in (False, True):
+        s = HanetSettings(data_dir=tmp_path / "data", checkpoint=checkpoint, media_root=corpus,
+                          int8_text=int8)  # fmt: skip
+        with TestClient(create_app(s)) as c:
+            if not int8:
+                for name in ("synth000001.mp4", "synth000002.mp4", "synth000003.mp4"):
+                    c.post("/videos", json={"path": name})
+                _index(c)
+            hits = c.post("/search", json={"query": "a red star moves left", "top_k": 3}).json()
+            results[int8] = {h["video_id"]: h["score"] for h in hits["hits"]}
+    assert len(results[True]) == 3 and set(results[True]) == set(results[False])
+    for video_id, score in results[False].items():
+        assert results[True][video_id] == pytest.approx(score, abs=0.02)
+        assert results[True][video_id] != score  # the int8 tower really answered
