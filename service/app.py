@@ -300,7 +300,7 @@ def _enqueue(state: ServiceState, path: Path, title: str | None) -> VideoPublic:
         return _public(state, session.get(Video, video_id))
 
 
-async def _upload(request: Request, state: StateDep) -> VideoPublic:
+async def _upload(request: Request, state: ServiceState) -> VideoPublic:
     limit = state.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 1024 * 1024:
