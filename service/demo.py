@@ -1,5 +1,5 @@
-"""``hanet demo`` for now: the HTTP service is a later issue, so this runs every real part that
-exists, end to end, in one process, and says so.
+"""``hanet demo``: every real part of the product, end to end, in one process (the HTTP API is
+``hanet serve``; serving the demo corpus from ``make demo`` is the deployment issue's).
 
 It generates (or reuses) a small procedural corpus of H.264 videos, queues them in a SQLite
 database, indexes them with the real indexer (PyAV decoding, the bundled demo model's video
@@ -66,4 +66,4 @@ def run_demo(data_dir: Path = Path("hanet-data") / "demo", videos: int = 120, to
                   + ", ".join(f"{c.name} {c.probability:.2f}" for c in found))  # fmt: skip
         print()
     print(f"Everything above ran in this process: database {url}, index {data_dir / 'index'}.")
-    print("The HTTP API (POST /videos, POST /search) is still to come.")
+    print("To search over HTTP instead: .venv/bin/hanet serve (see the README's curl walkthrough).")
