@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 from indexer import queue
 from indexer.build import Build, BuildError, delete_videos, load_current
 from indexer.store import Video
+from model import file_sha256
 from service.engine import search
 from service.metrics import install_metrics
 from service.schemas import (
@@ -285,16 +285,8 @@ def _under_media_root(settings: HanetSettings, given: str) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _enqueue(state: ServiceState, path: Path, title: str | None) -> VideoPublic:
-    video_id, _created = queue.enqueue(state.engine, media_path=str(path), sha256=_sha256(path),
+    video_id, _created = queue.enqueue(state.engine, media_path=str(path), sha256=file_sha256(path),
                                        title=title)  # fmt: skip
     with Session(state.engine) as session:
         return _public(state, session.get(Video, video_id))
@@ -323,7 +315,7 @@ async def _upload(request: Request, state: ServiceState) -> VideoPublic:
                 out.write(chunk)
         if size == 0:
             raise HTTPException(422, "the uploaded file is empty")
-        digest = await run_in_threadpool(_sha256, tmp)
+        digest = await run_in_threadpool(file_sha256, tmp)
         suffix = Path(upload.filename or "").suffix.lower()[:10]
         final = folder / f"{digest}{suffix}"
         shutil.move(tmp, final)

@@ -81,9 +81,8 @@ def index_add(
     title: Annotated[str | None, typer.Option(help="Title (single file only).")] = None,
 ) -> None:
     """Queue videos for indexing; the same content twice is queued once."""
-    import hashlib
-
     from indexer import queue
+    from model import file_sha256
 
     engine = _engine(_settings())
     files = []
@@ -96,11 +95,7 @@ def index_add(
             raise typer.BadParameter(f"no such file or folder: {path}")
     added = 0
     for f in files:
-        digest = hashlib.sha256()
-        with open(f, "rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(block)
-        _, created = queue.enqueue(engine, media_path=str(f.resolve()), sha256=digest.hexdigest(),
+        _, created = queue.enqueue(engine, media_path=str(f.resolve()), sha256=file_sha256(f),
                                    title=title if len(files) == 1 else None)  # fmt: skip
         added += created
     typer.echo(f"queued {added} new videos ({len(files) - added} already known)")

@@ -8,17 +8,12 @@ three level indexes, reranked by HANet's fused score, with the moment and the co
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "model" / "weights" / "hanet-tiny-demo.pt"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run_demo(data_dir: Path = Path("hanet-data") / "demo", videos: int = 120, top: int = 3) -> None:
@@ -29,7 +24,7 @@ def run_demo(data_dir: Path = Path("hanet-data") / "demo", videos: int = 120, to
     from indexer.pipeline import run_queue
     from indexer.store import make_engine
     from indexer.synth import generate_corpus
-    from model import load_checkpoint
+    from model import file_sha256, load_checkpoint
     from service.engine import search
 
     model = load_checkpoint(DEMO_MODEL)
@@ -40,7 +35,7 @@ def run_demo(data_dir: Path = Path("hanet-data") / "demo", videos: int = 120, to
     url = f"sqlite:///{(data_dir / 'hanet.sqlite3').resolve()}"
     migrations.upgrade(url)
     engine = make_engine(url)
-    ids = {item.id: queue.enqueue(engine, media_path=str(item.path), sha256=_sha256(item.path),
+    ids = {item.id: queue.enqueue(engine, media_path=str(item.path), sha256=file_sha256(item.path),
                                   title=item.id)[0] for item in items}  # fmt: skip
     summary = run_queue(engine, model, data_dir / "index", batch_size=16, workers=2)
     print(f"indexed {summary.indexed} new videos in {summary.seconds:.1f} s "
