@@ -10,7 +10,6 @@ not depend on their values."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import resource
 import statistics
 import tempfile
@@ -29,6 +28,7 @@ from indexer.decode import decode_video
 from indexer.pipeline import run_queue
 from indexer.store import make_engine
 from model import create_model
+from model.backbone import autocast
 
 
 def write_video(path: Path, seconds: int = 10, fps: int = 30, w: int = 640, h: int = 360) -> None:
@@ -59,8 +59,6 @@ def main() -> None:
     model = create_model(args.arch)
     model.save(str(root / "model.pt"))
     model.to(device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
-                else contextlib.nullcontext())  # fmt: skip
     t, size = model.cfg.max_frames, model.preprocess.image_size
 
     decode_s = []
@@ -71,7 +69,7 @@ def main() -> None:
 
     pixels = torch.randn(args.batch, t, 3, size, size, device=device)
     mask = torch.ones(args.batch, t, dtype=torch.bool, device=device)
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device):
         video = model.encode_video(pixels, mask)
         runs = []
         for _ in range(3):

@@ -4,7 +4,6 @@ the database rows). Decoding of the next batch overlaps the model's work on this
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ from indexer.build import Build, BuildError, load_current, new_build, publish
 from indexer.decode import DecodedVideo, DecodeError, decode_video
 from indexer.store import Video
 from model import HANet, VideoEmbeddings
+from model.backbone import autocast
 from model.preprocess import normalize_frames
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,7 @@ class Embedder:
             frames[i, : len(v.frames)], mask[i, : len(v.frames)] = v.frames, True
         device = model.device
         pixels = normalize_frames(torch.from_numpy(frames).to(device), model.preprocess)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                    else contextlib.nullcontext())  # fmt: skip
-        with autocast:
+        with autocast(device):
             out = model.encode_video(pixels, torch.from_numpy(mask).to(device))
         return out.to("cpu", dtype=torch.float32)
 

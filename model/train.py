@@ -7,7 +7,6 @@ concept vocabulary) and the tensors; this module knows nothing of files or video
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from model.backbone import encode_tokens
+from model.backbone import autocast, encode_tokens
 from model.config import GLOBAL_ONLY_FUSION, SPEC_FUSION
 from model.evaluate import evaluate
 from model.hanet import HANet
@@ -77,19 +76,13 @@ def prepare(model: HANet, cfg: TrainCfg) -> HANet:
     return model
 
 
-def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def cache_frame_features(model: HANet, data: SplitData, batch: int = 64) -> Tensor:
     """Backbone features of every frame, once (frozen-backbone mode): (N, T, Dc) float32."""
     out = []
     for i in range(0, len(data.frames), batch):
         pixels = normalize_frames(data.frames[i : i + batch], model.preprocess).to(model.device)
-        with _autocast(model.device):
+        with autocast(model.device):
             out.append(
                 model.encode_frames(pixels, data.mask[i : i + batch].to(model.device)).float()
             )
@@ -114,7 +107,7 @@ def _step_loss(
     picks = [rng.randrange(len(data.captions[v])) for v in videos]
     texts = [data.captions[v][c] for v, c in zip(videos, picks, strict=True)]
     mask = data.mask[videos].to(device)
-    with _autocast(device):
+    with autocast(device):
         if features is not None:
             video = model.encode_video_features(features[videos].to(device), mask)
             parsed = model.parse(texts).to(device)
