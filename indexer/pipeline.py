@@ -4,6 +4,7 @@ the database rows). Decoding of the next batch overlaps the model's work on this
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from indexer import queue
-from indexer.build import Build, BuildError, load_current, new_build, publish
+from indexer.build import Build, BuildError, delete_videos, load_current, new_build, publish
 from indexer.decode import DecodedVideo, DecodeError, decode_video
 from indexer.store import Video
 from model import HANet, VideoEmbeddings
@@ -159,3 +160,15 @@ def _write(engine: Engine, build: Build, index_dir: Path, embed: Embedder, resul
                           checkpoint_sha256=build.checkpoint_sha256):  # fmt: skip
             summary.indexed += 1
     return build
+
+
+def remove_videos(engine: Engine, index_dir: Path, video_ids: list[int]) -> list[int]:
+    """Delete videos' rows and tombstone them in the published build (gone from search at once,
+    from the index files at compaction). Returns the ids that existed."""
+    with Session(engine) as session, session.begin():
+        found = list(session.scalars(select(Video.id).where(Video.id.in_(video_ids))))
+        session.execute(delete(Video).where(Video.id.in_(found)))
+    if found:
+        with contextlib.suppress(BuildError):  # nothing indexed yet: the rows were all there was
+            delete_videos(index_dir, found)
+    return found

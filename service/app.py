@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
@@ -23,7 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from indexer import queue
-from indexer.build import Build, BuildError, delete_videos, load_current
+from indexer.build import Build, BuildError, load_current
+from indexer.pipeline import remove_videos
 from indexer.store import Video
 from model import file_sha256
 from service.engine import search
@@ -261,13 +261,8 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
     @app.delete("/videos/{video_id}", status_code=204, summary="Delete a video (gone from "
                 "search at once).")  # fmt: skip
     def delete_video(video_id: int, state: StateDep, _key: None = KeyDep) -> Response:
-        with Session(state.engine) as session, session.begin():
-            video = session.get(Video, video_id)
-            if video is None:
-                raise HTTPException(404, f"no video {video_id}")
-            session.delete(video)
-        with contextlib.suppress(BuildError):  # no build yet: the row was all there was
-            delete_videos(state.settings.index_dir, [video_id])
+        if not remove_videos(state.engine, state.settings.index_dir, [video_id]):
+            raise HTTPException(404, f"no video {video_id}")
         return Response(status_code=204)
 
     return app

@@ -3,7 +3,6 @@ Heavy imports (torch, open_clip) happen inside the commands that need them."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -154,18 +153,11 @@ def index_delete(
     video_ids: Annotated[list[int], typer.Argument(help="Video ids (hanet index status).")],
 ) -> None:
     """Remove videos: out of search at once, out of the index files at `hanet index compact`."""
-    from sqlalchemy import delete
-
-    from indexer.build import BuildError, delete_videos
-    from indexer.store import Video
+    from indexer.pipeline import remove_videos
 
     settings = _settings()
-    engine = _engine(settings)
-    with engine.begin() as conn:
-        gone = conn.execute(delete(Video).where(Video.id.in_(video_ids))).rowcount
-    with contextlib.suppress(BuildError):  # nothing indexed yet: the rows were all there was
-        delete_videos(settings.index_dir, video_ids)
-    typer.echo(f"deleted {gone} of {len(video_ids)} videos")
+    gone = remove_videos(_engine(settings), settings.index_dir, video_ids)
+    typer.echo(f"deleted {len(gone)} of {len(video_ids)} videos")
 
 
 @index_app.command("compact")
