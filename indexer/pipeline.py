@@ -116,12 +116,12 @@ def run_queue(
                disable=not progress)  # fmt: skip
     with ProcessPoolExecutor(max_workers=workers) as pool:
 
-        def submit() -> list[Future]:
+        def submit() -> dict[int, Future]:
             ids = queue.claim(engine, worker=worker, limit=batch_size, lease_s=lease_s)
             with Session(engine) as session:
                 query = select(Video.id, Video.media_path).where(Video.id.in_(ids))
                 paths = dict(session.execute(query).all())
-            return [pool.submit(_read, (i, paths[i], t, size)) for i in ids]
+            return {i: pool.submit(_read, (i, paths[i], t, size)) for i in ids}
 
         batch = submit()
         while (batch or watch) and not stop.is_set():
@@ -131,8 +131,9 @@ def run_queue(
                 bar.total = bar.n + queue.counts(engine)["pending"] + len(batch)
                 continue
             following = submit()  # decoding overlaps the model's work on this batch
-            results = [f.result() for f in batch]
+            results = [f.result() for f in batch.values()]
             build = _write(engine, build, index_dir, embed, results, worker, summary, t)
+            queue.renew(engine, worker=worker, ids=list(following), lease_s=lease_s)
             bar.update(len(results))
             bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
             batch = following

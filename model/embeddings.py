@@ -29,9 +29,6 @@ class _Batch:
     def select(self, index: Tensor | list[int] | slice):  # type: ignore[no-untyped-def]
         return self._map(lambda t: t[index])
 
-    def detach(self):  # type: ignore[no-untyped-def]
-        return self._map(lambda t: t.detach())
-
     def __len__(self) -> int:
         return int(getattr(self, fields(self)[0].name).shape[0])
 

@@ -102,3 +102,12 @@ def test_a_killed_worker_loses_nothing(db_url) -> None:
     for video_id in claimed:
         queue.complete(engine, video_id, worker=me, duration_s=2, checkpoint_sha256="c" * 64)
     assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 5, "failed": 0}
+
+
+def test_renewing_keeps_a_lease(db_url) -> None:
+    engine = make_engine(db_url)
+    (video_id,) = _fill(engine, 1)
+    queue.claim(engine, worker="a", limit=1, lease_s=-1)  # as if the lease had run out
+    assert queue.renew(engine, worker="a", ids=[video_id], lease_s=60) == 1
+    assert queue.claim(engine, worker="b", limit=1) == []
+    assert queue.renew(engine, worker="b", ids=[video_id]) == 0  # not b's to renew
