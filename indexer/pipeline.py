@@ -137,6 +137,8 @@ def run_queue(
             bar.update(len(results))
             bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
             batch = following
+        if batch:  # stopped with a batch claimed and decoding: hand it back
+            queue.release(engine, worker=worker, ids=list(batch))
     bar.close()
     summary.seconds = time.monotonic() - start
     return summary

@@ -110,6 +110,18 @@ def fail(engine: Engine, video_id: int, *, worker: str, reason: str) -> bool:
     return _finish(engine, video_id, worker, status=FAILED, failure_reason=reason[:2000])
 
 
+def release(engine: Engine, *, worker: str, ids: list[int]) -> int:
+    """Give jobs this worker holds back to the queue unfinished (it was asked to stop), so that
+    another worker takes them at once rather than when the lease runs out."""
+    with Session(engine) as session, session.begin():
+        result = session.execute(
+            update(Video)
+            .where(Video.id.in_(ids), Video.claimed_by == worker, Video.status == PROCESSING)
+            .values(status=PENDING, claimed_by=None, lease_expires_at=None)
+        )
+        return result.rowcount
+
+
 def release_dead_workers(engine: Engine) -> int:
     """Return to pending the jobs held by processes of this host that no longer exist (a
     worker killed with kill -9), without waiting for their leases to run out."""

@@ -206,7 +206,7 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
             SearchHit(
                 video_id=h.video_id,
                 title=titles.get(h.video_id),
-                score=h.score,
+                score=round(h.score, 4),
                 scores=h.scores,
                 moment=Moment(start_s=h.start_s, end_s=h.end_s),
                 concepts=_concepts(state, build, h.video_id),

@@ -4,6 +4,8 @@ Heavy imports (torch, open_clip) happen inside the commands that need them."""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +29,13 @@ def _settings() -> HanetSettings:
         return HanetSettings()
     except Exception as exc:  # pydantic's ValidationError: say what is wrong and stop
         raise typer.BadParameter(f"invalid HANET_* settings: {exc}") from exc
+
+
+def _settings_with_checkpoint() -> HanetSettings:
+    settings = _settings()
+    if not settings.checkpoint.is_file():
+        raise typer.BadParameter(f"HANET_CHECKPOINT {settings.checkpoint} does not exist")
+    return settings
 
 
 @app.callback()
@@ -111,10 +120,12 @@ def index_run(
     settings = _settings()
     engine = _engine(settings)
     model = _load_model(settings)
+    stop = threading.Event()  # SIGTERM (docker stop): finish the batch in hand, then exit
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         summary = run_queue(engine, model, settings.index_dir, factory=settings.index_factory,
                             batch_size=settings.index_batch_size,
-                            workers=settings.decode_workers, watch=watch)  # fmt: skip
+                            workers=settings.decode_workers, watch=watch, stop=stop)  # fmt: skip
     except BuildError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"indexed {summary.indexed}, failed {len(summary.failed)} "
@@ -216,9 +227,7 @@ def serve(
 
     from service.app import create_app
 
-    settings = _settings()
-    if not settings.checkpoint.is_file():
-        raise typer.BadParameter(f"HANET_CHECKPOINT {settings.checkpoint} does not exist")
+    settings = _settings_with_checkpoint()
     uvicorn.run(create_app(settings, with_indexer=not api_only), host=host, port=port)
 
 
@@ -388,8 +397,15 @@ def format_metrics(result: dict) -> str:
 
 
 @app.command("demo")
-def demo() -> None:
-    """Run the most complete real thing the project does so far (see README)."""
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    videos: Annotated[int, typer.Option(min=1, help="Size of the demo corpus.")] = 120,
+    serve: Annotated[bool, typer.Option(help="Serve the API when the corpus is indexed.")] = True,
+) -> None:
+    """Generate (or reuse) the demo corpus, index it with the configured checkpoint (the bundled
+    demo model by default), show a search, then serve the API with an indexer worker."""
     from service.demo import run_demo
 
-    run_demo()
+    settings = _settings_with_checkpoint()
+    run_demo(settings, videos=videos, host=host, port=port, serve=serve)

@@ -1,64 +1,95 @@
-"""``hanet demo``: every real part of the product, end to end, in one process (the HTTP API is
-``hanet serve``; serving the demo corpus from ``make demo`` is the deployment issue's).
+"""``hanet demo`` (what ``make demo`` runs): the whole product on one machine, from nothing.
 
-It generates (or reuses) a small procedural corpus of H.264 videos, queues them in a SQLite
-database, indexes them with the real indexer (PyAV decoding, the bundled demo model's video
-branch, FAISS per level, the rerank store), then searches with sentences: candidates from the
-three level indexes, reranked by HANet's fused score, with the moment and the concepts."""
+It generates (or reuses) a small procedural corpus of H.264 videos, queues them in the service's
+own database (``HANET_DATA_DIR``, SQLite by default), indexes them with the real indexer (PyAV
+decoding, the configured checkpoint's video branch, FAISS per level, the rerank store), shows one
+search in the terminal, then serves the HTTP API with its in-process indexer worker, so uploads
+become searchable while it runs. The README's curl walkthrough runs against it."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from service.settings import HanetSettings
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "model" / "weights" / "hanet-tiny-demo.pt"
+CORPUS_SEED = 7
 
 
-def run_demo(data_dir: Path = Path("hanet-data") / "demo", videos: int = 120, top: int = 3) -> None:
+def prepare_demo(settings: HanetSettings, videos: int = 120) -> Path:
+    """Corpus, database and index for the demo; returns the corpus manifest. Idempotent: a second
+    run reuses the files, finds every video already queued (same content) and indexes nothing."""
     import migrations
     from indexer import queue
-    from indexer.build import load_current
     from indexer.datasets import load_generic
     from indexer.pipeline import run_queue
     from indexer.store import make_engine
     from indexer.synth import generate_corpus
     from model import file_sha256, load_checkpoint
-    from service.engine import search
 
-    model = load_checkpoint(DEMO_MODEL)
-    print(f"model: {DEMO_MODEL.name} (tiny HANet trained on the synthetic corpus, "
-          f"sha256 {model.checkpoint_sha256[:12]})")  # fmt: skip
-    manifest = generate_corpus(data_dir / "corpus", videos, seed=7, progress=False)
-    items = list(load_generic(manifest).videos)
-    url = f"sqlite:///{(data_dir / 'hanet.sqlite3').resolve()}"
+    model = load_checkpoint(settings.checkpoint)
+    print(f"model: {settings.checkpoint.name} (sha256 {model.checkpoint_sha256[:12]})")
+    corpus = settings.data_dir / "demo-corpus"
+    print(f"corpus: {videos} procedural H.264 videos in {corpus}")
+    manifest = generate_corpus(corpus, videos, seed=CORPUS_SEED)
+    url = settings.resolved_database_url
     migrations.upgrade(url)
     engine = make_engine(url)
-    ids = {item.id: queue.enqueue(engine, media_path=str(item.path), sha256=file_sha256(item.path),
-                                  title=item.id)[0] for item in items}  # fmt: skip
-    summary = run_queue(engine, model, data_dir / "index", batch_size=16, workers=2)
-    print(f"indexed {summary.indexed} new videos in {summary.seconds:.1f} s "
-          f"({queue.counts(engine)['indexed']} in the index)\n")  # fmt: skip
-    build = load_current(data_dir / "index", expect_checkpoint=model.checkpoint_sha256)
-    video_ids = list(build.rows)
-    concepts = model.top_concepts(build.embeddings(video_ids), k=2)
-    seen = dict(zip(video_ids, concepts, strict=True))
-    by_id = {ids[item.id]: item for item in items}
-    # Queries: captions written for three of the videos, in a wording not shown for them.
-    for item in (items[0], items[5], items[11]):
-        query = item.captions[1].text
-        hits = search(model, build, query, top_k=100)
-        rank = next((r for r, h in enumerate(hits, 1) if h.video_id == ids[item.id]), None)
-        print(f'query: "{query}"  (written for {item.id}; it ranks {rank or "> 100"})')
-        for r, hit in enumerate(hits[:top], start=1):
-            levels = " ".join(f"{k}={hit.scores[k]:.2f}"
-                              for k in ("global", "local_action", "individual_entity"))  # fmt: skip
-            found = seen[hit.video_id]["actions"] + seen[hit.video_id]["entities"]
-            print(f"  {r}. {by_id[hit.video_id].id} fused={hit.score:.3f} ({levels})")
-            print(f"     its caption: {by_id[hit.video_id].captions[0].text}")
-            print(f"     moment: {hit.start_s:.2f}-{hit.end_s:.2f} s; concepts: "
-                  + ", ".join(f"{c.name} {c.probability:.2f}" for c in found))  # fmt: skip
-        print()
-    print(f"Everything above ran in this process: database {url}, index {data_dir / 'index'}.")
-    print("To search over HTTP instead: .venv/bin/hanet serve (see the README's curl walkthrough).")
+    try:
+        for item in load_generic(manifest).videos:
+            queue.enqueue(engine, media_path=str(item.path.resolve()),
+                          sha256=file_sha256(item.path), title=item.id)  # fmt: skip
+        summary = run_queue(engine, model, settings.index_dir, factory=settings.index_factory,
+                            batch_size=settings.index_batch_size,
+                            workers=settings.decode_workers)  # fmt: skip
+        counts = queue.counts(engine)
+    finally:
+        engine.dispose()
+    print(f"indexed {summary.indexed} new videos in {summary.seconds:.1f} s; "
+          f"{counts['indexed']} searchable, {counts['failed']} failed")  # fmt: skip
+    return manifest
+
+
+def show_search(settings: HanetSettings, manifest: Path) -> None:
+    """One search in the terminal: a caption written for one demo video, in another wording."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from indexer.build import load_current
+    from indexer.datasets import load_generic
+    from indexer.store import Video, make_engine
+    from model import load_checkpoint
+    from service.engine import search
+
+    model = load_checkpoint(settings.checkpoint)
+    build = load_current(settings.index_dir, expect_checkpoint=model.checkpoint_sha256)
+    item = load_generic(manifest).videos[0]
+    query = item.captions[1].text
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as session:
+            titles = dict(session.execute(select(Video.id, Video.title)).all())
+    finally:
+        engine.dispose()
+    hits = search(model, build, query, top_k=100, per_level=settings.search_candidates)
+    rank = next((r for r, h in enumerate(hits, 1) if titles.get(h.video_id) == item.id), None)
+    print(f'\nsearch: "{query}" (written for {item.id}, which ranks {rank or "> 100"})')
+    for r, hit in enumerate(hits[:3], start=1):
+        print(f"  {r}. video {hit.video_id} ({titles.get(hit.video_id)}) score {hit.score:.3f}, "
+              f"moment {hit.start_s:.2f}-{hit.end_s:.2f} s")  # fmt: skip
+
+
+def run_demo(settings: HanetSettings, videos: int = 120, host: str = "127.0.0.1",
+             port: int = 8000, serve: bool = True) -> None:  # fmt: skip
+    manifest = prepare_demo(settings, videos)
+    show_search(settings, manifest)
+    if not serve:
+        return
+    import uvicorn
+
+    from service.app import create_app
+
+    base = f"http://{host}:{port}"
+    body = '{"query": "a big blue square moves left", "top_k": 3}'
+    print(f"\nServing on {base} (API docs: {base}/docs); Ctrl-C stops. Try:\n"
+          f"  curl -H 'content-type: application/json' -d '{body}' {base}/search\n")  # fmt: skip
+    uvicorn.run(create_app(settings, with_indexer=True), host=host, port=port)

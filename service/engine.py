@@ -56,12 +56,25 @@ def search(model: HANet, build: Build, query: str, top_k: int = 10, per_level: i
     hits = []
     for i in order:
         start, end = video.action_spans[i, int(segments[i])].tolist()
-        times = build.frame_times(ids[i])
+        valid = int(video.frame_mask[i].sum())
+        start_s, end_s = moment_seconds(build.frame_times(ids[i])[:valid], start, end)
         hits.append(Hit(
             video_id=ids[i],
             score=float(scores["fused"][0, i]),
             scores={k: round(float(v[0, i]), 4) for k, v in scores.items()},
-            start_s=float(times[start]),
-            end_s=float(times[end]),
+            start_s=start_s,
+            end_s=end_s,
         ))  # fmt: skip
     return hits
+
+
+def moment_seconds(times: np.ndarray, start: int, end: int) -> tuple[float, float]:
+    """The stretch of video that sampled frames ``start..end`` (inclusive) stand for: each frame
+    reaches halfway to its neighbours, and the first and last as far out on their open side, so
+    even a one-frame segment is a span. ``times`` are the valid frames' timestamps in seconds."""
+    t = np.asarray(times, dtype=np.float64)
+    if len(t) == 1:
+        return float(t[0]), float(t[0])
+    bounds = np.concatenate([[t[0] - (t[1] - t[0]) / 2], (t[1:] + t[:-1]) / 2,
+                             [t[-1] + (t[-1] - t[-2]) / 2]])  # fmt: skip
+    return round(max(0.0, float(bounds[start])), 3), round(float(bounds[end + 1]), 3)

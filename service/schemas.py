@@ -75,7 +75,8 @@ class SearchRequest(BaseModel):
 class Moment(BaseModel):
     model_config = _example({"start_s": 0.25, "end_s": 1.25})
 
-    start_s: float = Field(description="Start of the matched action segment, seconds.")
+    start_s: float = Field(description="Start of the matched action segment, seconds: the "
+                           "stretch of video its sampled frames stand for.")  # fmt: skip
     end_s: float = Field(description="End of the matched action segment, seconds.")
 
 

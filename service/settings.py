@@ -12,7 +12,8 @@ class HanetSettings(BaseSettings):
     """Everything an operator can set. Unknown ``HANET_*`` variables are ignored by pydantic;
     values that would be unsafe are refused when the settings are built."""
 
-    model_config = SettingsConfigDict(env_prefix="HANET_", extra="forbid")
+    # An empty variable counts as unset (compose files pass `HANET_API_KEY=${HANET_API_KEY:-}`).
+    model_config = SettingsConfigDict(env_prefix="HANET_", extra="forbid", env_ignore_empty=True)
 
     data_dir: Path = Field(
         default=Path("hanet-data"),

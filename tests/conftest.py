@@ -21,3 +21,17 @@ def postgres_url() -> str:
             pytest.fail("HANET_REQUIRE_POSTGRES is set but HANET_TEST_DATABASE_URL is not")
         pytest.skip("HANET_TEST_DATABASE_URL is not set (run .ci/run for the Postgres tests)")
     return url
+
+
+def require_executable(name: str, install: str) -> str:
+    """Path of a Debian tool a test needs. Skipped without it, except where HANET_REQUIRE_TOOLS
+    is set (CI installs the tools), where a missing one is a failure."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed ({install})"
+        if os.environ.get("HANET_REQUIRE_TOOLS"):
+            pytest.fail(f"HANET_REQUIRE_TOOLS is set but {reason}")
+        pytest.skip(reason)
+    return path

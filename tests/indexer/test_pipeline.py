@@ -153,6 +153,38 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
     )
 
 
+def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> None:
+    """`docker stop`: the worker finishes the batch in hand, gives back what it claimed ahead,
+    prints its summary and exits 0; nothing stays `processing`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HANET_DATA_DIR": str(tmp_path / "data"),
+           "HANET_CHECKPOINT": str(tmp_path / "m.pt"), "HANET_INDEX_BATCH_SIZE": "2",
+           "HANET_DECODE_WORKERS": "1"}  # fmt: skip
+    hanet = [sys.executable, "-c", "from service.cli import app; app()"]
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([*hanet, "index", "add", str(corpus)], env=env, cwd=root, check=True,
+                   capture_output=True)  # fmt: skip
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'hanet.sqlite3'}")
+    proc = subprocess.Popen([*hanet, "index", "run", "--watch"], env=env, cwd=root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while queue.counts(engine)["indexed"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert out.startswith("indexed ")
+    counts = queue.counts(engine)
+    assert counts["processing"] == 0, counts
+    assert counts["indexed"] + counts["failed"] < 13, counts  # it stopped before the end
+    assert counts["indexed"] == len(load_current(tmp_path / "data" / "index").rows)
+
+
 def test_delete_is_immediate_and_compaction_drops_the_rows(tmp_path, corpus, model) -> None:
     from indexer.build import compact, delete_videos
 
@@ -192,4 +224,15 @@ def test_search_with_enough_candidates_equals_full_scoring(tmp_path, corpus, mod
     expected = [everything[i] for i in full.argsort(descending=True).tolist()]
     assert [h.video_id for h in hits] == expected
     assert hits[0].score == pytest.approx(float(full.max()), abs=1e-6)
-    assert all(0 <= h.start_s <= h.end_s <= 2.0 for h in hits)
+    assert all(0 <= h.start_s < h.end_s <= 2.0 for h in hits)
+
+
+def test_a_moment_covers_the_stretch_its_frames_stand_for() -> None:
+    from service.engine import moment_seconds
+
+    times = (np.arange(8) + 0.5) * 0.25  # 8 frames sampled at the middle of 2 s / 8 bins
+    assert moment_seconds(times, 0, 0) == (0.0, 0.25)
+    assert moment_seconds(times, 2, 6) == (0.5, 1.75)
+    assert moment_seconds(times, 7, 7) == (1.75, 2.0)
+    assert moment_seconds(np.array([0.0, 0.5, 2.0]), 1, 1) == (0.25, 1.25)  # uneven samples
+    assert moment_seconds(np.array([0.4]), 0, 0) == (0.4, 0.4)  # a one-frame video

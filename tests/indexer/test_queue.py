@@ -104,6 +104,16 @@ def test_a_killed_worker_loses_nothing(db_url) -> None:
     assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 5, "failed": 0}
 
 
+def test_a_stopping_worker_gives_back_only_its_own_jobs(db_url) -> None:
+    engine = make_engine(db_url)
+    first, second, _ = _fill(engine, 3)
+    assert queue.claim(engine, worker="a", limit=1) == [first]
+    assert queue.claim(engine, worker="b", limit=1) == [second]
+    assert queue.release(engine, worker="a", ids=[first, second]) == 1
+    assert queue.counts(engine) == {"pending": 2, "processing": 1, "indexed": 0, "failed": 0}
+    assert queue.claim(engine, worker="c", limit=5) == [first, 3]
+
+
 def test_renewing_keeps_a_lease(db_url) -> None:
     engine = make_engine(db_url)
     (video_id,) = _fill(engine, 1)

@@ -160,6 +160,17 @@ def test_api_key_guards_changes_only(tmp_path, corpus, checkpoint) -> None:
         HanetSettings(api_key="short")
 
 
+def test_an_empty_variable_counts_as_unset(monkeypatch) -> None:
+    """Compose passes `HANET_API_KEY=${HANET_API_KEY:-}`: empty means no key, not a bad key."""
+    monkeypatch.setenv("HANET_API_KEY", "")
+    monkeypatch.setenv("HANET_MEDIA_ROOT", "")
+    settings = HanetSettings()
+    assert settings.api_key is None and settings.media_root is None
+    monkeypatch.setenv("HANET_API_KEY", "short")
+    with pytest.raises(ValueError, match="16 characters"):
+        HanetSettings()
+
+
 def test_metrics(client) -> None:
     client.post("/videos", json={"path": "synth000002.mp4"})
     client.post("/search", json={"query": "a blue square"})

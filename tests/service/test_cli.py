@@ -55,3 +55,19 @@ def test_init_with_a_wrong_weights_file_says_why(tmp_path) -> None:
     assert result.exit_code != 0
     assert "cannot load CLIP weights" in result.output
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_demo_indexes_the_corpus_once_and_searches(tmp_path, monkeypatch) -> None:
+    """`make demo` without the server: corpus, queue, index with the bundled model, a search;
+    a second run reuses everything and indexes nothing."""
+    monkeypatch.setenv("HANET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HANET_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HANET_CHECKPOINT", raising=False)
+    first = runner.invoke(app, ["demo", "--videos", "4", "--no-serve"])
+    assert first.exit_code == 0, first.output
+    assert "indexed 4 new videos" in first.output and "4 searchable, 0 failed" in first.output
+    assert "which ranks" in first.output and "  1. video " in first.output
+    again = runner.invoke(app, ["demo", "--videos", "4", "--no-serve"])
+    assert again.exit_code == 0, again.output
+    assert "indexed 0 new videos" in again.output and "4 searchable" in again.output
+    assert len(list((tmp_path / "data" / "demo-corpus" / "videos").iterdir())) == 4
