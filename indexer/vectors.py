@@ -61,33 +61,43 @@ class FaissStore:
 
     def __init__(self, dim: int, factory: str = "Flat", nprobe: int = 16, ef_search: int = 128):
         self.dim, self.factory, self.nprobe, self.ef_search = dim, factory, nprobe, ef_search
-        self.indexes = {level: self._new_index() for level in LEVELS}
+        self.train_size = _train_size(self._new_index())
+        # A level whose index type must be trained first (IVF, PQ) starts on an exact Flat
+        # "staging" index and moves to its real index once it holds train_size vectors.
+        self.staged: set[str] = set(LEVELS) if self.train_size else set()
+        self.indexes = {level: self._fresh(level) for level in LEVELS}
         self.videos: set[int] = set()  # videos with vectors in the indexes (deleted included)
         self.deleted: set[int] = set()
 
-    def _new_index(self) -> faiss.Index:
+    def _new_index(self, factory: str | None = None) -> faiss.Index:
+        factory = factory or self.factory
         try:
-            return faiss.index_factory(
-                self.dim, f"IDMap2,{self.factory}", faiss.METRIC_INNER_PRODUCT
-            )
+            return faiss.index_factory(self.dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise VectorStoreError(f"bad FAISS factory string {self.factory!r}: {exc}") from exc
+            raise VectorStoreError(f"bad FAISS factory string {factory!r}: {exc}") from exc
+
+    def _fresh(self, level: str) -> faiss.Index:
+        return self._new_index("Flat" if level in self.staged else None)
+
+    def _train_staged(self) -> None:
+        """Move each staged level that now holds enough vectors to its real, trained index."""
+        for level in sorted(self.staged):
+            staging = self.indexes[level]
+            if staging.ntotal < self.train_size:
+                continue
+            idmap = faiss.downcast_index(staging)
+            ids = faiss.vector_to_array(idmap.id_map)
+            vectors = idmap.index.reconstruct_n(0, staging.ntotal)  # in id_map's order
+            index = self._new_index()
+            index.train(vectors)
+            index.add_with_ids(vectors, ids)
+            self.indexes[level] = index
+            self.staged.discard(level)
 
     def _index(self, level: str) -> faiss.Index:
         if level not in self.indexes:
             raise VectorStoreError(f"unknown level {level!r}; levels: {LEVELS}")
         return self.indexes[level]
-
-    @property
-    def needs_training(self) -> bool:
-        return not all(index.is_trained for index in self.indexes.values())
-
-    def train(self, samples: dict[str, np.ndarray]) -> None:
-        """Train quantisers (IVF, PQ) on sample vectors of each level; no-op for Flat/HNSW."""
-        for level, x in samples.items():
-            index = self._index(level)
-            if not index.is_trained:
-                index.train(np.ascontiguousarray(x, dtype=np.float32))
 
     def add(self, video_id: int, vectors: dict[str, np.ndarray]) -> None:
         """Add one video's vectors, (n, D) per level. Re-adding a video replaces it."""
@@ -100,6 +110,8 @@ class FaissStore:
             self._index(level).add_with_ids(x, vector_ids(video_id, len(x)))
         self.videos.add(video_id)
         self.deleted.discard(video_id)
+        if self.staged:
+            self._train_staged()
 
     def delete(self, video_ids: Iterable[int]) -> None:
         """Gone from search results at once; gone from the index files at ``compact``."""
@@ -125,7 +137,7 @@ class FaissStore:
             except RuntimeError:  # no in-place removal: rebuild from stored vectors
                 vectors = np.stack([index.reconstruct(int(i)) for i in ids[keep]]) if keep.any() \
                     else np.zeros((0, self.dim), np.float32)  # fmt: skip
-                fresh = self._new_index()
+                fresh = self._fresh(level)
                 if not fresh.is_trained and len(vectors):
                     fresh.train(vectors)
                 if len(vectors):
@@ -134,7 +146,7 @@ class FaissStore:
         self.videos -= self.deleted
         self.deleted.clear()
 
-    def _params(self) -> tuple[faiss.SearchParameters | None, tuple]:
+    def _params(self, level: str) -> tuple[faiss.SearchParameters | None, tuple]:
         """Per-call search parameters, and the objects they point to (which must outlive the
         search: FAISS holds raw pointers)."""
         sel, refs = None, ()
@@ -143,7 +155,7 @@ class FaissStore:
             batch = faiss.IDSelectorBatch(ids)
             sel = faiss.IDSelectorNot(batch)
             refs = (ids, batch, sel)
-        inner = faiss.downcast_index(faiss.downcast_index(self.indexes["event"]).index)
+        inner = faiss.downcast_index(faiss.downcast_index(self.indexes[level]).index)
         if isinstance(inner, faiss.IndexIVF):
             return faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe), refs
         if isinstance(inner, faiss.IndexHNSW):
@@ -158,7 +170,7 @@ class FaissStore:
         fetch = min(index.ntotal, k * per_video)
         if fetch == 0:
             return [[] for _ in q]
-        params, _refs = self._params()
+        params, _refs = self._params(level)
         scores, ids = index.search(q, fetch, params=params)
         return [
             _group(row_scores, row_ids, k) for row_scores, row_ids in zip(scores, ids, strict=True)
@@ -179,7 +191,7 @@ class FaissStore:
             faiss.write_index(index, str(tmp))
             os.replace(tmp, folder / f"{level}.faiss")
         meta = {"format": FORMAT, "dim": self.dim, "factory": self.factory,
-                "deleted": sorted(self.deleted),
+                "deleted": sorted(self.deleted), "staged": sorted(self.staged),
                 "counts": {level: self.count(level) for level in LEVELS}}  # fmt: skip
         tmp = folder / ".vectors.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
@@ -190,6 +202,7 @@ class FaissStore:
         try:
             meta = json.loads((folder / "vectors.json").read_text())
             store = cls(meta["dim"], meta["factory"], nprobe, ef_search)
+            store.staged = set(meta.get("staged", []))
             store.indexes = {lv: faiss.read_index(str(folder / f"{lv}.faiss")) for lv in LEVELS}
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
             raise VectorStoreError(f"cannot read the vector store in {folder}: {exc}") from exc
@@ -197,6 +210,24 @@ class FaissStore:
         event_ids = faiss.vector_to_array(faiss.downcast_index(store.indexes["event"]).id_map)
         store.videos = set((event_ids // SEGMENT_SLOTS).tolist())
         return store
+
+
+def _train_size(index: faiss.Index) -> int:
+    """Vectors to collect before training an index type (0: it needs no training): 100 points
+    per centroid (FAISS's k-means warns below 39 and samples at most 256), the centroids being
+    nlist for IVF and 256 per PQ sub-quantiser."""
+    if index.is_trained:
+        return 0
+    inner = faiss.downcast_index(faiss.downcast_index(index).index)
+    if isinstance(inner, faiss.IndexIVF):
+        centroids = inner.nlist
+        if isinstance(inner, faiss.IndexIVFPQ):
+            centroids = max(centroids, inner.pq.ksub)
+    elif isinstance(inner, faiss.IndexPQ):
+        centroids = inner.pq.ksub
+    else:
+        centroids = 256  # scalar quantisers and others: a reasonable sample
+    return 100 * centroids
 
 
 def _group(scores: np.ndarray, ids: np.ndarray, k: int) -> list[VideoHit]:

@@ -69,6 +69,20 @@ def test_index_everything_with_reasons_for_failures(tmp_path, corpus, model) -> 
     assert np.allclose(build.frame_times(video_id)[: len(decoded.frames)], decoded.timestamps_s)
 
 
+def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, corpus, model) -> None:
+    """IVF needs training data: levels are searched exactly until they have enough vectors,
+    then trained; either way every indexed video can be found."""
+    from service.engine import search
+
+    engine = _setup(tmp_path, corpus)
+    run_queue(engine, model, tmp_path / "index", factory="IVF1,Flat", batch_size=5, workers=1,
+              progress=False)  # fmt: skip
+    build = load_current(tmp_path / "index")
+    assert build.vectors.staged == {"event"}  # 12 event vectors < 100; 120 and 240 trained
+    hits = search(model, build, "a red circle moves left", top_k=20, per_level=20)
+    assert sorted(h.video_id for h in hits) == sorted(build.rows)
+
+
 def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, corpus, model) -> None:
     engine = _setup(tmp_path, corpus)
     run_queue(engine, model, tmp_path / "index", batch_size=4, workers=1, progress=False)

@@ -28,9 +28,6 @@ def _brute(corpus, level: str, query: np.ndarray, k: int, skip=()) -> list[tuple
 
 def _store(corpus, factory: str) -> FaissStore:
     store = FaissStore(DIM, factory, nprobe=8, ef_search=200)
-    if store.needs_training:
-        store.train({lv: np.concatenate([v[lv] for v in corpus.values()]) for lv in
-                     ("event", "action", "entity")})  # fmt: skip
     for video_id, vecs in corpus.items():
         store.add(video_id, vecs)
     return store
@@ -62,6 +59,28 @@ def test_approximate_indexes_find_most_true_neighbours(factory: str) -> None:
         truth = {v for v, _ in _brute(corpus, "action", q, 10)}
         recall.append(len(truth & {h.video_id for h in row}) / 10)
     assert np.mean(recall) >= 0.9
+
+
+def test_an_index_that_needs_training_stages_vectors_until_it_can_train(tmp_path) -> None:
+    """IVF from the first video on: exact Flat search until a level holds 100 x nlist vectors,
+    then the level moves to its trained IVF index with every vector it had."""
+    import faiss
+
+    store = FaissStore(DIM, "IVF4,Flat", nprobe=4)  # nprobe = nlist: IVF search is exact
+    assert store.train_size == 100 * 4 and store.staged == {"event", "action", "entity"}
+    corpus = _corpus(80)  # 80 event, 320 action, 480 entity vectors
+    for video_id, vecs in corpus.items():
+        store.add(video_id, vecs)
+    assert store.staged == {"event", "action"}  # entity crossed 400 and trained
+    inner = faiss.downcast_index(faiss.downcast_index(store.indexes["entity"]).index)
+    assert isinstance(inner, faiss.IndexIVFFlat) and store.count("entity") == 480
+    store.save(tmp_path / "v")
+    loaded = FaissStore.load(tmp_path / "v", nprobe=4)
+    assert loaded.staged == {"event", "action"}
+    query = _unit(np.random.default_rng(5), 1)[0]
+    for level in ("event", "action", "entity"):
+        expected = [v for v, _ in _brute(corpus, level, query, 5)]
+        assert [h.video_id for h in loaded.search(level, query, k=5)[0]] == expected
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16"])
