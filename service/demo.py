@@ -70,7 +70,7 @@ def show_search(settings: HanetSettings, manifest: Path) -> None:
             titles = dict(session.execute(select(Video.id, Video.title)).all())
     finally:
         engine.dispose()
-    hits = search(model, build, query, top_k=100, per_level=settings.search_candidates)
+    hits = search(model, build, query, top_k=100, rerank=settings.search_candidates)
     rank = next((r for r, h in enumerate(hits, 1) if titles.get(h.video_id) == item.id), None)
     print(f'\nsearch: "{query}" (written for {item.id}, which ranks {rank or "> 100"})')
     for r, hit in enumerate(hits[:3], start=1):

@@ -31,22 +31,30 @@ def _level_queries(text: TextEmbeddings) -> dict[str, np.ndarray]:
             "entity": args if len(args) else sentence}  # fmt: skip
 
 
-def candidates(build: Build, text: TextEmbeddings, per_level: int) -> list[int]:
-    """Union of the videos the three level indexes return for one sentence."""
-    found: set[int] = set()
+RRF_K = 60  # reciprocal rank fusion's usual constant
+
+
+def candidates(build: Build, text: TextEmbeddings, limit: int) -> list[int]:
+    """Up to ``limit`` videos to rerank for one sentence: each level index (and each of the
+    sentence's phrases there) returns its best ``limit`` videos; the union is cut to ``limit``
+    by reciprocal rank fusion (a video ranked high at any level stays in)."""
+    fused: dict[int, float] = {}
     for level, queries in _level_queries(text).items():
-        for row in build.vectors.search(level, queries, per_level):
-            found.update(hit.video_id for hit in row)
-    return sorted(v for v in found if v in build.rows)
+        for row in build.vectors.search(level, queries, limit):
+            for rank, hit in enumerate(row):
+                if hit.video_id in build.rows:
+                    fused[hit.video_id] = fused.get(hit.video_id, 0.0) + 1 / (RRF_K + rank + 1)
+    best = sorted(fused, key=lambda v: (-fused[v], v))[:limit]
+    return sorted(best)
 
 
 @torch.inference_mode()
-def search(model: HANet, build: Build, query: str, top_k: int = 10, per_level: int = 100
+def search(model: HANet, build: Build, query: str, top_k: int = 10, rerank: int = 200
            ) -> list[Hit]:  # fmt: skip
-    """The ``top_k`` videos for ``query`` by HANet's fused score, with every level's score and
-    the moment (the winning action segment's span in seconds)."""
+    """The ``top_k`` videos for ``query`` by HANet's fused score over ``rerank`` candidates,
+    with every level's score and the moment (the winning action segment's span in seconds)."""
     text = model.encode_text([query]).to("cpu")
-    ids = candidates(build, text, per_level)
+    ids = candidates(build, text, max(rerank, top_k))
     if not ids:
         return []
     video = build.embeddings(ids)

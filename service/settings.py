@@ -50,7 +50,10 @@ class HanetSettings(BaseSettings):
         description="Encode queries with the int8 text tower (CPU only; ~3x faster for ViT-B-32).",
     )
     search_candidates: int = Field(
-        default=200, ge=1, le=10000, description="Candidates per level index before reranking."
+        default=200,
+        ge=1,
+        le=10000,
+        description="Videos reranked by HANet per search: the level indexes' best, fused by rank.",
     )
 
     @field_validator("log_level")

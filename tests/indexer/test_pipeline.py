@@ -64,8 +64,10 @@ def test_index_everything_with_reasons_for_failures(tmp_path, corpus, model) -> 
     with torch.inference_mode():
         pixels = normalize_frames(torch.from_numpy(decoded.frames), model.preprocess)[None]
         direct = model.encode_video(pixels, torch.ones(1, len(decoded.frames), dtype=torch.bool))
-    stored = build.embeddings([video_id])
-    assert torch.allclose(stored.global_, direct.global_, atol=1e-5)
+    stored = build.embeddings([video_id])  # kept in float16: within its rounding
+    assert stored.action_frames.dtype == torch.float32
+    assert torch.allclose(stored.global_, direct.global_, atol=1e-3)
+    assert torch.allclose(stored.entity_frames, direct.entity_frames, atol=1e-3)
     assert np.allclose(build.frame_times(video_id)[: len(decoded.frames)], decoded.timestamps_s)
 
 
@@ -79,7 +81,7 @@ def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, corpus, model) -
               progress=False)  # fmt: skip
     build = load_current(tmp_path / "index")
     assert build.vectors.staged == {"event"}  # 12 event vectors < 100; 120 and 240 trained
-    hits = search(model, build, "a red circle moves left", top_k=20, per_level=20)
+    hits = search(model, build, "a red circle moves left", top_k=20, rerank=20)
     assert sorted(h.video_id for h in hits) == sorted(build.rows)
 
 
@@ -229,7 +231,7 @@ def test_search_with_enough_candidates_equals_full_scoring(tmp_path, corpus, mod
     run_queue(engine, model, tmp_path / "index", batch_size=6, workers=1, progress=False)
     build = load_current(tmp_path / "index")
     query = "a small red star moves left, then a blue circle grows"
-    hits = search(model, build, query, top_k=12, per_level=12)
+    hits = search(model, build, query, top_k=12, rerank=12)
     everything = sorted(build.rows)
     with torch.inference_mode():
         full = model.similarity(model.encode_text([query]), build.embeddings(everything))["fused"][

@@ -1,0 +1,46 @@
+"""Candidate selection: the level indexes' best videos, cut to the rerank budget by rank fusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indexer.build import Build
+from indexer.vectors import FaissStore
+from model import TextEmbeddings
+from service.engine import candidates
+
+DIM = 16
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _text(sentence: np.ndarray, verb: np.ndarray, arg: np.ndarray) -> TextEmbeddings:
+    one = lambda v: torch.from_numpy(v).view(1, 1, DIM)  # noqa: E731
+    return TextEmbeddings(
+        global_=torch.from_numpy(sentence).view(1, DIM), verb_phrases=one(verb),
+        arg_phrases=one(arg), verb_nodes=one(verb), arg_nodes=one(arg),
+        verb_mask=torch.ones(1, 1, dtype=torch.bool), arg_mask=torch.ones(1, 1, dtype=torch.bool),
+        verb_probs=torch.zeros(1, 4), noun_probs=torch.zeros(1, 4),
+    )  # fmt: skip
+
+
+def test_candidates_fuse_the_levels_and_keep_each_levels_best() -> None:
+    rng = np.random.default_rng(0)
+    store = FaissStore(DIM)
+    vectors = {v: {lv: _unit(rng.normal(size=(n, DIM))) for lv, n in
+                   (("event", 1), ("action", 3), ("entity", 4))} for v in range(1, 51)}  # fmt: skip
+    for video_id, vecs in vectors.items():
+        store.add(video_id, vecs)
+    build = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in vectors})
+    # the sentence matches video 7's event vector, the verb video 20's action, the argument 33's
+    text = _text(vectors[7]["event"][0], vectors[20]["action"][1], vectors[33]["entity"][2])
+    assert candidates(build, text, 100) == list(range(1, 51))  # everything when the budget allows
+    few = candidates(build, text, 3)
+    assert len(few) == 3 and {7, 20, 33} == set(few)
+    del build.rows[20]  # deleted since the build was read
+    assert 20 not in candidates(build, text, 100)
