@@ -22,6 +22,7 @@ import numpy as np
 
 LEVELS = ("event", "action", "entity")
 SEGMENT_SLOTS = 1024
+FETCH_PER_VIDEO = 4
 FORMAT = "hanet-vectors"
 
 
@@ -166,8 +167,10 @@ class FaissStore:
         """Top ``k`` videos per query at one level, each with its best vector's score."""
         index = self._index(level)
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        # A video can fill several of the top hits with its segments: fetch more than k hits,
+        # up to FETCH_PER_VIDEO per wanted video (all of a video's vectors rarely all rank high).
         per_video = 1 if level == "event" else max(1, self._vectors_per_video(level))
-        fetch = min(index.ntotal, k * per_video)
+        fetch = min(index.ntotal, k * min(per_video, FETCH_PER_VIDEO))
         if fetch == 0:
             return [[] for _ in q]
         params, _refs = self._params(level)
@@ -213,9 +216,9 @@ class FaissStore:
 
 
 def _train_size(index: faiss.Index) -> int:
-    """Vectors to collect before training an index type (0: it needs no training): 100 points
-    per centroid (FAISS's k-means warns below 39 and samples at most 256), the centroids being
-    nlist for IVF and 256 per PQ sub-quantiser."""
+    """Vectors to collect before training an index type (0: it needs no training): 40 points
+    per centroid (FAISS's k-means warns below 39), the centroids being nlist for IVF and 256 per
+    PQ sub-quantiser. Until then the level is searched exactly, which is cheap at that size."""
     if index.is_trained:
         return 0
     inner = faiss.downcast_index(faiss.downcast_index(index).index)
@@ -227,15 +230,17 @@ def _train_size(index: faiss.Index) -> int:
         centroids = inner.pq.ksub
     else:
         centroids = 256  # scalar quantisers and others: a reasonable sample
-    return 100 * centroids
+    return 40 * centroids
 
 
 def _group(scores: np.ndarray, ids: np.ndarray, k: int) -> list[VideoHit]:
-    best: dict[int, VideoHit] = {}
-    for score, vid in zip(scores.tolist(), ids.tolist(), strict=True):
-        if vid < 0:
-            continue
-        video, segment = divmod(vid, SEGMENT_SLOTS)
-        if video not in best or score > best[video].score:
-            best[video] = VideoHit(video, float(score), segment)
-    return sorted(best.values(), key=lambda h: -h.score)[:k]
+    """Hits (best first, as FAISS returns them) -> each video once, at its best vector."""
+    keep = ids >= 0
+    scores, ids = scores[keep], ids[keep]
+    order = np.argsort(-scores, kind="stable")
+    scores, ids = scores[order], ids[order]
+    videos = ids // SEGMENT_SLOTS
+    _, first = np.unique(videos, return_index=True)
+    first = np.sort(first)[:k]
+    return [VideoHit(int(v), float(s), int(i % SEGMENT_SLOTS))
+            for v, s, i in zip(videos[first], scores[first], ids[first], strict=True)]  # fmt: skip

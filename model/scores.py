@@ -16,8 +16,9 @@ _EPS = 1e-8
 
 
 def cross_attention(
-    phrases: Tensor, phrase_mask: Tensor, units: Tensor, unit_mask: Tensor | None, scale: float
-) -> tuple[Tensor, Tensor]:
+    phrases: Tensor, phrase_mask: Tensor, units: Tensor, unit_mask: Tensor | None, scale: float,
+    norm: str = "auto",
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Text-to-video cross-attention score.
 
     phrases (N, P, D), phrase_mask (N, P), units (M, F, D), unit_mask (M, F) or None (all valid)
@@ -25,19 +26,30 @@ def cross_attention(
 
     g = cos(unit, phrase), clipped at 0, padded units masked, L2-normalised over units;
     a = softmax(scale * g); r = cos(sum_f a_f v_f, phrase); score = mean of r over valid
-    phrases (0 without any). Uses cos(v_hat, s) = (sum_f a_f g_f) / |v_hat| with
-    |v_hat|^2 = a^T (V V^T) a, which never materialises v_hat (N x M x P x D).
+    phrases (0 without any). Uses cos(v_hat, s) = (sum_f a_f g_f) / |v_hat|. ``norm`` picks
+    how |v_hat| is computed, the same number either way: "gram", |v_hat|^2 = a^T (V V^T) a,
+    which never materialises v_hat (N x M x P x D; training batches, many phrases), or
+    "direct", v_hat itself (cheaper when N * P <= F: one query against many videos, serving);
+    "auto" takes the cheaper.
     """
+    n, p, d = phrases.shape
+    m, f, _ = units.shape
     if unit_mask is None:
         unit_mask = torch.ones(units.shape[:2], dtype=torch.bool, device=units.device)
-    raw = torch.einsum("npd,mfd->nmpf", phrases, units)  # (N, M, P, F) cosines
+    # (N, M, P, F) cosines, as one matrix product
+    raw = (phrases.reshape(n * p, d) @ units.reshape(m * f, d).T).view(n, p, m, f)
+    raw = raw.permute(0, 2, 1, 3)
     valid = unit_mask[None, :, None, :]
     g = raw.clamp(min=0).masked_fill(~valid, 0.0)
     g = g / g.norm(dim=-1, keepdim=True).clamp(min=_EPS)
     attn = torch.softmax((scale * g).masked_fill(~valid, float("-inf")), dim=-1)
     attn = torch.nan_to_num(attn, nan=0.0)  # a video without valid units
-    gram = units @ units.transpose(1, 2)  # (M, F, F)
-    norm_sq = torch.einsum("nmpf,mfg,nmpg->nmp", attn, gram, attn)
+    if norm == "direct" or (norm == "auto" and n * p <= f):
+        v_hat = attn.permute(1, 0, 2, 3).reshape(m, n * p, f) @ units  # (M, N*P, D)
+        norm_sq = v_hat.square().sum(-1).view(m, n, p).permute(1, 0, 2)
+    else:
+        gram = units @ units.transpose(1, 2)  # (M, F, F)
+        norm_sq = torch.einsum("nmpf,mfg,nmpg->nmp", attn, gram, attn)
     r = (attn * raw).sum(-1) / norm_sq.clamp(min=_EPS**2).sqrt()  # (N, M, P)
     pm = phrase_mask[:, None, :].to(r.dtype)
     scores = (r * pm).sum(-1) / pm.sum(-1).clamp(min=1)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -22,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from indexer import queue
-from indexer.build import Build, BuildError, load_current
+from indexer.build import Build, BuildError, load_current, warm
 from indexer.pipeline import remove_videos
 from indexer.store import Video
 from model import file_sha256
@@ -66,6 +67,7 @@ class ServiceState:
         self._build: Build | None = None
         self._build_name: str | None = None
         self._lock = threading.Lock()
+        self.warming = False
 
     def build(self) -> Build | None:
         current = self.settings.index_dir / "CURRENT"
@@ -78,7 +80,23 @@ class ServiceState:
                 sha = self.model.checkpoint_sha256
                 self._build = load_current(self.settings.index_dir, expect_checkpoint=sha)
                 self._build_name = name
+                self._warm(self._build)
             return self._build
+
+    def _warm(self, build: Build) -> None:
+        """Read the new build's rerank rows into memory in the background."""
+
+        def work() -> None:
+            try:
+                read = warm(build)
+                log.info("touched %.1f MB of rerank rows", read / 1e6)
+            except OSError as exc:  # a version dropped meanwhile: the next build warms again
+                log.warning("could not warm the rerank rows: %s", exc)
+            finally:
+                self.warming = False
+
+        self.warming = True
+        threading.Thread(target=work, name="hanet-warm", daemon=True).start()
 
 
 def _state(request: Request) -> ServiceState:
@@ -104,7 +122,12 @@ KeyDep = Depends(_require_key)
 def _concepts(state: ServiceState, build: Build | None, video_id: int) -> ConceptsPublic | None:
     if build is None or video_id not in build.rows or state.model.vocab is None:
         return None
-    top = state.model.top_concepts(build.embeddings([video_id]), k=3)[0]
+    return _concepts_public(state.model.top_concepts(build.embeddings([video_id]), k=3)[0])
+
+
+def _concepts_public(top: dict | None) -> ConceptsPublic | None:
+    if top is None:
+        return None
     return ConceptsPublic.model_validate(
         {k: [{"name": c.name, "probability": c.probability} for c in v] for k, v in top.items()}
     )
@@ -150,6 +173,8 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         state = ServiceState(settings or HanetSettings())
         app.state.hanet = state
+        with contextlib.suppress(BuildError):  # load (and warm) the index now, not at a search
+            state.build()
         stop = threading.Event()
         worker = _indexer_thread(state.settings, stop) if with_indexer else None
         yield
@@ -181,6 +206,7 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
         try:
             build = state.build()
             checks["index"] = "no build yet" if build is None else build.manifest["build"]
+            checks["rerank_rows"] = "reading into memory" if state.warming else "ok"
         except BuildError as exc:
             checks["index"], ok = str(exc), False
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
@@ -209,7 +235,7 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
                 score=round(h.score, 4),
                 scores=h.scores,
                 moment=Moment(start_s=h.start_s, end_s=h.end_s),
-                concepts=_concepts(state, build, h.video_id),
+                concepts=_concepts_public(h.concepts),
             )  # fmt: skip
             for h in found
             if h.video_id in titles  # deleted since the build was read

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from indexer.build import Build
-from model import HANet, TextEmbeddings
+from model import Concept, HANet, TextEmbeddings
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class Hit:
     scores: dict[str, float]
     start_s: float
     end_s: float
+    concepts: dict[str, list[Concept]] | None = None  # top actions and entities, with a vocab
 
 
 def _level_queries(text: TextEmbeddings) -> dict[str, np.ndarray]:
@@ -59,12 +60,14 @@ def search(model: HANet, build: Build, query: str, top_k: int = 10, rerank: int 
         return []
     video = build.embeddings(ids)
     scores = model.similarity(text, video)
-    segments = model.best_action_segment(text, video)[0]
     order = scores["fused"][0].argsort(descending=True)[:top_k].tolist()
+    best = video.select(order)  # the moment and the concepts: for the hits only
+    segments = model.best_action_segment(text, best)[0].tolist()
+    concepts = model.top_concepts(best, k=3) if model.vocab is not None else [None] * len(order)
     hits = []
-    for i in order:
-        start, end = video.action_spans[i, int(segments[i])].tolist()
-        valid = int(video.frame_mask[i].sum())
+    for j, i in enumerate(order):
+        start, end = best.action_spans[j, segments[j]].tolist()
+        valid = int(best.frame_mask[j].sum())
         start_s, end_s = moment_seconds(build.frame_times(ids[i])[:valid], start, end)
         hits.append(Hit(
             video_id=ids[i],
@@ -72,6 +75,7 @@ def search(model: HANet, build: Build, query: str, top_k: int = 10, rerank: int 
             scores={k: round(float(v[0, i]), 4) for k, v in scores.items()},
             start_s=start_s,
             end_s=end_s,
+            concepts=concepts[j],
         ))  # fmt: skip
     return hits
 

@@ -85,6 +85,18 @@ def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, corpus, model) -
     assert sorted(h.video_id for h in hits) == sorted(build.rows)
 
 
+def test_warming_touches_every_rerank_row(tmp_path, corpus, model) -> None:
+    from indexer.build import warm
+
+    engine = _setup(tmp_path, corpus)
+    run_queue(engine, model, tmp_path / "index", batch_size=6, workers=1, progress=False)
+    build = load_current(tmp_path / "index")
+    assert len(build.manifest["parts"]) == 3  # 13 videos in batches of 6
+    arrays = [a for part in build.parts for a in part.values()]
+    assert all(isinstance(a, np.memmap) for a in arrays)
+    assert warm(build) == sum(a.nbytes for a in arrays) > 0
+
+
 def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, corpus, model) -> None:
     engine = _setup(tmp_path, corpus)
     run_queue(engine, model, tmp_path / "index", batch_size=4, workers=1, progress=False)

@@ -26,8 +26,8 @@ def _brute(corpus, level: str, query: np.ndarray, k: int, skip=()) -> list[tuple
     return sorted(best.items(), key=lambda x: -x[1])[:k]
 
 
-def _store(corpus, factory: str) -> FaissStore:
-    store = FaissStore(DIM, factory, nprobe=8, ef_search=200)
+def _store(corpus, factory: str, nprobe: int = 8) -> FaissStore:
+    store = FaissStore(DIM, factory, nprobe=nprobe, ef_search=200)
     for video_id, vecs in corpus.items():
         store.add(video_id, vecs)
     return store
@@ -52,7 +52,8 @@ def test_flat_equals_brute_force_per_level() -> None:
 @pytest.mark.parametrize("factory", ["HNSW16", "IVF16,Flat"])
 def test_approximate_indexes_find_most_true_neighbours(factory: str) -> None:
     corpus = _corpus(400)
-    store = _store(corpus, factory)
+    # IVF: trained on the first 640 vectors of random (structureless) data; 12 of 16 lists
+    store = _store(corpus, factory, nprobe=12)
     queries = _unit(np.random.default_rng(3), 20)
     recall = []
     for q, row in zip(queries, store.search("action", queries, k=10), strict=True):
@@ -62,20 +63,20 @@ def test_approximate_indexes_find_most_true_neighbours(factory: str) -> None:
 
 
 def test_an_index_that_needs_training_stages_vectors_until_it_can_train(tmp_path) -> None:
-    """IVF from the first video on: exact Flat search until a level holds 100 x nlist vectors,
+    """IVF from the first video on: exact Flat search until a level holds 40 x nlist vectors,
     then the level moves to its trained IVF index with every vector it had."""
     import faiss
 
-    store = FaissStore(DIM, "IVF4,Flat", nprobe=4)  # nprobe = nlist: IVF search is exact
-    assert store.train_size == 100 * 4 and store.staged == {"event", "action", "entity"}
-    corpus = _corpus(80)  # 80 event, 320 action, 480 entity vectors
+    store = FaissStore(DIM, "IVF8,Flat", nprobe=8)  # nprobe = nlist: IVF search is exact
+    assert store.train_size == 40 * 8 and store.staged == {"event", "action", "entity"}
+    corpus = _corpus(60)  # 60 event, 240 action, 360 entity vectors
     for video_id, vecs in corpus.items():
         store.add(video_id, vecs)
-    assert store.staged == {"event", "action"}  # entity crossed 400 and trained
+    assert store.staged == {"event", "action"}  # entity crossed 320 and trained
     inner = faiss.downcast_index(faiss.downcast_index(store.indexes["entity"]).index)
-    assert isinstance(inner, faiss.IndexIVFFlat) and store.count("entity") == 480
+    assert isinstance(inner, faiss.IndexIVFFlat) and store.count("entity") == 360
     store.save(tmp_path / "v")
-    loaded = FaissStore.load(tmp_path / "v", nprobe=4)
+    loaded = FaissStore.load(tmp_path / "v", nprobe=8)
     assert loaded.staged == {"event", "action"}
     query = _unit(np.random.default_rng(5), 1)[0]
     for level in ("event", "action", "entity"):

@@ -63,6 +63,19 @@ def test_cross_attention_ignores_padded_units_and_phrases() -> None:
     assert attn[0, 0, 0, 2].item() == 0.0
 
 
+def test_both_ways_of_computing_the_attended_norm_agree() -> None:
+    """The Gram form (training) and the direct form (serving) are the same number."""
+    phrases = torch.nn.functional.normalize(torch.randn(3, 4, 16), dim=-1)
+    units = torch.nn.functional.normalize(torch.randn(5, 7, 16), dim=-1)
+    phrase_mask = torch.tensor([[True] * 4, [True, True, False, False], [False] * 4])
+    unit_mask = torch.ones(5, 7, dtype=torch.bool)
+    unit_mask[1, 3:] = False
+    gram, attn_g = cross_attention(phrases, phrase_mask, units, unit_mask, 4.0, norm="gram")
+    direct, attn_d = cross_attention(phrases, phrase_mask, units, unit_mask, 4.0, norm="direct")
+    assert torch.allclose(gram, direct, atol=1e-6) and torch.equal(attn_g, attn_d)
+    assert gram.abs().sum() > 0
+
+
 def test_cross_attention_is_zero_without_phrases() -> None:
     score, _ = cross_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.bool),
                                torch.randn(3, 4, 3), None, scale=4.0)  # fmt: skip

@@ -88,6 +88,8 @@ def test_ingest_index_search_delete(client, corpus) -> None:
     assert set(hit) == {"video_id", "title", "score", "scores", "moment", "concepts"}
     assert {"global", "local_action", "fused"} <= set(hit["scores"])
     assert 0 <= hit["moment"]["start_s"] <= hit["moment"]["end_s"] <= 2.0
+    for h in found["hits"]:  # a hit's concepts are the video's own
+        assert h["concepts"] == client.get(f"/videos/{h['video_id']}").json()["concepts"]
     scores = [h["score"] for h in found["hits"]]
     assert scores == sorted(scores, reverse=True)
     high = client.post("/search", json={"query": "a red star", "min_score": 10.0}).json()

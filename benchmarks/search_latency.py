@@ -1,0 +1,277 @@
+"""/search latency over HTTP at scale (the service issue's benchmark).
+
+Builds (once, reused on later runs) an index of ``--videos`` ViT-B-32 videos whose embeddings are
+generated directly (random unit vectors in the model's shapes: the same FAISS indexes, rerank
+store and database rows the indexer writes, without decoding 100,000 files), starts
+`hanet serve --api-only` on it with a random-weights ViT-B-32 checkpoint, and times POST /search
+from one client over loopback. Then, with the server stopped, it times the same queries stage by
+stage in-process to show where the time goes.
+
+    .venv/bin/python benchmarks/search_latency.py --videos 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from indexer.build import FIELDS, load_current, new_build, publish  # noqa: E402
+from model import ConceptVocab, VideoEmbeddings, create_model  # noqa: E402
+
+
+def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    x = rng.standard_normal(shape, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Path:
+    """Checkpoint, database rows and a published index build for ``videos`` videos."""
+    from sqlalchemy import insert
+
+    import migrations
+    from indexer.store import Video, make_engine
+
+    ckpt = work / "vitb32-random.pt"
+    cfg_vocab = create_model("ViT-B-32").cfg
+    vocab = ConceptVocab(tuple(f"verb{i}" for i in range(cfg_vocab.num_verbs)),
+                         tuple(f"noun{i}" for i in range(cfg_vocab.num_nouns)))  # fmt: skip
+    model = create_model("ViT-B-32", vocab=vocab)
+    sha = model.save(str(ckpt), dtype=torch.float16)
+    cfg = model.cfg
+    url = f"sqlite:///{work / 'hanet.sqlite3'}"
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for start in range(1, videos + 1, 10000):
+            conn.execute(insert(Video), [
+                {"id": i, "content_sha256": f"{i:064x}", "media_path": f"/media/{i}.mp4",
+                 "title": f"video {i}", "status": "indexed", "duration_s": 10.0,
+                 "checkpoint_sha256": sha}
+                for i in range(start, min(videos, start + 9999) + 1)
+            ])  # fmt: skip
+    engine.dispose()
+
+    index_dir = work / "index"
+    build = new_build(index_dir, cfg, sha, factory)
+    folder = build.root / "parts" / "000000"
+    folder.mkdir(parents=True)
+    t, d, sa, se = cfg.max_frames, cfg.embed_dim, cfg.num_action_segments, cfg.num_entity_segments
+    shapes = {"global_": (d,), "action_frames": (t, d), "entity_frames": (t, d),
+              "frame_mask": (t,), "action_segments": (sa, d), "action_spans": (sa, 2),
+              "entity_segments": (se, d), "verb_probs": (cfg.num_verbs,),
+              "noun_probs": (cfg.num_nouns,)}  # fmt: skip
+    kinds = {"frame_mask": np.bool_, "action_spans": np.int64}
+    out = {
+        f: np.lib.format.open_memmap(folder / f"{f}.npy", "w+", kinds.get(f, np.float16),
+                                     (videos, *shapes[f]))
+        for f in FIELDS
+    }  # fmt: skip
+    rng = np.random.default_rng(0)
+    began = time.perf_counter()
+    for lo in range(0, videos, chunk):
+        n = min(chunk, videos - lo)
+        rows = {f: _unit(rng, (n, *shapes[f])) for f in
+                ("global_", "action_frames", "entity_frames", "action_segments",
+                 "entity_segments")}  # fmt: skip
+        rows["frame_mask"] = np.ones((n, t), bool)
+        first = rng.integers(0, t - cfg.action_window + 1, size=(n, sa))
+        rows["action_spans"] = np.stack([first, first + cfg.action_window - 1], axis=-1)
+        rows["verb_probs"] = rng.random((n, cfg.num_verbs), dtype=np.float32)
+        rows["noun_probs"] = rng.random((n, cfg.num_nouns), dtype=np.float32)
+        for f in FIELDS:
+            out[f][lo : lo + n] = rows[f]
+        for i in range(n):
+            build.vectors.add(lo + i + 1, {"event": rows["global_"][i : i + 1],
+                                           "action": rows["action_segments"][i],
+                                           "entity": rows["entity_segments"][i]})  # fmt: skip
+        rate = (lo + n) / (time.perf_counter() - began)
+        print(f"\r  generated {lo + n}/{videos} videos ({rate:.0f}/s)", end="", flush=True)
+    print()
+    for array in out.values():
+        array.flush()
+    times = (np.arange(t, dtype=np.float32) + 0.5) * (10.0 / t)
+    np.save(folder / "frame_times.npy", np.broadcast_to(times, (videos, t)))
+    np.save(folder / "video_ids.npy", np.arange(1, videos + 1, dtype=np.int64))
+    build.manifest["parts"] = ["000000"]
+    empty = VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})
+    publish(index_dir, build, [], empty, np.zeros((0, t), np.float32))
+    return ckpt
+
+
+def sentences(count: int, seed: int = 1) -> list[str]:
+    rng = np.random.default_rng(seed)
+    words = {
+        "size": "small big tiny huge".split(),
+        "colour": "red blue green yellow purple white orange pink".split(),
+        "shape": "circle square star triangle heart diamond cross ring".split(),
+        "verb": "moves left|moves right|grows|shrinks|rotates|bounces|blinks|appears".split("|"),
+    }
+    pick = lambda k: words[k][rng.integers(len(words[k]))]  # noqa: E731
+    out = []
+    for _ in range(count):
+        first = f"a {pick('size')} {pick('colour')} {pick('shape')} {pick('verb')}"
+        if rng.random() < 0.5:
+            first += f", then a {pick('colour')} {pick('shape')} {pick('verb')}"
+        out.append(first)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -> dict:
+    import httpx
+
+    cmd = [sys.executable, "-c", "from service.cli import app; app()", "serve", "--api-only",
+           "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        began = time.perf_counter()
+        with httpx.Client(base_url=base, timeout=120) as client:
+            while True:
+                try:  # ready, with the rerank rows read into memory
+                    ready = client.get("/ready")
+                    if ready.status_code == 200 and ready.json()["checks"]["rerank_rows"] == "ok":
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None:
+                    raise SystemExit(f"the server stopped: {server.stderr.read()[-2000:]}")
+                time.sleep(0.5)
+            print(f"  server ready in {time.perf_counter() - began:.1f} s")
+            wall, took, hits = [], [], []
+            for i, q in enumerate(queries[:warmup] + queries):
+                t0 = time.perf_counter()
+                r = client.post("/search", json={"query": q, "top_k": 10})
+                elapsed = (time.perf_counter() - t0) * 1000
+                r.raise_for_status()
+                if i >= warmup:
+                    wall.append(elapsed)
+                    took.append(r.json()["took_ms"])
+                    hits.append(len(r.json()["hits"]))
+        rss = _rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return {"wall": wall, "took": took, "hits": hits, "rss_mb": rss}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) -> dict:
+    """The /search route's work (service.engine.search, then the titles), stage by stage."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from indexer.build import warm
+    from indexer.store import Video, make_engine
+    from model import load_checkpoint
+    from service.engine import candidates, moment_seconds
+
+    model = load_checkpoint(ckpt)
+    if int8:
+        from model.speed import quantize_text_tower
+
+        model = quantize_text_tower(model)
+    build = load_current(work / "index")
+    warm(build)
+    engine = make_engine(f"sqlite:///{work / 'hanet.sqlite3'}")
+    names = ("text", "ann", "gather", "score", "hits", "database")
+    times: dict[str, list[float]] = {k: [] for k in names}
+    counts = []
+    with torch.inference_mode():
+        for q in queries:
+            t0 = time.perf_counter()
+            text = model.encode_text([q])
+            t1 = time.perf_counter()
+            ids = candidates(build, text, rerank)
+            t2 = time.perf_counter()
+            video = build.embeddings(ids)
+            t3 = time.perf_counter()
+            order = model.similarity(text, video)["fused"][0].argsort(descending=True)[:10]
+            t4 = time.perf_counter()
+            best = video.select(order.tolist())
+            segments = model.best_action_segment(text, best)[0].tolist()
+            model.top_concepts(best, k=3)
+            for j, i in enumerate(order.tolist()):
+                start, end = best.action_spans[j, segments[j]].tolist()
+                moment_seconds(build.frame_times(ids[i]), start, end)
+            t5 = time.perf_counter()
+            top = [ids[i] for i in order.tolist()]
+            with Session(engine) as session:
+                session.execute(select(Video.id, Video.title).where(Video.id.in_(top))).all()
+            t6 = time.perf_counter()
+            marks = (t0, t1, t2, t3, t4, t5, t6)
+            for k, name in enumerate(names):
+                times[name].append((marks[k + 1] - marks[k]) * 1000)
+            counts.append(len(ids))
+    engine.dispose()
+    return {"times": times, "candidates": counts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=100_000)
+    parser.add_argument("--work", type=Path, default=ROOT / "hanet-data" / "bench-search")
+    parser.add_argument("--factory", default="IVF512,Flat")
+    parser.add_argument("--rerank", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--fp32-text", action="store_true", help="no int8 text tower")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    work = args.work / f"{args.videos}-{args.factory.replace(',', '_')}"
+    ckpt = work / "vitb32-random.pt"
+    if not (work / "index" / "CURRENT").exists():
+        print(f"building an index of {args.videos} videos in {work} ...")
+        work.mkdir(parents=True, exist_ok=True)
+        began = time.perf_counter()
+        build_index(work, args.videos, args.factory)
+        print(f"  built in {time.perf_counter() - began:.0f} s")
+    int8 = not args.fp32_text
+    env = {**os.environ, "HANET_DATA_DIR": str(work), "HANET_CHECKPOINT": str(ckpt),
+           "HANET_INT8_TEXT": str(int8).lower(), "HANET_SEARCH_CANDIDATES": str(args.rerank),
+           "HANET_LOG_LEVEL": "WARNING"}  # fmt: skip
+    queries = sentences(args.queries)
+    http = over_http(env, args.port, queries, args.warmup)
+    parts = stages(ckpt, work, queries, args.rerank, int8)
+    print(f"\n{args.videos} videos, ViT-B-32 (random weights), factory {args.factory}, "
+          f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank} "
+          f"(median {statistics.median(parts['candidates']):.0f} candidates), top_k 10, "
+          f"{len(queries)} queries, one client, {os.cpu_count()} CPUs")  # fmt: skip
+    wall, took = http["wall"], http["took"]
+    print(f"HTTP /search   p50 {pct(wall, 50):6.1f} ms   p99 {pct(wall, 99):6.1f} ms   (server "
+          f"took_ms p50 {pct(took, 50):.1f}, p99 {pct(took, 99):.1f}; server RSS "
+          f"{http['rss_mb']:.0f} MB)")  # fmt: skip
+    print("where the time goes (in-process, median / p99 ms):")
+    for key, values in parts["times"].items():
+        print(f"  {key:9s} {pct(values, 50):6.2f} / {pct(values, 99):6.2f}")
+    http_only = [w - t for w, t in zip(http["wall"], http["took"], strict=True)]
+    print(
+        f"  {'http':9s} {pct(http_only, 50):6.2f} / {pct(http_only, 99):6.2f}"
+        "   (client wall time minus the server's took_ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
