@@ -132,9 +132,35 @@ def _frame_time(frame: av.VideoFrame, stream) -> float:
     return 0.0
 
 
-def _decode_at(container, stream, targets: np.ndarray, size: int) -> tuple[list, list[float]]:
+def decode_thumbnail(path: str | Path, time_s: float, max_side: int = 320) -> bytes:
+    """A JPEG of the frame nearest to ``time_s`` seconds, scaled to fit ``max_side`` (aspect
+    kept). ``time_s`` past the end gives the last frame; ``DecodeError`` as ``decode_video``."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    def fit(frame: av.VideoFrame) -> np.ndarray:
+        scale = min(1.0, max_side / max(frame.width, frame.height))
+        w, h = max(2, round(frame.width * scale)), max(2, round(frame.height * scale))
+        return frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+
+    with _open(Path(path)) as container:
+        stream = pick_video_stream(container)
+        stream.thread_type = "AUTO"
+        frames, _ = _decode_at(container, stream, np.array([max(0.0, time_s)]), convert=fit)
+    if not frames:
+        raise DecodeError("no frame could be decoded (corrupt or truncated file)")
+    out = BytesIO()
+    Image.fromarray(frames[0]).save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def _decode_at(container, stream, targets: np.ndarray, size: int = 0, convert=None
+               ) -> tuple[list, list[float]]:  # fmt: skip
     """For each target time, the decoded frame nearest to it, seeking only when the target is
-    far ahead of the decoder. A frame picked twice is kept once."""
+    far ahead of the decoder. A frame picked twice is kept once. Frames become ``size`` RGB
+    squares, or whatever ``convert`` makes of them."""
+    convert = convert or (lambda frame: _to_rgb_square(frame, size))
     frames: list[np.ndarray] = []
     times: list[float] = []
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
@@ -161,7 +187,7 @@ def _decode_at(container, stream, targets: np.ndarray, size: int) -> tuple[list,
         if chosen is None:
             break
         if not times or chosen[0] - start > times[-1]:
-            frames.append(_to_rgb_square(chosen[1], size))
+            frames.append(convert(chosen[1]))
             times.append(chosen[0] - start)
     return frames, times
 

@@ -7,6 +7,8 @@ import contextlib
 import hmac
 import json
 import logging
+import mimetypes
+import os
 import shutil
 import threading
 import time
@@ -17,13 +19,15 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from indexer import queue
 from indexer.build import Build, BuildError, load_current, warm
+from indexer.decode import DecodeError, decode_thumbnail
 from indexer.pipeline import remove_videos
 from indexer.store import Video
 from model import file_sha256
@@ -42,6 +46,8 @@ from service.schemas import (
 from service.settings import HanetSettings
 
 log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"  # the search page (no build step)
 
 
 class ServiceState:
@@ -188,6 +194,11 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
                               "with a sentence.")  # fmt: skip
 
     install_metrics(app, lambda: app.state.hanet.engine)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     @app.get("/health", summary="The process is alive.")
     def health() -> dict[str, str]:
@@ -278,20 +289,74 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
 
     @app.get("/videos/{video_id}", response_model=VideoPublic, summary="One video's state.")
     def get_video(video_id: int, state: StateDep) -> VideoPublic:
-        with Session(state.engine) as session:
-            video = session.get(Video, video_id)
-            if video is None:
-                raise HTTPException(404, f"no video {video_id}")
-            return _public(state, video, with_concepts=True)
+        return _public(state, _video(state, video_id), with_concepts=True)
 
     @app.delete("/videos/{video_id}", status_code=204, summary="Delete a video (gone from "
                 "search at once).")  # fmt: skip
     def delete_video(video_id: int, state: StateDep, _key: None = KeyDep) -> Response:
+        video = _video(state, video_id)
         if not remove_videos(state.engine, state.settings.index_dir, [video_id]):
             raise HTTPException(404, f"no video {video_id}")
+        for cached in _thumbnail_dir(state).glob(f"{video.content_sha256}-*.jpg"):
+            cached.unlink(missing_ok=True)
         return Response(status_code=204)
 
+    @app.get("/videos/{video_id}/thumbnail", response_class=Response,
+             summary="A JPEG frame of the video at `t` seconds (cached).",
+             responses={200: {"content": {"image/jpeg": {}}, "description": "The frame."},
+                        404: {"description": "No such video."},
+                        422: {"description": "A bad time, or a file that cannot be decoded."},
+                        })  # fmt: skip
+    def thumbnail(
+        video_id: int, state: StateDep,
+        t: Annotated[float, Query(ge=0, le=7 * 86400, description="Seconds into the video.")] = 0.0,
+    ) -> Response:  # fmt: skip
+        video = _video(state, video_id)
+        if video.duration_s is not None and t > video.duration_s:
+            raise HTTPException(422, f"t={t} s is past the end of the video ({video.duration_s} s)")
+        folder = _thumbnail_dir(state)
+        cached = folder / f"{video.content_sha256}-{round(t * 10)}.jpg"  # 0.1 s steps
+        headers = {"cache-control": "public, max-age=86400"}
+        if cached.is_file():
+            return Response(cached.read_bytes(), media_type="image/jpeg", headers=headers)
+        try:
+            jpeg = decode_thumbnail(video.media_path, round(t * 10) / 10)
+        except DecodeError as exc:
+            raise HTTPException(422, f"cannot decode a frame of video {video_id}: {exc}") from exc
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{uuid.uuid4().hex}.tmp"
+        tmp.write_bytes(jpeg)
+        os.replace(tmp, cached)
+        return Response(jpeg, media_type="image/jpeg", headers=headers)
+
+    @app.get("/videos/{video_id}/file", response_class=FileResponse,
+             summary="The stored video file; supports HTTP Range requests, so players can seek.",
+             responses={200: {"content": {"video/mp4": {}}, "description": "The whole file."},
+                        206: {"description": "The requested byte range."},
+                        404: {"description": "No such video."},
+                        410: {"description": "The media file is no longer on disk."},
+                        416: {"description": "A range outside the file."}})  # fmt: skip
+    def video_file(video_id: int, state: StateDep) -> FileResponse:
+        path = Path(_video(state, video_id).media_path)
+        if not path.is_file():
+            raise HTTPException(410, f"the media file of video {video_id} is no longer on disk")
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=kind)
+
     return app
+
+
+def _video(state: ServiceState, video_id: int) -> Video:
+    with Session(state.engine) as session:
+        video = session.get(Video, video_id)
+        if video is None:
+            raise HTTPException(404, f"no video {video_id}")
+        session.expunge(video)
+        return video
+
+
+def _thumbnail_dir(state: ServiceState) -> Path:
+    return state.settings.data_dir / "thumbnails"
 
 
 def _under_media_root(settings: HanetSettings, given: str) -> Path:

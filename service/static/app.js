@@ -1,0 +1,256 @@
+// The search page: plain JavaScript against the service's own HTTP API (no build step).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const LEVELS = [
+  ["event", ["global"]],
+  ["action", ["local_action", "individual_action", "concept_verb"]],
+  ["entity", ["local_entity", "individual_entity", "concept_noun"]],
+];
+
+// ---- API calls; the key is asked for once, on the first 401, and kept for the session ----
+let apiKey = sessionStorage.getItem("hanet-api-key");
+
+async function api(path, options = {}, retried = false) {
+  const headers = new Headers(options.headers || {});
+  if (apiKey) headers.set("X-API-Key", apiKey);
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401 && !retried && (await askForKey())) {
+    return api(path, options, true);
+  }
+  return response;
+}
+
+function askForKey() {
+  const dialog = $("key-dialog");
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const ok = dialog.returnValue === "ok" && $("api-key").value;
+      if (ok) {
+        apiKey = $("api-key").value;
+        sessionStorage.setItem("hanet-api-key", apiKey);
+      }
+      resolve(Boolean(ok));
+    }, { once: true });
+    dialog.showModal();
+  });
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    if (typeof body.detail === "string") return body.detail;
+    if (Array.isArray(body.detail)) return body.detail.map((d) => d.msg).join("; ");
+  } catch (_) { /* not JSON */ }
+  return `HTTP ${response.status}`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
+const seconds = (s) => `${s.toFixed(2)} s`;
+
+// ---- search ----
+$("search-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const query = $("query").value.trim();
+  const status = $("search-status");
+  const results = $("results");
+  if (!query) return;
+  results.replaceChildren();
+  status.className = "";
+  status.textContent = "Searching…";
+  results.setAttribute("aria-busy", "true");
+  try {
+    const response = await api("/search", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ query, top_k: 12 }),
+    });
+    if (!response.ok) throw new Error(await errorText(response));
+    const body = await response.json();
+    if (body.hits.length === 0) {
+      status.textContent = `No videos match "${query}".`;
+      return;
+    }
+    status.textContent = `${body.hits.length} videos for "${query}" (${body.took_ms} ms).`;
+    results.replaceChildren(...body.hits.map(hitCard));
+  } catch (error) {
+    status.className = "error";
+    status.textContent = `Search failed: ${error.message}`;
+  } finally {
+    results.removeAttribute("aria-busy");
+  }
+});
+
+function hitCard(hit, rank) {
+  const title = hit.title || `video ${hit.video_id}`;
+  const moment = hit.moment;
+  const img = el("img", {
+    src: `/videos/${hit.video_id}/thumbnail?t=${moment.start_s.toFixed(1)}`,
+    alt: `${title} at ${seconds(moment.start_s)}`, loading: "lazy",
+  });
+  const bars = el("div", { class: "bars" });
+  for (const [name, keys] of LEVELS) {
+    const value = keys.reduce((sum, k) => sum + (hit.scores[k] ?? 0), 0) / keys.length;
+    const width = Math.max(0, Math.min(1, value)) * 100;
+    bars.append(
+      el("span", { text: name }),
+      el("span", { class: "bar", role: "img", "aria-label": `${name} ${value.toFixed(2)}` },
+        el("span", { style: `width: ${width.toFixed(0)}%` })),
+      el("span", { text: value.toFixed(2) }),
+    );
+  }
+  const chips = el("ul", { class: "chips", "aria-label": "concepts the model sees" });
+  const concepts = hit.concepts || { actions: [], entities: [] };
+  for (const c of concepts.actions) chips.append(el("li", { class: "chip", text: c.name }));
+  for (const c of concepts.entities) chips.append(el("li", { class: "chip entity", text: c.name }));
+  const open = el("button", { type: "button", class: "open",
+                              "aria-label": `Play ${title} from ${seconds(moment.start_s)}` },
+    img,
+    el("div", { class: "body" },
+      el("div", { class: "title", text: `${rank + 1}. ${title}` }),
+      el("div", { class: "meta", text: `score ${hit.score.toFixed(3)} · moment ` +
+        `${seconds(moment.start_s)}–${seconds(moment.end_s)}` }),
+      bars));
+  open.addEventListener("click", () => play(hit, title));
+  const card = el("li", { class: "hit", "data-video-id": String(hit.video_id) }, open);
+  card.querySelector(".body").append(chips);
+  return card;
+}
+
+function play(hit, title) {
+  const video = $("video");
+  const { start_s: start, end_s: end } = hit.moment;
+  $("player").hidden = false;
+  $("player-title").textContent = title;
+  $("moment-text").textContent = `The moment: ${seconds(start)} to ${seconds(end)}.`;
+  video.dataset.videoId = String(hit.video_id);
+  const showMoment = () => {
+    const duration = video.duration || end || 1;
+    const bar = $("moment-bar");
+    bar.style.left = `${(100 * start) / duration}%`;
+    bar.style.width = `${Math.max(1, (100 * (end - start)) / duration)}%`;
+  };
+  video.onloadedmetadata = () => {
+    video.currentTime = start;
+    showMoment();
+    video.play().catch(() => { /* autoplay refused: the user presses play */ });
+  };
+  video.src = `/videos/${hit.video_id}/file`;
+  $("player").scrollIntoView({ block: "nearest" });
+  video.focus();
+}
+
+$("player-close").addEventListener("click", () => {
+  const video = $("video");
+  video.pause();
+  $("player").hidden = true;
+  $("query").focus();
+});
+
+// ---- upload: several files, by picker or drag and drop; each shows its status ----
+$("files").addEventListener("change", (event) => {
+  upload([...event.target.files]);
+  event.target.value = "";
+});
+const zone = $("drop-zone");
+zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+zone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  zone.classList.remove("over");
+  upload([...event.dataTransfer.files]);
+});
+
+function upload(files) {
+  for (const file of files) {
+    const line = el("li", { "data-file": file.name, text: `${file.name}: uploading…` });
+    $("uploads").append(line);
+    sendFile(file, line);
+  }
+}
+
+async function sendFile(file, line) {
+  const form = new FormData();
+  form.append("file", file);
+  form.append("title", file.name);
+  try {
+    const response = await api("/videos", { method: "POST", body: form });
+    if (!response.ok) throw new Error(await errorText(response));
+    const video = await response.json();
+    line.dataset.videoId = String(video.id);
+    await follow(video, line, file.name);
+  } catch (error) {
+    setStatus(line, `${file.name}: upload failed: ${error.message}`, "failed");
+  }
+}
+
+async function follow(video, line, name) {
+  for (;;) {
+    if (video.status === "indexed") {
+      setStatus(line, `${name}: indexed (video ${video.id})`, "indexed");
+      refreshLibrary();
+      return;
+    }
+    if (video.status === "failed") {
+      setStatus(line, `${name}: failed: ${video.failure_reason}`, "failed");
+      refreshLibrary();
+      return;
+    }
+    setStatus(line, `${name}: ${video.status} (video ${video.id})`, video.status);
+    await new Promise((r) => setTimeout(r, 1000));
+    const response = await api(`/videos/${video.id}`);
+    if (!response.ok) throw new Error(await errorText(response));
+    video = await response.json();
+  }
+}
+
+function setStatus(line, text, status) {
+  line.textContent = text;
+  line.dataset.status = status;
+  line.className = `status-${status}`;
+}
+
+// ---- the library: every video with its status, and delete ----
+async function refreshLibrary() {
+  const status = $("library-status");
+  try {
+    const response = await api("/videos?limit=100");
+    if (!response.ok) throw new Error(await errorText(response));
+    const body = await response.json();
+    $("library").replaceChildren(...body.items.map(libraryRow));
+    status.textContent = body.total > body.items.length
+      ? `Showing the newest ${body.items.length} of ${body.total} videos.`
+      : `${body.total} videos.`;
+  } catch (error) {
+    status.textContent = `Could not list the videos: ${error.message}`;
+  }
+}
+
+function libraryRow(video) {
+  const remove = el("button", { type: "button", class: "secondary",
+                                "aria-label": `Delete video ${video.id}`, text: "Delete" });
+  remove.addEventListener("click", async () => {
+    const response = await api(`/videos/${video.id}`, { method: "DELETE" });
+    if (response.ok) refreshLibrary();
+    else $("library-status").textContent = `Delete failed: ${await errorText(response)}`;
+  });
+  const state = video.status === "failed" ? `failed: ${video.failure_reason}` : video.status;
+  return el("tr", { "data-video-id": String(video.id) },
+    el("td", { text: String(video.id) }),
+    el("td", { text: video.title || "" }),
+    el("td", { class: `status-${video.status}`, text: state }),
+    el("td", {}, remove));
+}
+
+$("refresh").addEventListener("click", refreshLibrary);
+refreshLibrary();

@@ -1,0 +1,84 @@
+"""GET /videos/{id}/thumbnail and GET /videos/{id}/file: what the web page's player needs."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from indexer.pipeline import run_queue
+from indexer.synth import generate_corpus
+from model import create_model
+from service.app import create_app
+from service.settings import HanetSettings
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    generate_corpus(root, 2, seed=3, workers=1, progress=False)
+    (root / "videos" / "notes.mp4").write_text("not a video\n" * 20)
+    checkpoint = root / "m.pt"
+    create_model("tiny").save(str(checkpoint))
+    settings = HanetSettings(data_dir=root / "data", checkpoint=checkpoint,
+                             media_root=root / "videos")  # fmt: skip
+    with TestClient(create_app(settings)) as c:
+        ids = {name: c.post("/videos", json={"path": name}).json()["id"]
+               for name in ("synth000000.mp4", "notes.mp4")}  # fmt: skip
+        state = c.app.state.hanet
+        run_queue(state.engine, state.model, settings.index_dir, batch_size=4, workers=1,
+                  progress=False)  # fmt: skip
+        c.ids = ids
+        c.video_path = root / "videos" / "synth000000.mp4"
+        yield c
+
+
+def test_thumbnail_is_a_cached_jpeg_of_the_frame(client) -> None:
+    vid = client.ids["synth000000.mp4"]
+    first = client.get(f"/videos/{vid}/thumbnail", params={"t": 1.0})
+    assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+    assert first.content[:3] == b"\xff\xd8\xff"
+    cached = list((client.app.state.hanet.settings.data_dir / "thumbnails").glob("*-10.jpg"))
+    assert len(cached) == 1 and cached[0].read_bytes() == first.content
+    assert client.get(f"/videos/{vid}/thumbnail", params={"t": 1.0}).content == first.content
+    other = client.get(f"/videos/{vid}/thumbnail", params={"t": 0.1}).content
+    assert other != first.content  # the procedural scene moves: another time, another frame
+
+
+@pytest.mark.parametrize(("params", "status", "says"), [
+    ({"t": -1}, 422, "greater than or equal"),
+    ({"t": 99}, 422, "past the end"),
+    ({"t": "soon"}, 422, "valid number"),
+    ({"t": "nan"}, 422, ""),
+])  # fmt: skip
+def test_bad_thumbnail_times_get_4xx(client, params, status, says) -> None:
+    r = client.get(f"/videos/{client.ids['synth000000.mp4']}/thumbnail", params=params)
+    assert r.status_code == status and says in r.text
+
+
+def test_thumbnail_of_unknown_or_undecodable_videos(client) -> None:
+    assert client.get("/videos/999/thumbnail").status_code == 404
+    broken = client.get(f"/videos/{client.ids['notes.mp4']}/thumbnail")
+    assert broken.status_code == 422 and "not a readable media file" in broken.json()["detail"]
+
+
+def test_file_whole_and_by_range(client) -> None:
+    vid = client.ids["synth000000.mp4"]
+    data = client.video_path.read_bytes()
+    whole = client.get(f"/videos/{vid}/file")
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["content-type"] == "video/mp4"
+    assert whole.headers["accept-ranges"] == "bytes"
+    part = client.get(f"/videos/{vid}/file", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    tail = client.get(f"/videos/{vid}/file", headers={"Range": "bytes=-50"})
+    assert tail.status_code == 206 and tail.content == data[-50:]
+
+
+def test_bad_ranges_and_unknown_ids(client) -> None:
+    vid = client.ids["synth000000.mp4"]
+    size = client.video_path.stat().st_size
+    beyond = client.get(f"/videos/{vid}/file", headers={"Range": f"bytes={size + 10}-"})
+    assert beyond.status_code == 416
+    assert client.get(f"/videos/{vid}/file", headers={"Range": "bytes=abc"}).status_code == 400
+    assert client.get("/videos/999/file").status_code == 404

@@ -1,0 +1,177 @@
+"""The search page in a real headless browser (Debian's Chromium driven by Playwright) against
+a real server: the bundled demo model, a few generated videos, the in-process indexer."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from indexer.synth import generate_corpus
+from service.app import create_app
+from service.settings import HanetSettings
+from tests.conftest import require_executable
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+def _serve(settings: HanetSettings):
+    """The app on a free loopback port, in a thread; yields its URL."""
+    import uvicorn
+
+    app = create_app(settings, with_indexer=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from indexer import queue
+    from model import file_sha256
+
+    root = tmp_path_factory.mktemp("page")
+    generate_corpus(root / "corpus", 4, seed=11, workers=1, progress=False)
+    settings = HanetSettings(data_dir=root / "data", media_root=root / "corpus")
+    for app, url in _serve(settings):
+        state = app.state.hanet
+        for path in sorted((root / "corpus" / "videos").glob("*.mp4")):
+            queue.enqueue(state.engine, media_path=str(path), sha256=file_sha256(path),
+                          title=path.stem)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while queue.counts(state.engine)["indexed"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the server's own indexer worker picks them up
+        assert queue.counts(state.engine)["indexed"] == 4
+        yield {"url": url, "corpus": root / "corpus"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = require_executable("chromium", "Debian: apt-get install chromium")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(server["url"] + "/")
+    yield pg
+    context.close()
+
+
+def _search(page, query: str) -> None:
+    page.get_by_label("Describe what happens in the video").fill(query)
+    page.keyboard.press("Enter")  # the search box submits with Enter
+    page.wait_for_function("document.getElementById('search-status').textContent"
+                           ".includes('videos for')")  # fmt: skip
+
+
+def test_typing_a_query_shows_thumbnails(page) -> None:
+    _search(page, "a big red circle moves left")
+    cards = page.locator("#results li.hit")
+    assert cards.count() == 4
+    page.wait_for_function("[...document.querySelectorAll('#results img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")  # fmt: skip
+    first = cards.first
+    assert first.locator(".bars .bar").count() == 3  # event, action, entity
+    assert first.locator(".chip").count() >= 2  # the demo model's concepts
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "search-results.png"), full_page=True)
+
+
+def test_clicking_a_hit_plays_from_the_moment(browser, server) -> None:
+    context = browser.new_context()
+    # as when a browser refuses autoplay: the player must still stand at the moment
+    context.add_init_script("HTMLMediaElement.prototype.play = () => Promise.resolve()")
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(server["url"] + "/")
+    _search(page, "a small blue square grows")
+    meta = page.locator("#results li.hit .meta").first.inner_text()
+    start = float(meta.split("moment ")[1].split(" s")[0])
+    page.locator("#results li.hit button.open").first.click()
+    page.wait_for_function("document.getElementById('video').readyState >= 1")
+    page.wait_for_function(f"Math.abs(document.getElementById('video').currentTime - {start})"
+                           " < 0.25")  # fmt: skip
+    assert page.locator("#player").is_visible()
+    left = page.eval_on_selector("#moment-bar", "e => parseFloat(e.style.left)")
+    duration = page.eval_on_selector("#video", "v => v.duration")
+    assert left == pytest.approx(100 * start / duration, abs=0.5)
+    context.close()
+
+
+def test_an_upload_becomes_indexed(page, server) -> None:
+    extra = generate_corpus(server["corpus"].parent / "extra", 1, seed=12, workers=1,
+                            progress=False).parent / "videos" / "synth000000.mp4"  # fmt: skip
+    page.set_input_files("#files", str(extra))
+    line = page.locator("#uploads li[data-file='synth000000.mp4']")
+    line.and_(page.locator("[data-status='indexed']")).wait_for(timeout=90_000)
+    assert "indexed (video" in line.inner_text()
+    page.locator("#library tr", has_text="synth000000.mp4").wait_for()
+
+
+def test_a_bad_upload_shows_its_reason(page, tmp_path) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video\n" * 50)
+    page.set_input_files("#files", str(bad))
+    line = page.locator("#uploads li[data-file='broken.mp4']")
+    line.and_(page.locator("[data-status='failed']")).wait_for(timeout=90_000)
+    assert "not a readable media file" in line.inner_text()
+
+
+def test_the_page_works_on_a_narrow_screen_with_the_keyboard(browser, server) -> None:
+    context = browser.new_context(viewport={"width": 380, "height": 800})
+    page = context.new_page()
+    page.goto(server["url"] + "/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "query"  # first stop: the search box
+    _search(page, "a yellow star rotates")
+    widths = page.eval_on_selector_all("#results li.hit", "els => els.map(e => e.offsetWidth)")
+    assert widths and all(w <= 380 for w in widths)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 380  # no sideways scroll
+    context.close()
+
+
+def test_with_an_api_key_the_page_asks_once_and_sends_it(browser, tmp_path) -> None:
+    key = "correct horse battery staple"
+    settings = HanetSettings(data_dir=tmp_path / "data", api_key=key)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video\n" * 50)
+    for _app, url in _serve(settings):
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.get_by_label("Describe what happens in the video").fill("a red star moves left")
+        page.keyboard.press("Enter")
+        page.get_by_text('No videos match "a red star moves left".').wait_for()  # empty index
+        page.set_input_files("#files", str(bad))
+        page.get_by_label("API key", exact=True).fill(key)  # the dialog opened on the first 401
+        page.get_by_role("button", name="Use this key").click()
+        line = page.locator("#uploads li[data-file='broken.mp4']")
+        line.and_(page.locator("[data-status='failed']")).wait_for(timeout=90_000)
+        assert "not a readable media file" in line.inner_text()  # accepted, then indexed
+        page.locator("#library tr", has_text="broken.mp4").get_by_role("button").click()
+        page.locator("#library tr", has_text="broken.mp4").wait_for(state="detached")
+        assert not page.locator("#key-dialog").is_visible()  # asked once, not for the delete
+        page.close()
