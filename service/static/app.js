@@ -119,7 +119,7 @@ function hitCard(hit, rank) {
     el("div", { class: "body" },
       el("div", { class: "title", text: `${rank + 1}. ${title}` }),
       el("div", { class: "meta", text: `score ${hit.score.toFixed(3)} · moment ` +
-        `${seconds(moment.start_s)}–${seconds(moment.end_s)}` }),
+        `${moment.start_s.toFixed(2)}–${seconds(moment.end_s)}` }),
       bars));
   open.addEventListener("click", () => play(hit, title));
   const card = el("li", { class: "hit", "data-video-id": String(hit.video_id) }, open);

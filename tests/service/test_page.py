@@ -110,7 +110,7 @@ def test_clicking_a_hit_plays_from_the_moment(browser, server) -> None:
     page.goto(server["url"] + "/")
     _search(page, "a small blue square grows")
     meta = page.locator("#results li.hit .meta").first.inner_text()
-    start = float(meta.split("moment ")[1].split(" s")[0])
+    start = float(meta.split("moment ")[1].split("–")[0])  # "moment 0.25–1.50 s"
     page.locator("#results li.hit button.open").first.click()
     page.wait_for_function("document.getElementById('video').readyState >= 1")
     page.wait_for_function(f"Math.abs(document.getElementById('video').currentTime - {start})"
