@@ -98,12 +98,28 @@ def open_build(index_dir: Path, model: HANet, factory: str) -> Build:
         return new_build(index_dir, model.cfg, model.checkpoint_sha256 or "unsaved", factory)
 
 
+@dataclass
+class _Held:
+    """Embedded videos not yet published (and so not yet marked indexed)."""
+
+    ids: list[int] = field(default_factory=list)
+    videos: list[VideoEmbeddings] = field(default_factory=list)
+    times: list[np.ndarray] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+
+
 def run_queue(
     engine: Engine, model: HANet, index_dir: Path, *, factory: str = "Flat",
     batch_size: int = 16, workers: int = 2, watch: bool = False, poll_s: float = 2.0,
     lease_s: float = 300.0, progress: bool = True, stop: threading.Event | None = None,
+    publish_s: float = 0.0,
 ) -> Summary:  # fmt: skip
-    """Index queued videos until the queue is empty (or, with ``watch``, until ``stop``)."""
+    """Index queued videos until the queue is empty (or, with ``watch``, until ``stop``).
+
+    Embedded batches are published together at most every ``publish_s`` seconds while more
+    work is queued (each publish rewrites the level indexes; readers reload them), and at once
+    when the queue runs dry or the worker stops. Videos are marked indexed only when published:
+    a crash before that leaves them to be indexed again."""
     stop = stop or threading.Event()
     start, summary, worker = time.monotonic(), Summary(), queue.worker_name()
     released = queue.release_dead_workers(engine)
@@ -123,6 +139,15 @@ def run_queue(
                 paths = dict(session.execute(query).all())
             return {i: pool.submit(_read, (i, paths[i], t, size)) for i in ids}
 
+        held, last_publish = _Held(), time.monotonic()
+
+        def publish_held() -> None:
+            nonlocal build, held, last_publish
+            if held.ids:
+                build = _publish(engine, build, index_dir, held, worker, summary)
+                bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
+            held, last_publish = _Held(), time.monotonic()
+
         batch = submit()
         while (batch or watch) and not stop.is_set():
             if not batch:
@@ -132,11 +157,13 @@ def run_queue(
                 continue
             following = submit()  # decoding overlaps the model's work on this batch
             results = [f.result() for f in batch.values()]
-            build = _write(engine, build, index_dir, embed, results, worker, summary, t)
-            queue.renew(engine, worker=worker, ids=list(following), lease_s=lease_s)
+            _embed(engine, embed, results, worker, summary, t, held)
+            if not following or time.monotonic() - last_publish >= publish_s:
+                publish_held()
+            queue.renew(engine, worker=worker, ids=list(following) + held.ids, lease_s=lease_s)
             bar.update(len(results))
-            bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
             batch = following
+        publish_held()  # stopped: what is embedded is published, not thrown away
         if batch:  # stopped with a batch claimed and decoding: hand it back
             queue.release(engine, worker=worker, ids=list(batch))
     bar.close()
@@ -144,22 +171,31 @@ def run_queue(
     return summary
 
 
-def _write(engine: Engine, build: Build, index_dir: Path, embed: Embedder, results: list,
-           worker: str, summary: Summary, frames: int) -> Build:  # fmt: skip
-    """Writer: failures recorded with their reasons; the rest embedded, published, and only
-    then marked indexed (a crash in between re-indexes them, replacing their vectors)."""
+def _embed(engine: Engine, embed: Embedder, results: list, worker: str, summary: Summary,
+           frames: int, held: _Held) -> None:  # fmt: skip
+    """Embedder: failures recorded with their reasons; the rest embedded into ``held``."""
     good = [(vid, r) for vid, r in results if isinstance(r, DecodedVideo)]
     for vid, reason in results:
         if isinstance(reason, str):
             queue.fail(engine, vid, worker=worker, reason=reason)
             summary.failed[vid] = reason
     if not good:
-        return build
+        return
     decoded = [r for _, r in good]
-    video = embed(decoded)
-    build = publish(index_dir, build, [vid for vid, _ in good], video, frame_times(decoded, frames))
-    for vid, r in good:
-        if queue.complete(engine, vid, worker=worker, duration_s=r.duration_s,
+    held.ids.extend(vid for vid, _ in good)
+    held.videos.append(embed(decoded))
+    held.times.append(frame_times(decoded, frames))
+    held.durations.extend(r.duration_s for r in decoded)
+
+
+def _publish(engine: Engine, build: Build, index_dir: Path, held: _Held, worker: str,
+             summary: Summary) -> Build:  # fmt: skip
+    """Writer: publish the held videos, and only then mark them indexed (a crash in between
+    re-indexes them, replacing their vectors)."""
+    video = VideoEmbeddings.cat(held.videos)
+    build = publish(index_dir, build, held.ids, video, np.concatenate(held.times))
+    for vid, duration in zip(held.ids, held.durations, strict=True):
+        if queue.complete(engine, vid, worker=worker, duration_s=duration,
                           checkpoint_sha256=build.checkpoint_sha256):  # fmt: skip
             summary.indexed += 1
     return build

@@ -161,9 +161,8 @@ def _indexer_thread(settings: HanetSettings, stop: threading.Event) -> threading
         engine = make_engine(settings.resolved_database_url)
         model = load_checkpoint(settings.checkpoint)
         try:
-            run_queue(engine, model, settings.index_dir, factory=settings.index_factory,
-                      batch_size=settings.index_batch_size, workers=settings.decode_workers,
-                      watch=True, poll_s=1.0, progress=False, stop=stop)  # fmt: skip
+            run_queue(engine, model, settings.index_dir, **settings.indexing, watch=True,
+                      poll_s=1.0, progress=False, stop=stop)  # fmt: skip
         except Exception:
             log.exception("the in-process indexer stopped")
         finally:

@@ -123,9 +123,8 @@ def index_run(
     stop = threading.Event()  # SIGTERM (docker stop): finish the batch in hand, then exit
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        summary = run_queue(engine, model, settings.index_dir, factory=settings.index_factory,
-                            batch_size=settings.index_batch_size,
-                            workers=settings.decode_workers, watch=watch, stop=stop)  # fmt: skip
+        summary = run_queue(engine, model, settings.index_dir, **settings.indexing, watch=watch,
+                            stop=stop)  # fmt: skip
     except BuildError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"indexed {summary.indexed}, failed {len(summary.failed)} "
@@ -150,10 +149,7 @@ def index_rebuild() -> None:
     staging = settings.data_dir / "index-rebuild"
     with engine.begin() as conn:
         conn.execute(update(Video).where(Video.status == "indexed").values(status="pending"))
-    summary = run_queue(
-        engine, model, staging, factory=settings.index_factory,
-        batch_size=settings.index_batch_size, workers=settings.decode_workers,
-    )  # fmt: skip
+    summary = run_queue(engine, model, staging, **settings.indexing)
     if (staging / "CURRENT").exists():
         promote(staging, settings.index_dir)
     typer.echo(f"rebuilt: indexed {summary.indexed}, failed {len(summary.failed)}")

@@ -38,9 +38,7 @@ def prepare_demo(settings: HanetSettings, videos: int = 120) -> Path:
         for item in load_generic(manifest).videos:
             queue.enqueue(engine, media_path=str(item.path.resolve()),
                           sha256=file_sha256(item.path), title=item.id)  # fmt: skip
-        summary = run_queue(engine, model, settings.index_dir, factory=settings.index_factory,
-                            batch_size=settings.index_batch_size,
-                            workers=settings.decode_workers)  # fmt: skip
+        summary = run_queue(engine, model, settings.index_dir, **settings.indexing)
         counts = queue.counts(engine)
     finally:
         engine.dispose()

@@ -33,6 +33,13 @@ class HanetSettings(BaseSettings):
         '"IVF4096,PQ64", "HNSW32".',
     )  # fmt: skip
     index_batch_size: int = Field(default=16, ge=1, le=1024, description="Videos per model batch.")
+    publish_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="While more videos are queued, publish the index at most this often "
+        "(each publish rewrites the level indexes); at once when the queue runs dry.",
+    )
     decode_workers: int = Field(default=2, ge=1, le=64, description="Decoding processes.")
     media_root: Path | None = Field(
         default=None,
@@ -70,6 +77,12 @@ class HanetSettings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("api_key must be at least 16 characters")
         return value
+
+    @property
+    def indexing(self) -> dict:
+        """The indexer's options (``indexer.pipeline.run_queue`` keyword arguments)."""
+        return {"factory": self.index_factory, "batch_size": self.index_batch_size,
+                "workers": self.decode_workers, "publish_s": self.publish_interval_s}  # fmt: skip
 
     @property
     def index_dir(self) -> Path:

@@ -97,6 +97,18 @@ def test_warming_touches_every_rerank_row(tmp_path, corpus, model) -> None:
     assert warm(build) == sum(a.nbytes for a in arrays) > 0
 
 
+def test_publishing_is_throttled_while_work_is_queued(tmp_path, corpus, model) -> None:
+    """With a long publish interval the batches are published together when the queue runs
+    dry: one version, one rerank part, every video indexed."""
+    engine = _setup(tmp_path, corpus)
+    summary = run_queue(engine, model, tmp_path / "index", batch_size=2, workers=1,
+                        progress=False, publish_s=3600)  # fmt: skip
+    assert summary.indexed == 12
+    build = load_current(tmp_path / "index")
+    assert build.manifest["version"] == 1 and len(build.manifest["parts"]) == 1
+    assert len(build.rows) == 12 and queue.counts(engine)["indexed"] == 12
+
+
 def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, corpus, model) -> None:
     engine = _setup(tmp_path, corpus)
     run_queue(engine, model, tmp_path / "index", batch_size=4, workers=1, progress=False)
@@ -153,7 +165,7 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
 
     env = {**os.environ, "HANET_DATA_DIR": str(tmp_path / "data"),
            "HANET_CHECKPOINT": str(tmp_path / "m.pt"), "HANET_INDEX_BATCH_SIZE": "2",
-           "HANET_DECODE_WORKERS": "1"}  # fmt: skip
+           "HANET_DECODE_WORKERS": "1", "HANET_PUBLISH_INTERVAL_S": "0"}  # fmt: skip
     hanet = [sys.executable, "-c", "from service.cli import app; app()"]
     root = Path(__file__).resolve().parents[2]
     subprocess.run([*hanet, "index", "add", str(corpus)], env=env, cwd=root, check=True,
@@ -192,7 +204,7 @@ def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> Non
 
     env = {**os.environ, "HANET_DATA_DIR": str(tmp_path / "data"),
            "HANET_CHECKPOINT": str(tmp_path / "m.pt"), "HANET_INDEX_BATCH_SIZE": "2",
-           "HANET_DECODE_WORKERS": "1"}  # fmt: skip
+           "HANET_DECODE_WORKERS": "1", "HANET_PUBLISH_INTERVAL_S": "0"}  # fmt: skip
     hanet = [sys.executable, "-c", "from service.cli import app; app()"]
     root = Path(__file__).resolve().parents[2]
     subprocess.run([*hanet, "index", "add", str(corpus)], env=env, cwd=root, check=True,
