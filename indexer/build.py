@@ -8,18 +8,23 @@
                                        from earlier versions, never rewritten
 
 A writer prepares the next version in a temporary folder, renames it into place and then
-replaces CURRENT, so a reader sees the old version or the new one, never half of one. A video
+replaces CURRENT, so a reader sees the old version or the new one, never half of one. Writers
+(several indexer workers, deletes, compaction) take ``index/.write-lock`` and build on the
+latest version, so none drops another's videos or tombstones. A video
 re-indexed later appears in a newer part; the newest row wins.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import mmap
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +153,39 @@ def level_vectors(video: VideoEmbeddings, i: int) -> dict[str, np.ndarray]:
     }
 
 
+@contextlib.contextmanager
+def writing(index_dir: Path) -> Iterator[None]:
+    """One writer at a time per index directory, across processes and hosts that share it
+    (indexer workers, deletes from the API, compaction, promotion): an exclusive lock on
+    ``index/.write-lock``, held while a version is prepared and published."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".write-lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _is_current(index_dir: Path, build: Build) -> bool:
+    try:
+        name = _current_file(index_dir).read_text().strip()
+    except FileNotFoundError:
+        return build.manifest["version"] == 0  # nothing published yet, by anyone
+    return name == f"{build.manifest['build']}/v{build.manifest['version']}"
+
+
+def publish_latest(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmbeddings,
+                   frame_times: np.ndarray) -> Build:  # fmt: skip
+    """``publish`` for one of several writers: under the write lock, on top of the latest
+    published version (re-read when another writer published since ``build`` was read), so no
+    writer drops another's videos or tombstones."""
+    with writing(index_dir):
+        if not _is_current(index_dir, build):
+            build = load_current(index_dir, expect_checkpoint=build.checkpoint_sha256)
+        return publish(index_dir, build, video_ids, video, frame_times)
+
+
 def publish(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmbeddings,
             frame_times: np.ndarray, add_vectors: bool = True) -> Build:  # fmt: skip
     """Add videos (their embeddings and frame times (N, T)) and publish the next version.
@@ -210,31 +248,34 @@ def promote(staging: Path, index_dir: Path) -> None:
     """Make a build prepared under ``staging`` (a rebuild) the published one."""
     name = _current_file(staging).read_text().strip()
     build_name = name.split("/")[0]
-    (index_dir / "builds").mkdir(parents=True, exist_ok=True)
-    os.replace(staging / "builds" / build_name, index_dir / "builds" / build_name)
-    _point_current(index_dir, name)
+    with writing(index_dir):
+        (index_dir / "builds").mkdir(parents=True, exist_ok=True)
+        os.replace(staging / "builds" / build_name, index_dir / "builds" / build_name)
+        _point_current(index_dir, name)
     shutil.rmtree(staging, ignore_errors=True)
 
 
 def delete_videos(index_dir: Path, video_ids: list[int]) -> Build:
     """Tombstone videos in the published build: gone from every search of the new version at
     once; their vectors and rows leave the files at ``compact``."""
-    build = load_current(index_dir)
-    build.vectors.delete(video_ids)
-    return publish(index_dir, build, [], _empty_like(build), np.zeros((0, 1), np.float32))
+    with writing(index_dir):
+        build = load_current(index_dir)
+        build.vectors.delete(video_ids)
+        return publish(index_dir, build, [], _empty_like(build), np.zeros((0, 1), np.float32))
 
 
 def compact(index_dir: Path) -> Build:
     """Rewrite the published build without deleted videos: FAISS indexes without their
     vectors, and the rerank rows merged into one part (newest row per video)."""
-    build = load_current(index_dir)
-    build.vectors.compact()
-    live = sorted(build.rows)
-    video = build.embeddings(live) if live else _empty_like(build)
-    times = (np.stack([build.frame_times(v) for v in live]) if live
-             else np.zeros((0, 1), np.float32))  # fmt: skip
-    build.manifest = {**build.manifest, "parts": []}
-    return publish(index_dir, build, live, video, times, add_vectors=False)
+    with writing(index_dir):
+        build = load_current(index_dir)
+        build.vectors.compact()
+        live = sorted(build.rows)
+        video = build.embeddings(live) if live else _empty_like(build)
+        times = (np.stack([build.frame_times(v) for v in live]) if live
+                 else np.zeros((0, 1), np.float32))  # fmt: skip
+        build.manifest = {**build.manifest, "parts": []}
+        return publish(index_dir, build, live, video, times, add_vectors=False)
 
 
 def _empty_like(build: Build) -> VideoEmbeddings:

@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from indexer import queue
-from indexer.build import Build, BuildError, delete_videos, load_current, new_build, publish
+from indexer.build import (
+    Build,
+    BuildError,
+    delete_videos,
+    load_current,
+    new_build,
+    publish_latest,
+)
 from indexer.decode import DecodedVideo, DecodeError, decode_video
 from indexer.store import Video
 from model import HANet, VideoEmbeddings
@@ -193,7 +200,7 @@ def _publish(engine: Engine, build: Build, index_dir: Path, held: _Held, worker:
     """Writer: publish the held videos, and only then mark them indexed (a crash in between
     re-indexes them, replacing their vectors)."""
     video = VideoEmbeddings.cat(held.videos)
-    build = publish(index_dir, build, held.ids, video, np.concatenate(held.times))
+    build = publish_latest(index_dir, build, held.ids, video, np.concatenate(held.times))
     for vid, duration in zip(held.ids, held.durations, strict=True):
         if queue.complete(engine, vid, worker=worker, duration_s=duration,
                           checkpoint_sha256=build.checkpoint_sha256):  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import migrations
 from indexer import queue
 from indexer.build import BuildError, load_current
 from indexer.decode import decode_video
-from indexer.pipeline import run_queue
+from indexer.pipeline import Summary, remove_videos, run_queue
 from indexer.store import make_engine
 from indexer.synth import generate_corpus
 from model import create_model
@@ -107,6 +108,49 @@ def test_publishing_is_throttled_while_work_is_queued(tmp_path, corpus, model) -
     build = load_current(tmp_path / "index")
     assert build.manifest["version"] == 1 and len(build.manifest["parts"]) == 1
     assert len(build.rows) == 12 and queue.counts(engine)["indexed"] == 12
+
+
+def test_two_workers_on_one_index_lose_nothing(tmp_path, corpus, model) -> None:
+    """Two indexer workers share the queue and the index directory: each publishes on top of
+    the other's latest version (under the write lock), so every video ends in the build."""
+    engine = _setup(tmp_path, corpus)
+    errors = []
+
+    def work() -> None:
+        try:
+            run_queue(make_engine(str(engine.url)), model, tmp_path / "index", batch_size=2,
+                      workers=1, progress=False)  # fmt: skip
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 12, "failed": 1}
+    build = load_current(tmp_path / "index")
+    assert len(build.rows) == 12 and build.manifest["counts"]["event"] == 12
+    assert build.manifest["version"] >= 6  # several publishes, interleaved
+
+
+def test_a_writer_with_a_stale_build_keeps_the_tombstones(tmp_path, corpus, model) -> None:
+    from indexer.pipeline import _Held, _publish
+
+    engine = _setup(tmp_path, corpus)
+    index = tmp_path / "index"
+    run_queue(engine, model, index, batch_size=6, workers=1, progress=False)
+    stale = load_current(index)  # a worker's copy, read before the delete below
+    gone = sorted(stale.rows)[0]
+    assert remove_videos(engine, index, [gone]) == [gone]
+    again = sorted(stale.rows)[1]  # re-indexing a video publishes from the stale copy
+    held = _Held([again], [stale.embeddings([again])], [np.zeros((1, model.cfg.max_frames),
+                  np.float32)], [2.0])  # fmt: skip
+    _publish(engine, stale, index, held, "w", Summary())
+    latest = load_current(index)
+    assert gone not in latest.rows and again in latest.rows
+    assert gone in latest.vectors.deleted
 
 
 def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, corpus, model) -> None:
