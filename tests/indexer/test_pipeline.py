@@ -38,8 +38,8 @@ def model(tmp_path):
     return m
 
 
-def _setup(tmp_path: Path, corpus: Path):
-    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+def _setup(tmp_path: Path, corpus: Path, url: str | None = None):
+    url = url or f"sqlite:///{tmp_path / 'db.sqlite3'}"
     migrations.upgrade(url)
     engine = make_engine(url)
     for i, path in enumerate(sorted(corpus.iterdir())):
@@ -110,16 +110,27 @@ def test_publishing_is_throttled_while_work_is_queued(tmp_path, corpus, model) -
     assert len(build.rows) == 12 and queue.counts(engine)["indexed"] == 12
 
 
-def test_two_workers_on_one_index_lose_nothing(tmp_path, corpus, model) -> None:
-    """Two indexer workers share the queue and the index directory: each publishes on top of
-    the other's latest version (under the write lock), so every video ends in the build."""
-    engine = _setup(tmp_path, corpus)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        yield url
+        migrations.downgrade(url, "base")
+
+
+def test_two_workers_on_one_index_lose_nothing(tmp_path, corpus, model, db_url) -> None:
+    """Two indexer workers share the queue (SKIP LOCKED on PostgreSQL) and the index
+    directory: each publishes on top of the other's latest version (under the write lock), so
+    every video ends in the build, once."""
+    engine = _setup(tmp_path, corpus, db_url)
     errors = []
 
     def work() -> None:
         try:
-            run_queue(make_engine(str(engine.url)), model, tmp_path / "index", batch_size=2,
-                      workers=1, progress=False)  # fmt: skip
+            run_queue(make_engine(db_url), model, tmp_path / "index", batch_size=2, workers=1,
+                      progress=False)  # fmt: skip
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -151,6 +162,32 @@ def test_a_writer_with_a_stale_build_keeps_the_tombstones(tmp_path, corpus, mode
     latest = load_current(index)
     assert gone not in latest.rows and again in latest.rows
     assert gone in latest.vectors.deleted
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_video(corpus, model, caplog) -> None:
+    """The GPU path's retry, on the CPU: a batch larger than 2 videos raises CUDA's
+    out-of-memory error; the embedder splits it until it fits, in order, losing nothing."""
+    from indexer.pipeline import Embedder
+
+    paths = sorted(p for p in corpus.iterdir() if p.name != "broken.mp4")[:5]
+    decoded = [decode_video(p, model.cfg.max_frames, model.preprocess.image_size) for p in paths]
+    embed = Embedder(model)
+    real, sizes = embed._encode, []
+
+    def tight(videos):
+        sizes.append(len(videos))
+        if len(videos) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(videos)
+
+    embed._encode = tight
+    with caplog.at_level("WARNING"):
+        out = embed(decoded)
+    assert sizes == [5, 2, 3, 1, 2]  # 5 -> 2 + 3 -> 2 + (1 + 2)
+    assert "out of GPU memory at batch 5" in caplog.text
+    whole = real(decoded)
+    assert torch.allclose(out.global_, whole.global_, atol=1e-5)
+    assert torch.equal(out.action_spans, whole.action_spans)
 
 
 def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, corpus, model) -> None:
