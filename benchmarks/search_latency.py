@@ -266,6 +266,8 @@ def main() -> None:
     print("where the time goes (in-process, median / p99 ms):")
     for key, values in parts["times"].items():
         print(f"  {key:9s} {pct(values, 50):6.2f} / {pct(values, 99):6.2f}")
+    totals = [sum(v) for v in zip(*parts["times"].values(), strict=True)]
+    print(f"  {'total':9s} {pct(totals, 50):6.2f} / {pct(totals, 99):6.2f}   (per-query sums)")
     http_only = [w - t for w, t in zip(http["wall"], http["took"], strict=True)]
     print(
         f"  {'http':9s} {pct(http_only, 50):6.2f} / {pct(http_only, 99):6.2f}"
