@@ -30,6 +30,7 @@ from indexer.build import Build, BuildError, load_current, warm
 from indexer.decode import DecodeError, decode_thumbnail
 from indexer.pipeline import remove_videos
 from indexer.store import Video
+from indexer.vectors import VectorStoreError
 from model import file_sha256
 from service.engine import search
 from service.metrics import install_metrics
@@ -71,23 +72,64 @@ class ServiceState:
             self.model = quantize_text_tower(self.model)
             self.model.checkpoint_sha256 = digest
         self._build: Build | None = None
-        self._build_name: str | None = None
+        self._build_name: str | None = None  # "<build>/<version>" loaded (or that failed)
+        self._error: BuildError | None = None  # why the published build cannot be used
+        self._loading: str | None = None  # a newer version being loaded in the background
         self._lock = threading.Lock()
         self.warming = False
 
     def build(self) -> Build | None:
-        current = self.settings.index_dir / "CURRENT"
+        """The published build. The first one is loaded on the spot; a newer version is loaded
+        in the background while searches go on with the one in memory (a publish rewrites
+        the FAISS files, and reading them must not stall the searches that happen to come
+        first), so a new version serves within about its load time."""
         try:
-            name = current.read_text().strip()
+            name = (self.settings.index_dir / "CURRENT").read_text().strip()
         except FileNotFoundError:
             return None
         with self._lock:
-            if name != self._build_name:
-                sha = self.model.checkpoint_sha256
-                self._build = load_current(self.settings.index_dir, expect_checkpoint=sha)
-                self._build_name = name
-                self._warm(self._build)
+            if name == self._build_name:
+                if self._error is not None:
+                    raise self._error
+                return self._build
+            if self._build is None:
+                self._install(*self._read())
+                if self._error is not None:
+                    raise self._error
+                return self._build
+            if self._loading is None:
+                self._loading = name
+                threading.Thread(target=self._load_in_background, name="hanet-load",
+                                 daemon=True).start()  # fmt: skip
             return self._build
+
+    def _read(self) -> tuple[Build | None, BuildError | None, str]:
+        """The published build, or why it cannot serve this model; and its name."""
+        index_dir = self.settings.index_dir
+        try:
+            build = load_current(index_dir, expect_checkpoint=self.model.checkpoint_sha256)
+        except BuildError as exc:
+            return None, exc, (index_dir / "CURRENT").read_text().strip()
+        return build, None, f"{build.manifest['build']}/v{build.manifest['version']}"
+
+    def _install(self, build: Build | None, error: BuildError | None, name: str) -> None:
+        """Make a read build the one searches use (the caller holds the lock)."""
+        self._build, self._error, self._build_name = build, error, name
+        if error is not None:
+            log.error("cannot use the published index build: %s", error)
+        if build is not None:
+            self._warm(build)
+
+    def _load_in_background(self) -> None:
+        try:
+            result = self._read()
+        except (OSError, VectorStoreError) as exc:  # a version dropped while read: retry later
+            log.warning("reading the new index build failed, will retry: %s", exc)
+            result = None
+        with self._lock:
+            self._loading = None
+            if result is not None:
+                self._install(*result)
 
     def _warm(self, build: Build) -> None:
         """Read the new build's rerank rows into memory in the background."""

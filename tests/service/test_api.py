@@ -259,3 +259,45 @@ def test_int8_text_search_answers_like_float32(tmp_path, corpus, checkpoint) -> 
     for video_id, score in results[False].items():
         assert results[True][video_id] == pytest.approx(score, abs=0.02)
         assert results[True][video_id] != score  # the int8 tower really answered
+
+
+def test_a_new_build_serves_after_a_background_load(client) -> None:
+    """Searches keep the build in memory while a newer version loads beside them, then use it;
+    a version the model cannot use (another checkpoint) is refused once it is read."""
+    import time
+
+    from indexer.build import promote
+
+    state = client.app.state.hanet
+    client.post("/videos", json={"path": "synth000001.mp4"})
+    _index(client)
+    first = state.build()
+    assert set(first.rows) == {1}
+    client.post("/videos", json={"path": "synth000002.mp4"})
+    _index(client)  # a new version is published
+    assert state.build() is first  # answered at once from memory; the new one loads meanwhile
+    deadline = time.monotonic() + 30
+    while state.build() is first and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert set(state.build().rows) == {1, 2}
+    hits = client.post("/search", json={"query": "a red star", "top_k": 5}).json()["hits"]
+    assert {h["video_id"] for h in hits} == {1, 2}
+
+    other = HANet(get_config("tiny")).eval()  # a build of another model, promoted
+    other_ckpt = state.settings.data_dir / "other.pt"
+    other.save(str(other_ckpt))
+    staging = state.settings.data_dir / "staging"
+    from indexer.store import make_engine
+
+    engine = make_engine(state.settings.resolved_database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE videos SET status = 'pending'")
+    run_queue(engine, other, staging, batch_size=4, workers=1, progress=False)
+    engine.dispose()
+    promote(staging, state.settings.index_dir)
+    while client.post("/search", json={"query": "a red star"}).status_code == 200:
+        assert time.monotonic() < deadline + 30
+        time.sleep(0.02)
+    refused = client.post("/search", json={"query": "a red star"})
+    assert refused.status_code == 409 and "hanet index rebuild" in refused.json()["detail"]
+    assert client.get("/ready").status_code == 503
