@@ -84,6 +84,7 @@ def warm(build: Build) -> int:
     them in memory (page cache and this process's page tables) rather than faulting on each
     candidate. Nothing is touched when the rows would not fit in half the available memory.
     Returns the bytes touched."""
+    build.vectors.tombstone_selector()  # built once here rather than by the first search
     arrays = [a for part in build.parts for a in part.values()]
     total = sum(a.nbytes for a in arrays)
     if total > _available_memory() // 2:

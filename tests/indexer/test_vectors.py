@@ -94,6 +94,11 @@ def test_deleted_videos_vanish_at_once_and_compaction_drops_them(factory: str, t
     for level in ("event", "action", "entity"):
         found = {h.video_id for h in store.search(level, query, k=100)[0]}
         assert not found & {7, 8}
+    assert 9 in {h.video_id for h in store.search("event", corpus[9]["event"][0], k=1)[0]}
+    store.delete([9])  # after searches that used the tombstones of 7 and 8
+    assert 9 not in {h.video_id for h in store.search("event", corpus[9]["event"][0], k=5)[0]}
+    store.add(9, corpus[9])  # re-indexed: back
+    assert store.search("event", corpus[9]["event"][0], k=1)[0][0].video_id == 9
     assert store.count("action") == 100 * 4  # still in the files
     store.compact()
     assert store.count("action") == 98 * 4 and store.count("event") == 98
