@@ -340,6 +340,9 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
             raise HTTPException(404, f"no video {video_id}")
         for cached in _thumbnail_dir(state).glob(f"{video.content_sha256}-*.jpg"):
             cached.unlink(missing_ok=True)
+        media = Path(video.media_path)
+        if media.resolve().parent == state.settings.upload_dir.resolve():
+            media.unlink(missing_ok=True)  # an upload is ours; a file ingested by path is not
         return Response(status_code=204)
 
     @app.get("/videos/{video_id}/thumbnail", response_class=Response,

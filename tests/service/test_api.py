@@ -101,6 +101,14 @@ def test_ingest_index_search_delete(client, corpus) -> None:
     after = client.post("/search", json={"query": "a red star moves left", "top_k": 10}).json()
     assert gone not in {h["video_id"] for h in after["hits"]} and len(after["hits"]) == 3
 
+    # deleting an upload removes the stored copy; a file ingested by path stays where it was
+    uploads = client.app.state.hanet.settings.upload_dir
+    assert len(list(uploads.glob("*.mp4"))) == 1
+    assert client.delete(f"/videos/{up.json()['id']}").status_code == 204
+    assert list(uploads.glob("*.mp4")) == []
+    assert client.delete(f"/videos/{failed[0]['id']}").status_code == 204  # notes.mp4, by path
+    assert (corpus / "notes.mp4").is_file()
+
 
 @pytest.mark.parametrize(
     ("kwargs", "status"),
