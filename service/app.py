@@ -78,11 +78,12 @@ class ServiceState:
         self._lock = threading.Lock()
         self.warming = False
 
-    def build(self) -> Build | None:
+    def build(self, wait: bool = False) -> Build | None:
         """The published build. The first one is loaded on the spot; a newer version is loaded
         in the background while searches go on with the one in memory (a publish rewrites
         the FAISS files, and reading them must not stall the searches that happen to come
-        first), so a new version serves within about its load time."""
+        first), so a new version serves within about its load time. ``wait`` loads a newer
+        version on the spot instead (for a caller that needs a video just published)."""
         try:
             name = (self.settings.index_dir / "CURRENT").read_text().strip()
         except FileNotFoundError:
@@ -92,7 +93,7 @@ class ServiceState:
                 if self._error is not None:
                     raise self._error
                 return self._build
-            if self._build is None:
+            if self._build is None or wait:
                 self._install(*self._read())
                 if self._error is not None:
                     raise self._error
@@ -185,12 +186,29 @@ def _public(state: ServiceState, video: Video, with_concepts: bool = False) -> V
     concepts = None
     if with_concepts and video.status == "indexed":
         try:
-            concepts = _concepts(state, state.build(), video.id)
+            build = state.build()
+            if build is None or video.id not in build.rows:  # published after the one in memory
+                build = state.build(wait=True)
+            concepts = _concepts(state, build, video.id)
         except BuildError:
             concepts = None
     return VideoPublic(id=video.id, status=video.status, title=video.title,
                        failure_reason=video.failure_reason, duration_s=video.duration_s,
                        concepts=concepts)  # fmt: skip
+
+
+def _build_watcher(state: ServiceState, stop: threading.Event) -> threading.Thread:
+    """Notices new index versions (every 0.5 s) and starts loading them, so that they serve
+    without waiting for a request to notice them first."""
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            with contextlib.suppress(BuildError, OSError):
+                state.build()
+
+    thread = threading.Thread(target=watch, name="hanet-build-watcher", daemon=True)
+    thread.start()
+    return thread
 
 
 def _indexer_thread(settings: HanetSettings, stop: threading.Event) -> threading.Thread:
@@ -223,9 +241,11 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
         with contextlib.suppress(BuildError):  # load (and warm) the index now, not at a search
             state.build()
         stop = threading.Event()
+        watcher = _build_watcher(state, stop)
         worker = _indexer_thread(state.settings, stop) if with_indexer else None
         yield
         stop.set()
+        watcher.join(timeout=5)
         if worker is not None:
             worker.join(timeout=30)
         state.engine.dispose()

@@ -269,27 +269,41 @@ def test_int8_text_search_answers_like_float32(tmp_path, corpus, checkpoint) -> 
         assert results[True][video_id] != score  # the int8 tower really answered
 
 
-def test_a_new_build_serves_after_a_background_load(client) -> None:
+def test_a_new_build_serves_after_a_background_load(client, settings) -> None:
     """Searches keep the build in memory while a newer version loads beside them, then use it;
     a version the model cannot use (another checkpoint) is refused once it is read."""
     import time
 
     from indexer.build import promote
+    from service.app import ServiceState
 
-    state = client.app.state.hanet
     client.post("/videos", json={"path": "synth000001.mp4"})
     _index(client)
-    first = state.build()
+    own = ServiceState(settings)  # no lifespan, so no watcher: each step is ours
+    first = own.build()
     assert set(first.rows) == {1}
     client.post("/videos", json={"path": "synth000002.mp4"})
     _index(client)  # a new version is published
-    assert state.build() is first  # answered at once from memory; the new one loads meanwhile
+    assert own.build() is first  # answered at once from memory; the new one loads meanwhile
     deadline = time.monotonic() + 30
-    while state.build() is first and time.monotonic() < deadline:
+    while own.build() is first and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert set(state.build().rows) == {1, 2}
+    assert set(own.build().rows) == {1, 2}
+    own.engine.dispose()
+
+    # the app's own state: a watcher loads new versions without a request asking first, and
+    # a video's page loads a version it is not yet in on the spot
+    state = client.app.state.hanet
+    client.post("/videos", json={"path": "synth000003.mp4"})
+    _index(client)
+    assert client.get("/videos/3").json()["concepts"] is not None
+    fourth = client.post("/videos", json={"path": "synth000005.mp4"}).json()["id"]
+    _index(client)
+    while fourth not in state._build.rows and time.monotonic() < deadline:
+        time.sleep(0.05)  # nothing here asks for the build: the watcher loads it
+    assert fourth in state._build.rows
     hits = client.post("/search", json={"query": "a red star", "top_k": 5}).json()["hits"]
-    assert {h["video_id"] for h in hits} == {1, 2}
+    assert {h["video_id"] for h in hits} == {1, 2, 3, fourth}
 
     other = HANet(get_config("tiny")).eval()  # a build of another model, promoted
     other_ckpt = state.settings.data_dir / "other.pt"
