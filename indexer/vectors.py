@@ -51,20 +51,6 @@ class VectorStore(Protocol):
 
     def delete(self, video_ids: Iterable[int]) -> None: ...
 
-    def tombstone_selector(self) -> tuple[faiss.IDSelector | None, tuple]:
-        """The selector that hides deleted videos, built once per set of deletions (building
-        it costs 1024 ids per deleted video; searches reuse it, FAISS only reads it)."""
-        if not self.deleted:
-            return None, ()
-        key = frozenset(self.deleted)
-        cached = self._selector_cache
-        if cached is None or cached[0] != key:
-            ids = np.concatenate([vector_ids(v, SEGMENT_SLOTS) for v in sorted(key)])
-            batch = faiss.IDSelectorBatch(ids)
-            sel = faiss.IDSelectorNot(batch)
-            cached = self._selector_cache = (key, sel, (ids, batch, sel))
-        return cached[1], cached[2]
-
     def search(self, level: str, queries: np.ndarray, k: int) -> list[list[VideoHit]]: ...
 
     def count(self, level: str) -> int: ...

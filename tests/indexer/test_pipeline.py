@@ -237,12 +237,12 @@ def test_cli_add_run_status_rebuild(tmp_path, corpus, model, monkeypatch) -> Non
     assert status["build"]["checkpoint_sha256"] == other.checkpoint_sha256
 
 
-def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus, model) -> None:
+def _cli_with_corpus_queued(tmp_path: Path, corpus: Path):
+    """`hanet` as a subprocess (its command prefix, environment and working folder) on a data
+    dir where the corpus is queued, and an engine on that data dir's database."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     env = {**os.environ, "HANET_DATA_DIR": str(tmp_path / "data"),
            "HANET_CHECKPOINT": str(tmp_path / "m.pt"), "HANET_INDEX_BATCH_SIZE": "2",
@@ -251,7 +251,16 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
     root = Path(__file__).resolve().parents[2]
     subprocess.run([*hanet, "index", "add", str(corpus)], env=env, cwd=root, check=True,
                    capture_output=True)  # fmt: skip
-    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'hanet.sqlite3'}")
+    return hanet, env, root, make_engine(f"sqlite:///{tmp_path / 'data' / 'hanet.sqlite3'}")
+
+
+def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus, model) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    hanet, env, root, engine = _cli_with_corpus_queued(tmp_path, corpus)
     proc = subprocess.Popen([*hanet, "index", "run"], env=env, cwd=root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
@@ -277,20 +286,11 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
 def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> None:
     """`docker stop`: the worker finishes the batch in hand, gives back what it claimed ahead,
     prints its summary and exits 0; nothing stays `processing`."""
-    import os
     import signal
     import subprocess
-    import sys
     import time
 
-    env = {**os.environ, "HANET_DATA_DIR": str(tmp_path / "data"),
-           "HANET_CHECKPOINT": str(tmp_path / "m.pt"), "HANET_INDEX_BATCH_SIZE": "2",
-           "HANET_DECODE_WORKERS": "1", "HANET_PUBLISH_INTERVAL_S": "0"}  # fmt: skip
-    hanet = [sys.executable, "-c", "from service.cli import app; app()"]
-    root = Path(__file__).resolve().parents[2]
-    subprocess.run([*hanet, "index", "add", str(corpus)], env=env, cwd=root, check=True,
-                   capture_output=True)  # fmt: skip
-    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'hanet.sqlite3'}")
+    hanet, env, root, engine = _cli_with_corpus_queued(tmp_path, corpus)
     proc = subprocess.Popen([*hanet, "index", "run", "--watch"], env=env, cwd=root, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
