@@ -74,7 +74,7 @@ class ServiceState:
         self._build: Build | None = None
         self._build_name: str | None = None  # "<build>/<version>" loaded (or that failed)
         self._error: BuildError | None = None  # why the published build cannot be used
-        self._loading: str | None = None  # a newer version being loaded in the background
+        self._loading = False  # a newer version is being read in the background
         self._lock = threading.Lock()
         self.warming = False
 
@@ -98,8 +98,8 @@ class ServiceState:
                 if self._error is not None:
                     raise self._error
                 return self._build
-            if self._loading is None:
-                self._loading = name
+            if not self._loading:
+                self._loading = True
                 threading.Thread(target=self._load_in_background, name="hanet-load",
                                  daemon=True).start()  # fmt: skip
             return self._build
@@ -128,7 +128,7 @@ class ServiceState:
             log.warning("reading the new index build failed, will retry: %s", exc)
             result = None
         with self._lock:
-            self._loading = None
+            self._loading = False
             if result is not None:
                 self._install(*result)
 

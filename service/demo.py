@@ -9,13 +9,17 @@ become searchable while it runs. The README's curl walkthrough runs against it."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.settings import HanetSettings
+
+if TYPE_CHECKING:
+    from model import HANet
 
 CORPUS_SEED = 7
 
 
-def prepare_demo(settings: HanetSettings, videos: int = 120) -> Path:
+def prepare_demo(settings: HanetSettings, model: HANet, videos: int = 120) -> Path:
     """Corpus, database and index for the demo; returns the corpus manifest. Idempotent: a second
     run reuses the files, finds every video already queued (same content) and indexes nothing."""
     import migrations
@@ -24,9 +28,8 @@ def prepare_demo(settings: HanetSettings, videos: int = 120) -> Path:
     from indexer.pipeline import run_queue
     from indexer.store import make_engine
     from indexer.synth import generate_corpus
-    from model import file_sha256, load_checkpoint
+    from model import file_sha256
 
-    model = load_checkpoint(settings.checkpoint)
     print(f"model: {settings.checkpoint.name} (sha256 {model.checkpoint_sha256[:12]})")
     corpus = settings.data_dir / "demo-corpus"
     print(f"corpus: {videos} procedural H.264 videos in {corpus}")
@@ -47,7 +50,7 @@ def prepare_demo(settings: HanetSettings, videos: int = 120) -> Path:
     return manifest
 
 
-def show_search(settings: HanetSettings, manifest: Path) -> None:
+def show_search(settings: HanetSettings, model: HANet, manifest: Path) -> None:
     """One search in the terminal: a caption written for one demo video, in another wording."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
@@ -55,10 +58,8 @@ def show_search(settings: HanetSettings, manifest: Path) -> None:
     from indexer.build import load_current
     from indexer.datasets import load_generic
     from indexer.store import Video, make_engine
-    from model import load_checkpoint
     from service.engine import search
 
-    model = load_checkpoint(settings.checkpoint)
     build = load_current(settings.index_dir, expect_checkpoint=model.checkpoint_sha256)
     item = load_generic(manifest).videos[0]
     query = item.captions[1].text
@@ -78,8 +79,11 @@ def show_search(settings: HanetSettings, manifest: Path) -> None:
 
 def run_demo(settings: HanetSettings, videos: int = 120, host: str = "127.0.0.1",
              port: int = 8000, serve: bool = True) -> None:  # fmt: skip
-    manifest = prepare_demo(settings, videos)
-    show_search(settings, manifest)
+    from model import load_checkpoint
+
+    model = load_checkpoint(settings.checkpoint)  # one copy for indexing and the search shown
+    manifest = prepare_demo(settings, model, videos)
+    show_search(settings, model, manifest)
     if not serve:
         return
     import uvicorn
