@@ -87,13 +87,8 @@ class FaissStore:
             staging = self.indexes[level]
             if staging.ntotal < self.train_size:
                 continue
-            idmap = faiss.downcast_index(staging)
-            ids = faiss.vector_to_array(idmap.id_map)
-            vectors = idmap.index.reconstruct_n(0, staging.ntotal)  # in id_map's order
-            index = self._new_index()
-            index.train(vectors)
-            index.add_with_ids(vectors, ids)
-            self.indexes[level] = index
+            ids, vectors = _stored(staging)
+            self.indexes[level] = _filled(self._new_index(), vectors, ids)
             self.staged.discard(level)
 
     def _index(self, level: str) -> faiss.Index:
@@ -131,14 +126,8 @@ class FaissStore:
             try:
                 index.remove_ids(faiss.IDSelectorBatch(ids[~keep]))
             except RuntimeError:  # no in-place removal: rebuild from stored vectors
-                vectors = np.stack([index.reconstruct(int(i)) for i in ids[keep]]) if keep.any() \
-                    else np.zeros((0, self.dim), np.float32)  # fmt: skip
-                fresh = self._fresh(level)
-                if not fresh.is_trained and len(vectors):
-                    fresh.train(vectors)
-                if len(vectors):
-                    fresh.add_with_ids(vectors, ids[keep])
-                self.indexes[level] = fresh
+                _, vectors = _stored(index)
+                self.indexes[level] = _filled(self._fresh(level), vectors[keep], ids[keep])
         self.videos -= set(gone.tolist())
 
     def compact(self) -> None:
@@ -224,6 +213,23 @@ class FaissStore:
         event_ids = faiss.vector_to_array(faiss.downcast_index(store.indexes["event"]).id_map)
         store.videos = set((event_ids // SEGMENT_SLOTS).tolist())
         return store
+
+
+def _stored(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
+    """An IDMap2 index's ids and vectors, in insertion order."""
+    idmap = faiss.downcast_index(index)
+    vectors = idmap.index.reconstruct_n(0, index.ntotal) if index.ntotal else \
+        np.zeros((0, index.d), np.float32)  # fmt: skip
+    return faiss.vector_to_array(idmap.id_map), vectors
+
+
+def _filled(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
+    """``index`` trained on ``vectors`` (if it needs training) and holding them."""
+    if len(vectors):
+        if not index.is_trained:
+            index.train(vectors)
+        index.add_with_ids(vectors, ids)
+    return index
 
 
 def _train_size(index: faiss.Index) -> int:
