@@ -3,6 +3,7 @@ a real server: the bundled demo model, a few generated videos, the in-process in
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -21,8 +22,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
+@contextlib.contextmanager
 def _serve(settings: HanetSettings):
-    """The app on a free loopback port, in a thread; yields its URL."""
+    """The app on a free loopback port, in a thread: (app, its URL) while the block runs."""
     import uvicorn
 
     app = create_app(settings, with_indexer=True)
@@ -50,7 +52,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("page")
     generate_corpus(root / "corpus", 4, seed=11, workers=1, progress=False)
     settings = HanetSettings(data_dir=root / "data", media_root=root / "corpus")
-    for app, url in _serve(settings):
+    with _serve(settings) as (app, url):
         state = app.state.hanet
         for path in sorted((root / "corpus" / "videos").glob("*.mp4")):
             queue.enqueue(state.engine, media_path=str(path), sha256=file_sha256(path),
@@ -159,7 +161,7 @@ def test_with_an_api_key_the_page_asks_once_and_sends_it(browser, tmp_path) -> N
     settings = HanetSettings(data_dir=tmp_path / "data", api_key=key)
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video\n" * 50)
-    for _app, url in _serve(settings):
+    with _serve(settings) as (_app, url):
         page = browser.new_page()
         page.goto(url + "/")
         page.get_by_label("Describe what happens in the video").fill("a red star moves left")
