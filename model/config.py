@@ -31,6 +31,10 @@ ROLES: tuple[str, ...] = (
 )  # fmt: skip
 
 
+# Where the temporal convolution adds motion (see HANetCfg.motion_levels).
+MOTION_LEVELS: tuple[str, ...] = ("action", "all")
+
+
 class ConfigError(ValueError):
     """An architecture config that cannot be built (unknown name, bad or unknown keys)."""
 
@@ -64,11 +68,15 @@ class HANetCfg:
     entity_frames: int = 3  # most probable frames averaged per noun concept
     topk_divisor: int = 8  # k = ceil(valid_len / topk_divisor) in concept pooling
     se_reduction: int = 16
-    # Adaptation: a residual temporal convolution on the action level (0 disables it). The
-    # reference fed the action level motion features (I3D on VATEX); per-frame CLIP features
-    # carry no motion, so the action branch gets it back here, zero-initialised so that the
-    # zero-shot start is unchanged. The event and entity levels stay frame-wise, as specified.
+    # Adaptation: a residual temporal convolution (0 disables it). The reference fed its
+    # levels motion features (I3D on VATEX); per-frame CLIP features carry no motion, so it is
+    # given back here, zero-initialised so that the zero-shot start is unchanged.
+    # ``motion_levels`` "action": on the action level only (the default; the event and entity
+    # levels stay frame-wise, as specified); "all": on the frame features that all three level
+    # projections read, as I3D features fed all three (then the global vector can tell a video
+    # from its reverse).
     motion_kernel: int = 3
+    motion_levels: str = "action"
     max_verbs: int = 4
     max_args: int = 6
     dropout: float = 0.2
@@ -88,6 +96,10 @@ class HANetCfg:
             raise ConfigError("action_window must be odd (a window centred on the peak frame)")
         if self.motion_kernel and self.motion_kernel % 2 != 1:
             raise ConfigError("motion_kernel must be 0 (off) or odd")
+        if self.motion_levels not in MOTION_LEVELS:
+            raise ConfigError(
+                f"motion_levels must be one of {MOTION_LEVELS}, not {self.motion_levels!r}"
+            )
         if self.max_words > self.clip["text_cfg"].get("context_length", 77):
             raise ConfigError("max_words exceeds the text tower's context length")
         if self.preprocess.image_size != _image_size(self.clip):

@@ -29,12 +29,14 @@ from model.preprocess import normalize_frames
 
 log = logging.getLogger(__name__)
 OBJECTIVES = ("hanet", "global")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
 class TrainCfg:
     """Training settings (not architecture). ``objective`` "global" trains the CLIP4Clip
-    "meanP"-style baseline: mean-pooled frames against the sentence, global score only."""
+    "meanP"-style baseline: mean-pooled frames against the sentence, global score only (the
+    temporal convolution stays at its zero start)."""
 
     epochs: int = 50
     batch_size: int = 64
@@ -46,10 +48,19 @@ class TrainCfg:
     seed: int = 0
     save_half: bool = False  # store the checkpoint's weights as float16
     warmup_epochs: int = 0  # epochs ranking against every negative before the hardest only
+    lr_schedule: str = "constant"  # the spec's; "cosine" decays lr to 0 over ``epochs``
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
+
+    def lr_at(self, step: int, total: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based) of ``total``."""
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return self.lr
 
 
 @dataclass
@@ -65,10 +76,12 @@ class SplitData:
 
 def prepare(model: HANet, cfg: TrainCfg) -> HANet:
     """Set the fusion the objective selects with, and for the baseline fix the global pooling
-    at the mean (its attention logits stay zero)."""
+    at the mean (its attention logits stay zero) and the frames without motion."""
     if cfg.objective == "global":
         model.cfg = model.cfg.with_fusion(GLOBAL_ONLY_FUSION)
         model.video.pool.requires_grad_(False)
+        if model.video.motion is not None:  # meanP: frames pooled as they are, no motion
+            model.video.motion.requires_grad_(False)
     elif model.cfg.fusion == GLOBAL_ONLY_FUSION:
         model.cfg = model.cfg.with_fusion(SPEC_FUSION)  # heads are about to be trained
     if cfg.frozen_backbone:
@@ -176,7 +189,9 @@ def train(
         batches = [b for b in batches if len(b) > 1]  # a ranking loss needs negatives
         losses = []
         bar = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", disable=not progress)
-        for videos in bar:
+        for step, videos in enumerate(bar, start=epoch * len(batches)):
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at(step, cfg.epochs * len(batches))
             hardest = epoch >= cfg.warmup_epochs
             loss = _step_loss(model, cfg, train_data, videos, features, rng, hardest)
             optimizer.zero_grad(set_to_none=True)

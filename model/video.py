@@ -26,7 +26,9 @@ class VideoHeads(nn.Module):
         self.action = level_projection(dim_in, dim)
         self.motion = None
         if cfg.motion_kernel:
-            self.motion = nn.Conv1d(dim_in, dim, cfg.motion_kernel, padding=cfg.motion_kernel // 2)
+            dim_out = dim_in if cfg.motion_levels == "all" else dim
+            k = cfg.motion_kernel
+            self.motion = nn.Conv1d(dim_in, dim_out, k, padding=k // 2)
             nn.init.zeros_(self.motion.weight)
             nn.init.zeros_(self.motion.bias)
         self.entity = level_projection(dim_in, dim)
@@ -43,10 +45,13 @@ class VideoHeads(nn.Module):
         """features (M, T, Dc) per-frame backbone features (zeros where padded), mask (M, T)."""
         m = mask.unsqueeze(-1).to(features.dtype)
         features = features * m  # padding is zeros, like the convolutions' own padding
+        shared_motion = self.motion is not None and self.cfg.motion_levels == "all"
+        if shared_motion:
+            features = (features + self._motion(features)) * m
         event = self.drop(self.event(features)) * m  # (M, T, D)
         action = self.action(features)
-        if self.motion is not None:
-            action = action + self.motion(features.transpose(1, 2)).transpose(1, 2)
+        if self.motion is not None and not shared_motion:
+            action = action + self._motion(features)
         action = self.drop(action) * m
         entity = self.drop(self.entity(features)) * m
 
@@ -77,6 +82,10 @@ class VideoHeads(nn.Module):
             verb_probs=verb_probs,
             noun_probs=noun_probs,
         )
+
+    def _motion(self, frames: Tensor) -> Tensor:
+        assert self.motion is not None
+        return self.motion(frames.transpose(1, 2)).transpose(1, 2)
 
 
 def _concept_frame_probs(frame_probs: Tensor, concepts: Tensor, mask: Tensor) -> Tensor:

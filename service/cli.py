@@ -279,6 +279,13 @@ def train(
     ] = None,
     video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
     objective: Annotated[str, typer.Option(help="hanet, or global (meanP baseline).")] = "hanet",
+    motion_levels: Annotated[
+        str | None,
+        typer.Option(
+            help="Temporal convolution on the action level, or on all three levels' "
+            "input; default: the architecture's (action)."
+        ),
+    ] = None,
     frozen_backbone: Annotated[
         bool, typer.Option(help="Cache frame features once; train the heads only.")
     ] = False,
@@ -290,6 +297,9 @@ def train(
         int,
         typer.Option(min=0, help="Epochs ranking against every negative before the hardest only."),
     ] = 0,
+    lr_schedule: Annotated[
+        str, typer.Option(help="constant (the spec's), or cosine: decays to 0 over --epochs.")
+    ] = "constant",
     time_budget_min: Annotated[float | None, typer.Option(help="Stop training after this.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from work-dir's saved state.")] = False,
@@ -304,6 +314,7 @@ def train(
     from indexer.prepare import split_data, vocab_from
     from model import HANet, get_config
     from model.backbone import load_clip_weights
+    from model.config import HANetCfg
     from model.train import TrainCfg
     from model.train import train as run_training
 
@@ -318,11 +329,15 @@ def train(
             frozen_backbone=frozen_backbone,
             seed=seed,
             warmup_epochs=warmup_epochs,
+            lr_schedule=lr_schedule,
             time_budget_s=time_budget_min * 60 if time_budget_min else None,
             save_half=save_half,
         )
+        cfg = get_config(arch)
+        if motion_levels is not None:
+            cfg = HANetCfg.from_dict({**cfg.to_dict(), "motion_levels": motion_levels})
         dataset = load_dataset(data, video_dir)
-        vocab, cfg = vocab_from(dataset, get_config(arch))
+        vocab, cfg = vocab_from(dataset, cfg)
     except (DatasetError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     model = HANet(cfg, vocab)

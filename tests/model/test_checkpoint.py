@@ -87,3 +87,13 @@ def test_config_round_trip_and_validation() -> None:
         get_config("ViT-Z-99")
     with pytest.raises(ConfigError, match="fusion"):
         cfg.with_fusion((1.0,))
+    with pytest.raises(ConfigError, match="motion_levels"):
+        HANetCfg.from_dict({**cfg.to_dict(), "motion_levels": "event"})
+
+
+def test_config_saved_before_motion_levels_keeps_action_only_motion() -> None:
+    """Checkpoints written before the choice existed had the convolution on the action level."""
+    legacy = get_config("tiny").to_dict()
+    del legacy["motion_levels"]
+    cfg = HANetCfg.from_dict(legacy)
+    assert cfg.motion_levels == "action"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from model import SCORE_NAMES, HANet, ModelError, load_checkpoint
+from model import SCORE_NAMES, HANet, ModelError, get_config, load_checkpoint
 from model.losses import hanet_loss
 from tests.model.conftest import CAPTIONS, random_pixels
 
@@ -162,3 +164,22 @@ def test_top_concepts_names_and_orders_by_probability(tiny: HANet) -> None:
     assert probs == sorted(probs, reverse=True) and len(probs) == 3
     best = int(video.verb_probs[0].argmax())
     assert top["actions"][0].name == f"verb{best}"
+
+
+@pytest.mark.parametrize("levels", ["all", "action"])
+def test_motion_reaches_the_event_level_only_when_shared(levels: str) -> None:
+    """Attention pooling is blind to frame order; only the shared temporal convolution lets
+    the global (event) vector tell a video from its reverse ("moves left" from "moves right")."""
+    torch.manual_seed(0)
+    model = HANet(replace(get_config("tiny"), motion_levels=levels)).eval()
+    torch.nn.init.normal_(model.video.motion.weight, std=0.05)
+    pixels = random_pixels(model, 1, model.cfg.max_frames)
+    mask = torch.ones(1, model.cfg.max_frames, dtype=torch.bool)
+    with torch.no_grad():
+        forward = model.encode_video(pixels, mask)
+        backward = model.encode_video(pixels.flip(1), mask)
+    event_differs = not torch.allclose(forward.global_, backward.global_, atol=1e-5)
+    assert event_differs == (levels == "all")
+    # the action level sees motion either way: reversed frames are not its output reversed
+    assert not torch.allclose(forward.action_frames.flip(1), backward.action_frames, atol=1e-5)
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,29 @@ def test_frozen_backbone_trains_only_the_heads(corpus: dict, tmp_path: Path) -> 
 
 def test_global_baseline_keeps_mean_pooling(corpus: dict, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = HANet(corpus["cfg"], corpus["vocab"])
+    # with the shared temporal convolution, which would reach the global vector if trained
+    model = HANet(replace(corpus["cfg"], motion_levels="all"), corpus["vocab"])
     cfg = TrainCfg(epochs=1, batch_size=16, lr=1e-3, objective="global")
     train(model, corpus["train"], corpus["val"], cfg, tmp_path, tmp_path / "m.pt", progress=False)
     assert model.video.pool.weight.abs().sum() == 0
+    assert model.video.motion.weight.abs().sum() == 0  # meanP: no motion either
+    assert model.video.event.weight.grad is not None  # while the projection did train
     assert load_checkpoint(tmp_path / "m.pt").cfg.fusion[0] == 1.0
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero(corpus: dict, tmp_path: Path) -> None:
+    cfg = TrainCfg(epochs=2, batch_size=16, lr=1e-3, lr_schedule="cosine", frozen_backbone=True)
+    assert cfg.lr_at(0, 10) == pytest.approx(1e-3)
+    assert cfg.lr_at(5, 10) == pytest.approx(5e-4)
+    assert cfg.lr_at(10, 10) == pytest.approx(0.0, abs=1e-12)
+    assert TrainCfg(lr=1e-3).lr_at(9, 10) == 1e-3  # the spec's constant rate
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainCfg(lr_schedule="step")
+    torch.manual_seed(0)
+    train(HANet(corpus["cfg"], corpus["vocab"]), corpus["train"], corpus["val"], cfg, tmp_path,
+          tmp_path / "m.pt", progress=False)  # fmt: skip
+    state = torch.load(tmp_path / "train_state.pt", weights_only=False)
+    n = len(corpus["train"].frames)
+    steps = 2 * len([i for i in range(0, n, 16) if n - i > 1])  # batches of two or more
+    last = state["optimizer"]["param_groups"][0]["lr"]
+    assert last == pytest.approx(cfg.lr_at(steps - 1, steps)) and last < 1e-4

@@ -6,6 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
+from model import load_checkpoint
 from service.cli import app
 
 runner = CliRunner()
@@ -18,9 +19,10 @@ def test_synth_train_eval(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     out = tmp_path / "m.pt"
     args = ["--data", str(data), "--out", str(out), "--work-dir", str(tmp_path / "w")]
-    result = runner.invoke(app, ["train", *args, "--epochs", "1", "--batch-size", "8"])
+    result = runner.invoke(app, ["train", *args, "--epochs", "1", "--batch-size", "8",
+                                 "--motion-levels", "all", "--lr-schedule", "cosine"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert out.exists()
+    assert load_checkpoint(out).cfg.motion_levels == "all"
     report = tmp_path / "eval.json"
     result = runner.invoke(app, ["eval", "--checkpoint", str(out), "--data", str(data),
                                  "--split", "test", "--json", str(report)])  # fmt: skip
@@ -37,3 +39,8 @@ def test_train_with_unknown_split_or_data_says_why(tmp_path) -> None:
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "none"), "--out",
                                  str(tmp_path / "m.pt"), "--work-dir", str(tmp_path)])  # fmt: skip
     assert result.exit_code != 0 and "cannot read" in result.output
+    for option, value in (("--motion-levels", "event"), ("--lr-schedule", "step")):
+        result = runner.invoke(app, ["train", "--data", str(tmp_path / "none"), "--out",
+                                     str(tmp_path / "m.pt"), "--work-dir", str(tmp_path),
+                                     option, value])  # fmt: skip
+        assert result.exit_code != 0 and value in result.output, result.output
