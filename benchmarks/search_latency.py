@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -177,15 +176,29 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) -> dict:
-    """The /search route's work (service.engine.search, then the titles), stage by stage."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
+class Laps:
+    """A stopwatch for ``service.engine.search``'s ``lap``: milliseconds per stage."""
 
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.last = time.perf_counter()
+
+    def start(self) -> None:
+        self.last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.times.setdefault(stage, []).append((now - self.last) * 1000)
+        self.last = now
+
+
+def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) -> dict:
+    """The /search route's work, timed stage by stage: ``service.engine.search`` with a
+    stopwatch, then the titles' lookup, as the route does them."""
     from indexer.build import warm
-    from indexer.store import Video, make_engine
+    from indexer.store import make_engine, titles
     from model import load_checkpoint
-    from service.engine import candidates, moment_seconds
+    from service.engine import search
 
     model = load_checkpoint(ckpt)
     if int8:
@@ -195,37 +208,14 @@ def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) 
     build = load_current(work / "index")
     warm(build)
     engine = make_engine(f"sqlite:///{work / 'hanet.sqlite3'}")
-    names = ("text", "ann", "gather", "score", "hits", "database")
-    times: dict[str, list[float]] = {k: [] for k in names}
-    counts = []
-    with torch.inference_mode():
-        for q in queries:
-            t0 = time.perf_counter()
-            text = model.encode_text([q])
-            t1 = time.perf_counter()
-            ids = candidates(build, text, rerank)
-            t2 = time.perf_counter()
-            video = build.embeddings(ids)
-            t3 = time.perf_counter()
-            order = model.similarity(text, video)["fused"][0].argsort(descending=True)[:10]
-            t4 = time.perf_counter()
-            best = video.select(order.tolist())
-            segments = model.best_action_segment(text, best)[0].tolist()
-            model.top_concepts(best, k=3)
-            for j, i in enumerate(order.tolist()):
-                start, end = best.action_spans[j, segments[j]].tolist()
-                moment_seconds(build.frame_times(ids[i]), start, end)
-            t5 = time.perf_counter()
-            top = [ids[i] for i in order.tolist()]
-            with Session(engine) as session:
-                session.execute(select(Video.id, Video.title).where(Video.id.in_(top))).all()
-            t6 = time.perf_counter()
-            marks = (t0, t1, t2, t3, t4, t5, t6)
-            for k, name in enumerate(names):
-                times[name].append((marks[k + 1] - marks[k]) * 1000)
-            counts.append(len(ids))
+    laps = Laps()
+    for q in queries:
+        laps.start()
+        hits = search(model, build, q, 10, rerank, lap=laps)
+        titles(engine, [h.video_id for h in hits])
+        laps("database")
     engine.dispose()
-    return {"times": times, "candidates": counts}
+    return {"times": laps.times}
 
 
 def main() -> None:
@@ -256,8 +246,7 @@ def main() -> None:
     http = over_http(env, args.port, queries, args.warmup)
     parts = stages(ckpt, work, queries, args.rerank, int8)
     print(f"\n{args.videos} videos, ViT-B-32 (random weights), factory {args.factory}, "
-          f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank} "
-          f"(median {statistics.median(parts['candidates']):.0f} candidates), top_k 10, "
+          f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "
           f"{len(queries)} queries, one client, {os.cpu_count()} CPUs")  # fmt: skip
     wall, took = http["wall"], http["took"]
     print(f"HTTP /search   p50 {pct(wall, 50):6.1f} ms   p99 {pct(wall, 99):6.1f} ms   (server "

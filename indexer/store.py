@@ -21,6 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -99,6 +100,23 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # a read-only transaction (READ_ONLY) never waits for a writer: WAL readers see
+            # the last commit without any lock
+            read_only = conn.get_execution_options().get("hanet_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+# Execution options of a transaction that only reads (SQLite then takes no write lock).
+READ_ONLY = {"hanet_read_only": True}
+
+
+def titles(engine: Engine, video_ids: list[int]) -> dict[int, str | None]:
+    """Title by id of the videos among ``video_ids`` that exist (the search results' lookup),
+    read without waiting for any writer."""
+    if not video_ids:
+        return {}
+    with engine.execution_options(**READ_ONLY).connect() as conn:
+        rows = conn.execute(select(Video.id, Video.title).where(Video.id.in_(video_ids)))
+        return {int(i): t for i, t in rows}

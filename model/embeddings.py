@@ -98,3 +98,15 @@ class TextEmbeddings(_Batch):
     arg_mask: Tensor
     verb_probs: Tensor
     noun_probs: Tensor
+
+    def without_empty_phrase_slots(self) -> TextEmbeddings:
+        """The same texts without the phrase slots that no text fills (all masked): every
+        score is unchanged, as masked phrases count nowhere, and one query's cross-attention
+        does only the work its phrases need."""
+        verbs, args = self.verb_mask.any(0), self.arg_mask.any(0)
+        return replace(
+            self,
+            verb_phrases=self.verb_phrases[:, verbs], verb_nodes=self.verb_nodes[:, verbs],
+            verb_mask=self.verb_mask[:, verbs], arg_phrases=self.arg_phrases[:, args],
+            arg_nodes=self.arg_nodes[:, args], arg_mask=self.arg_mask[:, args],
+        )  # fmt: skip

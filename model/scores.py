@@ -76,8 +76,11 @@ def similarity(
     """Every level's score, (N, M) each: the seven scores, ``embedding`` (mean of the five
     embedding scores, the training score), ``concept`` (mean of the two Jaccard scores) and
     ``fused`` (weighted by ``fusion``). Texts are processed ``chunk`` at a time."""
-    parts = [_similarity_chunk(text.select(slice(i, i + chunk)), video, scale)
-             for i in range(0, len(text), chunk)]  # fmt: skip
+    parts = [
+        _similarity_chunk(text.select(slice(i, i + chunk)).without_empty_phrase_slots(), video,
+                          scale)
+        for i in range(0, len(text), chunk)
+    ]  # fmt: skip
     scores = {name: torch.cat([p[name] for p in parts]) for name in SCORE_NAMES}
     scores["embedding"] = torch.stack([scores[n] for n in EMBEDDING_SCORES]).mean(0)
     scores["concept"] = torch.stack([scores[n] for n in CONCEPT_SCORES]).mean(0)

@@ -3,6 +3,7 @@ HANet's own scoring code (the code evaluation uses, so serving cannot drift from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,18 +50,30 @@ def candidates(build: Build, text: TextEmbeddings, limit: int) -> list[int]:
     return sorted(best)
 
 
+def _no_lap(stage: str) -> None:
+    return None
+
+
 @torch.inference_mode()
-def search(model: HANet, build: Build, query: str, top_k: int = 10, rerank: int = 200
-           ) -> list[Hit]:  # fmt: skip
+def search(
+    model: HANet, build: Build, query: str, top_k: int = 10, rerank: int = 200,
+    lap: Callable[[str], None] = _no_lap,
+) -> list[Hit]:  # fmt: skip
     """The ``top_k`` videos for ``query`` by HANet's fused score over ``rerank`` candidates,
-    with every level's score and the moment (the winning action segment's span in seconds)."""
+    with every level's score and the moment (the winning action segment's span in seconds).
+    ``lap(stage)`` is called as each stage ends (text, ann, gather, score, hits): a stopwatch
+    for benchmarks."""
     text = model.encode_text([query]).to("cpu")
+    lap("text")
     ids = candidates(build, text, max(rerank, top_k))
+    lap("ann")
     if not ids:
         return []
     video = build.embeddings(ids)
+    lap("gather")
     scores = model.similarity(text, video)
     order = scores["fused"][0].argsort(descending=True)[:top_k].tolist()
+    lap("score")
     best = video.select(order)  # the moment and the concepts: for the hits only
     segments = model.best_action_segment(text, best)[0].tolist()
     concepts = model.top_concepts(best, k=3) if model.vocab is not None else [None] * len(order)
@@ -77,6 +90,7 @@ def search(model: HANet, build: Build, query: str, top_k: int = 10, rerank: int 
             end_s=end_s,
             concepts=concepts[j],
         ))  # fmt: skip
+    lap("hits")
     return hits
 
 

@@ -121,3 +121,25 @@ def test_renewing_keeps_a_lease(db_url) -> None:
     assert queue.renew(engine, worker="a", ids=[video_id], lease_s=60) == 1
     assert queue.claim(engine, worker="b", limit=1) == []
     assert queue.renew(engine, worker="b", ids=[video_id]) == 0  # not b's to renew
+
+
+def test_search_titles_never_wait_for_a_writer(db_url) -> None:
+    """The search route's titles lookup reads while another connection holds a write
+    transaction open (SQLite: BEGIN IMMEDIATE, busy for up to 30 s if it took the lock too)."""
+    from sqlalchemy import text
+
+    from indexer.store import titles
+
+    engine = make_engine(db_url)
+    first, _ = queue.enqueue(engine, media_path="a.mp4", sha256="a" * 64, title="A")
+    second, _ = queue.enqueue(engine, media_path="b.mp4", sha256="b" * 64, title=None)
+    writer = make_engine(db_url)
+    with writer.begin() as conn:  # a write in progress, not yet committed
+        conn.execute(text("UPDATE videos SET title = 'changing' WHERE id = :i"), {"i": first})
+        began = time.monotonic()
+        found = titles(engine, [first, second, 10**6])
+        assert time.monotonic() - began < 5
+    assert found == {first: "A", second: None}  # the last commit, unknown ids left out
+    assert titles(engine, []) == {}
+    writer.dispose()
+    engine.dispose()

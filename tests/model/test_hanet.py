@@ -183,3 +183,16 @@ def test_motion_reaches_the_event_level_only_when_shared(levels: str) -> None:
     # the action level sees motion either way: reversed frames are not its output reversed
     assert not torch.allclose(forward.action_frames.flip(1), backward.action_frames, atol=1e-5)
 
+
+def test_empty_phrase_slots_are_dropped_without_changing_a_score(tiny: HANet) -> None:
+    from model.scores import _similarity_chunk
+
+    pixels = random_pixels(tiny, 2, tiny.cfg.max_frames)
+    text, video = _encode(tiny, pixels, torch.ones(2, tiny.cfg.max_frames, dtype=torch.bool),
+                          CAPTIONS[:2])  # fmt: skip
+    trimmed = text.without_empty_phrase_slots()
+    assert trimmed.verb_nodes.shape[1] == int(text.verb_mask.sum(1).max()) < tiny.cfg.max_verbs
+    assert trimmed.arg_mask.all(0).any() and trimmed.arg_mask.any(0).all()
+    full, short = _similarity_chunk(text, video, 4.0), _similarity_chunk(trimmed, video, 4.0)
+    for name in full:
+        assert torch.allclose(full[name], short[name], atol=1e-6), name

@@ -61,6 +61,47 @@ def test_health_and_ready(client) -> None:
     assert ready.status_code == 200 and ready.json()["checks"]["index"] == "no build yet"
 
 
+def test_searches_run_on_the_thread_that_loaded_the_model(client, monkeypatch) -> None:
+    """One thread does the torch work (see lifespan): a search on any thread-pool thread was
+    measured a third slower, its OpenMP threads no longer spinning between operations."""
+    import threading
+
+    import service.app
+
+    seen = []
+    real = service.app.search
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service.app, "search", spy)
+    client.post("/videos", json={"path": "synth000001.mp4"})
+    _index(client)
+    for query in ("a red circle", "a blue star moves left", "a square"):
+        assert client.post("/search", json={"query": query}).status_code == 200
+    assert len(seen) == 3 and all(name.startswith("hanet-search") for name in seen), seen
+    assert len(set(seen)) == 1
+
+
+def test_reading_routes_answer_while_the_indexer_writes(client) -> None:
+    """A write transaction held open elsewhere (the indexer's) delays no read-only route."""
+    import time
+
+    from sqlalchemy import text
+
+    video_id = client.post("/videos", json={"path": "synth000001.mp4"}).json()["id"]
+    writer = client.app.state.hanet.engine
+    with writer.begin() as conn:
+        conn.execute(text("UPDATE videos SET title = 'busy' WHERE id = :i"), {"i": video_id})
+        began = time.monotonic()
+        assert client.get("/ready").status_code == 200
+        assert client.get("/videos").json()["total"] == 1
+        assert client.get(f"/videos/{video_id}").json()["title"] is None  # the last commit
+        assert client.post("/search", json={"query": "a red circle"}).status_code == 200
+        assert time.monotonic() - began < 10  # SQLite's busy wait alone would be 30 s
+
+
 def test_ingest_index_search_delete(client, corpus) -> None:
     first = client.post("/videos", json={"path": "synth000001.mp4", "title": "one"})
     assert first.status_code == 202 and first.json()["status"] == "pending"
