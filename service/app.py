@@ -34,7 +34,7 @@ from indexer.pipeline import remove_videos
 from indexer.store import READ_ONLY, Video, titles
 from indexer.vectors import VectorStoreError
 from model import file_sha256
-from service.engine import search
+from service.engine import QueryCache, search
 from service.metrics import install_metrics
 from service.schemas import (
     ConceptsPublic,
@@ -81,6 +81,7 @@ class ServiceState:
         self._loading = False  # a newer version is being read in the background
         self._lock = threading.Lock()
         self.torch_thread: ThreadPoolExecutor | None = None  # where searches run (lifespan)
+        self.queries = QueryCache(self.model, settings.query_cache_size)
         self.warming = False
 
     def build(self, wait: bool = False) -> Build | None:
@@ -311,7 +312,7 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
         if build is None:
             return SearchResponse(hits=[], took_ms=(time.perf_counter() - start) * 1000)
         found = search(state.model, build, body.query, body.top_k,
-                       state.settings.search_candidates)  # fmt: skip
+                       state.settings.search_candidates, cache=state.queries)  # fmt: skip
         if body.min_score is not None:
             found = [h for h in found if h.score >= body.min_score]
         known = titles(state.reader, [h.video_id for h in found])

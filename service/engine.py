@@ -3,6 +3,8 @@ HANet's own scoring code (the code evaluation uses, so serving cannot drift from
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +35,32 @@ def _level_queries(text: TextEmbeddings) -> dict[str, np.ndarray]:
             "entity": args if len(args) else sentence}  # fmt: skip
 
 
+class QueryCache:
+    """The text branch's output for the ``size`` most recent queries: a repeated query (the
+    page searching again, a popular sentence) skips the text tower. ``size`` 0 keeps none."""
+
+    def __init__(self, model: HANet, size: int = 1024) -> None:
+        self.model, self.size = model, size
+        self._items: OrderedDict[str, TextEmbeddings] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def encode(self, query: str) -> TextEmbeddings:
+        with self._lock:
+            if query in self._items:
+                self._items.move_to_end(query)
+                self.hits += 1
+                return self._items[query]
+            self.misses += 1
+        text = self.model.encode_text([query]).to("cpu")
+        if self.size:
+            with self._lock:
+                self._items[query] = text
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return text
+
+
 RRF_K = 60  # reciprocal rank fusion's usual constant
 
 
@@ -57,13 +85,13 @@ def _no_lap(stage: str) -> None:
 @torch.inference_mode()
 def search(
     model: HANet, build: Build, query: str, top_k: int = 10, rerank: int = 200,
-    lap: Callable[[str], None] = _no_lap,
+    lap: Callable[[str], None] = _no_lap, cache: QueryCache | None = None,
 ) -> list[Hit]:  # fmt: skip
     """The ``top_k`` videos for ``query`` by HANet's fused score over ``rerank`` candidates,
     with every level's score and the moment (the winning action segment's span in seconds).
     ``lap(stage)`` is called as each stage ends (text, ann, gather, score, hits): a stopwatch
-    for benchmarks."""
-    text = model.encode_text([query]).to("cpu")
+    for benchmarks. ``cache`` (of this model) remembers recent queries' text embeddings."""
+    text = cache.encode(query) if cache is not None else model.encode_text([query]).to("cpu")
     lap("text")
     ids = candidates(build, text, max(rerank, top_k))
     lap("ann")

@@ -62,6 +62,13 @@ class HanetSettings(BaseSettings):
         le=10000,
         description="Videos reranked by HANet per search: the level indexes' best, fused by rank.",
     )
+    query_cache_size: int = Field(
+        default=1024,
+        ge=0,
+        le=1_000_000,
+        description="Recent queries whose text embeddings are kept (a repeat skips the text "
+        "tower); 0 keeps none.",
+    )
 
     @field_validator("log_level")
     @classmethod

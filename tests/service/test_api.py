@@ -84,6 +84,33 @@ def test_searches_run_on_the_thread_that_loaded_the_model(client, monkeypatch) -
     assert len(set(seen)) == 1
 
 
+def test_a_repeated_query_skips_the_text_tower(client, monkeypatch) -> None:
+    from service.engine import QueryCache
+
+    state = client.app.state.hanet
+    for name in ("synth000001.mp4", "synth000002.mp4"):
+        client.post("/videos", json={"path": name})
+    _index(client)
+    calls = []
+    real = state.model.encode_text
+    monkeypatch.setattr(
+        state.model, "encode_text", lambda texts: calls.append(texts) or real(texts)
+    )
+    query = {"query": "a small red star moves left", "top_k": 2}
+    first, again = (client.post("/search", json=query).json() for _ in range(2))
+    assert first["hits"] and first["hits"] == again["hits"]
+    assert calls == [["a small red star moves left"]]  # encoded once
+    client.post("/search", json={"query": "a blue circle grows"})
+    assert len(calls) == 2 and (state.queries.hits, state.queries.misses) == (1, 2)
+    # least recently used goes first; size 0 keeps nothing
+    small = QueryCache(state.model, size=1)
+    small.encode("one"), small.encode("two"), small.encode("one")
+    assert (small.hits, small.misses) == (0, 3)
+    off = QueryCache(state.model, size=0)
+    off.encode("one"), off.encode("one")
+    assert (off.hits, off.misses) == (0, 2)
+
+
 def test_reading_routes_answer_while_the_indexer_writes(client) -> None:
     """A write transaction held open elsewhere (the indexer's) delays no read-only route."""
     import time
