@@ -57,6 +57,11 @@ class Build:
     def checkpoint_sha256(self) -> str:
         return self.manifest["checkpoint_sha256"]
 
+    @property
+    def name(self) -> str:
+        """The published version's name as CURRENT holds it: "<build>/v<version>"."""
+        return f"{self.manifest['build']}/v{self.manifest['version']}"
+
     def embeddings(self, video_ids: list[int]) -> VideoEmbeddings:
         """The stored VideoEmbeddings of these videos, in this order."""
         missing = [v for v in video_ids if v not in self.rows]
@@ -173,7 +178,7 @@ def _is_current(index_dir: Path, build: Build) -> bool:
         name = _current_file(index_dir).read_text().strip()
     except FileNotFoundError:
         return build.manifest["version"] == 0  # nothing published yet, by anyone
-    return name == f"{build.manifest['build']}/v{build.manifest['version']}"
+    return name == build.name
 
 
 def publish_latest(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmbeddings,
@@ -218,9 +223,9 @@ def publish(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmb
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     final = builds_dir / f"v{version}"
     os.replace(tmp, final)
-    _point_current(index_dir, f"{manifest['build']}/v{version}")
-    _drop_old_versions(builds_dir, keep={final.name, build.root.name})
-    build.root, build.manifest = final, manifest
+    previous, build.root, build.manifest = build.root.name, final, manifest
+    _point_current(index_dir, build.name)
+    _drop_old_versions(builds_dir, keep={final.name, previous})
     return build
 
 

@@ -117,7 +117,7 @@ class ServiceState:
             build = load_current(index_dir, expect_checkpoint=self.model.checkpoint_sha256)
         except BuildError as exc:
             return None, exc, (index_dir / "CURRENT").read_text().strip()
-        return build, None, f"{build.manifest['build']}/v{build.manifest['version']}"
+        return build, None, build.name
 
     def _install(self, build: Build | None, error: BuildError | None, name: str) -> None:
         """Make a read build the one searches use (the caller holds the lock)."""

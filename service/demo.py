@@ -52,28 +52,24 @@ def prepare_demo(settings: HanetSettings, model: HANet, videos: int = 120) -> Pa
 
 def show_search(settings: HanetSettings, model: HANet, manifest: Path) -> None:
     """One search in the terminal: a caption written for one demo video, in another wording."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
     from indexer.build import load_current
     from indexer.datasets import load_generic
-    from indexer.store import Video, make_engine
+    from indexer.store import make_engine, titles
     from service.engine import search
 
     build = load_current(settings.index_dir, expect_checkpoint=model.checkpoint_sha256)
     item = load_generic(manifest).videos[0]
     query = item.captions[1].text
+    hits = search(model, build, query, top_k=100, rerank=settings.search_candidates)
     engine = make_engine(settings.resolved_database_url)
     try:
-        with Session(engine) as session:
-            titles = dict(session.execute(select(Video.id, Video.title)).all())
+        known = titles(engine, [h.video_id for h in hits])
     finally:
         engine.dispose()
-    hits = search(model, build, query, top_k=100, rerank=settings.search_candidates)
-    rank = next((r for r, h in enumerate(hits, 1) if titles.get(h.video_id) == item.id), None)
+    rank = next((r for r, h in enumerate(hits, 1) if known.get(h.video_id) == item.id), None)
     print(f'\nsearch: "{query}" (written for {item.id}, which ranks {rank or "> 100"})')
     for r, hit in enumerate(hits[:3], start=1):
-        print(f"  {r}. video {hit.video_id} ({titles.get(hit.video_id)}) score {hit.score:.3f}, "
+        print(f"  {r}. video {hit.video_id} ({known.get(hit.video_id)}) score {hit.score:.3f}, "
               f"moment {hit.start_s:.2f}-{hit.end_s:.2f} s")  # fmt: skip
 
 
