@@ -14,6 +14,7 @@ class LossWeights:
     margin: float = 0.2
     concept_triplet: float = 0.1
     concept_bce: float = 0.01
+    contrast: float = 1.0  # the contrast captions' hinge (training option, not the spec's)
 
 
 def triplet_hardest(scores: Tensor, positives: Tensor, margin: float) -> Tensor:
@@ -41,6 +42,17 @@ def triplet_all(scores: Tensor, positives: Tensor, margin: float) -> Tensor:
     t2v = (margin + scores - pos_t).clamp(min=0) * negatives
     v2t = (margin + scores - pos_v).clamp(min=0) * negatives * positives.any(0, keepdim=True)
     return (t2v.sum() + v2t.sum()) / negatives.sum().clamp(min=1)
+
+
+def contrast_hinge(scores: Tensor, video_of: Tensor, margin: float) -> Tensor:
+    """Hinge loss of each contrast caption against its own video's true caption.
+
+    scores (B + K, B): rows 0..B-1 the true captions (caption i belongs to video i), rows B..
+    B+K-1 the contrast captions; video_of (K,) the video each contrast caption was made for.
+    Mean over the K pairs of max(0, margin + s(contrast, v) - s(true, v))."""
+    b = scores.shape[1]
+    contrast = scores[b + torch.arange(len(video_of), device=scores.device), video_of]
+    return (margin + contrast - scores[video_of, video_of]).clamp(min=0).mean()
 
 
 def masked_bce(probs: Tensor, labels: Tensor, mask: Tensor) -> Tensor:

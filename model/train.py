@@ -24,7 +24,8 @@ from model.backbone import autocast, encode_tokens
 from model.config import GLOBAL_ONLY_FUSION, SPEC_FUSION
 from model.evaluate import evaluate
 from model.hanet import HANet
-from model.losses import hanet_loss, triplet_all, triplet_hardest
+from model.losses import LossWeights, contrast_hinge, hanet_loss, triplet_all, triplet_hardest
+from model.negatives import contrast_caption
 from model.preprocess import normalize_frames
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class TrainCfg:
     save_half: bool = False  # store the checkpoint's weights as float16
     warmup_epochs: int = 0  # epochs ranking against every negative before the hardest only
     lr_schedule: str = "constant"  # the spec's; "cosine" decays lr to 0 over ``epochs``
+    # rank each caption above a contrast caption made from it by one word swap (opposite
+    # direction or change, events reversed; model.negatives): not in the spec, off by default
+    hard_negatives: bool = False
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -119,6 +123,14 @@ def _step_loss(
     device = model.device
     picks = [rng.randrange(len(data.captions[v])) for v in videos]
     texts = [data.captions[v][c] for v, c in zip(videos, picks, strict=True)]
+    b, contrasts, video_of = len(videos), [], []
+    if cfg.hard_negatives:  # extra text rows B.. with no positive video in the batch
+        for i, caption in enumerate(texts):
+            contrast = contrast_caption(caption, rng)
+            if contrast is not None:
+                contrasts.append(contrast)
+                video_of.append(i)
+    texts = texts + contrasts
     mask = data.mask[videos].to(device)
     with autocast(device):
         if features is not None:
@@ -132,18 +144,30 @@ def _step_loss(
             video = model.encode_video(pixels, mask)
             text = model.encode_text(texts)
         scores = model.similarity(text, video)
-    positives = torch.eye(len(videos), dtype=torch.bool, device=device)
+    positives = torch.eye(b, dtype=torch.bool, device=device)
+    weights = LossWeights()
+    scores = {k: v.float() for k, v in scores.items()}
     if cfg.objective == "global":
         ranking = triplet_hardest if hardest else triplet_all
-        return ranking(scores["global"].float(), positives, margin=0.2)
-    targets = _batch_targets(data, videos, picks, device)
-    probs = {}
-    if targets is not None:
-        probs = {"video_verb": video.verb_probs, "video_noun": video.noun_probs,
-                 "text_verb": text.verb_probs, "text_noun": text.noun_probs}  # fmt: skip
-        probs = {k: v.float() for k, v in probs.items()}
-    scores = {k: v.float() for k, v in scores.items()}
-    return hanet_loss(scores, positives, probs, targets or {}, hardest=hardest)["total"]
+        loss = ranking(scores["global"][:b], positives, weights.margin)
+        contrast_level = "global"
+    else:
+        targets = _batch_targets(data, videos, picks, device)
+        probs = {}
+        if targets is not None:
+            probs = {"video_verb": video.verb_probs, "video_noun": video.noun_probs,
+                     "text_verb": text.verb_probs[:b],
+                     "text_noun": text.noun_probs[:b]}  # fmt: skip
+            probs = {k: v.float() for k, v in probs.items()}
+        own = {k: v[:b] for k, v in scores.items()}
+        loss = hanet_loss(own, positives, probs, targets or {}, weights, hardest)["total"]
+        contrast_level = "embedding"
+    if video_of:
+        index = torch.tensor(video_of, device=device)
+        loss = loss + weights.contrast * contrast_hinge(
+            scores[contrast_level], index, weights.margin
+        )
+    return loss
 
 
 def _save_state(path: Path, state: dict) -> None:

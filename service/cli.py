@@ -300,6 +300,13 @@ def train(
     lr_schedule: Annotated[
         str, typer.Option(help="constant (the spec's), or cosine: decays to 0 over --epochs.")
     ] = "constant",
+    hard_negatives: Annotated[
+        bool,
+        typer.Option(
+            help="Also rank each caption above a contrast caption made from it by one word "
+            "swap (opposite direction or change, events reversed)."
+        ),
+    ] = False,
     time_budget_min: Annotated[float | None, typer.Option(help="Stop training after this.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from work-dir's saved state.")] = False,
@@ -330,6 +337,7 @@ def train(
             seed=seed,
             warmup_epochs=warmup_epochs,
             lr_schedule=lr_schedule,
+            hard_negatives=hard_negatives,
             time_budget_s=time_budget_min * 60 if time_budget_min else None,
             save_half=save_half,
         )

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.layers import masked_softmax, topk_pool
-from model.losses import masked_bce, triplet_all, triplet_hardest
+from model.losses import contrast_hinge, masked_bce, triplet_all, triplet_hardest
 from model.scores import cross_attention, jaccard
 
 
@@ -125,6 +125,15 @@ def test_triplet_all_by_hand() -> None:
                 total += max(0, m + scores[j][i] - scores[i][i])  # video i vs text j
     got = triplet_all(torch.tensor(scores), torch.eye(3, dtype=torch.bool), m)
     assert got.item() == pytest.approx(total / 6, abs=1e-6)
+
+
+def test_contrast_hinge_by_hand() -> None:
+    # rows 0-1: the true captions of videos 0 and 1; rows 2-3: contrast captions of video 1, 0
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.5], [0.0, 0.6], [0.6, 0.9]])
+    m = 0.2
+    expected = (max(0, m + 0.6 - 0.5) + max(0, m + 0.6 - 0.9)) / 2  # 0.3 and 0 (beaten by 0.3)
+    got = contrast_hinge(scores, torch.tensor([1, 0]), m)
+    assert got.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_masked_bce_skips_masked_concepts() -> None:

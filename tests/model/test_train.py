@@ -13,6 +13,7 @@ from indexer.datasets import load_generic
 from indexer.prepare import split_data, vocab_from
 from indexer.synth import generate_corpus
 from model import HANet, get_config, load_checkpoint
+from model.negatives import contrast_edits
 from model.train import SplitData, TrainCfg, _step_loss, prepare, train
 
 
@@ -110,3 +111,26 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(corpus: dict, tmp_path
     steps = 2 * len([i for i in range(0, n, 16) if n - i > 1])  # batches of two or more
     last = state["optimizer"]["param_groups"][0]["lr"]
     assert last == pytest.approx(cfg.lr_at(steps - 1, steps)) and last < 1e-4
+
+
+@pytest.mark.parametrize("objective", ["hanet", "global"])
+def test_hard_negatives_add_contrast_captions_to_the_batch(
+    corpus: dict, objective: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    model = HANet(corpus["cfg"], corpus["vocab"])
+    plain = TrainCfg(objective=objective)
+    prepare(model, plain)
+    seen: list[list[str]] = []
+    encode = model.encode_text
+    monkeypatch.setattr(model, "encode_text", lambda texts: seen.append(texts) or encode(texts))
+    without = _fixed_loss(model, plain, corpus["train"])
+    with_hard = _fixed_loss(model, replace(plain, hard_negatives=True), corpus["train"])
+    own, extended = seen
+    n = len(corpus["train"].frames)
+    assert own == extended[:n]  # the same captions picked, then one contrast caption each
+    edits = [contrast_edits(t) for t in own]
+    assert len(extended) - n == sum(1 for e in edits if e) > n // 4
+    assert all(any(c in e for e in edits) for c in extended[n:])
+    # untrained, a caption and its contrast score alike: each hinge is about the margin 0.2
+    assert with_hard - without == pytest.approx(0.2, abs=0.05)

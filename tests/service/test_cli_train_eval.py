@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 from typer.testing import CliRunner
 
 from model import load_checkpoint
@@ -20,9 +21,12 @@ def test_synth_train_eval(tmp_path) -> None:
     out = tmp_path / "m.pt"
     args = ["--data", str(data), "--out", str(out), "--work-dir", str(tmp_path / "w")]
     result = runner.invoke(app, ["train", *args, "--epochs", "1", "--batch-size", "8",
-                                 "--motion-levels", "all", "--lr-schedule", "cosine"])  # fmt: skip
+                                 "--motion-levels", "all", "--lr-schedule", "cosine",
+                                 "--hard-negatives"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out).cfg.motion_levels == "all"
+    state = torch.load(tmp_path / "w" / "train_state.pt", weights_only=False)
+    assert state["train_cfg"]["hard_negatives"] and state["train_cfg"]["lr_schedule"] == "cosine"
     report = tmp_path / "eval.json"
     result = runner.invoke(app, ["eval", "--checkpoint", str(out), "--data", str(data),
                                  "--split", "test", "--json", str(report)])  # fmt: skip
