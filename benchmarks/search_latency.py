@@ -198,13 +198,10 @@ def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) 
     from indexer.build import warm
     from indexer.store import make_engine, titles
     from model import load_checkpoint
+    from model.speed import for_serving
     from service.engine import search
 
-    model = load_checkpoint(ckpt)
-    if int8:
-        from model.speed import quantize_text_tower
-
-        model = quantize_text_tower(model)
+    model = for_serving(load_checkpoint(ckpt), int8)  # as the service does
     build = load_current(work / "index")
     warm(build)
     engine = make_engine(f"sqlite:///{work / 'hanet.sqlite3'}")

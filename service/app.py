@@ -61,6 +61,7 @@ class ServiceState:
         import migrations
         from indexer.store import make_engine
         from model import load_checkpoint
+        from model.speed import for_serving
 
         self.settings = settings
         url = settings.resolved_database_url
@@ -68,13 +69,7 @@ class ServiceState:
         # for the routes that only read: they never wait behind the indexer's writes
         self.reader = self.engine.execution_options(**READ_ONLY)
         migrations.upgrade(url)
-        self.model = load_checkpoint(settings.checkpoint)
-        if settings.int8_text:
-            from model.speed import quantize_text_tower
-
-            digest = self.model.checkpoint_sha256
-            self.model = quantize_text_tower(self.model)
-            self.model.checkpoint_sha256 = digest
+        self.model = for_serving(load_checkpoint(settings.checkpoint), settings.int8_text)
         self._build: Build | None = None
         self._build_name: str | None = None  # "<build>/<version>" loaded (or that failed)
         self._error: BuildError | None = None  # why the published build cannot be used

@@ -1,9 +1,28 @@
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+import pkgutil
 
+import anyio
 import pytest
 import torch
+
+
+def _import_anyio_up_front() -> None:
+    """anyio imports its modules lazily, on whichever thread first needs one (the app's event
+    loop serving a file, say). Under pytest every anyio module is assertion-rewritten, that is
+    read with ``ast.parse``, and CPython 3.11's ast module is not thread-safe: a lazy import
+    racing another thread's parse failed once with "SystemError: AST constructor recursion
+    depth mismatch". Importing them here, before any test starts a thread, removes the race."""
+    for module in pkgutil.walk_packages(anyio.__path__, "anyio."):
+        if "trio" not in module.name and "pytest" not in module.name:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module.name)
+
+
+_import_anyio_up_front()
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from model import create_model
-from model.speed import LinearSelfAttention, quantize_text_tower
+from model.speed import LinearSelfAttention, TracedTextTower, quantize_text_tower, trace_text_tower
 from tests.model.conftest import CAPTIONS
 
 
@@ -29,3 +29,19 @@ def test_int8_text_tower_keeps_sentence_embeddings() -> None:
     cosine = (a.global_ * b.global_).sum(-1)
     assert cosine.min() > 0.99
     assert not torch.equal(a.global_, b.global_)  # it did change the arithmetic
+
+
+def test_traced_text_tower_gives_the_eager_towers_answers() -> None:
+    # traced once on a batch of 2 x 5 tokens; any batch and sentence length afterwards
+    for int8 in (False, True):
+        model = create_model("tiny")
+        if int8:
+            quantize_text_tower(model)
+        traced = trace_text_tower(copy.deepcopy(model))
+        assert isinstance(traced.clip.transformer, TracedTextTower)
+        assert trace_text_tower(traced).clip.transformer is traced.clip.transformer  # once
+        for texts in (CAPTIONS[:1], CAPTIONS, ["a dog", CAPTIONS[0] + " and then it shrinks"]):
+            with torch.inference_mode():
+                a, b = model.encode_text(texts), traced.encode_text(texts)
+            for field in ("global_", "verb_nodes", "arg_nodes", "verb_probs", "noun_probs"):
+                assert torch.allclose(getattr(a, field), getattr(b, field), atol=1e-5), field
