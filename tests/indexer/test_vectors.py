@@ -62,6 +62,18 @@ def test_approximate_indexes_find_most_true_neighbours(factory: str) -> None:
     assert np.mean(recall) >= 0.9
 
 
+def test_ivf_splits_one_query_over_its_lists_with_the_same_hits() -> None:
+    import faiss
+
+    store = _store(_corpus(400), "IVF16,Flat", nprobe=12)
+    ivf = faiss.extract_index_ivf(faiss.downcast_index(store.indexes["action"]).index)
+    query = _unit(np.random.default_rng(4), 1)
+    ivf.parallel_mode = 0  # FAISS's default: threads over queries, so one query gets one
+    by_query = store.search("action", query, k=10)
+    assert ivf.parallel_mode == 1  # the store's: threads over the probed lists
+    assert store.search("action", query, k=10) == by_query
+
+
 def test_an_index_that_needs_training_stages_vectors_until_it_can_train(tmp_path) -> None:
     """IVF from the first video on: exact Flat search until a level holds 40 x nlist vectors,
     then the level moves to its trained IVF index with every vector it had."""
