@@ -43,6 +43,19 @@ def encode_frames(clip: open_clip.CLIP, pixels: Tensor) -> Tensor:
     return F.normalize(clip.encode_image(pixels), dim=-1)
 
 
+def encode_frames_and_patches(clip: open_clip.CLIP, pixels: Tensor) -> tuple[Tensor, Tensor]:
+    """pixels (N, 3, H, W) -> normalised image embeddings (N, Dc) and the image tower's final
+    patch tokens (N, P, width), from one pass."""
+    visual = clip.visual
+    wanted = visual.output_tokens
+    visual.output_tokens = True
+    try:
+        pooled, patches = visual(pixels)
+    finally:
+        visual.output_tokens = wanted
+    return F.normalize(pooled, dim=-1), patches
+
+
 def encode_tokens(
     clip: open_clip.CLIP, token_ids: Tensor, eot_index: Tensor
 ) -> tuple[Tensor, Tensor]:

@@ -77,6 +77,12 @@ class HANetCfg:
     # from its reverse).
     motion_kernel: int = 3
     motion_levels: str = "action"
+    # Adaptation, not in the reference: ``keypoints`` K > 0 gives the temporal convolution, beside
+    # each frame's features, the (x, y) of K soft-argmax keypoints over the image tower's patch
+    # tokens (a spatial soft-argmax: a learnt map per keypoint, softmax over the patches, its
+    # expected grid position), so that where things are, and so which way they move, is in
+    # reach of the convolution. 0 (the default) leaves the frame features as they are.
+    keypoints: int = 0
     max_verbs: int = 4
     max_args: int = 6
     dropout: float = 0.2
@@ -100,6 +106,8 @@ class HANetCfg:
             raise ConfigError(
                 f"motion_levels must be one of {MOTION_LEVELS}, not {self.motion_levels!r}"
             )
+        if self.keypoints < 0 or (self.keypoints and not self.motion_kernel):
+            raise ConfigError("keypoints must be 0 (off), or positive with a motion_kernel")
         if self.max_words > self.clip["text_cfg"].get("context_length", 77):
             raise ConfigError("max_words exceeds the text tower's context length")
         if self.preprocess.image_size != _image_size(self.clip):

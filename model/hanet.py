@@ -8,10 +8,17 @@ import torch
 from torch import Tensor, nn
 
 from model import scores as scoring
-from model.backbone import build_clip, encode_frames, encode_tokens, load_clip_weights
+from model.backbone import (
+    build_clip,
+    encode_frames,
+    encode_frames_and_patches,
+    encode_tokens,
+    load_clip_weights,
+)
 from model.config import GLOBAL_ONLY_FUSION, HANetCfg, PreprocessCfg, get_config
 from model.embeddings import TextEmbeddings, VideoEmbeddings
 from model.errors import ModelError
+from model.layers import SpatialSoftArgmax
 from model.parse import ParsedBatch, SentenceParser
 from model.text import TextHeads
 from model.video import VideoHeads
@@ -36,6 +43,11 @@ class HANet(nn.Module):
         self.cfg = cfg
         self.vocab = vocab
         self.clip = build_clip(cfg.clip)
+        self.keypoints = None
+        if cfg.keypoints:
+            self.keypoints = SpatialSoftArgmax(
+                int(cfg.clip["vision_cfg"]["width"]), cfg.keypoints, self.clip.visual.grid_size
+            )
         self.video = VideoHeads(cfg)
         self.text = TextHeads(cfg)
         self.parser = SentenceParser(cfg.max_words, cfg.max_verbs, cfg.max_args)
@@ -53,9 +65,14 @@ class HANet(nn.Module):
     # -- video ---------------------------------------------------------------------------
     def encode_frames(self, pixels: Tensor, mask: Tensor) -> Tensor:
         """pixels (B, T, 3, H, W), mask (B, T) -> backbone features (B, T, Dc), zeros where
-        padded. Only real frames go through the image tower."""
+        padded (with ``cfg.keypoints`` K, (B, T, Dc + 2K): each frame's keypoint positions
+        follow its features). Only real frames go through the image tower."""
         b, t = mask.shape
-        features = encode_frames(self.clip, pixels[mask])  # (n_valid, Dc)
+        if self.keypoints is None:
+            features = encode_frames(self.clip, pixels[mask])  # (n_valid, Dc)
+        else:  # (n_valid, Dc + 2K): the keypoints' positions after the features
+            features, patches = encode_frames_and_patches(self.clip, pixels[mask])
+            features = torch.cat([features, self.keypoints(patches).to(features.dtype)], dim=-1)
         out = features.new_zeros(b, t, features.shape[-1])
         out[mask] = features
         return out

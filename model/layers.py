@@ -93,3 +93,22 @@ class AttentionGCN(nn.Module):
         logits = self.query(x) @ self.key(x).transpose(1, 2) / x.shape[-1] ** 0.5
         attn = masked_softmax(logits, adjacency)
         return self.norm(x + self.drop(self.out(attn @ x)))
+
+
+class SpatialSoftArgmax(nn.Module):
+    """K keypoints per image from a grid of patch tokens: a learnt map per keypoint, softmax
+    over the patches, and the expected (x, y) grid position under it, in [-1, 1] (Levine et al.,
+    "End-to-end training of deep visuomotor policies", 2016). (N, H*W, C) -> (N, 2K)."""
+
+    def __init__(self, width: int, keypoints: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.maps = nn.Linear(width, keypoints)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, grid[0]), torch.linspace(-1, 1, grid[1]),
+                                indexing="ij")  # fmt: skip
+        self.register_buffer(
+            "positions", torch.stack([xs, ys], -1).reshape(-1, 2), persistent=False
+        )
+
+    def forward(self, patches: Tensor) -> Tensor:
+        weights = self.maps(patches).softmax(dim=1)  # (N, P, K)
+        return (weights.transpose(1, 2) @ self.positions.to(weights.dtype)).flatten(1)  # (N, 2K)

@@ -28,7 +28,8 @@ class VideoHeads(nn.Module):
         if cfg.motion_kernel:
             dim_out = dim_in if cfg.motion_levels == "all" else dim
             k = cfg.motion_kernel
-            self.motion = nn.Conv1d(dim_in, dim_out, k, padding=k // 2)
+            where = 2 * cfg.keypoints  # keypoint positions, when the frames carry them
+            self.motion = nn.Conv1d(dim_in + where, dim_out, k, padding=k // 2)
             nn.init.zeros_(self.motion.weight)
             nn.init.zeros_(self.motion.bias)
         self.entity = level_projection(dim_in, dim)
@@ -42,16 +43,20 @@ class VideoHeads(nn.Module):
         self.entity_se = SqueezeExcite(dim, cfg.se_reduction)
 
     def forward(self, features: Tensor, mask: Tensor) -> VideoEmbeddings:
-        """features (M, T, Dc) per-frame backbone features (zeros where padded), mask (M, T)."""
+        """features (M, T, Dc) per-frame backbone features (zeros where padded), mask (M, T);
+        with ``cfg.keypoints`` K, (M, T, Dc + 2K), the keypoint positions read by the temporal
+        convolution only."""
         m = mask.unsqueeze(-1).to(features.dtype)
         features = features * m  # padding is zeros, like the convolutions' own padding
+        motion_input = features
+        features = features[..., : self.cfg.clip_embed_dim]
         shared_motion = self.motion is not None and self.cfg.motion_levels == "all"
         if shared_motion:
-            features = (features + self._motion(features)) * m
+            features = (features + self._motion(motion_input)) * m
         event = self.drop(self.event(features)) * m  # (M, T, D)
         action = self.action(features)
         if self.motion is not None and not shared_motion:
-            action = action + self._motion(features)
+            action = action + self._motion(motion_input)
         action = self.drop(action) * m
         entity = self.drop(self.entity(features)) * m
 

@@ -286,6 +286,14 @@ def train(
             "input; default: the architecture's (action)."
         ),
     ] = None,
+    keypoints: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Soft-argmax keypoints per frame whose positions the temporal convolution "
+            "reads (0: none); default: the architecture's (0).",
+        ),
+    ] = None,
     frozen_backbone: Annotated[
         bool, typer.Option(help="Cache frame features once; train the heads only.")
     ] = False,
@@ -342,8 +350,10 @@ def train(
             save_half=save_half,
         )
         cfg = get_config(arch)
-        if motion_levels is not None:
-            cfg = HANetCfg.from_dict({**cfg.to_dict(), "motion_levels": motion_levels})
+        changes = {"motion_levels": motion_levels, "keypoints": keypoints}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if changes:
+            cfg = HANetCfg.from_dict({**cfg.to_dict(), **changes})
         dataset = load_dataset(data, video_dir)
         vocab, cfg = vocab_from(dataset, cfg)
     except (DatasetError, ValueError) as exc:

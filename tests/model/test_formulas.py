@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from model.layers import masked_softmax, topk_pool
+from model.layers import SpatialSoftArgmax, masked_softmax, topk_pool
 from model.losses import contrast_hinge, masked_bce, triplet_all, triplet_hardest
 from model.scores import cross_attention, jaccard
 
@@ -149,3 +149,16 @@ def test_masked_softmax_of_fully_masked_row_is_zero() -> None:
     assert out[1].tolist() == [0.0, 0.0, 0.0]
     assert out[0, 1].item() == 0.0
     assert out[0].sum().item() == pytest.approx(1.0)
+
+
+def test_spatial_soft_argmax_by_hand() -> None:
+    # a 2 x 3 grid of patches: x from -1 to 1 over 3 columns, y from -1 to 1 over 2 rows
+    layer = SpatialSoftArgmax(width=2, keypoints=2, grid=(2, 3))
+    with torch.no_grad():
+        layer.maps.weight.copy_(torch.tensor([[60.0, 0.0], [0.0, 0.0]]))  # keypoint 2: flat map
+        layer.maps.bias.zero_()
+    patches = torch.zeros(1, 6, 2)
+    patches[0, 5, 0] = 1.0  # the last patch: row 1, column 2
+    got = layer(patches)[0].tolist()
+    assert got[:2] == pytest.approx([1.0, 1.0], abs=1e-6)  # keypoint 1 sits on that patch
+    assert got[2:] == pytest.approx([0.0, 0.0], abs=1e-6)  # a flat map: the grid's centre

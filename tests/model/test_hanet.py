@@ -196,3 +196,31 @@ def test_empty_phrase_slots_are_dropped_without_changing_a_score(tiny: HANet) ->
     full, short = _similarity_chunk(text, video, 4.0), _similarity_chunk(trimmed, video, 4.0)
     for name in full:
         assert torch.allclose(full[name], short[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("levels", ["all", "action"])
+def test_keypoints_start_as_a_no_op_then_train(levels: str) -> None:
+    """The keypoints' positions follow the frame features and reach the temporal convolution
+    only; zero-initialised, it leaves every embedding as without them."""
+    torch.manual_seed(0)
+    base = replace(get_config("tiny"), motion_levels=levels)
+    with_points = HANet(replace(base, keypoints=3)).eval()
+    without = HANet(base).eval()
+    state = {k: v for k, v in with_points.state_dict().items() if not k.startswith("keypoints")}
+    state["video.motion.weight"] = state["video.motion.weight"][:, : base.clip_embed_dim]
+    without.load_state_dict(state)
+    t = base.max_frames
+    pixels, mask = random_pixels(with_points, 2, t), torch.ones(2, t, dtype=torch.bool)
+    mask[1, 5:] = False
+    with torch.no_grad():
+        frames = with_points.encode_frames(pixels, mask)
+        a, b = with_points.encode_video(pixels, mask), without.encode_video(pixels, mask)
+    assert frames.shape == (2, t, base.clip_embed_dim + 6)
+    assert frames[..., -6:].abs().max() <= 1 and frames[1, 5:].abs().sum() == 0
+    for field in ("global_", "action_frames", "entity_frames", "action_segments"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    # trained, the positions move the convolution's output and the maps get gradients
+    with_points.train()
+    torch.nn.init.normal_(with_points.video.motion.weight, std=0.05)
+    with_points.encode_video(pixels, mask).action_frames.sum().backward()
+    assert with_points.keypoints.maps.weight.grad.abs().sum() > 0

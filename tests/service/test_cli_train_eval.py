@@ -22,9 +22,10 @@ def test_synth_train_eval(tmp_path) -> None:
     args = ["--data", str(data), "--out", str(out), "--work-dir", str(tmp_path / "w")]
     result = runner.invoke(app, ["train", *args, "--epochs", "1", "--batch-size", "8",
                                  "--motion-levels", "all", "--lr-schedule", "cosine",
-                                 "--hard-negatives"])  # fmt: skip
+                                 "--hard-negatives", "--keypoints", "2"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out).cfg.motion_levels == "all"
+    assert load_checkpoint(out).cfg.keypoints == 2
     state = torch.load(tmp_path / "w" / "train_state.pt", weights_only=False)
     assert state["train_cfg"]["hard_negatives"] and state["train_cfg"]["lr_schedule"] == "cosine"
     report = tmp_path / "eval.json"
