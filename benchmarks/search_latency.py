@@ -238,7 +238,8 @@ def main() -> None:
     int8 = not args.fp32_text
     env = {**os.environ, "HANET_DATA_DIR": str(work), "HANET_CHECKPOINT": str(ckpt),
            "HANET_INT8_TEXT": str(int8).lower(), "HANET_SEARCH_CANDIDATES": str(args.rerank),
-           "HANET_LOG_LEVEL": "WARNING"}  # fmt: skip
+           "HANET_LOG_LEVEL": "WARNING",  # a repeated sentence must still run the text branch:
+           "HANET_QUERY_CACHE_SIZE": "0"}  # fmt: skip
     queries = sentences(args.queries)
     http = over_http(env, args.port, queries, args.warmup)
     parts = stages(ckpt, work, queries, args.rerank, int8)

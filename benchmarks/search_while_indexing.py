@@ -6,7 +6,8 @@ the same with the worker's OpenMP threads passive (``OMP_WAIT_POLICY=PASSIVE``).
 starts on a fresh data directory with a random-weights checkpoint (ViT-B-32 by default), ingests
 one video and waits for it (so that searches have an index), then queues ``--videos`` more
 procedural videos by path and searches from one client until they are all indexed, then
-searches as many times again with nothing to index.
+searches as many times again with nothing to index. The query cache is off, so that every
+search encodes its sentence.
 
     .venv/bin/python benchmarks/search_while_indexing.py --videos 40
 """
@@ -51,7 +52,8 @@ def run(layout: str, arch: str, corpus: Path, videos: int, work: Path, port: int
     create_model(arch).save(str(checkpoint))
     env = {**os.environ, "HANET_DATA_DIR": str(work / "data"), "HANET_CHECKPOINT": str(checkpoint),
            "HANET_MEDIA_ROOT": str(corpus), "HANET_INT8_TEXT": "true",
-           "HANET_LOG_LEVEL": "WARNING"}  # fmt: skip
+           "HANET_LOG_LEVEL": "WARNING",
+           "HANET_QUERY_CACHE_SIZE": "0"}  # fmt: skip
     cli = [sys.executable, "-c", "from service.cli import app; app()"]
     separate = layout.startswith("separate")
     serve = [*cli, "serve", "--port", str(port)] + (["--api-only"] if separate else [])

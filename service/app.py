@@ -64,6 +64,7 @@ class ServiceState:
         from model.speed import for_serving
 
         self.settings = settings
+        use_threads(settings.threads)  # this is the search thread (see lifespan)
         url = settings.resolved_database_url
         self.engine = make_engine(url)
         # for the routes that only read: they never wait behind the indexer's writes
@@ -212,6 +213,19 @@ def _build_watcher(state: ServiceState, stop: threading.Event) -> threading.Thre
     return thread
 
 
+def use_threads(count: int | None) -> None:
+    """Torch's and FAISS's thread count for the calling thread's work (``None``: leave the
+    defaults, one per core). On two cores, with the in-process indexer, 1 measured faster for
+    searches both while indexing and idle, at the same indexing rate (README, speed)."""
+    if count is None:
+        return
+    import faiss
+    import torch
+
+    torch.set_num_threads(count)
+    faiss.omp_set_num_threads(count)
+
+
 def _indexer_thread(settings: HanetSettings, stop: threading.Event) -> threading.Thread:
     """The in-process indexer worker of `hanet serve` (its own model and connections)."""
     from indexer.pipeline import run_queue
@@ -219,6 +233,7 @@ def _indexer_thread(settings: HanetSettings, stop: threading.Event) -> threading
     from model import load_checkpoint
 
     def work() -> None:
+        use_threads(settings.threads)
         engine = make_engine(settings.resolved_database_url)
         model = load_checkpoint(settings.checkpoint)
         try:

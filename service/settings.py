@@ -62,6 +62,13 @@ class HanetSettings(BaseSettings):
         le=10000,
         description="Videos reranked by HANet per search: the level indexes' best, fused by rank.",
     )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Torch and FAISS threads of the search thread and of the in-process indexer; "
+        "unset: one per core.",
+    )
     query_cache_size: int = Field(
         default=1024,
         ge=0,

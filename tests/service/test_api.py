@@ -84,6 +84,33 @@ def test_searches_run_on_the_thread_that_loaded_the_model(client, monkeypatch) -
     assert len(set(seen)) == 1
 
 
+def test_threads_setting_reaches_the_search_thread(settings, monkeypatch) -> None:
+    import faiss
+    import torch
+
+    import service.app
+
+    seen = []
+    real = service.app.search
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((torch.get_num_threads(), faiss.omp_get_max_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service.app, "search", spy)
+    before = torch.get_num_threads()
+    try:
+        with TestClient(create_app(settings.model_copy(update={"threads": 1}))) as c:
+            c.post("/videos", json={"path": "synth000001.mp4"})
+            _index(c)
+            assert c.post("/search", json={"query": "a red circle"}).status_code == 200
+    finally:
+        torch.set_num_threads(before)  # process-wide in torch: the next tests get theirs back
+    assert seen == [(1, 1)]
+    with pytest.raises(ValueError, match="threads"):
+        HanetSettings(threads=0)
+
+
 def test_a_repeated_query_skips_the_text_tower(client, monkeypatch) -> None:
     from service.engine import QueryCache
 
