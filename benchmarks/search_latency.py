@@ -130,27 +130,42 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+HANET_CLI = [sys.executable, "-c", "from service.cli import app; app()"]  # this checkout's
+
+
+def start_server(env: dict[str, str], port: int, *options: str) -> subprocess.Popen:
+    """`hanet serve --port PORT OPTIONS...` of this checkout, in the background."""
+    return subprocess.Popen([*HANET_CLI, "serve", "--port", str(port), *options], env=env,
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def wait_ready(client, server: subprocess.Popen, path: str, ready) -> None:  # type: ignore[no-untyped-def]
+    """Poll GET ``path`` until ``ready(response)``; stop with the server's error if it exits."""
+    import httpx
+
+    while True:
+        try:
+            if ready(client.get(path)):
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit(f"the server stopped: {server.stderr.read()[-2000:]}")
+        time.sleep(0.5)
+
+
 def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -> dict:
     import httpx
 
-    cmd = [sys.executable, "-c", "from service.cli import app; app()", "serve", "--api-only",
-           "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    server = start_server(env, port, "--api-only")
     base = f"http://127.0.0.1:{port}"
     try:
         began = time.perf_counter()
         with httpx.Client(base_url=base, timeout=120) as client:
-            while True:
-                try:  # ready, with the rerank rows read into memory
-                    ready = client.get("/ready")
-                    if ready.status_code == 200 and ready.json()["checks"]["rerank_rows"] == "ok":
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None:
-                    raise SystemExit(f"the server stopped: {server.stderr.read()[-2000:]}")
-                time.sleep(0.5)
+            # ready, with the rerank rows read into memory
+            wait_ready(client, server, "/ready", lambda r: r.status_code == 200 and
+                       r.json()["checks"]["rerank_rows"] == "ok")  # fmt: skip
             print(f"  server ready in {time.perf_counter() - began:.1f} s")
             wall, took, hits = [], [], []
             for i, q in enumerate(queries[:warmup] + queries):

@@ -25,7 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.search_latency import pct, sentences  # noqa: E402
+from benchmarks.search_latency import (  # noqa: E402
+    HANET_CLI,
+    pct,
+    sentences,
+    start_server,
+    wait_ready,
+)
 
 
 def _wait_indexed(client, ids: list[int], timeout_s: float = 900) -> None:  # type: ignore[no-untyped-def]
@@ -54,34 +60,23 @@ def run(layout: str, arch: str, corpus: Path, videos: int, work: Path, port: int
            "HANET_MEDIA_ROOT": str(corpus), "HANET_INT8_TEXT": "true",
            "HANET_LOG_LEVEL": "WARNING",
            "HANET_QUERY_CACHE_SIZE": "0"}  # fmt: skip
-    cli = [sys.executable, "-c", "from service.cli import app; app()"]
     separate = layout.startswith("separate")
-    serve = [*cli, "serve", "--port", str(port)] + (["--api-only"] if separate else [])
     # "separate-passive": the worker's OpenMP threads sleep at once instead of spinning
     worker_env = {**env, "OMP_WAIT_POLICY": "PASSIVE"} if layout == "separate-passive" else env
-    server = subprocess.Popen(serve, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    server = start_server(env, port, *(["--api-only"] if separate else []))
     worker = None
     files = sorted(p.name for p in corpus.glob("*.mp4"))[: videos + 1]
     queries = sentences(2000)
     busy, idle = [], []
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    if server.poll() is not None:
-                        stderr = server.stderr.read()[-2000:]
-                        raise SystemExit(f"the server stopped: {stderr}") from None
-                time.sleep(0.5)
+            wait_ready(client, server, "/health", lambda r: r.status_code == 200)
 
             def index_queue() -> subprocess.Popen | None:
                 if not separate:
                     return None
                 quiet = subprocess.DEVNULL
-                return subprocess.Popen([*cli, "index", "run"], env=worker_env, cwd=ROOT,
+                return subprocess.Popen([*HANET_CLI, "index", "run"], env=worker_env, cwd=ROOT,
                                         stdout=quiet, stderr=quiet)  # fmt: skip
 
             first = client.post("/videos", json={"path": files[0]}).json()["id"]
