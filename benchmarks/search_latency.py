@@ -25,8 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexer.build import FIELDS, load_current, new_build, publish  # noqa: E402
+from indexer.build import FIELDS, GRAM_FILES, load_current, new_build, publish  # noqa: E402
 from model import ConceptVocab, VideoEmbeddings, create_model  # noqa: E402
+from model.scores import UNIT_FIELDS, gram  # noqa: E402
 
 
 def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -76,6 +77,11 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
                                      (videos, *shapes[f]))
         for f in FIELDS
     }  # fmt: skip
+    grams = {  # as publish writes them: of the float16 rows
+        f: np.lib.format.open_memmap(folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32,
+                                     (videos, shapes[f][0], shapes[f][0]))
+        for f in UNIT_FIELDS
+    }  # fmt: skip
     rng = np.random.default_rng(0)
     began = time.perf_counter()
     for lo in range(0, videos, chunk):
@@ -90,6 +96,8 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
         rows["noun_probs"] = rng.random((n, cfg.num_nouns), dtype=np.float32)
         for f in FIELDS:
             out[f][lo : lo + n] = rows[f]
+        for f in UNIT_FIELDS:
+            grams[f][lo : lo + n] = gram(torch.from_numpy(out[f][lo : lo + n]), torch.float32)
         for i in range(n):
             build.vectors.add(lo + i + 1, {"event": rows["global_"][i : i + 1],
                                            "action": rows["action_segments"][i],
@@ -97,7 +105,7 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
         rate = (lo + n) / (time.perf_counter() - began)
         print(f"\r  generated {lo + n}/{videos} videos ({rate:.0f}/s)", end="", flush=True)
     print()
-    for array in out.values():
+    for array in [*out.values(), *grams.values()]:
         array.flush()
     times = (np.arange(t, dtype=np.float32) + 0.5) * (10.0 / t)
     np.save(folder / "frame_times.npy", np.broadcast_to(times, (videos, t)))

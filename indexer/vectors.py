@@ -169,6 +169,16 @@ class FaissStore:
 
     def search(self, level: str, queries: np.ndarray, k: int) -> list[list[VideoHit]]:
         """Top ``k`` videos per query at one level, each with its best vector's score."""
+        return [
+            [VideoHit(int(v), float(s), int(g)) for v, s, g in zip(*row, strict=True)]
+            for row in self.top_videos(level, queries, k)
+        ]  # fmt: skip
+
+    def top_videos(
+        self, level: str, queries: np.ndarray, k: int
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``search`` as arrays, per query: video ids, their best vectors' scores and segment
+        indexes, best first (the service's candidate search: no object per hit)."""
         index = self._index(level)
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         # A video can fill several of the top hits with its segments: fetch more than k hits,
@@ -176,7 +186,8 @@ class FaissStore:
         per_video = 1 if level == "event" else max(1, self._vectors_per_video(level))
         fetch = min(index.ntotal, k * min(per_video, FETCH_PER_VIDEO))
         if fetch == 0:
-            return [[] for _ in q]
+            empty = np.zeros(0, np.int64)
+            return [(empty, np.zeros(0, np.float32), empty) for _ in q]
         params, _refs = self._params(level)
         scores, ids = index.search(q, fetch, params=params)
         return [
@@ -254,8 +265,11 @@ def _train_size(index: faiss.Index) -> int:
     return 40 * centroids
 
 
-def _group(scores: np.ndarray, ids: np.ndarray, k: int) -> list[VideoHit]:
-    """Hits (best first, as FAISS returns them) -> each video once, at its best vector."""
+def _group(
+    scores: np.ndarray, ids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hits (best first, as FAISS returns them) -> each video once, at its best vector: the
+    top ``k`` videos' ids, scores and segment indexes."""
     keep = ids >= 0
     scores, ids = scores[keep], ids[keep]
     order = np.argsort(-scores, kind="stable")
@@ -263,5 +277,4 @@ def _group(scores: np.ndarray, ids: np.ndarray, k: int) -> list[VideoHit]:
     videos = ids // SEGMENT_SLOTS
     _, first = np.unique(videos, return_index=True)
     first = np.sort(first)[:k]
-    return [VideoHit(int(v), float(s), int(i % SEGMENT_SLOTS))
-            for v, s, i in zip(videos[first], scores[first], ids[first], strict=True)]  # fmt: skip
+    return videos[first], scores[first], ids[first] % SEGMENT_SLOTS

@@ -106,13 +106,19 @@ class HANet(nn.Module):
         return self.encode_parsed(self.parse(sentences))
 
     # -- scores --------------------------------------------------------------------------
-    def similarity(self, text: TextEmbeddings, video: VideoEmbeddings) -> dict[str, Tensor]:
-        """Every level's score, (num_texts, num_videos) each, plus "fused"."""
-        return scoring.similarity(text, video, self.cfg.fusion, self.cfg.attention_scale)
+    def similarity(
+        self, text: TextEmbeddings, video: VideoEmbeddings, grams: dict[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """Every level's score, (num_texts, num_videos) each, plus "fused". ``grams``: the
+        videos' stored ``scores.unit_grams`` (an index build's), if any."""
+        return scoring.similarity(text, video, self.cfg.fusion, self.cfg.attention_scale,
+                                  grams=grams)  # fmt: skip
 
-    def best_action_segment(self, text: TextEmbeddings, video: VideoEmbeddings) -> Tensor:
+    def best_action_segment(
+        self, text: TextEmbeddings, video: VideoEmbeddings, grams: dict[str, Tensor] | None = None
+    ) -> Tensor:
         """(num_texts, num_videos) index of the action segment each text matched best."""
-        return scoring.best_action_segment(text, video, self.cfg.attention_scale)
+        return scoring.best_action_segment(text, video, self.cfg.attention_scale, grams)
 
     def top_concepts(self, video: VideoEmbeddings, k: int = 5) -> list[dict[str, list[Concept]]]:
         """Per video, its ``k`` most probable action (verb) and entity (noun) concepts."""

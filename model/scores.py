@@ -15,9 +15,36 @@ from model.embeddings import TextEmbeddings, VideoEmbeddings
 _EPS = 1e-8
 
 
+def _matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` in ``b``'s dtype, the result in ``a``'s. The stored rerank rows are float16 and
+    stay so (the product reads half the bytes of a float32 copy, and no copy is written); the
+    result is float32 again. Same dtypes (training, evaluation): plain ``a @ b``."""
+    if a.dtype == b.dtype:
+        return a @ b
+    return (a.to(b.dtype) @ b).to(a.dtype)
+
+
+# The video fields that cross-attention attends over ("units").
+UNIT_FIELDS = ("action_frames", "entity_frames", "action_segments", "entity_segments")
+
+
+def gram(units: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """(M, F, D) units -> (M, F, F) Gram matrices U U^T, computed in ``dtype`` (default the
+    units' own)."""
+    u = units.to(dtype or units.dtype)
+    return u @ u.transpose(1, 2)
+
+
+def unit_grams(video: VideoEmbeddings) -> dict[str, Tensor]:
+    """Every unit field's Gram matrices, in float32: all that cross-attention needs of the
+    units besides one product with the phrases. An index keeps them beside its rerank rows, so
+    a rerank reads each stored unit vector once (``similarity``'s ``grams``)."""
+    return {name: gram(getattr(video, name), torch.float32) for name in UNIT_FIELDS}
+
+
 def cross_attention(
     phrases: Tensor, phrase_mask: Tensor, units: Tensor, unit_mask: Tensor | None, scale: float,
-    norm: str = "auto",
+    norm: str = "auto", grams: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Text-to-video cross-attention score.
 
@@ -29,27 +56,32 @@ def cross_attention(
     phrases (0 without any). Uses cos(v_hat, s) = (sum_f a_f g_f) / |v_hat|. ``norm`` picks
     how |v_hat| is computed, the same number either way: "gram", |v_hat|^2 = a^T (V V^T) a,
     which never materialises v_hat (N x M x P x D; training batches, many phrases), or
-    "direct", v_hat itself (cheaper when N * P <= F: one query against many videos, serving);
-    "auto" takes the cheaper.
+    "direct", v_hat itself (cheaper when N * P <= F: one query against many videos); "auto"
+    takes the cheaper. ``grams`` (M, F, F), the units' Gram matrices computed beforehand
+    (``unit_grams``; serving), makes it "gram" without reading the units a second time.
+    ``units`` may be float16 (stored rerank rows): they are multiplied as they are, the
+    results are in the phrases' dtype.
     """
     n, p, d = phrases.shape
     m, f, _ = units.shape
     if unit_mask is None:
         unit_mask = torch.ones(units.shape[:2], dtype=torch.bool, device=units.device)
     # (N, M, P, F) cosines, as one matrix product
-    raw = (phrases.reshape(n * p, d) @ units.reshape(m * f, d).T).view(n, p, m, f)
+    raw = _matmul(phrases.reshape(n * p, d), units.reshape(m * f, d).T).view(n, p, m, f)
     raw = raw.permute(0, 2, 1, 3)
     valid = unit_mask[None, :, None, :]
     g = raw.clamp(min=0).masked_fill(~valid, 0.0)
     g = g / g.norm(dim=-1, keepdim=True).clamp(min=_EPS)
     attn = torch.softmax((scale * g).masked_fill(~valid, float("-inf")), dim=-1)
     attn = torch.nan_to_num(attn, nan=0.0)  # a video without valid units
-    if norm == "direct" or (norm == "auto" and n * p <= f):
-        v_hat = attn.permute(1, 0, 2, 3).reshape(m, n * p, f) @ units  # (M, N*P, D)
+    if grams is None and (norm == "direct" or (norm == "auto" and n * p <= f)):
+        weights = attn.permute(1, 0, 2, 3).reshape(m, n * p, f)
+        v_hat = weights @ units.to(weights.dtype)  # (M, N*P, D)
         norm_sq = v_hat.square().sum(-1).view(m, n, p).permute(1, 0, 2)
     else:
-        gram = units @ units.transpose(1, 2)  # (M, F, F)
-        norm_sq = torch.einsum("nmpf,mfg,nmpg->nmp", attn, gram, attn)
+        if grams is None:
+            grams = gram(units, phrases.dtype)
+        norm_sq = torch.einsum("nmpf,mfg,nmpg->nmp", attn, grams.to(attn.dtype), attn)
     r = (attn * raw).sum(-1) / norm_sq.clamp(min=_EPS**2).sqrt()  # (N, M, P)
     pm = phrase_mask[:, None, :].to(r.dtype)
     scores = (r * pm).sum(-1) / pm.sum(-1).clamp(min=1)
@@ -71,14 +103,15 @@ def fuse(scores: dict[str, Tensor], weights: tuple[float, ...]) -> Tensor:
 
 def similarity(
     text: TextEmbeddings, video: VideoEmbeddings, fusion: tuple[float, ...], scale: float,
-    chunk: int = 64,
+    chunk: int = 64, grams: dict[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:  # fmt: skip
     """Every level's score, (N, M) each: the seven scores, ``embedding`` (mean of the five
     embedding scores, the training score), ``concept`` (mean of the two Jaccard scores) and
-    ``fused`` (weighted by ``fusion``). Texts are processed ``chunk`` at a time."""
+    ``fused`` (weighted by ``fusion``). Texts are processed ``chunk`` at a time. ``grams``:
+    the videos' ``unit_grams``, when stored (the same scores, less reading)."""
     parts = [
         _similarity_chunk(text.select(slice(i, i + chunk)).without_empty_phrase_slots(), video,
-                          scale)
+                          scale, grams)
         for i in range(0, len(text), chunk)
     ]  # fmt: skip
     scores = {name: torch.cat([p[name] for p in parts]) for name in SCORE_NAMES}
@@ -88,21 +121,29 @@ def similarity(
     return scores
 
 
-def _similarity_chunk(text: TextEmbeddings, video: VideoEmbeddings, scale: float) -> dict:
+def _similarity_chunk(
+    text: TextEmbeddings, video: VideoEmbeddings, scale: float,
+    grams: dict[str, Tensor] | None = None,
+) -> dict:  # fmt: skip
+    grams = grams or {}
     local_action, _ = cross_attention(
-        text.verb_nodes, text.verb_mask, video.action_segments, None, scale
-    )
+        text.verb_nodes, text.verb_mask, video.action_segments, None, scale,
+        grams=grams.get("action_segments"),
+    )  # fmt: skip
     local_entity, _ = cross_attention(
-        text.arg_nodes, text.arg_mask, video.entity_segments, None, scale
-    )
+        text.arg_nodes, text.arg_mask, video.entity_segments, None, scale,
+        grams=grams.get("entity_segments"),
+    )  # fmt: skip
     individual_action, _ = cross_attention(
-        text.verb_phrases, text.verb_mask, video.action_frames, video.frame_mask, scale
-    )
+        text.verb_phrases, text.verb_mask, video.action_frames, video.frame_mask, scale,
+        grams=grams.get("action_frames"),
+    )  # fmt: skip
     individual_entity, _ = cross_attention(
-        text.arg_phrases, text.arg_mask, video.entity_frames, video.frame_mask, scale
-    )
+        text.arg_phrases, text.arg_mask, video.entity_frames, video.frame_mask, scale,
+        grams=grams.get("entity_frames"),
+    )  # fmt: skip
     return {
-        "global": text.global_ @ video.global_.T,
+        "global": _matmul(text.global_, video.global_.T),
         "local_action": local_action,
         "local_entity": local_entity,
         "individual_action": individual_action,
@@ -112,12 +153,18 @@ def _similarity_chunk(text: TextEmbeddings, video: VideoEmbeddings, scale: float
     }
 
 
-def best_action_segment(text: TextEmbeddings, video: VideoEmbeddings, scale: float) -> Tensor:
+def best_action_segment(
+    text: TextEmbeddings, video: VideoEmbeddings, scale: float,
+    grams: dict[str, Tensor] | None = None,
+) -> Tensor:  # fmt: skip
     """Where each text matched inside each video: (N, M) index of the action segment that won
     the local action attention (summed over the text's verb phrases). A text without verb
     phrases gets the segment closest to its sentence vector."""
-    _, attn = cross_attention(text.verb_nodes, text.verb_mask, video.action_segments, None, scale)
+    _, attn = cross_attention(text.verb_nodes, text.verb_mask, video.action_segments, None, scale,
+                              grams=(grams or {}).get("action_segments"))  # fmt: skip
     by_verbs = (attn * text.verb_mask[:, None, :, None]).sum(2)  # (N, M, S)
-    by_sentence = torch.einsum("nd,msd->nms", text.global_, video.action_segments)
+    segments = video.action_segments
+    by_sentence = _matmul(text.global_, segments.reshape(-1, segments.shape[-1]).T)
+    by_sentence = by_sentence.view(len(text), *segments.shape[:2])  # (N, M, S)
     has_verbs = text.verb_mask.any(-1)[:, None, None]
     return torch.where(has_verbs, by_verbs, by_sentence).argmax(-1)

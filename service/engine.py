@@ -68,14 +68,19 @@ def candidates(build: Build, text: TextEmbeddings, limit: int) -> list[int]:
     """Up to ``limit`` videos to rerank for one sentence: each level index (and each of the
     sentence's phrases there) returns its best ``limit`` videos; the union is cut to ``limit``
     by reciprocal rank fusion (a video ranked high at any level stays in)."""
-    fused: dict[int, float] = {}
+    videos, weights = [], []
     for level, queries in _level_queries(text).items():
-        for row in build.vectors.search(level, queries, limit):
-            for rank, hit in enumerate(row):
-                if hit.video_id in build.rows:
-                    fused[hit.video_id] = fused.get(hit.video_id, 0.0) + 1 / (RRF_K + rank + 1)
-    best = sorted(fused, key=lambda v: (-fused[v], v))[:limit]
-    return sorted(best)
+        for found, _, _ in build.vectors.top_videos(level, queries, limit):
+            videos.append(found)
+            weights.append(1 / (RRF_K + np.arange(1, len(found) + 1)))
+    if not videos:
+        return []
+    ids, rrf = np.concatenate(videos), np.concatenate(weights)
+    known = np.fromiter((v in build.rows for v in ids.tolist()), bool, len(ids))
+    unique, which = np.unique(ids[known], return_inverse=True)
+    fused = np.bincount(which, weights=rrf[known], minlength=len(unique))  # summed in order
+    best = np.lexsort((unique, -fused))[:limit]  # highest first, ties by id
+    return sorted(unique[best].tolist())
 
 
 def _no_lap(stage: str) -> None:
@@ -97,13 +102,14 @@ def search(
     lap("ann")
     if not ids:
         return []
-    video = build.embeddings(ids)
+    video, grams = build.embeddings(ids), build.grams(ids)
     lap("gather")
-    scores = model.similarity(text, video)
+    scores = model.similarity(text, video, grams)
     order = scores["fused"][0].argsort(descending=True)[:top_k].tolist()
     lap("score")
     best = video.select(order)  # the moment and the concepts: for the hits only
-    segments = model.best_action_segment(text, best)[0].tolist()
+    best_grams = {k: g[order] for k, g in grams.items()} if grams is not None else None
+    segments = model.best_action_segment(text, best, best_grams)[0].tolist()
     concepts = model.top_concepts(best, k=3) if model.vocab is not None else [None] * len(order)
     hits = []
     for j, i in enumerate(order):

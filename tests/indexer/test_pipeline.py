@@ -20,6 +20,7 @@ from indexer.store import make_engine
 from indexer.synth import generate_corpus
 from model import create_model
 from model.preprocess import normalize_frames
+from model.scores import UNIT_FIELDS
 from service.cli import app
 
 
@@ -66,9 +67,16 @@ def test_index_everything_with_reasons_for_failures(tmp_path, corpus, model) -> 
         pixels = normalize_frames(torch.from_numpy(decoded.frames), model.preprocess)[None]
         direct = model.encode_video(pixels, torch.ones(1, len(decoded.frames), dtype=torch.bool))
     stored = build.embeddings([video_id])  # kept in float16: within its rounding
-    assert stored.action_frames.dtype == torch.float32
-    assert torch.allclose(stored.global_, direct.global_, atol=1e-3)
-    assert torch.allclose(stored.entity_frames, direct.entity_frames, atol=1e-3)
+    assert stored.action_frames.dtype == torch.float16  # multiplied as stored, not copied
+    assert stored.verb_probs.dtype == torch.float32
+    assert torch.allclose(stored.global_.float(), direct.global_, atol=1e-3)
+    assert torch.allclose(stored.entity_frames.float(), direct.entity_frames, atol=1e-3)
+    # the stored Gram matrices are those of the stored rows
+    grams = build.grams([video_id])
+    assert grams is not None and set(grams) == set(UNIT_FIELDS)
+    for name, gram in grams.items():
+        units = getattr(stored, name).float()
+        assert torch.allclose(gram, units @ units.transpose(1, 2), atol=1e-5)
     assert np.allclose(build.frame_times(video_id)[: len(decoded.frames)], decoded.timestamps_s)
 
 

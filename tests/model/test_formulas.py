@@ -9,7 +9,7 @@ import torch
 
 from model.layers import SpatialSoftArgmax, masked_softmax, topk_pool
 from model.losses import contrast_hinge, masked_bce, triplet_all, triplet_hardest
-from model.scores import cross_attention, jaccard
+from model.scores import cross_attention, gram, jaccard
 
 
 def _cos(a: list[float], b: list[float]) -> float:
@@ -74,6 +74,23 @@ def test_both_ways_of_computing_the_attended_norm_agree() -> None:
     direct, attn_d = cross_attention(phrases, phrase_mask, units, unit_mask, 4.0, norm="direct")
     assert torch.allclose(gram, direct, atol=1e-6) and torch.equal(attn_g, attn_d)
     assert gram.abs().sum() > 0
+
+
+def test_float16_units_with_stored_grams_score_as_float32() -> None:
+    """Serving multiplies the float16 rerank rows as stored and takes the units' norms from
+    their stored Gram matrices: the scores are those of the same rows in float32."""
+    phrases = torch.nn.functional.normalize(torch.randn(1, 2, 64), dim=-1)
+    units = torch.nn.functional.normalize(torch.randn(9, 7, 64), dim=-1).half()
+    phrase_mask = torch.tensor([[True, True]])
+    unit_mask = torch.ones(9, 7, dtype=torch.bool)
+    unit_mask[2, 4:] = False
+    exact, attn = cross_attention(phrases, phrase_mask, units.float(), unit_mask, 4.0)
+    grams = gram(units, torch.float32)
+    for stored in (grams, None):  # with the stored Gram matrices, and without (older builds)
+        got, got_attn = cross_attention(phrases, phrase_mask, units, unit_mask, 4.0, grams=stored)
+        assert got.dtype == torch.float32
+        assert torch.allclose(got, exact, atol=3e-4) and torch.allclose(got_attn, attn, atol=3e-3)
+    assert exact.abs().sum() > 0
 
 
 def test_cross_attention_is_zero_without_phrases() -> None:

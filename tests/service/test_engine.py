@@ -42,5 +42,13 @@ def test_candidates_fuse_the_levels_and_keep_each_levels_best() -> None:
     assert candidates(build, text, 100) == list(range(1, 51))  # everything when the budget allows
     few = candidates(build, text, 3)
     assert len(few) == 3 and {7, 20, 33} == set(few)
+    # reciprocal rank fusion by its definition: sum of 1 / (60 + rank) over the levels' lists
+    fused: dict[int, float] = {}
+    for level, query in (("event", text.global_), ("action", text.verb_nodes[0]),
+                         ("entity", text.arg_nodes[0])):  # fmt: skip
+        for rank, hit in enumerate(store.search(level, query.numpy(), 12)[0], start=1):
+            fused[hit.video_id] = fused.get(hit.video_id, 0.0) + 1 / (60 + rank)
+    expected = sorted(sorted(fused, key=lambda v: (-fused[v], v))[:12])
+    assert candidates(build, text, 12) == expected and len(set(fused)) > 12
     del build.rows[20]  # deleted since the build was read
     assert 20 not in candidates(build, text, 100)
