@@ -13,6 +13,7 @@ from model.config import ROLES
 from model.decompose import Decomposition, Phrase, decompose
 
 ROLE_IDS = {role: i for i, role in enumerate(ROLES)}
+WORD_CACHE_SIZE = 1 << 16  # distinct words whose tokens a parser remembers
 
 
 @dataclass
@@ -47,6 +48,17 @@ class SentenceParser:
     def __init__(self, max_tokens: int, max_verbs: int, max_args: int) -> None:
         self.tokenizer = SimpleTokenizer(context_length=max_tokens)
         self.max_tokens, self.max_verbs, self.max_args = max_tokens, max_verbs, max_args
+        # Each word's BPE pieces, remembered: words repeat across queries and captions, and
+        # the tokenizer cleans every word again (ftfy) before encoding it.
+        self._known: dict[str, tuple[int, ...]] = {}
+
+    def _pieces(self, word: str) -> tuple[int, ...]:
+        pieces = self._known.get(word)
+        if pieces is None:
+            pieces = tuple(self.tokenizer.encode(word))
+            if len(self._known) < WORD_CACHE_SIZE:
+                self._known[word] = pieces
+        return pieces
 
     def words(self, sentence: str) -> list[str]:
         return regex.findall(self.tokenizer.pat, self.tokenizer.clean_fn(sentence))
@@ -80,7 +92,7 @@ class SentenceParser:
         ids, spans = [self.tokenizer.sot_token_id], []
         budget = self.max_tokens - 1  # room for EOT
         for word in words:
-            pieces = self.tokenizer.encode(word)
+            pieces = self._pieces(word)
             if len(ids) + len(pieces) > budget:
                 break
             spans.append((len(ids), len(ids) + len(pieces)))
