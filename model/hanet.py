@@ -125,13 +125,9 @@ class HANet(nn.Module):
         if self.vocab is None:
             raise ModelError("this model has no concept vocabulary: its concept heads are "
                              "untrained (train it with `hanet train`)")  # fmt: skip
-        out = []
-        for verbs, nouns in zip(video.verb_probs, video.noun_probs, strict=True):
-            out.append({
-                "actions": _top(verbs, self.vocab.verbs, k),
-                "entities": _top(nouns, self.vocab.nouns, k),
-            })  # fmt: skip
-        return out
+        actions = _top(video.verb_probs, self.vocab.verbs, k)
+        entities = _top(video.noun_probs, self.vocab.nouns, k)
+        return [{"actions": a, "entities": e} for a, e in zip(actions, entities, strict=True)]
 
     def save(self, path: str, dtype: torch.dtype | None = None) -> str:
         """Write a checkpoint (atomically), weights in ``dtype`` if given (float16 halves the
@@ -141,10 +137,12 @@ class HANet(nn.Module):
         return save_checkpoint(self, path, dtype)
 
 
-def _top(probs: Tensor, names: tuple[str, ...], k: int) -> list[Concept]:
-    values, index = probs.float().topk(min(k, len(names)))
+def _top(probs: Tensor, names: tuple[str, ...], k: int) -> list[list[Concept]]:
+    """Per row of ``probs`` (M, K), its ``k`` most probable concepts, most probable first."""
+    values, index = probs.float().topk(min(k, len(names)), dim=-1)
     return [
-        Concept(names[i], round(float(v), 4)) for v, i in zip(values, index.tolist(), strict=True)
+        [Concept(names[i], round(v, 4)) for v, i in zip(vs, js, strict=True)]
+        for vs, js in zip(values.tolist(), index.tolist(), strict=True)
     ]
 
 

@@ -309,9 +309,11 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     @app.post("/search", response_model=SearchResponse, summary="Search with a sentence.")
-    async def search_route(body: SearchRequest, state: StateDep) -> SearchResponse:
+    async def search_route(body: SearchRequest, state: StateDep) -> Response:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(state.torch_thread, _search, state, body)
+        result = await loop.run_in_executor(state.torch_thread, _search, state, body)
+        # serialised by pydantic at once: FastAPI would validate the model again first
+        return Response(result.model_dump_json(), media_type="application/json")
 
     def _search(state: ServiceState, body: SearchRequest) -> SearchResponse:
         start = time.perf_counter()

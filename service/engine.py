@@ -109,17 +109,20 @@ def search(
     lap("score")
     best = video.select(order)  # the moment and the concepts: for the hits only
     best_grams = {k: g[order] for k, g in grams.items()} if grams is not None else None
-    segments = model.best_action_segment(text, best, best_grams)[0].tolist()
+    segments = model.best_action_segment(text, best, best_grams)[0]
     concepts = model.top_concepts(best, k=3) if model.vocab is not None else [None] * len(order)
+    # plain Python numbers, one conversion per array rather than per element
+    spans = best.action_spans[torch.arange(len(order)), segments].tolist()  # (hits, 2)
+    valid = best.frame_mask.sum(1).tolist()
+    hit_scores = {k: v[0, order].tolist() for k, v in scores.items()}
     hits = []
     for j, i in enumerate(order):
-        start, end = best.action_spans[j, segments[j]].tolist()
-        valid = int(best.frame_mask[j].sum())
-        start_s, end_s = moment_seconds(build.frame_times(ids[i])[:valid], start, end)
+        start, end = spans[j]
+        start_s, end_s = moment_seconds(build.frame_times(ids[i])[: valid[j]], start, end)
         hits.append(Hit(
             video_id=ids[i],
-            score=float(scores["fused"][0, i]),
-            scores={k: round(float(v[0, i]), 4) for k, v in scores.items()},
+            score=hit_scores["fused"][j],
+            scores={k: round(v[j], 4) for k, v in hit_scores.items()},
             start_s=start_s,
             end_s=end_s,
             concepts=concepts[j],
