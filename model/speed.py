@@ -42,8 +42,9 @@ class LinearSelfAttention(nn.Module):
 
 def quantize_text_tower(model: HANet) -> HANet:
     """int8 dynamic quantisation (per output channel) of every Linear layer of the text tower
-    (attention projections included, via ``LinearSelfAttention``), for encoding single queries
-    on a CPU. In place; the model must be on the CPU and in eval mode."""
+    (attention projections included, via ``LinearSelfAttention``) and of the text heads (level
+    projections, graph attention), for encoding single queries on a CPU. In place; the model
+    must be on the CPU and in eval mode."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     if model.training or model.device.type != "cpu":
@@ -58,6 +59,9 @@ def quantize_text_tower(model: HANet) -> HANet:
         # 0.955 vs 0.94 per-tensor on ViT-B-32) for 2 ms more per query
         spec = {nn.Linear: per_channel_dynamic_qconfig}
         model.clip.transformer = quantize_dynamic(model.clip.transformer, spec)
+        # the heads' six 512 x 512 layers too: 0.4-0.7 ms less per ViT-B-32 query on the 2-core
+        # AMD VM, the same top-10 overlap with float32 (0.91 with perturbed heads, 300 queries)
+        model.text = quantize_dynamic(model.text, spec)
     return model
 
 

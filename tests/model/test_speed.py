@@ -29,6 +29,11 @@ def test_int8_text_tower_keeps_sentence_embeddings() -> None:
     cosine = (a.global_ * b.global_).sum(-1)
     assert cosine.min() > 0.99
     assert not torch.equal(a.global_, b.global_)  # it did change the arithmetic
+    phrases = (a.verb_phrases * b.verb_phrases).sum(-1)[a.verb_mask]
+    assert phrases.min() > 0.99
+    # the tower's and the heads' Linear layers are all quantised
+    assert not any(type(m) is nn.Linear for m in [*fast.clip.transformer.modules(),
+                                                  *fast.text.modules()])  # fmt: skip
 
 
 def test_traced_text_tower_gives_the_eager_towers_answers() -> None:
