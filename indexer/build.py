@@ -101,9 +101,12 @@ class Build:
 
     def _gather(self, name: str, where: np.ndarray) -> np.ndarray:
         """Rows of one stored array at (part, row) pairs: one gather per part, not per row."""
+        parts = np.unique(where[:, 0]).tolist()
+        if len(parts) == 1:  # the usual case (one part after compaction): no second copy
+            return np.asarray(self.parts[parts[0]][name][where[:, 1]])
         first = next(part[name] for part in self.parts if name in part)
         out = np.empty((len(where), *first.shape[1:]), dtype=first.dtype)
-        for part in np.unique(where[:, 0]).tolist():
+        for part in parts:
             chosen = where[:, 0] == part
             out[chosen] = self.parts[part][name][where[chosen, 1]]
         return out

@@ -75,10 +75,10 @@ def candidates(build: Build, text: TextEmbeddings, limit: int) -> list[int]:
             weights.append(1 / (RRF_K + np.arange(1, len(found) + 1)))
     if not videos:
         return []
-    ids, rrf = np.concatenate(videos), np.concatenate(weights)
-    known = np.fromiter((v in build.rows for v in ids.tolist()), bool, len(ids))
-    unique, which = np.unique(ids[known], return_inverse=True)
-    fused = np.bincount(which, weights=rrf[known], minlength=len(unique))  # summed in order
+    unique, which = np.unique(np.concatenate(videos), return_inverse=True)
+    fused = np.bincount(which, weights=np.concatenate(weights), minlength=len(unique))  # in order
+    known = np.fromiter(map(build.rows.__contains__, unique.tolist()), bool, len(unique))
+    unique, fused = unique[known], fused[known]  # not deleted since the build was read
     best = np.lexsort((unique, -fused))[:limit]  # highest first, ties by id
     return sorted(unique[best].tolist())
 
