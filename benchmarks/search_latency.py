@@ -4,8 +4,9 @@ Builds (once, reused on later runs) an index of ``--videos`` ViT-B-32 videos who
 generated directly (random unit vectors in the model's shapes: the same FAISS indexes, rerank
 store and database rows the indexer writes, without decoding 100,000 files), starts
 `hanet serve --api-only` on it with a random-weights ViT-B-32 checkpoint, and times POST /search
-from one client over loopback. Then, with the server stopped, it times the same queries stage by
-stage in-process to show where the time goes.
+over loopback from two clients taking turns, one request at a time (httpx, and the standard
+library's http.client, whose own overhead is smaller). Then, with the server stopped, it
+times the same queries stage by stage in-process to show where the time goes.
 
     .venv/bin/python benchmarks/search_latency.py --videos 100000
 """
@@ -164,10 +165,27 @@ def wait_ready(client, server: subprocess.Popen, path: str, ready) -> None:  # t
 
 
 def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -> dict:
+    """POST /search for each query from two clients over keep-alive connections, taking turns
+    (which goes first alternates): httpx, and the standard library's http.client, whose own
+    overhead is lower (closer to curl's). Per client: wall times and the server's took_ms."""
+    import http.client
+    import json
+
     import httpx
 
     server = start_server(env, port, "--api-only")
     base = f"http://127.0.0.1:{port}"
+    plain = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def via_stdlib(q: str) -> dict:
+        body = json.dumps({"query": q, "top_k": 10})
+        plain.request("POST", "/search", body, {"Content-Type": "application/json"})
+        r = plain.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise SystemExit(f"/search answered {r.status}: {data[:500]!r}")
+        return json.loads(data)
+
     try:
         began = time.perf_counter()
         with httpx.Client(base_url=base, timeout=120) as client:
@@ -175,21 +193,30 @@ def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -
             wait_ready(client, server, "/ready", lambda r: r.status_code == 200 and
                        r.json()["checks"]["rerank_rows"] == "ok")  # fmt: skip
             print(f"  server ready in {time.perf_counter() - began:.1f} s")
-            wall, took, hits = [], [], []
-            for i, q in enumerate(queries[:warmup] + queries):
-                t0 = time.perf_counter()
+
+            def via_httpx(q: str) -> dict:
                 r = client.post("/search", json={"query": q, "top_k": 10})
-                elapsed = (time.perf_counter() - t0) * 1000
                 r.raise_for_status()
-                if i >= warmup:
-                    wall.append(elapsed)
-                    took.append(r.json()["took_ms"])
-                    hits.append(len(r.json()["hits"]))
+                return r.json()
+
+            clients = {"httpx": via_httpx, "http.client": via_stdlib}
+            out = {name: {"wall": [], "took": [], "hits": []} for name in clients}
+            for i, q in enumerate(queries[:warmup] + queries):
+                turns = list(clients.items())
+                for name, send in turns if i % 2 else turns[::-1]:
+                    t0 = time.perf_counter()
+                    answer = send(q)
+                    elapsed = (time.perf_counter() - t0) * 1000
+                    if i >= warmup:
+                        out[name]["wall"].append(elapsed)
+                        out[name]["took"].append(answer["took_ms"])
+                        out[name]["hits"].append(len(answer["hits"]))
         rss = _rss_mb(server.pid)
     finally:
+        plain.close()
         server.terminate()
         server.wait(timeout=60)
-    return {"wall": wall, "took": took, "hits": hits, "rss_mb": rss}
+    return {"clients": out, "rss_mb": rss}
 
 
 def _rss_mb(pid: int) -> float:
@@ -268,21 +295,22 @@ def main() -> None:
     parts = stages(ckpt, work, queries, args.rerank, int8)
     print(f"\n{args.videos} videos, ViT-B-32 (random weights), factory {args.factory}, "
           f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "
-          f"{len(queries)} queries, one client, {os.cpu_count()} CPUs")  # fmt: skip
-    wall, took = http["wall"], http["took"]
-    print(f"HTTP /search   p50 {pct(wall, 50):6.1f} ms   p99 {pct(wall, 99):6.1f} ms   (server "
-          f"took_ms p50 {pct(took, 50):.1f}, p99 {pct(took, 99):.1f}; server RSS "
-          f"{http['rss_mb']:.0f} MB)")  # fmt: skip
+          f"{len(queries)} queries, two clients taking turns, {os.cpu_count()} CPUs")  # fmt: skip
+    for name, got in http["clients"].items():
+        wall, took = got["wall"], got["took"]
+        print(f"HTTP /search, {name:11s}  p50 {pct(wall, 50):6.1f} ms   p99 "
+              f"{pct(wall, 99):6.1f} ms   (server took_ms p50 {pct(took, 50):.1f}, "
+              f"p99 {pct(took, 99):.1f})")  # fmt: skip
+    print(f"server RSS {http['rss_mb']:.0f} MB")
     print("where the time goes (in-process, median / p99 ms):")
     for key, values in parts["times"].items():
         print(f"  {key:9s} {pct(values, 50):6.2f} / {pct(values, 99):6.2f}")
     totals = [sum(v) for v in zip(*parts["times"].values(), strict=True)]
     print(f"  {'total':9s} {pct(totals, 50):6.2f} / {pct(totals, 99):6.2f}   (per-query sums)")
-    http_only = [w - t for w, t in zip(http["wall"], http["took"], strict=True)]
-    print(
-        f"  {'http':9s} {pct(http_only, 50):6.2f} / {pct(http_only, 99):6.2f}"
-        "   (client wall time minus the server's took_ms)"
-    )
+    for name, got in http["clients"].items():
+        http_only = [w - t for w, t in zip(got["wall"], got["took"], strict=True)]
+        print(f"  {'http':9s} {pct(http_only, 50):6.2f} / {pct(http_only, 99):6.2f}   (client "
+              f"wall time minus the server's took_ms, {name})")  # fmt: skip
 
 
 if __name__ == "__main__":
