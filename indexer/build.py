@@ -41,12 +41,13 @@ FORMAT = "hanet-index-build"
 FIELDS = ("global_", "action_frames", "entity_frames", "frame_mask", "action_segments",
           "action_spans", "entity_segments", "verb_probs", "noun_probs")  # fmt: skip
 # The embedding vectors, handed to the scores in float16 as stored (model.scores multiplies
-# them as they are: a float32 copy would triple the memory traffic of a rerank).
+# them as they are: a float32 copy would be written, then read again, on every rerank).
 HALF_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments", "entity_segments")
 # Per unit field (model.scores.UNIT_FIELDS), the Gram matrices of its stored rows: with them a
 # rerank reads each unit vector once (on the 2-core AMD VM, 100,000 videos, 200 candidates:
 # gather and score 10.9 -> 6.3 ms, one run each).
 GRAM_FILES = {name: f"gram_{name}" for name in UNIT_FIELDS}
+GRAM_CHUNK = 4096  # videos whose Gram matrices are computed at once (compaction writes all)
 
 
 class BuildError(Exception):
@@ -249,8 +250,11 @@ def publish(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmb
             rows[name] = array.astype(np.float16) if array.dtype.kind == "f" else array
             np.save(folder / f"{name}.npy", rows[name])
         stored = VideoEmbeddings(**{name: torch.from_numpy(a) for name, a in rows.items()})
-        for name, grams in unit_grams(stored).items():  # of the rows as stored
-            np.save(folder / f"{GRAM_FILES[name]}.npy", grams.numpy())
+        # of the rows as stored, a bounded float32 copy at a time
+        chunks = [unit_grams(stored.select(slice(i, i + GRAM_CHUNK)))
+                  for i in range(0, len(video_ids), GRAM_CHUNK)]  # fmt: skip
+        for name, file in GRAM_FILES.items():
+            np.save(folder / f"{file}.npy", torch.cat([c[name] for c in chunks]).numpy())
         np.save(folder / "frame_times.npy", frame_times.astype(np.float32))
         np.save(folder / "video_ids.npy", np.asarray(video_ids, dtype=np.int64))
         manifest["parts"] = [*manifest["parts"], part]

@@ -314,7 +314,10 @@ def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> Non
     assert counts["indexed"] == len(load_current(tmp_path / "data" / "index").rows)
 
 
-def test_delete_is_immediate_and_compaction_drops_the_rows(tmp_path, corpus, model) -> None:
+def test_delete_is_immediate_and_compaction_drops_the_rows(
+    tmp_path, corpus, model, monkeypatch
+) -> None:
+    from indexer import build as build_module
     from indexer.build import compact, delete_videos
 
     engine = _setup(tmp_path, corpus)
@@ -329,12 +332,17 @@ def test_delete_is_immediate_and_compaction_drops_the_rows(tmp_path, corpus, mod
     for level in ("event", "action", "entity"):
         assert victim not in {h.video_id for h in after.vectors.search(level, query, 50)[0]}
     assert after.manifest["counts"]["event"] == 12  # still in the files
+    monkeypatch.setattr(build_module, "GRAM_CHUNK", 4)  # the 11 rows' Gram matrices in 3 goes
     compacted = compact(tmp_path / "index")
     assert compacted.manifest["counts"]["event"] == 11 and len(compacted.manifest["parts"]) == 1
     again = load_current(tmp_path / "index")
     assert sorted(again.rows) == sorted(set(before.rows) - {victim})
     keep = sorted(again.rows)[0]
     assert torch.equal(again.embeddings([keep]).global_, before.embeddings([keep]).global_)
+    live = sorted(again.rows)
+    rewritten, original = again.grams(live), before.grams(live)
+    assert rewritten is not None and original is not None
+    assert all(torch.equal(rewritten[k], original[k]) for k in original)
 
 
 def test_search_with_enough_candidates_equals_full_scoring(tmp_path, corpus, model) -> None:
