@@ -246,7 +246,7 @@ def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) 
     """The /search route's work, timed stage by stage: ``service.engine.search`` with a
     stopwatch, then the titles' lookup, as the route does them."""
     from indexer.build import warm
-    from indexer.store import make_engine, titles
+    from indexer.store import TitleReader, make_engine
     from model import load_checkpoint
     from model.speed import for_serving
     from service.engine import search
@@ -255,12 +255,14 @@ def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) 
     build = load_current(work / "index")
     warm(build)
     engine = make_engine(f"sqlite:///{work / 'hanet.sqlite3'}")
+    titles = TitleReader(engine)  # as the route reads them
     laps = Laps()
     for q in queries:
         laps.start()
         hits = search(model, build, q, 10, rerank, lap=laps)
-        titles(engine, [h.video_id for h in hits])
+        titles([h.video_id for h in hits])
         laps("database")
+    titles.close()
     engine.dispose()
     return {"times": laps.times}
 

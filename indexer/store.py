@@ -6,12 +6,14 @@ The schema itself is created and changed only by the migrations in ``migrations/
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (
     CheckConstraint,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     event,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -110,6 +113,39 @@ def make_engine(url: str) -> Engine:
 
 # Execution options of a transaction that only reads (SQLite then takes no write lock).
 READ_ONLY = {"hanet_read_only": True}
+
+
+class TitleReader:
+    """``titles`` on one connection that its (single) calling thread keeps between calls, the
+    search thread's: each lookup is its own short read-only transaction, but no pool checkout,
+    ping and reset per search (1.0-1.1 ms a lookup inside a search on the 2-core AMD VM). A
+    lookup on a connection that fails is retried once on a new one."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine.execution_options(**READ_ONLY)
+        self._conn: Connection | None = None
+
+    def __call__(self, video_ids: list[int]) -> dict[int, str | None]:
+        if not video_ids:
+            return {}
+        query = select(Video.id, Video.title).where(Video.id.in_(video_ids))
+        for attempt in range(2):
+            try:
+                if self._conn is None:
+                    self._conn = self.engine.connect()
+                with self._conn.begin():
+                    return {int(i): t for i, t in self._conn.execute(query)}
+            except DBAPIError:
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(DBAPIError):
+                self._conn.close()
+            self._conn = None
 
 
 def titles(engine: Engine, video_ids: list[int]) -> dict[int, str | None]:

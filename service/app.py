@@ -31,7 +31,7 @@ from indexer import queue
 from indexer.build import Build, BuildError, load_current, warm
 from indexer.decode import DecodeError, decode_thumbnail
 from indexer.pipeline import remove_videos
-from indexer.store import READ_ONLY, Video, titles
+from indexer.store import READ_ONLY, TitleReader, Video
 from indexer.vectors import VectorStoreError
 from model import file_sha256
 from service.engine import QueryCache, search
@@ -69,6 +69,7 @@ class ServiceState:
         self.engine = make_engine(url)
         # for the routes that only read: they never wait behind the indexer's writes
         self.reader = self.engine.execution_options(**READ_ONLY)
+        self.titles = TitleReader(self.engine)  # the search thread's own connection
         migrations.upgrade(url)
         self.model = for_serving(load_checkpoint(settings.checkpoint), settings.int8_text)
         self._build: Build | None = None
@@ -272,6 +273,7 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
         watcher.join(timeout=5)
         if worker is not None:
             worker.join(timeout=30)
+        torch_thread.submit(state.titles.close).result()  # on the thread that uses it
         torch_thread.shutdown(wait=True)
         state.engine.dispose()
 
@@ -327,7 +329,7 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
                        state.settings.search_candidates, cache=state.queries)  # fmt: skip
         if body.min_score is not None:
             found = [h for h in found if h.score >= body.min_score]
-        known = titles(state.reader, [h.video_id for h in found])
+        known = state.titles([h.video_id for h in found])
         hits = [
             SearchHit(
                 video_id=h.video_id,

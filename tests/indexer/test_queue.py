@@ -128,18 +128,30 @@ def test_search_titles_never_wait_for_a_writer(db_url) -> None:
     transaction open (SQLite: BEGIN IMMEDIATE, busy for up to 30 s if it took the lock too)."""
     from sqlalchemy import text
 
-    from indexer.store import titles
+    from indexer.store import TitleReader, titles
 
     engine = make_engine(db_url)
     first, _ = queue.enqueue(engine, media_path="a.mp4", sha256="a" * 64, title="A")
     second, _ = queue.enqueue(engine, media_path="b.mp4", sha256="b" * 64, title=None)
+    kept = TitleReader(engine)  # the search thread's: one connection kept between lookups
+    assert kept([first]) == {first: "A"}
     writer = make_engine(db_url)
     with writer.begin() as conn:  # a write in progress, not yet committed
         conn.execute(text("UPDATE videos SET title = 'changing' WHERE id = :i"), {"i": first})
-        began = time.monotonic()
-        found = titles(engine, [first, second, 10**6])
-        assert time.monotonic() - began < 5
-    assert found == {first: "A", second: None}  # the last commit, unknown ids left out
-    assert titles(engine, []) == {}
+        for lookup in (lambda ids: titles(engine, ids), kept):
+            began = time.monotonic()
+            found = lookup([first, second, 10**6])
+            assert time.monotonic() - began < 5
+            assert found == {first: "A", second: None}  # the last commit, unknown ids left out
+    # the kept connection holds no snapshot between lookups: it sees the commit
+    assert kept([first]) == titles(engine, [first]) == {first: "changing"}
+    assert titles(engine, []) == {} and kept([]) == {}
+    # a connection that broke is replaced, and the lookup still answers
+    broken = kept._conn
+    assert broken is not None
+    broken.connection.dbapi_connection.close()  # type: ignore[union-attr]
+    assert kept([second]) == {second: None}
+    assert kept._conn is not None and kept._conn is not broken
+    kept.close()
     writer.dispose()
     engine.dispose()
