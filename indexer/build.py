@@ -76,7 +76,16 @@ class Build:
     def embeddings(self, video_ids: list[int]) -> VideoEmbeddings:
         """The stored VideoEmbeddings of these videos, in this order: the embedding vectors
         (HALF_FIELDS) in float16, the concept probabilities in float32."""
+        return self._embeddings_at(self._where(video_ids))
+
+    def rerank_rows(
+        self, video_ids: list[int]
+    ) -> tuple[VideoEmbeddings, dict[str, torch.Tensor] | None]:
+        """``embeddings`` and ``grams`` of these videos at once (a search's rerank)."""
         where = self._where(video_ids)
+        return self._embeddings_at(where), self._grams_at(where)
+
+    def _embeddings_at(self, where: np.ndarray) -> VideoEmbeddings:
         values = {}
         for name in FIELDS:
             tensor = torch.from_numpy(self._gather(name, where))
@@ -87,7 +96,9 @@ class Build:
     def grams(self, video_ids: list[int]) -> dict[str, torch.Tensor] | None:
         """The stored Gram matrices of these videos' units (``model.scores.unit_grams``), in
         this order; None when a part holding one of them has none (written before they were)."""
-        where = self._where(video_ids)
+        return self._grams_at(self._where(video_ids))
+
+    def _grams_at(self, where: np.ndarray) -> dict[str, torch.Tensor] | None:
         used = set(where[:, 0].tolist()) or set(range(len(self.parts)))
         if not used or any(f not in self.parts[p] for p in used for f in GRAM_FILES.values()):
             return None

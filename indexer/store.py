@@ -128,18 +128,20 @@ class TitleReader:
     def __call__(self, video_ids: list[int]) -> dict[int, str | None]:
         if not video_ids:
             return {}
-        query = select(Video.id, Video.title).where(Video.id.in_(video_ids))
-        for attempt in range(2):
-            try:
-                if self._conn is None:
-                    self._conn = self.engine.connect()
-                with self._conn.begin():
-                    return {int(i): t for i, t in self._conn.execute(query)}
-            except DBAPIError:
-                self.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return self._read(video_ids)
+        except DBAPIError:  # the connection broke: once more, on a new one
+            return self._read(video_ids)
+
+    def _read(self, video_ids: list[int]) -> dict[int, str | None]:
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        try:
+            with self._conn.begin():
+                return _read_titles(self._conn, video_ids)
+        except DBAPIError:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._conn is not None:
@@ -154,5 +156,9 @@ def titles(engine: Engine, video_ids: list[int]) -> dict[int, str | None]:
     if not video_ids:
         return {}
     with engine.execution_options(**READ_ONLY).connect() as conn:
-        rows = conn.execute(select(Video.id, Video.title).where(Video.id.in_(video_ids)))
-        return {int(i): t for i, t in rows}
+        return _read_titles(conn, video_ids)
+
+
+def _read_titles(conn: Connection, video_ids: list[int]) -> dict[int, str | None]:
+    rows = conn.execute(select(Video.id, Video.title).where(Video.id.in_(video_ids)))
+    return {int(i): t for i, t in rows}

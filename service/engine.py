@@ -102,7 +102,7 @@ def search(
     lap("ann")
     if not ids:
         return []
-    video, grams = build.embeddings(ids), build.grams(ids)
+    video, grams = build.rerank_rows(ids)
     lap("gather")
     scores = model.similarity(text, video, grams)
     order = scores["fused"][0].argsort(descending=True)[:top_k].tolist()
