@@ -83,6 +83,12 @@ class HANetCfg:
     # expected grid position), so that where things are, and so which way they move, is in
     # reach of the convolution. 0 (the default) leaves the frame features as they are.
     keypoints: int = 0
+    # Adaptation, not in the reference: ``motion_stream`` S > 0 gives the temporal convolution,
+    # beside each frame's features (and keypoints), S features of a small convolutional network
+    # over the frame and its difference to the next frame: a motion stream in the place of the
+    # reference's I3D features (which saw motion that per-frame CLIP features cannot). 0 (the
+    # default) leaves the frame features as they are.
+    motion_stream: int = 0
     max_verbs: int = 4
     max_args: int = 6
     dropout: float = 0.2
@@ -108,6 +114,8 @@ class HANetCfg:
             )
         if self.keypoints < 0 or (self.keypoints and not self.motion_kernel):
             raise ConfigError("keypoints must be 0 (off), or positive with a motion_kernel")
+        if self.motion_stream < 0 or (self.motion_stream and not self.motion_kernel):
+            raise ConfigError("motion_stream must be 0 (off), or positive with a motion_kernel")
         if self.max_words > self.clip["text_cfg"].get("context_length", 77):
             raise ConfigError("max_words exceeds the text tower's context length")
         if self.preprocess.image_size != _image_size(self.clip):
@@ -116,6 +124,12 @@ class HANetCfg:
     @property
     def clip_embed_dim(self) -> int:
         return int(self.clip["embed_dim"])
+
+    @property
+    def frame_extras(self) -> int:
+        """Features each frame carries after the backbone's, for the temporal convolution
+        only: the keypoints' (x, y), then the motion stream's."""
+        return 2 * self.keypoints + self.motion_stream
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,7 @@ from model.backbone import (
 from model.config import GLOBAL_ONLY_FUSION, HANetCfg, PreprocessCfg, get_config
 from model.embeddings import TextEmbeddings, VideoEmbeddings
 from model.errors import ModelError
-from model.layers import SpatialSoftArgmax
+from model.layers import FrameDifferences, SpatialSoftArgmax
 from model.parse import ParsedBatch, SentenceParser
 from model.text import TextHeads
 from model.video import VideoHeads
@@ -48,6 +48,9 @@ class HANet(nn.Module):
             self.keypoints = SpatialSoftArgmax(
                 int(cfg.clip["vision_cfg"]["width"]), cfg.keypoints, self.clip.visual.grid_size
             )
+        self.motion_stream = None
+        if cfg.motion_stream:
+            self.motion_stream = FrameDifferences(cfg.preprocess.image_size, cfg.motion_stream)
         self.video = VideoHeads(cfg)
         self.text = TextHeads(cfg)
         self.parser = SentenceParser(cfg.max_words, cfg.max_verbs, cfg.max_args)
@@ -65,14 +68,18 @@ class HANet(nn.Module):
     # -- video ---------------------------------------------------------------------------
     def encode_frames(self, pixels: Tensor, mask: Tensor) -> Tensor:
         """pixels (B, T, 3, H, W), mask (B, T) -> backbone features (B, T, Dc), zeros where
-        padded (with ``cfg.keypoints`` K, (B, T, Dc + 2K): each frame's keypoint positions
-        follow its features). Only real frames go through the image tower."""
+        padded (with keypoints or a motion stream, (B, T, Dc + cfg.frame_extras): each frame's
+        keypoint positions, then its motion-stream features, follow its own). Only real frames
+        go through the image tower."""
         b, t = mask.shape
         if self.keypoints is None:
             features = encode_frames(self.clip, pixels[mask])  # (n_valid, Dc)
         else:  # (n_valid, Dc + 2K): the keypoints' positions after the features
             features, patches = encode_frames_and_patches(self.clip, pixels[mask])
             features = torch.cat([features, self.keypoints(patches).to(features.dtype)], dim=-1)
+        if self.motion_stream is not None:
+            moving = self.motion_stream(pixels, mask).to(features.dtype)
+            features = torch.cat([features, moving], dim=-1)
         out = features.new_zeros(b, t, features.shape[-1])
         out[mask] = features
         return out

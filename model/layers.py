@@ -118,3 +118,33 @@ class SpatialSoftArgmax(nn.Module):
     def forward(self, patches: Tensor) -> Tensor:
         weights = self.maps(patches).softmax(dim=1)  # (N, P, K)
         return (weights.transpose(1, 2) @ self.positions.to(weights.dtype)).flatten(1)  # (N, 2K)
+
+
+class FrameDifferences(nn.Module):
+    """A motion stream over raw frames: each frame beside its difference to the next one (zero
+    for the last real frame), through stride-2 convolutions down to about 8 x 8, max-pooled over
+    space (a moving object is small: a mean would dilute it) and projected to ``dim`` features.
+    Where a thing went is in the sign pattern of the difference (it appears where it went and
+    leaves where it was), which such filters see locally. (B, T, 3, H, W), mask (B, T) ->
+    (n_valid, dim), the real frames in ``pixels[mask]`` order."""
+
+    def __init__(self, image_size: int, dim: int, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, size = 6, image_size
+        while True:
+            out = min(width * 2 ** (len(layers) // 2), 4 * width)
+            first = not layers
+            layers += [nn.Conv2d(channels, out, 5 if first else 3, stride=2,
+                                 padding=2 if first else 1), nn.GELU()]  # fmt: skip
+            channels, size = out, (size + 1) // 2
+            if size <= 8:
+                break
+        self.net = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.out = nn.Linear(channels, dim)
+
+    def forward(self, pixels: Tensor, mask: Tensor) -> Tensor:
+        following = torch.cat([pixels[:, 1:], pixels[:, -1:]], dim=1)
+        moved = mask & torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+        change = (following - pixels) * moved[..., None, None, None].to(pixels.dtype)
+        return self.out(self.net(torch.cat([pixels, change], dim=2)[mask]))

@@ -21,7 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from model.backbone import autocast, encode_tokens
-from model.config import GLOBAL_ONLY_FUSION, SPEC_FUSION
+from model.config import GLOBAL_ONLY_FUSION, SPEC_FUSION, HANetCfg
 from model.evaluate import evaluate
 from model.hanet import HANet
 from model.losses import LossWeights, contrast_hinge, hanet_loss, triplet_all, triplet_hardest
@@ -29,7 +29,7 @@ from model.negatives import contrast_caption
 from model.preprocess import normalize_frames
 
 log = logging.getLogger(__name__)
-OBJECTIVES = ("hanet", "global")
+OBJECTIVES = ("hanet", "global", "global-motion")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -37,7 +37,10 @@ LR_SCHEDULES = ("constant", "cosine")
 class TrainCfg:
     """Training settings (not architecture). ``objective`` "global" trains the CLIP4Clip
     "meanP"-style baseline: mean-pooled frames against the sentence, global score only (the
-    temporal convolution stays at its zero start)."""
+    temporal convolution stays at its zero start). "global-motion" is that baseline over
+    motion-aware frames: the temporal convolution (with ``motion_levels`` "all", and any
+    keypoints or motion stream) trains, the pooling stays the mean, the score the global one;
+    a control that tells what the motion input gives from what the hierarchy gives."""
 
     epochs: int = 50
     batch_size: int = 64
@@ -78,14 +81,26 @@ class SplitData:
     targets: list[list[tuple]] | None = None
 
 
+def check_compatible(model_cfg: HANetCfg, cfg: TrainCfg) -> None:
+    """ValueError for settings that cannot train together."""
+    if cfg.frozen_backbone and model_cfg.frame_extras:
+        raise ValueError("a frozen backbone trains on frame features cached once, so keypoints "
+                         "and a motion stream (computed with the frames) would stay untrained; "
+                         "train end to end for them")  # fmt: skip
+    if cfg.objective == "global-motion" and model_cfg.motion_levels != "all":
+        raise ValueError("the global-motion objective needs motion_levels 'all': with 'action' "
+                         "the temporal convolution never reaches the global score")  # fmt: skip
+
+
 def prepare(model: HANet, cfg: TrainCfg) -> HANet:
     """Set the fusion the objective selects with, and for the baseline fix the global pooling
     at the mean (its attention logits stay zero) and the frames without motion."""
-    if cfg.objective == "global":
+    check_compatible(model.cfg, cfg)
+    if cfg.objective != "hanet":
         model.cfg = model.cfg.with_fusion(GLOBAL_ONLY_FUSION)
         model.video.pool.requires_grad_(False)
-        if model.video.motion is not None:  # meanP: frames pooled as they are, no motion
-            model.video.motion.requires_grad_(False)
+        if model.video.motion is not None and cfg.objective == "global":
+            model.video.motion.requires_grad_(False)  # meanP: frames pooled as they are
     elif model.cfg.fusion == GLOBAL_ONLY_FUSION:
         model.cfg = model.cfg.with_fusion(SPEC_FUSION)  # heads are about to be trained
     if cfg.frozen_backbone:
@@ -147,7 +162,7 @@ def _step_loss(
     positives = torch.eye(b, dtype=torch.bool, device=device)
     weights = LossWeights()
     scores = {k: v.float() for k, v in scores.items()}
-    if cfg.objective == "global":
+    if cfg.objective != "hanet":
         ranking = triplet_hardest if hardest else triplet_all
         loss = ranking(scores["global"][:b], positives, weights.margin)
         contrast_level = "global"

@@ -28,8 +28,8 @@ class VideoHeads(nn.Module):
         if cfg.motion_kernel:
             dim_out = dim_in if cfg.motion_levels == "all" else dim
             k = cfg.motion_kernel
-            where = 2 * cfg.keypoints  # keypoint positions, when the frames carry them
-            self.motion = nn.Conv1d(dim_in + where, dim_out, k, padding=k // 2)
+            # + keypoint positions and motion-stream features, when the frames carry them
+            self.motion = nn.Conv1d(dim_in + cfg.frame_extras, dim_out, k, padding=k // 2)
             nn.init.zeros_(self.motion.weight)
             nn.init.zeros_(self.motion.bias)
         self.entity = level_projection(dim_in, dim)
@@ -44,8 +44,8 @@ class VideoHeads(nn.Module):
 
     def forward(self, features: Tensor, mask: Tensor) -> VideoEmbeddings:
         """features (M, T, Dc) per-frame backbone features (zeros where padded), mask (M, T);
-        with ``cfg.keypoints`` K, (M, T, Dc + 2K), the keypoint positions read by the temporal
-        convolution only."""
+        with keypoints or a motion stream, (M, T, Dc + cfg.frame_extras): the extra features
+        are read by the temporal convolution only."""
         m = mask.unsqueeze(-1).to(features.dtype)
         features = features * m  # padding is zeros, like the convolutions' own padding
         motion_input = features

@@ -278,7 +278,13 @@ def train(
         Path | None, typer.Option(help="open_clip weights to start from.")
     ] = None,
     video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
-    objective: Annotated[str, typer.Option(help="hanet, or global (meanP baseline).")] = "hanet",
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="hanet; global (the meanP baseline); or global-motion (that baseline with the "
+            "temporal convolution trained: a control for the motion input)."
+        ),
+    ] = "hanet",
     motion_levels: Annotated[
         str | None,
         typer.Option(
@@ -292,6 +298,15 @@ def train(
             min=0,
             help="Soft-argmax keypoints per frame whose positions the temporal convolution "
             "reads (0: none); default: the architecture's (0).",
+        ),
+    ] = None,
+    motion_stream: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Features of a small convolutional network over each frame and its difference "
+            "to the next that the temporal convolution reads (0: none); default: the "
+            "architecture's (0).",
         ),
     ] = None,
     frozen_backbone: Annotated[
@@ -330,7 +345,7 @@ def train(
     from model import HANet, get_config
     from model.backbone import load_clip_weights
     from model.config import HANetCfg
-    from model.train import TrainCfg
+    from model.train import TrainCfg, check_compatible
     from model.train import train as run_training
 
     torch.manual_seed(seed)
@@ -350,10 +365,15 @@ def train(
             save_half=save_half,
         )
         cfg = get_config(arch)
-        changes = {"motion_levels": motion_levels, "keypoints": keypoints}
+        changes = {
+            "motion_levels": motion_levels,
+            "keypoints": keypoints,
+            "motion_stream": motion_stream,
+        }
         changes = {k: v for k, v in changes.items() if v is not None}
         if changes:
             cfg = HANetCfg.from_dict({**cfg.to_dict(), **changes})
+        check_compatible(cfg, cfg_train)
         dataset = load_dataset(data, video_dir)
         vocab, cfg = vocab_from(dataset, cfg)
     except (DatasetError, ValueError) as exc:

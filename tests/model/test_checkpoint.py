@@ -92,11 +92,14 @@ def test_config_round_trip_and_validation() -> None:
     for bad in ({"keypoints": -1}, {"keypoints": 2, "motion_kernel": 0}):
         with pytest.raises(ConfigError, match="keypoints"):
             HANetCfg.from_dict({**cfg.to_dict(), **bad})
+    for bad in ({"motion_stream": -1}, {"motion_stream": 8, "motion_kernel": 0}):
+        with pytest.raises(ConfigError, match="motion_stream"):
+            HANetCfg.from_dict({**cfg.to_dict(), **bad})
 
 
 def test_config_saved_before_motion_levels_keeps_action_only_motion() -> None:
     """Checkpoints written before the choice existed had the convolution on the action level."""
     legacy = get_config("tiny").to_dict()
-    del legacy["motion_levels"], legacy["keypoints"]
+    del legacy["motion_levels"], legacy["keypoints"], legacy["motion_stream"]
     cfg = HANetCfg.from_dict(legacy)
-    assert cfg.motion_levels == "action" and cfg.keypoints == 0
+    assert cfg.motion_levels == "action" and cfg.keypoints == 0 and cfg.motion_stream == 0

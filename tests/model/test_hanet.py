@@ -198,6 +198,44 @@ def test_empty_phrase_slots_are_dropped_without_changing_a_score(tiny: HANet) ->
         assert torch.allclose(full[name], short[name], atol=1e-6), name
 
 
+def test_motion_stream_starts_as_a_no_op_and_reads_each_frame_with_the_next() -> None:
+    """The motion stream's features follow the frame features and reach the temporal
+    convolution only; zero-initialised, it leaves every embedding as without it. Each frame's
+    features come from it and its difference to the next real frame (none after the last)."""
+    torch.manual_seed(0)
+    base = replace(get_config("tiny"), motion_levels="all")
+    with_stream = HANet(replace(base, motion_stream=8)).eval()
+    without = HANet(base).eval()
+    state = {k: v for k, v in with_stream.state_dict().items()
+             if not k.startswith("motion_stream")}  # fmt: skip
+    state["video.motion.weight"] = state["video.motion.weight"][:, : base.clip_embed_dim]
+    without.load_state_dict(state)
+    t = base.max_frames
+    pixels, mask = random_pixels(with_stream, 2, t), torch.ones(2, t, dtype=torch.bool)
+    mask[1, 5:] = False
+    still = pixels[:1, :1].expand(1, t, -1, -1, -1)
+    with torch.no_grad():
+        frames = with_stream.encode_frames(pixels, mask)
+        a, b = with_stream.encode_video(pixels, mask), without.encode_video(pixels, mask)
+        stream = with_stream.motion_stream
+        alone = stream(pixels[1:, :5], torch.ones(1, 5, dtype=torch.bool))
+        padded = stream(pixels[1:], mask[1:])
+        resting = stream(still, torch.ones(1, t, dtype=torch.bool))
+        moving = stream(pixels[:1], mask[:1])
+    assert frames.shape == (2, t, base.clip_embed_dim + 8)
+    assert frames[1, 5:].abs().sum() == 0
+    for field in ("global_", "action_frames", "entity_frames", "action_segments"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    assert torch.allclose(alone, padded, atol=1e-6)  # padding is not a next frame
+    assert torch.allclose(resting, resting[:1].expand(t, -1), atol=1e-6)  # nothing changes
+    assert not torch.allclose(moving[:-1], moving[-1:].expand(t - 1, -1), atol=1e-3)
+    # trained, the stream moves the convolution's output and gets gradients
+    with_stream.train()
+    torch.nn.init.normal_(with_stream.video.motion.weight, std=0.05)
+    with_stream.encode_video(pixels, mask).action_frames.sum().backward()
+    assert all(p.grad.abs().sum() > 0 for p in stream.parameters())
+
+
 @pytest.mark.parametrize("levels", ["all", "action"])
 def test_keypoints_start_as_a_no_op_then_train(levels: str) -> None:
     """The keypoints' positions follow the frame features and reach the temporal convolution

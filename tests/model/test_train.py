@@ -83,6 +83,18 @@ def test_frozen_backbone_trains_only_the_heads(corpus: dict, tmp_path: Path) -> 
     assert any(not torch.equal(v, heads_before[k]) for k, v in model.video.state_dict().items())
 
 
+def test_frozen_backbone_refuses_what_its_cache_would_leave_untrained(
+    corpus: dict, tmp_path: Path
+) -> None:
+    cfg = TrainCfg(epochs=1, batch_size=16, lr=1e-3, frozen_backbone=True)
+    for extra in ({"keypoints": 2}, {"motion_stream": 8}):
+        model = HANet(replace(corpus["cfg"], **extra), corpus["vocab"])
+        with pytest.raises(ValueError, match="frozen backbone"):
+            train(model, corpus["train"], corpus["val"], cfg, tmp_path, tmp_path / "m.pt",
+                  progress=False)  # fmt: skip
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_global_baseline_keeps_mean_pooling(corpus: dict, tmp_path: Path) -> None:
     torch.manual_seed(0)
     # with the shared temporal convolution, which would reach the global vector if trained
@@ -92,6 +104,23 @@ def test_global_baseline_keeps_mean_pooling(corpus: dict, tmp_path: Path) -> Non
     assert model.video.pool.weight.abs().sum() == 0
     assert model.video.motion.weight.abs().sum() == 0  # meanP: no motion either
     assert model.video.event.weight.grad is not None  # while the projection did train
+    assert load_checkpoint(tmp_path / "m.pt").cfg.fusion[0] == 1.0
+
+
+def test_global_motion_control_trains_the_motion_input_under_mean_pooling(
+    corpus: dict, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    cfg = TrainCfg(epochs=1, batch_size=16, lr=1e-3, objective="global-motion")
+    with pytest.raises(ValueError, match="motion_levels"):
+        train(HANet(replace(corpus["cfg"], motion_stream=4), corpus["vocab"]), corpus["train"],
+              corpus["val"], cfg, tmp_path, tmp_path / "m.pt", progress=False)  # fmt: skip
+    model = HANet(replace(corpus["cfg"], motion_levels="all", motion_stream=4), corpus["vocab"])
+    train(model, corpus["train"], corpus["val"], cfg, tmp_path, tmp_path / "m.pt", progress=False)
+    assert model.video.pool.weight.abs().sum() == 0  # still the mean
+    assert model.video.motion.weight.abs().sum() > 0  # the motion input trained
+    assert model.motion_stream.out.weight.grad is not None
+    assert model.video.action.weight.grad is None  # the global score alone: no other level
     assert load_checkpoint(tmp_path / "m.pt").cfg.fusion[0] == 1.0
 
 
