@@ -131,15 +131,12 @@ class FrameDifferences(nn.Module):
     def __init__(self, image_size: int, dim: int, width: int = 32) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        channels, size = 6, image_size
-        while True:
-            out = min(width * 2 ** (len(layers) // 2), 4 * width)
-            first = not layers
-            layers += [nn.Conv2d(channels, out, 5 if first else 3, stride=2,
-                                 padding=2 if first else 1), nn.GELU()]  # fmt: skip
-            channels, size = out, (size + 1) // 2
-            if size <= 8:
-                break
+        channels, size, stage = 6, image_size, 0
+        while stage == 0 or size > 8:  # widths: width, 2 x width, then 4 x width
+            out = width * 2 ** min(stage, 2)
+            kernel = 5 if stage == 0 else 3
+            layers += [nn.Conv2d(channels, out, kernel, stride=2, padding=kernel // 2), nn.GELU()]
+            channels, size, stage = out, (size + 1) // 2, stage + 1
         self.net = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.out = nn.Linear(channels, dim)
 

@@ -93,8 +93,9 @@ def check_compatible(model_cfg: HANetCfg, cfg: TrainCfg) -> None:
 
 
 def prepare(model: HANet, cfg: TrainCfg) -> HANet:
-    """Set the fusion the objective selects with, and for the baseline fix the global pooling
-    at the mean (its attention logits stay zero) and the frames without motion."""
+    """Set the fusion the objective selects with, and for the baselines fix the global pooling
+    at the mean (its attention logits stay zero); "global" also keeps the frames without
+    motion, "global-motion" trains it."""
     check_compatible(model.cfg, cfg)
     if cfg.objective != "hanet":
         model.cfg = model.cfg.with_fusion(GLOBAL_ONLY_FUSION)
