@@ -81,8 +81,13 @@ def main() -> None:
     video = video.to("cpu", dtype=torch.float32)
     build = new_build(root / "writer-test", model.cfg, "x" * 64, "Flat")
     start = time.perf_counter()
-    publish(root / "writer-test", build, list(range(1, args.batch + 1)), video,
-            np.zeros((args.batch, t), np.float32))  # fmt: skip
+    publish(
+        root / "writer-test",
+        build,
+        list(range(1, args.batch + 1)),
+        video,
+        np.zeros((args.batch, t), np.float32),
+    )
     writer_s = time.perf_counter() - start
 
     url = f"sqlite:///{root / 'db.sqlite3'}"
@@ -91,8 +96,9 @@ def main() -> None:
     for i, f in enumerate(files):
         queue.enqueue(engine, media_path=str(f), sha256=f"{i:064d}")
     start = time.perf_counter()
-    summary = run_queue(engine, model, root / "index", batch_size=args.batch,
-                        workers=args.workers, progress=False)  # fmt: skip
+    summary = run_queue(
+        engine, model, root / "index", batch_size=args.batch, workers=args.workers, progress=False
+    )
     wall = time.perf_counter() - start
     end_to_end = summary.indexed / wall
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -102,16 +108,20 @@ def main() -> None:
         if device == "cuda"
         else f"CPU, {torch.get_num_threads()} torch threads"
     )
-    print(f"{args.arch}, T={t}, {args.videos} x 10 s 640x360 H.264, batch {args.batch}, "
-          f"{args.workers} decode worker(s), {where}")  # fmt: skip
+    print(
+        f"{args.arch}, T={t}, {args.videos} x 10 s 640x360 H.264, batch {args.batch}, "
+        f"{args.workers} decode worker(s), {where}"
+    )
     print(
         f"  decode per video (in-process, median of 4): {statistics.median(decode_s) * 1000:.0f} ms"
     )
     print(f"  model-only bound: {bound:.3f} videos/s ({bound * t:.1f} frames/s)")
     writer_ms = writer_s * 1000
     print(f"  writer (FAISS + rerank store publish) per batch of {args.batch}: {writer_ms:.0f} ms")
-    print(f"  end to end      : {end_to_end:.3f} videos/s ({summary.indexed} indexed in "
-          f"{wall:.1f} s) = {100 * end_to_end / bound:.0f}% of the bound")  # fmt: skip
+    print(
+        f"  end to end      : {end_to_end:.3f} videos/s ({summary.indexed} indexed in "
+        f"{wall:.1f} s) = {100 * end_to_end / bound:.0f}% of the bound"
+    )
     print(f"  peak RSS: main process {peak:.0f} MiB, largest decode worker {peak_children:.0f} MiB")
 
 

@@ -61,15 +61,21 @@ def bench_video(arch: str, repeats: int) -> None:
     mask = torch.ones(32 // frames, frames, dtype=torch.bool)
     flat = pixels.flatten(0, 1)
     with torch.inference_mode():  # alternate the two, so drifts of the machine hit both alike
-        pairs = [(_median_ms(lambda: model.clip.encode_image(flat), 1, warmup=1),
-                  _median_ms(lambda: model.encode_video(pixels, mask), 1, warmup=1))
-                 for _ in range(repeats)]  # fmt: skip
+        pairs = [
+            (
+                _median_ms(lambda: model.clip.encode_image(flat), 1, warmup=1),
+                _median_ms(lambda: model.encode_video(pixels, mask), 1, warmup=1),
+            )
+            for _ in range(repeats)
+        ]
     bare = statistics.median(p[0] for p in pairs)
     full = statistics.median(p[1] for p in pairs)
     print(f"[{arch}] video, 32 frames per batch ({32 // frames} videos x {frames} frames)")
     print(f"  bare image tower : {32000 / bare:8.1f} frames/s  ({bare:.1f} ms/batch)")
-    print(f"  HANet video branch: {32000 / full:8.1f} frames/s  ({full:.1f} ms/batch), "
-          f"{100 * (full / bare - 1):+.1f}% time vs bare")  # fmt: skip
+    print(
+        f"  HANet video branch: {32000 / full:8.1f} frames/s  ({full:.1f} ms/batch), "
+        f"{100 * (full / bare - 1):+.1f}% time vs bare"
+    )
 
 
 def _per_query_ms(fn, repeats: int) -> float:
@@ -97,8 +103,10 @@ def bench_text(arch: str, repeats: int) -> None:
     print(f"  decomposition + tokenisation  : {parse:6.2f} ms")
     print(f"  HANet text branch, float32    : {full:6.1f} ms (trimmed to the query's tokens)")
     print(f"  HANet text branch, int8 text  : {fast:6.1f} ms")
-    print(f"  the same, tower traced        : {full_traced:6.1f} ms float32, "
-          f"{fast_traced:6.1f} ms int8")  # fmt: skip
+    print(
+        f"  the same, tower traced        : {full_traced:6.1f} ms float32, "
+        f"{fast_traced:6.1f} ms int8"
+    )
     print(f"  int8 vs float32 top-10 overlap: {overlap:.3f} (fused score, {len(QUERIES)} queries)")
 
 
@@ -126,8 +134,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"{platform.processor() or platform.machine()}, {args.threads} threads, "
-          f"torch {torch.__version__}")  # fmt: skip
+    print(
+        f"{platform.processor() or platform.machine()}, {args.threads} threads, "
+        f"torch {torch.__version__}"
+    )
     for arch in args.arch:
         bench_video(arch, args.repeats)
         bench_text(arch, args.repeats)

@@ -45,8 +45,10 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
 
     ckpt = work / "vitb32-random.pt"
     cfg_vocab = create_model("ViT-B-32").cfg
-    vocab = ConceptVocab(tuple(f"verb{i}" for i in range(cfg_vocab.num_verbs)),
-                         tuple(f"noun{i}" for i in range(cfg_vocab.num_nouns)))  # fmt: skip
+    vocab = ConceptVocab(
+        tuple(f"verb{i}" for i in range(cfg_vocab.num_verbs)),
+        tuple(f"noun{i}" for i in range(cfg_vocab.num_nouns)),
+    )
     model = create_model("ViT-B-32", vocab=vocab)
     sha = model.save(str(ckpt), dtype=torch.float16)
     cfg = model.cfg
@@ -55,12 +57,21 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
     engine = make_engine(url)
     with engine.begin() as conn:
         for start in range(1, videos + 1, 10000):
-            conn.execute(insert(Video), [
-                {"id": i, "content_sha256": f"{i:064x}", "media_path": f"/media/{i}.mp4",
-                 "title": f"video {i}", "status": "indexed", "duration_s": 10.0,
-                 "checkpoint_sha256": sha}
-                for i in range(start, min(videos, start + 9999) + 1)
-            ])  # fmt: skip
+            conn.execute(
+                insert(Video),
+                [
+                    {
+                        "id": i,
+                        "content_sha256": f"{i:064x}",
+                        "media_path": f"/media/{i}.mp4",
+                        "title": f"video {i}",
+                        "status": "indexed",
+                        "duration_s": 10.0,
+                        "checkpoint_sha256": sha,
+                    }
+                    for i in range(start, min(videos, start + 9999) + 1)
+                ],
+            )
     engine.dispose()
 
     index_dir = work / "index"
@@ -68,28 +79,44 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
     folder = build.root / "parts" / "000000"
     folder.mkdir(parents=True)
     t, d, sa, se = cfg.max_frames, cfg.embed_dim, cfg.num_action_segments, cfg.num_entity_segments
-    shapes = {"global_": (d,), "action_frames": (t, d), "entity_frames": (t, d),
-              "frame_mask": (t,), "action_segments": (sa, d), "action_spans": (sa, 2),
-              "entity_segments": (se, d), "verb_probs": (cfg.num_verbs,),
-              "noun_probs": (cfg.num_nouns,)}  # fmt: skip
+    shapes = {
+        "global_": (d,),
+        "action_frames": (t, d),
+        "entity_frames": (t, d),
+        "frame_mask": (t,),
+        "action_segments": (sa, d),
+        "action_spans": (sa, 2),
+        "entity_segments": (se, d),
+        "verb_probs": (cfg.num_verbs,),
+        "noun_probs": (cfg.num_nouns,),
+    }
     kinds = {"frame_mask": np.bool_, "action_spans": np.int64}
     out = {
-        f: np.lib.format.open_memmap(folder / f"{f}.npy", "w+", kinds.get(f, np.float16),
-                                     (videos, *shapes[f]))
+        f: np.lib.format.open_memmap(
+            folder / f"{f}.npy", "w+", kinds.get(f, np.float16), (videos, *shapes[f])
+        )
         for f in FIELDS
-    }  # fmt: skip
+    }
     grams = {  # as publish writes them: of the float16 rows
-        f: np.lib.format.open_memmap(folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32,
-                                     (videos, shapes[f][0], shapes[f][0]))
+        f: np.lib.format.open_memmap(
+            folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32, (videos, shapes[f][0], shapes[f][0])
+        )
         for f in UNIT_FIELDS
-    }  # fmt: skip
+    }
     rng = np.random.default_rng(0)
     began = time.perf_counter()
     for lo in range(0, videos, chunk):
         n = min(chunk, videos - lo)
-        rows = {f: _unit(rng, (n, *shapes[f])) for f in
-                ("global_", "action_frames", "entity_frames", "action_segments",
-                 "entity_segments")}  # fmt: skip
+        rows = {
+            f: _unit(rng, (n, *shapes[f]))
+            for f in (
+                "global_",
+                "action_frames",
+                "entity_frames",
+                "action_segments",
+                "entity_segments",
+            )
+        }
         rows["frame_mask"] = np.ones((n, t), bool)
         first = rng.integers(0, t - cfg.action_window + 1, size=(n, sa))
         rows["action_spans"] = np.stack([first, first + cfg.action_window - 1], axis=-1)
@@ -100,9 +127,14 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
         for f in UNIT_FIELDS:
             grams[f][lo : lo + n] = gram(torch.from_numpy(out[f][lo : lo + n]), torch.float32)
         for i in range(n):
-            build.vectors.add(lo + i + 1, {"event": rows["global_"][i : i + 1],
-                                           "action": rows["action_segments"][i],
-                                           "entity": rows["entity_segments"][i]})  # fmt: skip
+            build.vectors.add(
+                lo + i + 1,
+                {
+                    "event": rows["global_"][i : i + 1],
+                    "action": rows["action_segments"][i],
+                    "entity": rows["entity_segments"][i],
+                },
+            )
         rate = (lo + n) / (time.perf_counter() - began)
         print(f"\r  generated {lo + n}/{videos} videos ({rate:.0f}/s)", end="", flush=True)
     print()
@@ -144,12 +176,17 @@ HANET_CLI = [sys.executable, "-c", "from service.cli import app; app()"]  # this
 
 def start_server(env: dict[str, str], port: int, *options: str) -> subprocess.Popen:
     """`hanet serve --port PORT OPTIONS...` of this checkout, in the background."""
-    return subprocess.Popen([*HANET_CLI, "serve", "--port", str(port), *options], env=env,
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    return subprocess.Popen(
+        [*HANET_CLI, "serve", "--port", str(port), *options],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
-def wait_ready(client, server: subprocess.Popen, path: str, ready) -> None:  # type: ignore[no-untyped-def]
+def wait_ready(client, server: subprocess.Popen, path: str, ready) -> None:
     """Poll GET ``path`` until ``ready(response)``; stop with the server's error if it exits."""
     import httpx
 
@@ -190,8 +227,12 @@ def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -
         began = time.perf_counter()
         with httpx.Client(base_url=base, timeout=120) as client:
             # ready, with the rerank rows read into memory
-            wait_ready(client, server, "/ready", lambda r: r.status_code == 200 and
-                       r.json()["checks"]["rerank_rows"] == "ok")  # fmt: skip
+            wait_ready(
+                client,
+                server,
+                "/ready",
+                lambda r: r.status_code == 200 and r.json()["checks"]["rerank_rows"] == "ok",
+            )
             print(f"  server ready in {time.perf_counter() - began:.1f} s")
 
             def via_httpx(q: str) -> dict:
@@ -288,21 +329,30 @@ def main() -> None:
         build_index(work, args.videos, args.factory)
         print(f"  built in {time.perf_counter() - began:.0f} s")
     int8 = not args.fp32_text
-    env = {**os.environ, "HANET_DATA_DIR": str(work), "HANET_CHECKPOINT": str(ckpt),
-           "HANET_INT8_TEXT": str(int8).lower(), "HANET_SEARCH_CANDIDATES": str(args.rerank),
-           "HANET_LOG_LEVEL": "WARNING",  # a repeated sentence must still run the text branch:
-           "HANET_QUERY_CACHE_SIZE": "0"}  # fmt: skip
+    env = {
+        **os.environ,
+        "HANET_DATA_DIR": str(work),
+        "HANET_CHECKPOINT": str(ckpt),
+        "HANET_INT8_TEXT": str(int8).lower(),
+        "HANET_SEARCH_CANDIDATES": str(args.rerank),
+        "HANET_LOG_LEVEL": "WARNING",  # a repeated sentence must still run the text branch:
+        "HANET_QUERY_CACHE_SIZE": "0",
+    }
     queries = sentences(args.queries)
     http = over_http(env, args.port, queries, args.warmup)
     parts = stages(ckpt, work, queries, args.rerank, int8)
-    print(f"\n{args.videos} videos, ViT-B-32 (random weights), factory {args.factory}, "
-          f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "
-          f"{len(queries)} queries, two clients taking turns, {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"\n{args.videos} videos, ViT-B-32 (random weights), factory {args.factory}, "
+        f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "
+        f"{len(queries)} queries, two clients taking turns, {os.cpu_count()} CPUs"
+    )
     for name, got in http["clients"].items():
         wall, took = got["wall"], got["took"]
-        print(f"HTTP /search, {name:11s}  p50 {pct(wall, 50):6.1f} ms   p99 "
-              f"{pct(wall, 99):6.1f} ms   (server took_ms p50 {pct(took, 50):.1f}, "
-              f"p99 {pct(took, 99):.1f})")  # fmt: skip
+        print(
+            f"HTTP /search, {name:11s}  p50 {pct(wall, 50):6.1f} ms   p99 "
+            f"{pct(wall, 99):6.1f} ms   (server took_ms p50 {pct(took, 50):.1f}, "
+            f"p99 {pct(took, 99):.1f})"
+        )
     print(f"server RSS {http['rss_mb']:.0f} MB")
     print("where the time goes (in-process, median / p99 ms):")
     for key, values in parts["times"].items():
@@ -311,8 +361,10 @@ def main() -> None:
     print(f"  {'total':9s} {pct(totals, 50):6.2f} / {pct(totals, 99):6.2f}   (per-query sums)")
     for name, got in http["clients"].items():
         http_only = [w - t for w, t in zip(got["wall"], got["took"], strict=True)]
-        print(f"  {'http':9s} {pct(http_only, 50):6.2f} / {pct(http_only, 99):6.2f}   (client "
-              f"wall time minus the server's took_ms, {name})")  # fmt: skip
+        print(
+            f"  {'http':9s} {pct(http_only, 50):6.2f} / {pct(http_only, 99):6.2f}   (client "
+            f"wall time minus the server's took_ms, {name})"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from benchmarks.search_latency import (  # noqa: E402
 )
 
 
-def _wait_indexed(client, ids: list[int], timeout_s: float = 900) -> None:  # type: ignore[no-untyped-def]
+def _wait_indexed(client, ids: list[int], timeout_s: float = 900) -> None:
     deadline = time.monotonic() + timeout_s
     for video_id in ids:
         while not _done(client, video_id):
@@ -43,7 +43,7 @@ def _wait_indexed(client, ids: list[int], timeout_s: float = 900) -> None:  # ty
             time.sleep(0.5)
 
 
-def _done(client, video_id: int) -> bool:  # type: ignore[no-untyped-def]
+def _done(client, video_id: int) -> bool:
     return client.get(f"/videos/{video_id}").json()["status"] in ("indexed", "failed")
 
 
@@ -56,10 +56,15 @@ def run(layout: str, arch: str, corpus: Path, videos: int, work: Path, port: int
     work.mkdir(parents=True)
     checkpoint = work / f"{arch}-random.pt"
     create_model(arch).save(str(checkpoint))
-    env = {**os.environ, "HANET_DATA_DIR": str(work / "data"), "HANET_CHECKPOINT": str(checkpoint),
-           "HANET_MEDIA_ROOT": str(corpus), "HANET_INT8_TEXT": "true",
-           "HANET_LOG_LEVEL": "WARNING",
-           "HANET_QUERY_CACHE_SIZE": "0"}  # fmt: skip
+    env = {
+        **os.environ,
+        "HANET_DATA_DIR": str(work / "data"),
+        "HANET_CHECKPOINT": str(checkpoint),
+        "HANET_MEDIA_ROOT": str(corpus),
+        "HANET_INT8_TEXT": "true",
+        "HANET_LOG_LEVEL": "WARNING",
+        "HANET_QUERY_CACHE_SIZE": "0",
+    }
     separate = layout.startswith("separate")
     # "separate-passive": the worker's OpenMP threads sleep at once instead of spinning
     worker_env = {**env, "OMP_WAIT_POLICY": "PASSIVE"} if layout == "separate-passive" else env
@@ -76,8 +81,13 @@ def run(layout: str, arch: str, corpus: Path, videos: int, work: Path, port: int
                 if not separate:
                     return None
                 quiet = subprocess.DEVNULL
-                return subprocess.Popen([*HANET_CLI, "index", "run"], env=worker_env, cwd=ROOT,
-                                        stdout=quiet, stderr=quiet)  # fmt: skip
+                return subprocess.Popen(
+                    [*HANET_CLI, "index", "run"],
+                    env=worker_env,
+                    cwd=ROOT,
+                    stdout=quiet,
+                    stderr=quiet,
+                )
 
             first = client.post("/videos", json={"path": files[0]}).json()["id"]
             worker = index_queue()
@@ -114,22 +124,29 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT / "hanet-data" / "synth-2000-seed0")
     parser.add_argument("--work", type=Path, default=ROOT / "hanet-data" / "bench-indexing")
     parser.add_argument("--port", type=int, default=8766)
-    parser.add_argument("--layouts", nargs="+",
-                        default=["in-process", "separate", "separate-passive"])  # fmt: skip
+    parser.add_argument(
+        "--layouts", nargs="+", default=["in-process", "separate", "separate-passive"]
+    )
     args = parser.parse_args()
     corpus = args.corpus / "videos"
     if not corpus.is_dir():
-        raise SystemExit(f"no videos in {corpus}: run `hanet synth --out {args.corpus} "
-                         "--videos 2000 --seed 0` first (or pass --corpus)")  # fmt: skip
-    print(f"{args.arch} (random weights, int8 text), {args.videos} videos indexed while one client "
-          f"searches, {os.cpu_count()} CPUs")  # fmt: skip
+        raise SystemExit(
+            f"no videos in {corpus}: run `hanet synth --out {args.corpus} "
+            "--videos 2000 --seed 0` first (or pass --corpus)"
+        )
+    print(
+        f"{args.arch} (random weights, int8 text), {args.videos} videos indexed while one client "
+        f"searches, {os.cpu_count()} CPUs"
+    )
     for layout in args.layouts:
         r = run(layout, args.arch, corpus, args.videos, args.work / layout, args.port)
         busy, idle = r["busy"], r["idle"]
-        print(f"{layout:16s} while indexing ({len(busy)} searches, {r['indexing_s']:.0f} s, "
-              f"{args.videos / r['indexing_s']:.2f} videos/s): p50 {pct(busy, 50):6.1f} ms  "
-              f"p99 {pct(busy, 99):6.1f} ms | idle ({len(idle)}): p50 {pct(idle, 50):6.1f} ms  "
-              f"p99 {pct(idle, 99):6.1f} ms")  # fmt: skip
+        print(
+            f"{layout:16s} while indexing ({len(busy)} searches, {r['indexing_s']:.0f} s, "
+            f"{args.videos / r['indexing_s']:.2f} videos/s): p50 {pct(busy, 50):6.1f} ms  "
+            f"p99 {pct(busy, 99):6.1f} ms | idle ({len(idle)}): p50 {pct(idle, 50):6.1f} ms  "
+            f"p99 {pct(idle, 99):6.1f} ms"
+        )
 
 
 if __name__ == "__main__":

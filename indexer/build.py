@@ -38,8 +38,17 @@ from model import HANetCfg, VideoEmbeddings
 from model.scores import UNIT_FIELDS, unit_grams
 
 FORMAT = "hanet-index-build"
-FIELDS = ("global_", "action_frames", "entity_frames", "frame_mask", "action_segments",
-          "action_spans", "entity_segments", "verb_probs", "noun_probs")  # fmt: skip
+FIELDS = (
+    "global_",
+    "action_frames",
+    "entity_frames",
+    "frame_mask",
+    "action_segments",
+    "action_spans",
+    "entity_segments",
+    "verb_probs",
+    "noun_probs",
+)
 # The embedding vectors, handed to the scores in float16 as stored (model.scores multiplies
 # them as they are: a float32 copy would be written, then read again, on every rerank).
 HALF_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments", "entity_segments")
@@ -102,8 +111,9 @@ class Build:
         used = set(where[:, 0].tolist()) or set(range(len(self.parts)))
         if not used or any(f not in self.parts[p] for p in used for f in GRAM_FILES.values()):
             return None
-        return {name: torch.from_numpy(self._gather(file, where))
-                for name, file in GRAM_FILES.items()}  # fmt: skip
+        return {
+            name: torch.from_numpy(self._gather(file, where)) for name, file in GRAM_FILES.items()
+        }
 
     def _where(self, video_ids: list[int]) -> np.ndarray:
         missing = [v for v in video_ids if v not in self.rows]
@@ -176,8 +186,11 @@ def load_current(index_dir: Path, expect_checkpoint: str | None = None) -> Build
     build = Build(root, manifest, FaissStore.load(root / "vectors"))
     for n, part in enumerate(manifest["parts"]):
         folder = root / "parts" / part
-        names = [*FIELDS, "frame_times", *(f for f in GRAM_FILES.values()
-                                          if (folder / f"{f}.npy").exists())]  # fmt: skip
+        names = [
+            *FIELDS,
+            "frame_times",
+            *(f for f in GRAM_FILES.values() if (folder / f"{f}.npy").exists()),
+        ]
         arrays = {f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in names}
         build.parts.append(arrays)
         for row, video_id in enumerate(np.load(folder / "video_ids.npy").tolist()):
@@ -191,9 +204,15 @@ def new_build(index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: s
     """An empty build (not yet published) for a checkpoint."""
     name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     manifest = {
-        "format": FORMAT, "version": 0, "build": name, "checkpoint_sha256": checkpoint_sha256,
-        "config": cfg.to_dict(), "factory": factory, "parts": [], "videos": 0,
-    }  # fmt: skip
+        "format": FORMAT,
+        "version": 0,
+        "build": name,
+        "checkpoint_sha256": checkpoint_sha256,
+        "config": cfg.to_dict(),
+        "factory": factory,
+        "parts": [],
+        "videos": 0,
+    }
     return Build(index_dir / "builds" / name / "v0", manifest, FaissStore(cfg.embed_dim, factory))
 
 
@@ -227,8 +246,13 @@ def _is_current(index_dir: Path, build: Build) -> bool:
     return name == build.name
 
 
-def publish_latest(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmbeddings,
-                   frame_times: np.ndarray) -> Build:  # fmt: skip
+def publish_latest(
+    index_dir: Path,
+    build: Build,
+    video_ids: list[int],
+    video: VideoEmbeddings,
+    frame_times: np.ndarray,
+) -> Build:
     """``publish`` for one of several writers: under the write lock, on top of the latest
     published version (re-read when another writer published since ``build`` was read), so no
     writer drops another's videos or tombstones."""
@@ -238,8 +262,14 @@ def publish_latest(index_dir: Path, build: Build, video_ids: list[int], video: V
         return publish(index_dir, build, video_ids, video, frame_times)
 
 
-def publish(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmbeddings,
-            frame_times: np.ndarray, add_vectors: bool = True) -> Build:  # fmt: skip
+def publish(
+    index_dir: Path,
+    build: Build,
+    video_ids: list[int],
+    video: VideoEmbeddings,
+    frame_times: np.ndarray,
+    add_vectors: bool = True,
+) -> Build:
     """Add videos (their embeddings and frame times (N, T)) and publish the next version.
     ``add_vectors`` False writes rerank rows only (compaction: the vectors are there)."""
     for i, video_id in enumerate(video_ids if add_vectors else []):
@@ -262,8 +292,10 @@ def publish(index_dir: Path, build: Build, video_ids: list[int], video: VideoEmb
             np.save(folder / f"{name}.npy", rows[name])
         stored = VideoEmbeddings(**{name: torch.from_numpy(a) for name, a in rows.items()})
         # of the rows as stored, a bounded float32 copy at a time
-        chunks = [unit_grams(stored.select(slice(i, i + GRAM_CHUNK)))
-                  for i in range(0, len(video_ids), GRAM_CHUNK)]  # fmt: skip
+        chunks = [
+            unit_grams(stored.select(slice(i, i + GRAM_CHUNK)))
+            for i in range(0, len(video_ids), GRAM_CHUNK)
+        ]
         for name, file in GRAM_FILES.items():
             np.save(folder / f"{file}.npy", torch.cat([c[name] for c in chunks]).numpy())
         np.save(folder / "frame_times.npy", frame_times.astype(np.float32))
@@ -296,8 +328,9 @@ def _point_current(index_dir: Path, name: str) -> None:
 
 def _drop_old_versions(builds_dir: Path, keep: set[str]) -> None:
     """Readers of an older version keep their open files (mmap); the names can go."""
-    versions = sorted((p for p in builds_dir.glob("v*") if p.is_dir()),
-                      key=lambda p: int(p.name[1:]))  # fmt: skip
+    versions = sorted(
+        (p for p in builds_dir.glob("v*") if p.is_dir()), key=lambda p: int(p.name[1:])
+    )
     for old in versions[:-2]:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
@@ -331,8 +364,9 @@ def compact(index_dir: Path) -> Build:
         build.vectors.compact()
         live = sorted(build.rows)
         video = build.embeddings(live) if live else _empty_like(build)
-        times = (np.stack([build.frame_times(v) for v in live]) if live
-                 else np.zeros((0, 1), np.float32))  # fmt: skip
+        times = (
+            np.stack([build.frame_times(v) for v in live]) if live else np.zeros((0, 1), np.float32)
+        )
         build.manifest = {**build.manifest, "parts": []}
         return publish(index_dir, build, live, video, times, add_vectors=False)
 

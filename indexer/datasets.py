@@ -50,7 +50,7 @@ class Dataset:
         return items
 
 
-def _read_json(path: Path):  # type: ignore[no-untyped-def]
+def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -114,8 +114,9 @@ def load_vatex(annotations: dict[str, str | Path], video_dir: str | Path) -> Dat
         try:
             for v in data:
                 caps = tuple(Caption(c.strip()) for c in v["enCap"])
-                videos.append(VideoItem(v["videoID"], Path(video_dir) / f"{v['videoID']}.mp4",
-                                        split, caps))  # fmt: skip
+                videos.append(
+                    VideoItem(v["videoID"], Path(video_dir) / f"{v['videoID']}.mp4", split, caps)
+                )
         except (KeyError, TypeError) as exc:
             raise DatasetError(f"{annotation} is not VATEX JSON: missing {exc}") from exc
     return Dataset("vatex", tuple(videos))
@@ -128,10 +129,10 @@ def load_dataset(spec: str, video_dir: str | None = None) -> Dataset:
     if kind in {"msrvtt", "vatex"} and not video_dir:
         raise DatasetError(f"{kind} needs --video-dir")
     if kind == "msrvtt":
-        return load_msrvtt(rest, video_dir)  # type: ignore[arg-type]
+        return load_msrvtt(rest, video_dir)
     if kind == "vatex":
         files = dict(part.split("=", 1) for part in rest.split(",") if "=" in part)
-        return load_vatex(files, video_dir)  # type: ignore[arg-type]
+        return load_vatex(files, video_dir)
     return load_generic(spec)
 
 
@@ -149,9 +150,12 @@ class FrameCache:
 
 
 def decode_split(
-    items: list[VideoItem], num_frames: int, size: int, cache: Path | None = None,
+    items: list[VideoItem],
+    num_frames: int,
+    size: int,
+    cache: Path | None = None,
     progress: bool = True,
-) -> FrameCache:  # fmt: skip
+) -> FrameCache:
     """Decode every video of ``items`` once (reused from ``cache`` when it holds the same ids,
     frame count and size)."""
     ids = [v.id for v in items]

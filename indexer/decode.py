@@ -155,8 +155,9 @@ def decode_thumbnail(path: str | Path, time_s: float, max_side: int = 320) -> by
     return out.getvalue()
 
 
-def _decode_at(container, stream, targets: np.ndarray, size: int = 0, convert=None
-               ) -> tuple[list, list[float]]:  # fmt: skip
+def _decode_at(
+    container, stream, targets: np.ndarray, size: int = 0, convert=None
+) -> tuple[list, list[float]]:
     """For each target time, the decoded frame nearest to it, seeking only when the target is
     far ahead of the decoder. A frame picked twice is kept once. Frames become ``size`` RGB
     squares, or whatever ``convert`` makes of them."""

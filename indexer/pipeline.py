@@ -68,8 +68,12 @@ class Embedder:
                 raise
             torch.cuda.empty_cache()
             half = len(videos) // 2
-            log.warning("out of GPU memory at batch %d: retrying as %d + %d", len(videos),
-                        half, len(videos) - half)  # fmt: skip
+            log.warning(
+                "out of GPU memory at batch %d: retrying as %d + %d",
+                len(videos),
+                half,
+                len(videos) - half,
+            )
             return VideoEmbeddings.cat([self(videos[:half]), self(videos[half:])])
 
     @torch.inference_mode()
@@ -116,11 +120,20 @@ class _Held:
 
 
 def run_queue(
-    engine: Engine, model: HANet, index_dir: Path, *, factory: str = "Flat",
-    batch_size: int = 16, workers: int = 2, watch: bool = False, poll_s: float = 2.0,
-    lease_s: float = 300.0, progress: bool = True, stop: threading.Event | None = None,
+    engine: Engine,
+    model: HANet,
+    index_dir: Path,
+    *,
+    factory: str = "Flat",
+    batch_size: int = 16,
+    workers: int = 2,
+    watch: bool = False,
+    poll_s: float = 2.0,
+    lease_s: float = 300.0,
+    progress: bool = True,
+    stop: threading.Event | None = None,
     publish_s: float = 0.0,
-) -> Summary:  # fmt: skip
+) -> Summary:
     """Index queued videos until the queue is empty (or, with ``watch``, until ``stop``).
 
     Embedded batches are published together at most every ``publish_s`` seconds while more
@@ -135,8 +148,9 @@ def run_queue(
     build = open_build(index_dir, model, factory)
     embed = Embedder(model)
     t, size = model.cfg.max_frames, model.preprocess.image_size
-    bar = tqdm(total=queue.counts(engine)["pending"], unit="video", desc="index",
-               disable=not progress)  # fmt: skip
+    bar = tqdm(
+        total=queue.counts(engine)["pending"], unit="video", desc="index", disable=not progress
+    )
     with ProcessPoolExecutor(max_workers=workers) as pool:
 
         def submit() -> dict[int, Future]:
@@ -178,8 +192,15 @@ def run_queue(
     return summary
 
 
-def _embed(engine: Engine, embed: Embedder, results: list, worker: str, summary: Summary,
-           frames: int, held: _Held) -> None:  # fmt: skip
+def _embed(
+    engine: Engine,
+    embed: Embedder,
+    results: list,
+    worker: str,
+    summary: Summary,
+    frames: int,
+    held: _Held,
+) -> None:
     """Embedder: failures recorded with their reasons; the rest embedded into ``held``."""
     good = [(vid, r) for vid, r in results if isinstance(r, DecodedVideo)]
     for vid, reason in results:
@@ -195,15 +216,21 @@ def _embed(engine: Engine, embed: Embedder, results: list, worker: str, summary:
     held.durations.extend(r.duration_s for r in decoded)
 
 
-def _publish(engine: Engine, build: Build, index_dir: Path, held: _Held, worker: str,
-             summary: Summary) -> Build:  # fmt: skip
+def _publish(
+    engine: Engine, build: Build, index_dir: Path, held: _Held, worker: str, summary: Summary
+) -> Build:
     """Writer: publish the held videos, and only then mark them indexed (a crash in between
     re-indexes them, replacing their vectors)."""
     video = VideoEmbeddings.cat(held.videos)
     build = publish_latest(index_dir, build, held.ids, video, np.concatenate(held.times))
     for vid, duration in zip(held.ids, held.durations, strict=True):
-        if queue.complete(engine, vid, worker=worker, duration_s=duration,
-                          checkpoint_sha256=build.checkpoint_sha256):  # fmt: skip
+        if queue.complete(
+            engine,
+            vid,
+            worker=worker,
+            duration_s=duration,
+            checkpoint_sha256=build.checkpoint_sha256,
+        ):
             summary.indexed += 1
     return build
 

@@ -39,7 +39,7 @@ def vocab_from(dataset: Dataset, cfg: HANetCfg) -> tuple[ConceptVocab, HANetCfg]
     return vocab, sized
 
 
-def _cache_path(cache_dir: Path | None, items: list[VideoItem], frames: int, size: int):  # type: ignore[no-untyped-def]
+def _cache_path(cache_dir: Path | None, items: list[VideoItem], frames: int, size: int):
     if cache_dir is None:
         return None
     key = hashlib.sha256("\n".join(str(v.path) for v in items).encode()).hexdigest()[:16]
@@ -47,15 +47,20 @@ def _cache_path(cache_dir: Path | None, items: list[VideoItem], frames: int, siz
 
 
 def split_data(
-    dataset: Dataset, split: str, cfg: HANetCfg, vocab: ConceptVocab | None,
-    cache_dir: Path | None = None, progress: bool = True,
-) -> tuple[SplitData, list[VideoItem]]:  # fmt: skip
+    dataset: Dataset,
+    split: str,
+    cfg: HANetCfg,
+    vocab: ConceptVocab | None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[SplitData, list[VideoItem]]:
     """Decoded frames of a split (videos that fail to decode are left out and logged) with
     captions and, given a vocabulary, concept targets."""
     items = dataset.split(split)
     size = cfg.preprocess.image_size
-    cache = decode_split(items, cfg.max_frames, size, _cache_path(cache_dir, items, cfg.max_frames,
-                                                                  size), progress)  # fmt: skip
+    cache = decode_split(
+        items, cfg.max_frames, size, _cache_path(cache_dir, items, cfg.max_frames, size), progress
+    )
     for vid, reason in cache.failed.items():
         log.warning("left out %s: %s", vid, reason)
     kept = [v for v in items if v.id not in cache.failed]

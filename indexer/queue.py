@@ -34,8 +34,9 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def enqueue(engine: Engine, *, media_path: str, sha256: str, title: str | None = None
-            ) -> tuple[int, bool]:  # fmt: skip
+def enqueue(
+    engine: Engine, *, media_path: str, sha256: str, title: str | None = None
+) -> tuple[int, bool]:
     """Add a video by content hash; the same content again returns the existing id.
     Returns (video id, created)."""
     with Session(engine) as session:
@@ -72,7 +73,7 @@ def claim(engine: Engine, *, worker: str, limit: int, lease_s: float = 60.0) -> 
                     claimed_by=worker,
                     attempts=Video.attempts + 1,
                     lease_expires_at=now + timedelta(seconds=lease_s),
-                )  # fmt: skip
+                )
             )
     return ids
 
@@ -88,7 +89,7 @@ def renew(engine: Engine, *, worker: str, ids: list[int], lease_s: float = 60.0)
         return result.rowcount
 
 
-def _finish(engine: Engine, video_id: int, worker: str, **values) -> bool:  # type: ignore[no-untyped-def]
+def _finish(engine: Engine, video_id: int, worker: str, **values) -> bool:
     with Session(engine) as session, session.begin():
         result = session.execute(
             update(Video)
@@ -98,12 +99,20 @@ def _finish(engine: Engine, video_id: int, worker: str, **values) -> bool:  # ty
         return result.rowcount == 1
 
 
-def complete(engine: Engine, video_id: int, *, worker: str, duration_s: float,
-             checkpoint_sha256: str) -> bool:  # fmt: skip
+def complete(
+    engine: Engine, video_id: int, *, worker: str, duration_s: float, checkpoint_sha256: str
+) -> bool:
     """Mark indexed, only if this worker still holds the job (else another took it over)."""
-    return _finish(engine, video_id, worker, status=INDEXED, duration_s=duration_s,
-                   checkpoint_sha256=checkpoint_sha256, indexed_at=_now(),
-                   failure_reason=None)  # fmt: skip
+    return _finish(
+        engine,
+        video_id,
+        worker,
+        status=INDEXED,
+        duration_s=duration_s,
+        checkpoint_sha256=checkpoint_sha256,
+        indexed_at=_now(),
+        failure_reason=None,
+    )
 
 
 def fail(engine: Engine, video_id: int, *, worker: str, reason: str) -> bool:
@@ -135,9 +144,10 @@ def release_dead_workers(engine: Engine) -> int:
         dead = [vid for vid, owner in rows if not _alive(int(owner.split(":")[1]))]
         if dead:
             session.execute(
-                update(Video).where(Video.id.in_(dead))
+                update(Video)
+                .where(Video.id.in_(dead))
                 .values(status=PENDING, claimed_by=None, lease_expires_at=None)
-            )  # fmt: skip
+            )
     return len(dead)
 
 

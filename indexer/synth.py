@@ -43,41 +43,86 @@ FORMAT = "hanet-dataset"
 
 # Each phrase: list of (word, part of speech, lemma). The generator knows every tag.
 _VERB_PHRASES: dict[str, list[list[tuple[str, str, str]]]] = {
-    "move_left": [[("moves", "VERB", "move"), ("left", "PART", "left")],
-                  [("slides", "VERB", "slide"), ("to", "ADP", "to"), ("the", "DET", "the"),
-                   ("left", "NOUN", "left")],
-                  [("goes", "VERB", "go"), ("left", "PART", "left")]],
-    "move_right": [[("moves", "VERB", "move"), ("right", "PART", "right")],
-                   [("slides", "VERB", "slide"), ("to", "ADP", "to"), ("the", "DET", "the"),
-                    ("right", "NOUN", "right")],
-                   [("goes", "VERB", "go"), ("right", "PART", "right")]],
-    "move_up": [[("moves", "VERB", "move"), ("up", "PART", "up")],
-                [("rises", "VERB", "rise")],
-                [("goes", "VERB", "go"), ("up", "PART", "up")]],
-    "move_down": [[("moves", "VERB", "move"), ("down", "PART", "down")],
-                  [("falls", "VERB", "fall")],
-                  [("goes", "VERB", "go"), ("down", "PART", "down")]],
-    "grow": [[("grows", "VERB", "grow")], [("expands", "VERB", "expand")],
-             [("gets", "VERB", "get"), ("bigger", "ADJ", "big")]],
-    "shrink": [[("shrinks", "VERB", "shrink")], [("contracts", "VERB", "contract")],
-               [("gets", "VERB", "get"), ("smaller", "ADJ", "small")]],
-    "appear": [[("appears", "VERB", "appear")], [("fades", "VERB", "fade"), ("in", "PART", "in")],
-               [("shows", "VERB", "show"), ("up", "PART", "up")]],
-    "disappear": [[("disappears", "VERB", "disappear")], [("vanishes", "VERB", "vanish")],
-                  [("fades", "VERB", "fade"), ("out", "PART", "out")]],
-    "rotate": [[("rotates", "VERB", "rotate")], [("spins", "VERB", "spin")],
-               [("turns", "VERB", "turn"), ("around", "PART", "around")]],
-    "bounce": [[("bounces", "VERB", "bounce")], [("hops", "VERB", "hop")],
-               [("jumps", "VERB", "jump")]],
-    "blink": [[("blinks", "VERB", "blink")], [("flashes", "VERB", "flash")],
-              [("flickers", "VERB", "flicker")]],
-    "still": [[("stays", "VERB", "stay"), ("still", "ADV", "still")],
-              [("does", "AUX", "do"), ("not", "PART", "not"), ("move", "VERB", "move")],
-              [("rests", "VERB", "rest")]],
-}  # fmt: skip
+    "move_left": [
+        [("moves", "VERB", "move"), ("left", "PART", "left")],
+        [
+            ("slides", "VERB", "slide"),
+            ("to", "ADP", "to"),
+            ("the", "DET", "the"),
+            ("left", "NOUN", "left"),
+        ],
+        [("goes", "VERB", "go"), ("left", "PART", "left")],
+    ],
+    "move_right": [
+        [("moves", "VERB", "move"), ("right", "PART", "right")],
+        [
+            ("slides", "VERB", "slide"),
+            ("to", "ADP", "to"),
+            ("the", "DET", "the"),
+            ("right", "NOUN", "right"),
+        ],
+        [("goes", "VERB", "go"), ("right", "PART", "right")],
+    ],
+    "move_up": [
+        [("moves", "VERB", "move"), ("up", "PART", "up")],
+        [("rises", "VERB", "rise")],
+        [("goes", "VERB", "go"), ("up", "PART", "up")],
+    ],
+    "move_down": [
+        [("moves", "VERB", "move"), ("down", "PART", "down")],
+        [("falls", "VERB", "fall")],
+        [("goes", "VERB", "go"), ("down", "PART", "down")],
+    ],
+    "grow": [
+        [("grows", "VERB", "grow")],
+        [("expands", "VERB", "expand")],
+        [("gets", "VERB", "get"), ("bigger", "ADJ", "big")],
+    ],
+    "shrink": [
+        [("shrinks", "VERB", "shrink")],
+        [("contracts", "VERB", "contract")],
+        [("gets", "VERB", "get"), ("smaller", "ADJ", "small")],
+    ],
+    "appear": [
+        [("appears", "VERB", "appear")],
+        [("fades", "VERB", "fade"), ("in", "PART", "in")],
+        [("shows", "VERB", "show"), ("up", "PART", "up")],
+    ],
+    "disappear": [
+        [("disappears", "VERB", "disappear")],
+        [("vanishes", "VERB", "vanish")],
+        [("fades", "VERB", "fade"), ("out", "PART", "out")],
+    ],
+    "rotate": [
+        [("rotates", "VERB", "rotate")],
+        [("spins", "VERB", "spin")],
+        [("turns", "VERB", "turn"), ("around", "PART", "around")],
+    ],
+    "bounce": [
+        [("bounces", "VERB", "bounce")],
+        [("hops", "VERB", "hop")],
+        [("jumps", "VERB", "jump")],
+    ],
+    "blink": [
+        [("blinks", "VERB", "blink")],
+        [("flashes", "VERB", "flash")],
+        [("flickers", "VERB", "flicker")],
+    ],
+    "still": [
+        [("stays", "VERB", "stay"), ("still", "ADV", "still")],
+        [("does", "AUX", "do"), ("not", "PART", "not"), ("move", "VERB", "move")],
+        [("rests", "VERB", "rest")],
+    ],
+}
 _SIZE_WORDS = {"small": ["small", "little", "tiny"], "large": ["large", "big", "huge"]}
-_BACKGROUND_WORDS = {"black": "black", "gray": "gray", "navy": "blue", "brown": "brown",
-                     "gradient": "dark", "noisy": "grainy"}  # fmt: skip
+_BACKGROUND_WORDS = {
+    "black": "black",
+    "gray": "gray",
+    "navy": "blue",
+    "brown": "brown",
+    "gradient": "dark",
+    "noisy": "grainy",
+}
 
 
 @dataclass(frozen=True)
@@ -123,8 +168,10 @@ def _make_scene(index: int, seed: int, held: set, compositional: bool) -> SynthV
         actions = _pick_actions(rng, same, steps_n)
         actors = 1 if steps_n == 1 or same else 2
         extra = int(rng.integers(0, 4 - actors))  # 1 to 3 things in all
-        looks = [(str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)),
-                  str(rng.choice(list(SIZES)))) for _ in range(actors + extra)]  # fmt: skip
+        looks = [
+            (str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), str(rng.choice(list(SIZES))))
+            for _ in range(actors + extra)
+        ]
         if compositional:
             colour, shape, action = sorted(held)[int(rng.integers(len(held)))]
             looks[0] = (colour, shape, looks[0][2])
@@ -159,8 +206,9 @@ def _noun_phrase(thing: Thing, rng: np.random.Generator, det: str = "a") -> list
     words: list[Word] = [(det, "DET", det)]
     if rng.random() < 0.7:
         size = str(rng.choice(_SIZE_WORDS[thing.size]))
-        words.append((size, "ADJ", {"little": "little", "tiny": "tiny", "huge": "huge"}.get(
-            size, size)))  # fmt: skip
+        words.append(
+            (size, "ADJ", {"little": "little", "tiny": "tiny", "huge": "huge"}.get(size, size))
+        )
     words.append((thing.colour, "ADJ", thing.colour))
     words.append((thing.shape, "NOUN", thing.shape))
     if det == "a" and words[1][0][0] in "aeiou":
@@ -181,24 +229,39 @@ def _caption_one(video: SynthVideo, rng: np.random.Generator, template: int) -> 
     bg = _BACKGROUND_WORDS[video.background]
     templates = [
         lambda: a + vp,
-        lambda: [("there", "PRON", "there"), ("is", "AUX", "be")] + a
-        + [("that", "PRON", "that")] + vp,
-        lambda: a + vp + [("on", "ADP", "on"), ("a", "DET", "a"), (bg, "ADJ", bg),
-                          ("background", "NOUN", "background")],
+        lambda: (
+            [("there", "PRON", "there"), ("is", "AUX", "be")] + a + [("that", "PRON", "that")] + vp
+        ),
+        lambda: (
+            a
+            + vp
+            + [
+                ("on", "ADP", "on"),
+                ("a", "DET", "a"),
+                (bg, "ADJ", bg),
+                ("background", "NOUN", "background"),
+            ]
+        ),
         lambda: [("in", "ADP", "in"), ("this", "DET", "this"), ("video", "NOUN", "video")] + a + vp,
-        lambda: [("we", "PRON", "we"), ("see", "VERB", "see")] + a
-        + [("that", "PRON", "that")] + vp,
-    ]  # fmt: skip
+        lambda: (
+            [("we", "PRON", "we"), ("see", "VERB", "see")] + a + [("that", "PRON", "that")] + vp
+        ),
+    ]
     if others:
         d = _noun_phrase(video.things[others[0].thing], rng)
-        templates.append(lambda: a + vp + [("while", "CONJ", "while")] + d
-                         + _verb_phrase("still", rng))  # fmt: skip
+        templates.append(
+            lambda: a + vp + [("while", "CONJ", "while")] + d + _verb_phrase("still", rng)
+        )
         templates.append(lambda: a + vp + [("next", "ADV", "next"), ("to", "ADP", "to")] + d)
     return templates[template % len(templates)]()
 
 
-def _caption_two(video: SynthVideo, rng: np.random.Generator, template: int,
-                 choices: tuple[int | None, int | None] = (None, None)) -> list[Word]:  # fmt: skip
+def _caption_two(
+    video: SynthVideo,
+    rng: np.random.Generator,
+    template: int,
+    choices: tuple[int | None, int | None] = (None, None),
+) -> list[Word]:
     first, second = video.steps[0], video.steps[1]
     a = _noun_phrase(video.things[first.thing], rng)
     same = first.thing == second.thing
@@ -211,9 +274,15 @@ def _caption_two(video: SynthVideo, rng: np.random.Generator, template: int,
         lambda: [("first", "ADV", "first")] + a + v1 + [("and", "CONJ", "and"), then] + b + v2,
         lambda: a + v1 + [("before", "CONJ", "before")] + b + v2,
         lambda: [("after", "CONJ", "after")] + a + v1 + [comma] + b + v2,
-        lambda: [("in", "ADP", "in"), ("this", "DET", "this"), ("video", "NOUN", "video")]
-        + a + v1 + [comma, then] + b + v2,
-    ]  # fmt: skip
+        lambda: (
+            [("in", "ADP", "in"), ("this", "DET", "this"), ("video", "NOUN", "video")]
+            + a
+            + v1
+            + [comma, then]
+            + b
+            + v2
+        ),
+    ]
     if not same:
         templates.append(lambda: b + v2 + [("after", "CONJ", "after")] + a + v1)
     return templates[template % len(templates)]()
@@ -224,8 +293,12 @@ def _text(words: list[Word]) -> str:
 
 
 def _as_caption(words: list[Word]) -> dict:
-    return {"text": _text(words), "words": [w for w, _, _ in words],
-            "pos": [p for _, p, _ in words], "lemmas": [lm for _, _, lm in words]}  # fmt: skip
+    return {
+        "text": _text(words),
+        "words": [w for w, _, _ in words],
+        "pos": [p for _, p, _ in words],
+        "lemmas": [lm for _, _, lm in words],
+    }
 
 
 def captions_for(video: SynthVideo) -> dict:
@@ -246,13 +319,17 @@ def captions_for(video: SynthVideo) -> dict:
     out = {"captions": captions}
     mirrored = next((s for s in video.steps if s.action in MIRRORED), None)
     if mirrored is not None:
-        steps = [Step(s.thing, MIRRORED[s.action], s.start, s.end) if s is mirrored else s
-                 for s in video.steps]  # fmt: skip
+        steps = [
+            Step(s.thing, MIRRORED[s.action], s.start, s.end) if s is mirrored else s
+            for s in video.steps
+        ]
         out["mirrored"] = [_canonical(video, two), _canonical(_with_steps(video, steps), two)]
     if two and acting[0].thing != acting[1].thing:
         first, second = acting[0], acting[1]
-        steps = [Step(second.thing, second.action, first.start, first.end),
-                 Step(first.thing, first.action, second.start, second.end)]  # fmt: skip
+        steps = [
+            Step(second.thing, second.action, first.start, first.end),
+            Step(first.thing, first.action, second.start, second.end),
+        ]
         out["swapped"] = [_canonical(video, two), _canonical(_with_steps(video, steps), two)]
     return out
 
@@ -266,10 +343,11 @@ def _canonical(video: SynthVideo, two: bool) -> dict:
     canonical captions differ only where their scenes differ."""
     rng = _AlwaysSize()
     if two:
-        return _as_caption(_caption_two(video, rng, 0, (0, 0)))  # type: ignore[arg-type]
+        return _as_caption(_caption_two(video, rng, 0, (0, 0)))
     main = video.steps[0]
-    return _as_caption(_noun_phrase(video.things[main.thing], rng)  # type: ignore[arg-type]
-                       + _verb_phrase(main.action, rng, 0))  # type: ignore[arg-type]  # fmt: skip
+    return _as_caption(
+        _noun_phrase(video.things[main.thing], rng) + _verb_phrase(main.action, rng, 0)
+    )
 
 
 class _AlwaysSize:
@@ -278,7 +356,7 @@ class _AlwaysSize:
     def random(self) -> float:
         return 0.0
 
-    def choice(self, options):  # type: ignore[no-untyped-def]
+    def choice(self, options):
         return options[0]
 
     def integers(self, n: int) -> int:
@@ -294,12 +372,19 @@ def plan_corpus(count: int, seed: int) -> list[SynthVideo]:
     videos = []
     for i, u in enumerate(draws):
         compositional = u < 0.08
-        split = ("compositional" if compositional else
-                 "train" if u < 0.08 + 0.92 * 0.8 else
-                 "val" if u < 0.08 + 0.92 * 0.9 else "test")  # fmt: skip
+        split = (
+            "compositional"
+            if compositional
+            else "train"
+            if u < 0.08 + 0.92 * 0.8
+            else "val"
+            if u < 0.08 + 0.92 * 0.9
+            else "test"
+        )
         scene = _make_scene(i, seed, held, compositional)
-        videos.append(SynthVideo(scene.id, scene.things, scene.steps, scene.background, split,
-                                 seed))  # fmt: skip
+        videos.append(
+            SynthVideo(scene.id, scene.things, scene.steps, scene.background, split, seed)
+        )
     return videos
 
 
@@ -336,7 +421,7 @@ def _entry(video: SynthVideo) -> dict:
         "events": [
             {"thing": s.thing, "action": s.action, "start_s": s.start / FPS, "end_s": s.end / FPS}
             for s in video.steps
-        ],  # fmt: skip
+        ],
         **captions_for(video),
     }
 

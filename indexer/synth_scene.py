@@ -22,16 +22,30 @@ SHAPES = ("circle", "square", "triangle", "star", "hexagon", "heart", "cross", "
 SIZES = {"small": 8.0, "large": 14.0}  # radius in pixels
 BACKGROUNDS = ("black", "gray", "navy", "brown", "gradient", "noisy")
 ACTIONS = (
-    "move_left", "move_right", "move_up", "move_down", "grow", "shrink",
-    "appear", "disappear", "rotate", "bounce", "blink", "still",
-)  # fmt: skip
+    "move_left",
+    "move_right",
+    "move_up",
+    "move_down",
+    "grow",
+    "shrink",
+    "appear",
+    "disappear",
+    "rotate",
+    "bounce",
+    "blink",
+    "still",
+)
 # Pairs a single averaged frame cannot tell apart.
 MIRRORED = {
-    "move_left": "move_right", "move_right": "move_left",
-    "move_up": "move_down", "move_down": "move_up",
-    "grow": "shrink", "shrink": "grow",
-    "appear": "disappear", "disappear": "appear",
-}  # fmt: skip
+    "move_left": "move_right",
+    "move_right": "move_left",
+    "move_up": "move_down",
+    "move_down": "move_up",
+    "grow": "shrink",
+    "shrink": "grow",
+    "appear": "disappear",
+    "disappear": "appear",
+}
 _TRAVEL = 26.0  # pixels a moving shape travels during its action
 
 
@@ -83,9 +97,13 @@ def _shape_mask(shape: str, xx: np.ndarray, yy: np.ndarray, r: float, angle: flo
 def _background(kind: str, rng: np.random.Generator) -> np.ndarray:
     img = np.zeros((CANVAS, CANVAS, 3), dtype=np.float32)
     base = {
-        "black": (10, 10, 12), "gray": (70, 70, 72), "navy": (15, 20, 70),
-        "brown": (70, 45, 25), "gradient": (20, 20, 20), "noisy": (45, 45, 45),
-    }[kind]  # fmt: skip
+        "black": (10, 10, 12),
+        "gray": (70, 70, 72),
+        "navy": (15, 20, 70),
+        "brown": (70, 45, 25),
+        "gradient": (20, 20, 20),
+        "noisy": (45, 45, 45),
+    }[kind]
     img[:] = base
     if kind == "gradient":
         img += np.linspace(0, 70, CANVAS, dtype=np.float32)[:, None, None]
@@ -163,9 +181,12 @@ def render(
             if alpha <= 0:
                 continue
             mask = _shape_mask(
-                thing.shape, xx - (thing.x + dx), yy - (thing.y + dy),
-                SIZES[thing.size] * scale, angle,
-            )  # fmt: skip
+                thing.shape,
+                xx - (thing.x + dx),
+                yy - (thing.y + dy),
+                SIZES[thing.size] * scale,
+                angle,
+            )
             colour = np.asarray(COLOURS[thing.colour], dtype=np.float32)
             img[mask] = (1 - alpha) * img[mask] + alpha * colour
         out[t] = np.clip(img, 0, 255).astype(np.uint8)

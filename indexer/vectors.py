@@ -172,7 +172,7 @@ class FaissStore:
         return [
             [VideoHit(int(v), float(s), int(g)) for v, s, g in zip(*row, strict=True)]
             for row in self.top_videos(level, queries, k)
-        ]  # fmt: skip
+        ]
 
     def top_videos(
         self, level: str, queries: np.ndarray, k: int
@@ -208,9 +208,14 @@ class FaissStore:
             tmp = folder / f".{level}.faiss.tmp"
             faiss.write_index(index, str(tmp))
             os.replace(tmp, folder / f"{level}.faiss")
-        meta = {"format": FORMAT, "dim": self.dim, "factory": self.factory,
-                "deleted": sorted(self.deleted), "staged": sorted(self.staged),
-                "counts": {level: self.count(level) for level in LEVELS}}  # fmt: skip
+        meta = {
+            "format": FORMAT,
+            "dim": self.dim,
+            "factory": self.factory,
+            "deleted": sorted(self.deleted),
+            "staged": sorted(self.staged),
+            "counts": {level: self.count(level) for level in LEVELS},
+        }
         tmp = folder / ".vectors.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, folder / "vectors.json")
@@ -233,8 +238,11 @@ class FaissStore:
 def _stored(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
     """An IDMap2 index's ids and vectors, in insertion order."""
     idmap = faiss.downcast_index(index)
-    vectors = idmap.index.reconstruct_n(0, index.ntotal) if index.ntotal else \
-        np.zeros((0, index.d), np.float32)  # fmt: skip
+    vectors = (
+        idmap.index.reconstruct_n(0, index.ntotal)
+        if index.ntotal
+        else np.zeros((0, index.d), np.float32)
+    )
     return faiss.vector_to_array(idmap.id_map), vectors
 
 

@@ -68,14 +68,22 @@ def _read(path: Path) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as exc:  # fmt: skip
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as exc:
         raise CheckpointError(f"{path} is corrupt or truncated: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a HANet checkpoint")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, "
-                              f"this code reads version {VERSION}")  # fmt: skip
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')}, "
+            f"this code reads version {VERSION}"
+        )
     return payload
 
 
@@ -89,8 +97,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         cfg = HANetCfg.from_dict(payload["config"])
         vocab = ConceptVocab.from_dict(payload["vocab"]) if payload.get("vocab") else None
         model = HANet(cfg, vocab)
-        state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in payload["state_dict"].items()}  # fmt: skip
+        state = {
+            k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+        }
         model.load_state_dict(state, strict=True)
     except (ConfigError, KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path} does not match this code's HANet: {exc}") from exc

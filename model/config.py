@@ -26,9 +26,24 @@ GLOBAL_ONLY_FUSION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 # Role types of the sentence graph (spec section 3.2), plus the root.
 ROLES: tuple[str, ...] = (
-    "ROOT", "V", "ARG0", "ARG1", "ARG2", "ARG3", "ARG4", "ARGM-LOC", "ARGM-MNR", "ARGM-TMP",
-    "ARGM-DIR", "ARGM-ADV", "ARGM-PRP", "ARGM-PRD", "ARGM-COM", "ARGM-MOD", "NOUN",
-)  # fmt: skip
+    "ROOT",
+    "V",
+    "ARG0",
+    "ARG1",
+    "ARG2",
+    "ARG3",
+    "ARG4",
+    "ARGM-LOC",
+    "ARGM-MNR",
+    "ARGM-TMP",
+    "ARGM-DIR",
+    "ARGM-ADV",
+    "ARGM-PRP",
+    "ARGM-PRD",
+    "ARGM-COM",
+    "ARGM-MOD",
+    "NOUN",
+)
 
 
 # Where the temporal convolution adds motion (see HANetCfg.motion_levels).

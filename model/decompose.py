@@ -87,8 +87,14 @@ def _closed_class(word: str, prev: str | None = None) -> str | None:
         return "PRON"  # relative pronoun: "a star that moves"
     if word in _NEGATIONS:
         return "ADV"
-    for tag, lexicon in (("DET", DET), ("NUM", NUM), ("PRON", PRON), ("AUX", AUX),
-                         ("CONJ", CONJ), ("ADP", ADP)):  # fmt: skip
+    for tag, lexicon in (
+        ("DET", DET),
+        ("NUM", NUM),
+        ("PRON", PRON),
+        ("AUX", AUX),
+        ("CONJ", CONJ),
+        ("ADP", ADP),
+    ):
         if word in lexicon:
             return tag
     if word.isdigit():
@@ -142,10 +148,13 @@ def _tag_run(words: list[str], start: int, tags: list[str]) -> int:
     )
     if verb_at is None:  # a plural subject takes the base form: "two people play football"
         verb_at = next(
-            (k for k in range(start + 1, end - 1)
-             if "VERB" in _readings(words[k]) and _is_plural_noun(words[k - 1])),
+            (
+                k
+                for k in range(start + 1, end - 1)
+                if "VERB" in _readings(words[k]) and _is_plural_noun(words[k - 1])
+            ),
             None,
-        )  # fmt: skip
+        )
     stop = verb_at if verb_at is not None else end
     for k in range(start, stop):
         readings = _readings(words[k])
@@ -183,8 +192,9 @@ def tag_words(words: list[str]) -> list[TaggedWord]:
                 or (prev == "CONJ" and _coordinated_verb(words, i, last_content))
             ):
                 tags.append("VERB")
-            elif set(readings) == {"ADV"} or (prev in {"VERB", "PART"} and "ADV" in readings
-                                               and not _nominal(readings)):  # fmt: skip
+            elif set(readings) == {"ADV"} or (
+                prev in {"VERB", "PART"} and "ADV" in readings and not _nominal(readings)
+            ):
                 tags.append("ADV")
             elif _nominal(readings):
                 i = _tag_run(words, i, tags)
@@ -202,8 +212,13 @@ def _coordinated_verb(words: list[str], i: int, last_content: str) -> bool:
         return True
     following = _closed_class(words[i + 1]) if i + 1 < len(words) else "END"
     return _is_inflected_verb(words[i], _readings(words[i])) and following in {
-        "DET", "PRON", "ADP", "PUNCT", "NUM", "END"
-    }  # fmt: skip
+        "DET",
+        "PRON",
+        "ADP",
+        "PUNCT",
+        "NUM",
+        "END",
+    }
 
 
 def _lemma(word: str, pos: str) -> str:
@@ -285,8 +300,15 @@ def decompose(words: list[str], max_verbs: int = 4, max_args: int = 6) -> Decomp
         in_clause = [v for v in clause_verbs.get(arg_clause, []) if v < len(verbs)]
         before = [v for v in in_clause if verbs[v].start < start]
         after = [v for v in in_clause if verbs[v].start > start]
-        parent = (after[0] if role == "ARG0" and after else
-                  before[-1] if before else after[0] if after else -1)  # fmt: skip
+        parent = (
+            after[0]
+            if role == "ARG0" and after
+            else before[-1]
+            if before
+            else after[0]
+            if after
+            else -1
+        )
         if not verbs:
             role = "NOUN"  # spec 3.2: with no verbs, noun chunks become NOUN nodes
         phrases.append(Phrase(start, end, role, head, parent))

@@ -15,10 +15,10 @@ from torch import Tensor
 class _Batch:
     """Row selection, concatenation and device moves for dataclasses of batch-first tensors."""
 
-    def _map(self, fn):  # type: ignore[no-untyped-def]
+    def _map(self, fn):
         return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None):  # type: ignore[no-untyped-def]
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None):
         def move(t: Tensor) -> Tensor:
             if dtype is not None and t.is_floating_point():
                 return t.to(device=device, dtype=dtype)
@@ -26,14 +26,14 @@ class _Batch:
 
         return self._map(move)
 
-    def select(self, index: Tensor | list[int] | slice):  # type: ignore[no-untyped-def]
+    def select(self, index: Tensor | list[int] | slice):
         return self._map(lambda t: t[index])
 
     def __len__(self) -> int:
         return int(getattr(self, fields(self)[0].name).shape[0])
 
     @classmethod
-    def cat(cls, items: list):  # type: ignore[no-untyped-def]
+    def cat(cls, items: list):
         if not items:
             raise ValueError("nothing to concatenate")
         return cls(
@@ -106,7 +106,10 @@ class TextEmbeddings(_Batch):
         verbs, args = self.verb_mask.any(0), self.arg_mask.any(0)
         return replace(
             self,
-            verb_phrases=self.verb_phrases[:, verbs], verb_nodes=self.verb_nodes[:, verbs],
-            verb_mask=self.verb_mask[:, verbs], arg_phrases=self.arg_phrases[:, args],
-            arg_nodes=self.arg_nodes[:, args], arg_mask=self.arg_mask[:, args],
-        )  # fmt: skip
+            verb_phrases=self.verb_phrases[:, verbs],
+            verb_nodes=self.verb_nodes[:, verbs],
+            verb_mask=self.verb_mask[:, verbs],
+            arg_phrases=self.arg_phrases[:, args],
+            arg_nodes=self.arg_nodes[:, args],
+            arg_mask=self.arg_mask[:, args],
+        )

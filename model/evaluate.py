@@ -82,8 +82,9 @@ def evaluate(
         for name, w in ABLATIONS.items()
     }
     if hard_pairs:
-        result["hard"] = {kind: _hard_accuracy(model, video, pairs)
-                          for kind, pairs in hard_pairs.items() if pairs}  # fmt: skip
+        result["hard"] = {
+            kind: _hard_accuracy(model, video, pairs) for kind, pairs in hard_pairs.items() if pairs
+        }
     return result
 
 

@@ -37,8 +37,9 @@ class HANet(nn.Module):
     def __init__(self, cfg: HANetCfg, vocab: ConceptVocab | None = None) -> None:
         super().__init__()
         if vocab is not None and (len(vocab.verbs), len(vocab.nouns)) != (
-            cfg.num_verbs, cfg.num_nouns
-        ):  # fmt: skip
+            cfg.num_verbs,
+            cfg.num_nouns,
+        ):
             raise ModelError("concept vocabulary sizes differ from the config's num_verbs/nouns")
         self.cfg = cfg
         self.vocab = vocab
@@ -91,8 +92,10 @@ class HANet(nn.Module):
     def encode_video(self, pixels: Tensor, mask: Tensor) -> VideoEmbeddings:
         """pixels (B, T, 3, H, W) preprocessed frames, mask (B, T) bool -> VideoEmbeddings."""
         if pixels.dim() != 5 or mask.shape != pixels.shape[:2]:
-            raise ValueError(f"pixels (B, T, 3, H, W) and mask (B, T) expected, got "
-                             f"{tuple(pixels.shape)} and {tuple(mask.shape)}")  # fmt: skip
+            raise ValueError(
+                f"pixels (B, T, 3, H, W) and mask (B, T) expected, got "
+                f"{tuple(pixels.shape)} and {tuple(mask.shape)}"
+            )
         if not bool(mask.any(1).all()):
             raise ValueError("every video needs at least one real frame")
         return self.encode_video_features(self.encode_frames(pixels, mask.bool()), mask.bool())
@@ -118,8 +121,9 @@ class HANet(nn.Module):
     ) -> dict[str, Tensor]:
         """Every level's score, (num_texts, num_videos) each, plus "fused". ``grams``: the
         videos' stored ``scores.unit_grams`` (an index build's), if any."""
-        return scoring.similarity(text, video, self.cfg.fusion, self.cfg.attention_scale,
-                                  grams=grams)  # fmt: skip
+        return scoring.similarity(
+            text, video, self.cfg.fusion, self.cfg.attention_scale, grams=grams
+        )
 
     def best_action_segment(
         self, text: TextEmbeddings, video: VideoEmbeddings, grams: dict[str, Tensor] | None = None
@@ -130,8 +134,10 @@ class HANet(nn.Module):
     def top_concepts(self, video: VideoEmbeddings, k: int = 5) -> list[dict[str, list[Concept]]]:
         """Per video, its ``k`` most probable action (verb) and entity (noun) concepts."""
         if self.vocab is None:
-            raise ModelError("this model has no concept vocabulary: its concept heads are "
-                             "untrained (train it with `hanet train`)")  # fmt: skip
+            raise ModelError(
+                "this model has no concept vocabulary: its concept heads are "
+                "untrained (train it with `hanet train`)"
+            )
         actions = _top(video.verb_probs, self.vocab.verbs, k)
         entities = _top(video.noun_probs, self.vocab.nouns, k)
         return [{"actions": a, "entities": e} for a, e in zip(actions, entities, strict=True)]

@@ -109,8 +109,9 @@ class SpatialSoftArgmax(nn.Module):
     def __init__(self, width: int, keypoints: int, grid: tuple[int, int]) -> None:
         super().__init__()
         self.maps = nn.Linear(width, keypoints)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, grid[0]), torch.linspace(-1, 1, grid[1]),
-                                indexing="ij")  # fmt: skip
+        ys, xs = torch.meshgrid(
+            torch.linspace(-1, 1, grid[0]), torch.linspace(-1, 1, grid[1]), indexing="ij"
+        )
         self.register_buffer(
             "positions", torch.stack([xs, ys], -1).reshape(-1, 2), persistent=False
         )

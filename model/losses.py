@@ -58,8 +58,9 @@ def contrast_hinge(scores: Tensor, video_of: Tensor, margin: float) -> Tensor:
 def masked_bce(probs: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
     """Binary cross-entropy over concepts where ``mask`` is True (concepts another caption of
     the same video names but this one does not are masked out). (B, K) each."""
-    loss = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), labels.to(probs.dtype),
-                                  reduction="none")  # fmt: skip
+    loss = F.binary_cross_entropy(
+        probs.clamp(1e-6, 1 - 1e-6), labels.to(probs.dtype), reduction="none"
+    )
     m = mask.to(probs.dtype)
     return (loss * m).sum() / m.sum().clamp(min=1)
 

@@ -22,8 +22,9 @@ def frames_to_pixels(frames: np.ndarray | Tensor, cfg: PreprocessCfg) -> Tensor:
     if (h, w) != (size, size):
         scale = size / min(h, w)
         new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True,
-                          align_corners=False).clamp(0, 1)  # fmt: skip
+        x = F.interpolate(
+            x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
+        ).clamp(0, 1)
         top, left = (new_h - size) // 2, (new_w - size) // 2
         x = x[..., top : top + size, left : left + size]
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
@@ -34,8 +35,9 @@ def frames_to_pixels(frames: np.ndarray | Tensor, cfg: PreprocessCfg) -> Tensor:
 def normalize_frames(frames: Tensor, cfg: PreprocessCfg) -> Tensor:
     """Frames already at the model's size, uint8 (..., S, S, 3) -> pixels (..., 3, S, S)."""
     if frames.shape[-3:] != (cfg.image_size, cfg.image_size, 3):
-        raise ValueError(f"frames must be {cfg.image_size}x{cfg.image_size} RGB, got "
-                         f"{tuple(frames.shape)}")  # fmt: skip
+        raise ValueError(
+            f"frames must be {cfg.image_size}x{cfg.image_size} RGB, got {tuple(frames.shape)}"
+        )
     x = frames.float().div_(255.0).movedim(-1, -3)
     mean = torch.tensor(cfg.mean, device=x.device).view(3, 1, 1)
     std = torch.tensor(cfg.std, device=x.device).view(3, 1, 1)

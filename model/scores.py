@@ -43,9 +43,14 @@ def unit_grams(video: VideoEmbeddings) -> dict[str, Tensor]:
 
 
 def cross_attention(
-    phrases: Tensor, phrase_mask: Tensor, units: Tensor, unit_mask: Tensor | None, scale: float,
-    norm: str = "auto", grams: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
+    phrases: Tensor,
+    phrase_mask: Tensor,
+    units: Tensor,
+    unit_mask: Tensor | None,
+    scale: float,
+    norm: str = "auto",
+    grams: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """Text-to-video cross-attention score.
 
     phrases (N, P, D), phrase_mask (N, P), units (M, F, D), unit_mask (M, F) or None (all valid)
@@ -102,18 +107,23 @@ def fuse(scores: dict[str, Tensor], weights: tuple[float, ...]) -> Tensor:
 
 
 def similarity(
-    text: TextEmbeddings, video: VideoEmbeddings, fusion: tuple[float, ...], scale: float,
-    chunk: int = 64, grams: dict[str, Tensor] | None = None,
-) -> dict[str, Tensor]:  # fmt: skip
+    text: TextEmbeddings,
+    video: VideoEmbeddings,
+    fusion: tuple[float, ...],
+    scale: float,
+    chunk: int = 64,
+    grams: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
     """Every level's score, (N, M) each: the seven scores, ``embedding`` (mean of the five
     embedding scores, the training score), ``concept`` (mean of the two Jaccard scores) and
     ``fused`` (weighted by ``fusion``). Texts are processed ``chunk`` at a time. ``grams``:
     the videos' ``unit_grams``, when stored (the same scores, less reading)."""
     parts = [
-        _similarity_chunk(text.select(slice(i, i + chunk)).without_empty_phrase_slots(), video,
-                          scale, grams)
+        _similarity_chunk(
+            text.select(slice(i, i + chunk)).without_empty_phrase_slots(), video, scale, grams
+        )
         for i in range(0, len(text), chunk)
-    ]  # fmt: skip
+    ]
     scores = {name: torch.cat([p[name] for p in parts]) for name in SCORE_NAMES}
     scores["embedding"] = torch.stack([scores[n] for n in EMBEDDING_SCORES]).mean(0)
     scores["concept"] = torch.stack([scores[n] for n in CONCEPT_SCORES]).mean(0)
@@ -122,26 +132,44 @@ def similarity(
 
 
 def _similarity_chunk(
-    text: TextEmbeddings, video: VideoEmbeddings, scale: float,
+    text: TextEmbeddings,
+    video: VideoEmbeddings,
+    scale: float,
     grams: dict[str, Tensor] | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     grams = grams or {}
     local_action, _ = cross_attention(
-        text.verb_nodes, text.verb_mask, video.action_segments, None, scale,
+        text.verb_nodes,
+        text.verb_mask,
+        video.action_segments,
+        None,
+        scale,
         grams=grams.get("action_segments"),
-    )  # fmt: skip
+    )
     local_entity, _ = cross_attention(
-        text.arg_nodes, text.arg_mask, video.entity_segments, None, scale,
+        text.arg_nodes,
+        text.arg_mask,
+        video.entity_segments,
+        None,
+        scale,
         grams=grams.get("entity_segments"),
-    )  # fmt: skip
+    )
     individual_action, _ = cross_attention(
-        text.verb_phrases, text.verb_mask, video.action_frames, video.frame_mask, scale,
+        text.verb_phrases,
+        text.verb_mask,
+        video.action_frames,
+        video.frame_mask,
+        scale,
         grams=grams.get("action_frames"),
-    )  # fmt: skip
+    )
     individual_entity, _ = cross_attention(
-        text.arg_phrases, text.arg_mask, video.entity_frames, video.frame_mask, scale,
+        text.arg_phrases,
+        text.arg_mask,
+        video.entity_frames,
+        video.frame_mask,
+        scale,
         grams=grams.get("entity_frames"),
-    )  # fmt: skip
+    )
     return {
         "global": _matmul(text.global_, video.global_.T),
         "local_action": local_action,
@@ -154,14 +182,22 @@ def _similarity_chunk(
 
 
 def best_action_segment(
-    text: TextEmbeddings, video: VideoEmbeddings, scale: float,
+    text: TextEmbeddings,
+    video: VideoEmbeddings,
+    scale: float,
     grams: dict[str, Tensor] | None = None,
-) -> Tensor:  # fmt: skip
+) -> Tensor:
     """Where each text matched inside each video: (N, M) index of the action segment that won
     the local action attention (summed over the text's verb phrases). A text without verb
     phrases gets the segment closest to its sentence vector."""
-    _, attn = cross_attention(text.verb_nodes, text.verb_mask, video.action_segments, None, scale,
-                              grams=(grams or {}).get("action_segments"))  # fmt: skip
+    _, attn = cross_attention(
+        text.verb_nodes,
+        text.verb_mask,
+        video.action_segments,
+        None,
+        scale,
+        grams=(grams or {}).get("action_segments"),
+    )
     by_verbs = (attn * text.verb_mask[:, None, :, None]).sum(2)  # (N, M, S)
     segments = video.action_segments
     by_sentence = _matmul(text.global_, segments.reshape(-1, segments.shape[-1]).T)

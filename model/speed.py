@@ -30,8 +30,14 @@ class LinearSelfAttention(nn.Module):
             self.out.weight.copy_(mha.out_proj.weight)
             self.out.bias.copy_(mha.out_proj.bias)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, need_weights: bool = False,
-                attn_mask: Tensor | None = None) -> tuple[Tensor, None]:  # fmt: skip
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        need_weights: bool = False,
+        attn_mask: Tensor | None = None,
+    ) -> tuple[Tensor, None]:
         if not (q is k is v):
             raise ValueError("self-attention only")
         b, length, dim = q.shape

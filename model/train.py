@@ -84,12 +84,16 @@ class SplitData:
 def check_compatible(model_cfg: HANetCfg, cfg: TrainCfg) -> None:
     """ValueError for settings that cannot train together."""
     if cfg.frozen_backbone and model_cfg.frame_extras:
-        raise ValueError("a frozen backbone trains on frame features cached once, so keypoints "
-                         "and a motion stream (computed with the frames) would stay untrained; "
-                         "train end to end for them")  # fmt: skip
+        raise ValueError(
+            "a frozen backbone trains on frame features cached once, so keypoints "
+            "and a motion stream (computed with the frames) would stay untrained; "
+            "train end to end for them"
+        )
     if cfg.objective == "global-motion" and model_cfg.motion_levels != "all":
-        raise ValueError("the global-motion objective needs motion_levels 'all': with 'action' "
-                         "the temporal convolution never reaches the global score")  # fmt: skip
+        raise ValueError(
+            "the global-motion objective needs motion_levels 'all': with 'action' "
+            "the temporal convolution never reaches the global score"
+        )
 
 
 def prepare(model: HANet, cfg: TrainCfg) -> HANet:
@@ -122,7 +126,7 @@ def cache_frame_features(model: HANet, data: SplitData, batch: int = 64) -> Tens
     return torch.cat(out)
 
 
-def _batch_targets(data: SplitData, videos: list[int], picks: list[int], device) -> dict | None:  # type: ignore[no-untyped-def]
+def _batch_targets(data: SplitData, videos: list[int], picks: list[int], device) -> dict | None:
     if data.targets is None:
         return None
     rows = [data.targets[v][c] for v, c in zip(videos, picks, strict=True)]
@@ -133,9 +137,14 @@ def _batch_targets(data: SplitData, videos: list[int], picks: list[int], device)
 
 
 def _step_loss(
-    model: HANet, cfg: TrainCfg, data: SplitData, videos: list[int], features: Tensor | None,
-    rng: random.Random, hardest: bool = True,
-) -> Tensor:  # fmt: skip
+    model: HANet,
+    cfg: TrainCfg,
+    data: SplitData,
+    videos: list[int],
+    features: Tensor | None,
+    rng: random.Random,
+    hardest: bool = True,
+) -> Tensor:
     device = model.device
     picks = [rng.randrange(len(data.captions[v])) for v in videos]
     texts = [data.captions[v][c] for v, c in zip(videos, picks, strict=True)]
@@ -171,9 +180,12 @@ def _step_loss(
         targets = _batch_targets(data, videos, picks, device)
         probs = {}
         if targets is not None:
-            probs = {"video_verb": video.verb_probs, "video_noun": video.noun_probs,
-                     "text_verb": text.verb_probs[:b],
-                     "text_noun": text.noun_probs[:b]}  # fmt: skip
+            probs = {
+                "video_verb": video.verb_probs,
+                "video_noun": video.noun_probs,
+                "text_verb": text.verb_probs[:b],
+                "text_noun": text.noun_probs[:b],
+            }
             probs = {k: v.float() for k, v in probs.items()}
         own = {k: v[:b] for k, v in scores.items()}
         loss = hanet_loss(own, positives, probs, targets or {}, weights, hardest)["total"]
@@ -193,9 +205,15 @@ def _save_state(path: Path, state: dict) -> None:
 
 
 def train(
-    model: HANet, train_data: SplitData, val_data: SplitData, cfg: TrainCfg, work_dir: Path,
-    out_path: Path, resume: bool = False, progress: bool = True,
-) -> list[dict]:  # fmt: skip
+    model: HANet,
+    train_data: SplitData,
+    val_data: SplitData,
+    cfg: TrainCfg,
+    work_dir: Path,
+    out_path: Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[dict]:
     """Train ``model`` in place; the best validation checkpoint is written to ``out_path``.
     Returns the per-epoch history (also in ``work_dir/metrics.jsonl``)."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -245,9 +263,13 @@ def train(
         elapsed += time.monotonic() - start
         epoch += 1
         metrics = evaluate(model, val_data.frames, val_data.mask, val_data.captions)
-        record = {"epoch": epoch, "loss": sum(losses) / max(1, len(losses)),
-                  "val_rsum": metrics["rsum"], "val_t2v_R@1": metrics["t2v"]["R@1"],
-                  "elapsed_s": round(elapsed, 1)}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "loss": sum(losses) / max(1, len(losses)),
+            "val_rsum": metrics["rsum"],
+            "val_t2v_R@1": metrics["t2v"]["R@1"],
+            "elapsed_s": round(elapsed, 1),
+        }
         history.append(record)
         if metrics["rsum"] > best:
             best, bad = metrics["rsum"], 0
@@ -258,9 +280,19 @@ def train(
         log.info("epoch %d: %s", epoch, json.dumps(record))
         with open(work_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        _save_state(state_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-            "best": best, "bad_epochs": bad, "history": history, "elapsed_s": elapsed,
-            "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "train_cfg": asdict(cfg),
-        })  # fmt: skip
+        _save_state(
+            state_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "best": best,
+                "bad_epochs": bad,
+                "history": history,
+                "elapsed_s": elapsed,
+                "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(),
+                "train_cfg": asdict(cfg),
+            },
+        )
     return history

@@ -69,13 +69,21 @@ class VideoHeads(nn.Module):
         noun_probs = topk_pool(noun_frame_probs, mask, self.cfg.topk_divisor)
 
         action_segments, action_spans = select_action_segments(
-            self.action_se(action, mask), verb_frame_probs, verb_probs, mask,
-            self.cfg.num_action_segments, self.cfg.action_window,
-        )  # fmt: skip
+            self.action_se(action, mask),
+            verb_frame_probs,
+            verb_probs,
+            mask,
+            self.cfg.num_action_segments,
+            self.cfg.action_window,
+        )
         entity_segments = select_entity_segments(
-            self.entity_se(entity, mask), noun_frame_probs, noun_probs, mask,
-            self.cfg.num_entity_segments, self.cfg.entity_frames,
-        )  # fmt: skip
+            self.entity_se(entity, mask),
+            noun_frame_probs,
+            noun_probs,
+            mask,
+            self.cfg.num_entity_segments,
+            self.cfg.entity_frames,
+        )
         return VideoEmbeddings(
             global_=F.normalize(global_, dim=-1),
             action_frames=F.normalize(action, dim=-1),

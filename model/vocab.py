@@ -59,7 +59,7 @@ def build_vocab(
 
 def concept_targets(
     vocab: ConceptVocab, caption: tuple[set[str], set[str]], video: list[tuple[set[str], set[str]]]
-):  # type: ignore[no-untyped-def]
+):
     """Multi-hot labels and masks for one caption: 1 for its own concepts; concepts that another
     caption of the same video names but this one does not are masked out (neither positive nor
     negative). Returns ((verb_labels, verb_mask), (noun_labels, noun_mask)) as float lists."""

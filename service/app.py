@@ -103,8 +103,9 @@ class ServiceState:
                 return self._build
             if not self._loading:
                 self._loading = True
-                threading.Thread(target=self._load_in_background, name="hanet-load",
-                                 daemon=True).start()  # fmt: skip
+                threading.Thread(
+                    target=self._load_in_background, name="hanet-load", daemon=True
+                ).start()
             return self._build
 
     def _read(self) -> tuple[Build | None, BuildError | None, str]:
@@ -195,9 +196,14 @@ def _public(state: ServiceState, video: Video, with_concepts: bool = False) -> V
             concepts = _concepts(state, build, video.id)
         except BuildError:
             concepts = None
-    return VideoPublic(id=video.id, status=video.status, title=video.title,
-                       failure_reason=video.failure_reason, duration_s=video.duration_s,
-                       concepts=concepts)  # fmt: skip
+    return VideoPublic(
+        id=video.id,
+        status=video.status,
+        title=video.title,
+        failure_reason=video.failure_reason,
+        duration_s=video.duration_s,
+        concepts=concepts,
+    )
 
 
 def _build_watcher(state: ServiceState, stop: threading.Event) -> threading.Thread:
@@ -238,8 +244,16 @@ def _indexer_thread(settings: HanetSettings, stop: threading.Event) -> threading
         engine = make_engine(settings.resolved_database_url)
         model = load_checkpoint(settings.checkpoint)
         try:
-            run_queue(engine, model, settings.index_dir, **settings.indexing, watch=True,
-                      poll_s=1.0, progress=False, stop=stop)  # fmt: skip
+            run_queue(
+                engine,
+                model,
+                settings.index_dir,
+                **settings.indexing,
+                watch=True,
+                poll_s=1.0,
+                progress=False,
+                stop=stop,
+            )
         except Exception:
             log.exception("the in-process indexer stopped")
         finally:
@@ -252,7 +266,7 @@ def _indexer_thread(settings: HanetSettings, stop: threading.Event) -> threading
 
 def create_app(settings: HanetSettings | None = None, with_indexer: bool = False) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(app: FastAPI):
         # Searches run on one thread, the one that loaded the model: torch's OpenMP threads
         # spin briefly between operations only while the process's OpenMP threads fit its
         # cores, and every thread that runs torch work adds its own; a search on the thread
@@ -277,9 +291,12 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
         torch_thread.shutdown(wait=True)
         state.engine.dispose()
 
-    app = FastAPI(title="HANet text-to-video search", version="0.1.0", lifespan=lifespan,
-                  description="Upload videos, then find them, and the moment inside them, "
-                              "with a sentence.")  # fmt: skip
+    app = FastAPI(
+        title="HANet text-to-video search",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Upload videos, then find them, and the moment inside them, with a sentence.",
+    )
 
     install_metrics(app, lambda: app.state.hanet.engine)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -325,8 +342,14 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
             raise HTTPException(409, str(exc)) from exc
         if build is None:
             return SearchResponse(hits=[], took_ms=(time.perf_counter() - start) * 1000)
-        found = search(state.model, build, body.query, body.top_k,
-                       state.settings.search_candidates, cache=state.queries)  # fmt: skip
+        found = search(
+            state.model,
+            build,
+            body.query,
+            body.top_k,
+            state.settings.search_candidates,
+            cache=state.queries,
+        )
         if body.min_score is not None:
             found = [h for h in found if h.score >= body.min_score]
         known = state.titles([h.video_id for h in found])
@@ -338,20 +361,36 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
                 scores=h.scores,
                 moment=Moment(start_s=h.start_s, end_s=h.end_s),
                 concepts=_concepts_public(h.concepts),
-            )  # fmt: skip
+            )
             for h in found
             if h.video_id in known  # deleted since the build was read
         ]
         return SearchResponse(hits=hits, took_ms=round((time.perf_counter() - start) * 1000, 2))
 
-    @app.post("/videos", status_code=202, response_model=VideoPublic,
-              summary="Ingest a video: multipart upload (field `file`, optional `title`) or "
-                      'JSON {"path": ...} under the media root.',
-              openapi_extra={"requestBody": {"content": {
-                  "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                      "properties": {"file": {"type": "string", "format": "binary"},
-                                     "title": {"type": "string"}}}},
-                  "application/json": {"schema": VideoByPath.model_json_schema()}}}})  # fmt: skip
+    @app.post(
+        "/videos",
+        status_code=202,
+        response_model=VideoPublic,
+        summary="Ingest a video: multipart upload (field `file`, optional `title`) or "
+        'JSON {"path": ...} under the media root.',
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "title": {"type": "string"},
+                            },
+                        }
+                    },
+                    "application/json": {"schema": VideoByPath.model_json_schema()},
+                }
+            }
+        },
+    )
     async def create_video(request: Request, state: StateDep, _key: None = KeyDep) -> VideoPublic:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "application/json":
@@ -365,16 +404,21 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
             return await run_in_threadpool(_enqueue, state, path, body.title)
         if kind == "multipart/form-data":
             return await _upload(request, state)
-        raise HTTPException(415, "send multipart/form-data (field `file`) or application/json "
-                                 '({"path": ...})')  # fmt: skip
+        raise HTTPException(
+            415, 'send multipart/form-data (field `file`) or application/json ({"path": ...})'
+        )
 
     @app.get("/videos", response_model=VideoList, summary="List videos, newest first.")
-    def list_videos(state: StateDep, offset: Annotated[int, Query(ge=0)] = 0,
-                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> VideoList:  # fmt: skip
+    def list_videos(
+        state: StateDep,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> VideoList:
         with Session(state.reader) as session:
             total = session.scalar(select(func.count()).select_from(Video)) or 0
-            rows = session.scalars(select(Video).order_by(Video.id.desc()).offset(offset)
-                                   .limit(limit)).all()  # fmt: skip
+            rows = session.scalars(
+                select(Video).order_by(Video.id.desc()).offset(offset).limit(limit)
+            ).all()
             items = [_public(state, v) for v in rows]
         return VideoList(items=items, total=total, offset=offset, limit=limit)
 
@@ -382,8 +426,9 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
     def get_video(video_id: int, state: StateDep) -> VideoPublic:
         return _public(state, _video(state, video_id), with_concepts=True)
 
-    @app.delete("/videos/{video_id}", status_code=204, summary="Delete a video (gone from "
-                "search at once).")  # fmt: skip
+    @app.delete(
+        "/videos/{video_id}", status_code=204, summary="Delete a video (gone from search at once)."
+    )
     def delete_video(video_id: int, state: StateDep, _key: None = KeyDep) -> Response:
         video = _video(state, video_id)
         if not remove_videos(state.engine, state.settings.index_dir, [video_id]):
@@ -395,16 +440,21 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
             media.unlink(missing_ok=True)  # an upload is ours; a file ingested by path is not
         return Response(status_code=204)
 
-    @app.get("/videos/{video_id}/thumbnail", response_class=Response,
-             summary="A JPEG frame of the video at `t` seconds (cached).",
-             responses={200: {"content": {"image/jpeg": {}}, "description": "The frame."},
-                        404: {"description": "No such video."},
-                        422: {"description": "A bad time, or a file that cannot be decoded."},
-                        })  # fmt: skip
+    @app.get(
+        "/videos/{video_id}/thumbnail",
+        response_class=Response,
+        summary="A JPEG frame of the video at `t` seconds (cached).",
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "The frame."},
+            404: {"description": "No such video."},
+            422: {"description": "A bad time, or a file that cannot be decoded."},
+        },
+    )
     def thumbnail(
-        video_id: int, state: StateDep,
+        video_id: int,
+        state: StateDep,
         t: Annotated[float, Query(ge=0, le=7 * 86400, description="Seconds into the video.")] = 0.0,
-    ) -> Response:  # fmt: skip
+    ) -> Response:
         video = _video(state, video_id)
         if video.duration_s is not None and t > video.duration_s:
             raise HTTPException(422, f"t={t} s is past the end of the video ({video.duration_s} s)")
@@ -423,13 +473,18 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
         os.replace(tmp, cached)
         return Response(jpeg, media_type="image/jpeg", headers=headers)
 
-    @app.get("/videos/{video_id}/file", response_class=FileResponse,
-             summary="The stored video file; supports HTTP Range requests, so players can seek.",
-             responses={200: {"content": {"video/mp4": {}}, "description": "The whole file."},
-                        206: {"description": "The requested byte range."},
-                        404: {"description": "No such video."},
-                        410: {"description": "The media file is no longer on disk."},
-                        416: {"description": "A range outside the file."}})  # fmt: skip
+    @app.get(
+        "/videos/{video_id}/file",
+        response_class=FileResponse,
+        summary="The stored video file; supports HTTP Range requests, so players can seek.",
+        responses={
+            200: {"content": {"video/mp4": {}}, "description": "The whole file."},
+            206: {"description": "The requested byte range."},
+            404: {"description": "No such video."},
+            410: {"description": "The media file is no longer on disk."},
+            416: {"description": "A range outside the file."},
+        },
+    )
     def video_file(video_id: int, state: StateDep) -> FileResponse:
         path = Path(_video(state, video_id).media_path)
         if not path.is_file():
@@ -466,8 +521,9 @@ def _under_media_root(settings: HanetSettings, given: str) -> Path:
 
 
 def _enqueue(state: ServiceState, path: Path, title: str | None) -> VideoPublic:
-    video_id, _created = queue.enqueue(state.engine, media_path=str(path), sha256=file_sha256(path),
-                                       title=title)  # fmt: skip
+    video_id, _created = queue.enqueue(
+        state.engine, media_path=str(path), sha256=file_sha256(path), title=title
+    )
     with Session(state.engine) as session:
         return _public(state, session.get(Video, video_id))
 

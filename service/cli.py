@@ -18,8 +18,20 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 index_app = typer.Typer(help="The offline indexer.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv",
-                  ".wmv", ".3gp"}  # fmt: skip
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+}
 
 log = logging.getLogger("hanet")
 
@@ -60,7 +72,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     typer.echo(f"database at revision {revision}: {url}")
 
 
-def _engine(settings: HanetSettings):  # type: ignore[no-untyped-def]
+def _engine(settings: HanetSettings):
     """The database, migrated to the newest schema (the indexer and the service share it)."""
     import migrations
     from indexer.store import make_engine
@@ -71,7 +83,7 @@ def _engine(settings: HanetSettings):  # type: ignore[no-untyped-def]
     return engine
 
 
-def _load_model(settings: HanetSettings):  # type: ignore[no-untyped-def]
+def _load_model(settings: HanetSettings):
     import torch
 
     from model import CheckpointError, load_checkpoint
@@ -103,8 +115,12 @@ def index_add(
             raise typer.BadParameter(f"no such file or folder: {path}")
     added = 0
     for f in files:
-        _, created = queue.enqueue(engine, media_path=str(f.resolve()), sha256=file_sha256(f),
-                                   title=title if len(files) == 1 else None)  # fmt: skip
+        _, created = queue.enqueue(
+            engine,
+            media_path=str(f.resolve()),
+            sha256=file_sha256(f),
+            title=title if len(files) == 1 else None,
+        )
         added += created
     typer.echo(f"queued {added} new videos ({len(files) - added} already known)")
 
@@ -123,12 +139,14 @@ def index_run(
     stop = threading.Event()  # SIGTERM (docker stop): finish the batch in hand, then exit
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        summary = run_queue(engine, model, settings.index_dir, **settings.indexing, watch=watch,
-                            stop=stop)  # fmt: skip
+        summary = run_queue(
+            engine, model, settings.index_dir, **settings.indexing, watch=watch, stop=stop
+        )
     except BuildError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    typer.echo(f"indexed {summary.indexed}, failed {len(summary.failed)} "
-               f"in {summary.seconds:.1f} s")  # fmt: skip
+    typer.echo(
+        f"indexed {summary.indexed}, failed {len(summary.failed)} in {summary.seconds:.1f} s"
+    )
     for video_id, reason in summary.failed.items():
         typer.echo(f"  failed video {video_id}: {reason}")
 
@@ -192,11 +210,14 @@ def index_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
     status: dict = {"videos": queue.counts(engine), "build": None}
     try:
         build = load_current(settings.index_dir)
-        status["build"] = {"name": build.manifest["build"], "version": build.manifest["version"],
-                           "checkpoint_sha256": build.checkpoint_sha256,
-                           "factory": build.manifest["factory"],
-                           "vectors": build.manifest.get("counts", {}),
-                           "deleted_pending_compaction": len(build.vectors.deleted)}  # fmt: skip
+        status["build"] = {
+            "name": build.manifest["build"],
+            "version": build.manifest["version"],
+            "checkpoint_sha256": build.checkpoint_sha256,
+            "factory": build.manifest["factory"],
+            "vectors": build.manifest.get("counts", {}),
+            "deleted_pending_compaction": len(build.vectors.deleted),
+        }
     except BuildError:
         pass
     if json_out:
@@ -204,9 +225,12 @@ def index_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
         return
     typer.echo("videos: " + ", ".join(f"{k} {v}" for k, v in status["videos"].items()))
     b = status["build"]
-    typer.echo("build: none yet" if b is None else
-               f"build: {b['name']} v{b['version']} ({b['factory']}), checkpoint "
-               f"{b['checkpoint_sha256'][:12]}, vectors {b['vectors']}")  # fmt: skip
+    typer.echo(
+        "build: none yet"
+        if b is None
+        else f"build: {b['name']} v{b['version']} ({b['factory']}), checkpoint "
+        f"{b['checkpoint_sha256'][:12]}, vectors {b['vectors']}"
+    )
 
 
 @app.command("serve")
@@ -383,14 +407,22 @@ def train(
         load_clip_weights(model.clip, clip_weights)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    log.info("training %s (%s objective) on %s, vocabulary %d verbs / %d nouns",
-             arch, objective, device, len(vocab.verbs), len(vocab.nouns))  # fmt: skip
+    log.info(
+        "training %s (%s objective) on %s, vocabulary %d verbs / %d nouns",
+        arch,
+        objective,
+        device,
+        len(vocab.verbs),
+        len(vocab.nouns),
+    )
     train_data, _ = split_data(dataset, "train", cfg, vocab, work_dir / "cache")
     val_data, _ = split_data(dataset, "val", cfg, None, work_dir / "cache")
     history = run_training(model, train_data, val_data, cfg_train, work_dir, out, resume)
     best = max(history, key=lambda r: r["val_rsum"]) if history else None
-    typer.echo(f"done: {len(history)} epochs, best validation rsum "
-               f"{best['val_rsum'] if best else 'n/a'}; checkpoint {out}")  # fmt: skip
+    typer.echo(
+        f"done: {len(history)} epochs, best validation rsum "
+        f"{best['val_rsum'] if best else 'n/a'}; checkpoint {out}"
+    )
 
 
 @app.command("eval")
@@ -420,8 +452,9 @@ def evaluate_cmd(
         raise typer.BadParameter(str(exc)) from exc
     if torch.cuda.is_available():
         model.to("cuda")
-    result = evaluate(model, data_split.frames, data_split.mask, data_split.captions,
-                      hard_pairs(items))  # fmt: skip
+    result = evaluate(
+        model, data_split.frames, data_split.mask, data_split.captions, hard_pairs(items)
+    )
     result["checkpoint_sha256"] = model.checkpoint_sha256
     result["split"], result["videos"] = split, len(items)
     typer.echo(format_metrics(result))
@@ -432,13 +465,22 @@ def evaluate_cmd(
 def format_metrics(result: dict) -> str:
     """A plain-text table: the model's own score, then the ablation and hard distractors."""
     cols = ("R@1", "R@5", "R@10", "MedR", "MeanR")
-    lines = [f"{'scores':28s} | t2v " + " ".join(f"{c:>6s}" for c in cols)
-             + " | v2t " + " ".join(f"{c:>6s}" for c in cols) + " |  rsum"]  # fmt: skip
+    lines = [
+        f"{'scores':28s} | t2v "
+        + " ".join(f"{c:>6s}" for c in cols)
+        + " | v2t "
+        + " ".join(f"{c:>6s}" for c in cols)
+        + " |  rsum"
+    ]
     rows = [("model (fused)", result)] + list(result.get("ablation", {}).items())
     for name, m in rows:
-        lines.append(f"{name:28s} |     " + " ".join(f"{m['t2v'][c]:6.1f}" for c in cols)
-                     + " |     " + " ".join(f"{m['v2t'][c]:6.1f}" for c in cols)
-                     + f" | {m['rsum']:6.1f}")  # fmt: skip
+        lines.append(
+            f"{name:28s} |     "
+            + " ".join(f"{m['t2v'][c]:6.1f}" for c in cols)
+            + " |     "
+            + " ".join(f"{m['v2t'][c]:6.1f}" for c in cols)
+            + f" | {m['rsum']:6.1f}"
+        )
     for kind, acc in result.get("hard", {}).items():
         wins = ", ".join(f"{k} {v:.1f}%" for k, v in acc.items() if k != "pairs")
         lines.append(f"{kind} distractors ({acc['pairs']} pairs), true caption wins: {wins}")

@@ -39,14 +39,20 @@ def prepare_demo(settings: HanetSettings, model: HANet, videos: int = 120) -> Pa
     engine = make_engine(url)
     try:
         for item in load_generic(manifest).videos:
-            queue.enqueue(engine, media_path=str(item.path.resolve()),
-                          sha256=file_sha256(item.path), title=item.id)  # fmt: skip
+            queue.enqueue(
+                engine,
+                media_path=str(item.path.resolve()),
+                sha256=file_sha256(item.path),
+                title=item.id,
+            )
         summary = run_queue(engine, model, settings.index_dir, **settings.indexing)
         counts = queue.counts(engine)
     finally:
         engine.dispose()
-    print(f"indexed {summary.indexed} new videos in {summary.seconds:.1f} s; "
-          f"{counts['indexed']} searchable, {counts['failed']} failed")  # fmt: skip
+    print(
+        f"indexed {summary.indexed} new videos in {summary.seconds:.1f} s; "
+        f"{counts['indexed']} searchable, {counts['failed']} failed"
+    )
     return manifest
 
 
@@ -69,12 +75,19 @@ def show_search(settings: HanetSettings, model: HANet, manifest: Path) -> None:
     rank = next((r for r, h in enumerate(hits, 1) if known.get(h.video_id) == item.id), None)
     print(f'\nsearch: "{query}" (written for {item.id}, which ranks {rank or "> 100"})')
     for r, hit in enumerate(hits[:3], start=1):
-        print(f"  {r}. video {hit.video_id} ({known.get(hit.video_id)}) score {hit.score:.3f}, "
-              f"moment {hit.start_s:.2f}-{hit.end_s:.2f} s")  # fmt: skip
+        print(
+            f"  {r}. video {hit.video_id} ({known.get(hit.video_id)}) score {hit.score:.3f}, "
+            f"moment {hit.start_s:.2f}-{hit.end_s:.2f} s"
+        )
 
 
-def run_demo(settings: HanetSettings, videos: int = 120, host: str = "127.0.0.1",
-             port: int = 8000, serve: bool = True) -> None:  # fmt: skip
+def run_demo(
+    settings: HanetSettings,
+    videos: int = 120,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    serve: bool = True,
+) -> None:
     from model import load_checkpoint
 
     model = load_checkpoint(settings.checkpoint)  # one copy for indexing and the search shown
@@ -88,6 +101,8 @@ def run_demo(settings: HanetSettings, videos: int = 120, host: str = "127.0.0.1"
 
     base = f"http://{host}:{port}"
     body = '{"query": "a big blue square moves left", "top_k": 3}'
-    print(f"\nServing on {base} (API docs: {base}/docs); Ctrl-C stops. Try:\n"
-          f"  curl -H 'content-type: application/json' -d '{body}' {base}/search\n")  # fmt: skip
+    print(
+        f"\nServing on {base} (API docs: {base}/docs); Ctrl-C stops. Try:\n"
+        f"  curl -H 'content-type: application/json' -d '{body}' {base}/search\n"
+    )
     uvicorn.run(create_app(settings, with_indexer=True), host=host, port=port)

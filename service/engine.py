@@ -31,8 +31,11 @@ def _level_queries(text: TextEmbeddings) -> dict[str, np.ndarray]:
     sentence = text.global_[0:1].float().numpy()
     verbs = text.verb_nodes[0][text.verb_mask[0]].float().numpy()
     args = text.arg_nodes[0][text.arg_mask[0]].float().numpy()
-    return {"event": sentence, "action": verbs if len(verbs) else sentence,
-            "entity": args if len(args) else sentence}  # fmt: skip
+    return {
+        "event": sentence,
+        "action": verbs if len(verbs) else sentence,
+        "entity": args if len(args) else sentence,
+    }
 
 
 class QueryCache:
@@ -89,9 +92,14 @@ def _no_lap(stage: str) -> None:
 
 @torch.inference_mode()
 def search(
-    model: HANet, build: Build, query: str, top_k: int = 10, rerank: int = 200,
-    lap: Callable[[str], None] = _no_lap, cache: QueryCache | None = None,
-) -> list[Hit]:  # fmt: skip
+    model: HANet,
+    build: Build,
+    query: str,
+    top_k: int = 10,
+    rerank: int = 200,
+    lap: Callable[[str], None] = _no_lap,
+    cache: QueryCache | None = None,
+) -> list[Hit]:
     """The ``top_k`` videos for ``query`` by HANet's fused score over ``rerank`` candidates,
     with every level's score and the moment (the winning action segment's span in seconds).
     ``lap(stage)`` is called as each stage ends (text, ann, gather, score, hits): a stopwatch
@@ -119,14 +127,16 @@ def search(
     for j, i in enumerate(order):
         start, end = spans[j]
         start_s, end_s = moment_seconds(build.frame_times(ids[i])[: valid[j]], start, end)
-        hits.append(Hit(
-            video_id=ids[i],
-            score=hit_scores["fused"][j],
-            scores={k: round(v[j], 4) for k, v in hit_scores.items()},
-            start_s=start_s,
-            end_s=end_s,
-            concepts=concepts[j],
-        ))  # fmt: skip
+        hits.append(
+            Hit(
+                video_id=ids[i],
+                score=hit_scores["fused"][j],
+                scores={k: round(v[j], 4) for k, v in hit_scores.items()},
+                start_s=start_s,
+                end_s=end_s,
+                concepts=concepts[j],
+            )
+        )
     lap("hits")
     return hits
 
@@ -138,6 +148,7 @@ def moment_seconds(times: np.ndarray, start: int, end: int) -> tuple[float, floa
     t = np.asarray(times, dtype=np.float64)
     if len(t) == 1:
         return float(t[0]), float(t[0])
-    bounds = np.concatenate([[t[0] - (t[1] - t[0]) / 2], (t[1:] + t[:-1]) / 2,
-                             [t[-1] + (t[-1] - t[-2]) / 2]])  # fmt: skip
+    bounds = np.concatenate(
+        [[t[0] - (t[1] - t[0]) / 2], (t[1:] + t[:-1]) / 2, [t[-1] + (t[-1] - t[-2]) / 2]]
+    )
     return round(max(0.0, float(bounds[start])), 3), round(float(bounds[end + 1]), 3)

@@ -20,17 +20,20 @@ class _QueueCollector:
     def __init__(self, engine: Callable[[], Engine]) -> None:
         self.engine = engine
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self):
         counts = queue.counts(self.engine())
-        videos = GaugeMetricFamily("hanet_videos", "Videos per indexing status.",
-                                   labels=["status"])  # fmt: skip
+        videos = GaugeMetricFamily("hanet_videos", "Videos per indexing status.", labels=["status"])
         for status, n in counts.items():
             videos.add_metric([status], n)
         yield videos
-        yield GaugeMetricFamily("hanet_indexed_videos", "Videos searchable now.",
-                                value=counts["indexed"])  # fmt: skip
-        yield GaugeMetricFamily("hanet_queue_depth", "Videos waiting or being indexed.",
-                                value=counts["pending"] + counts["processing"])  # fmt: skip
+        yield GaugeMetricFamily(
+            "hanet_indexed_videos", "Videos searchable now.", value=counts["indexed"]
+        )
+        yield GaugeMetricFamily(
+            "hanet_queue_depth",
+            "Videos waiting or being indexed.",
+            value=counts["pending"] + counts["processing"],
+        )
 
 
 class _TimeRequests:
@@ -64,9 +67,13 @@ class _TimeRequests:
 
 def install_metrics(app: FastAPI, engine: Callable[[], Engine]) -> None:
     registry = CollectorRegistry()
-    latency = Histogram("hanet_request_seconds", "HTTP request latency.",
-                        ["method", "route", "status"], registry=registry,
-                        buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))  # fmt: skip
+    latency = Histogram(
+        "hanet_request_seconds",
+        "HTTP request latency.",
+        ["method", "route", "status"],
+        registry=registry,
+        buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+    )
     registry.register(_QueueCollector(engine))
 
     app.add_middleware(_TimeRequests, latency=latency)

@@ -9,21 +9,37 @@ def _example(example: dict) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": [example]})
 
 
-_CONCEPTS = {"actions": [{"name": "move", "probability": 0.91}],
-             "entities": [{"name": "circle", "probability": 0.88}]}  # fmt: skip
-_VIDEO = {"id": 7, "status": "indexed", "title": "red circle", "failure_reason": None,
-          "duration_s": 2.0, "concepts": _CONCEPTS}  # fmt: skip
-_HIT = {"video_id": 7, "title": "red circle", "score": 0.83,
-        "scores": {"global": 0.71, "local_action": 0.88, "fused": 0.83},
-        "moment": {"start_s": 0.25, "end_s": 1.25}, "concepts": _CONCEPTS}  # fmt: skip
+_CONCEPTS = {
+    "actions": [{"name": "move", "probability": 0.91}],
+    "entities": [{"name": "circle", "probability": 0.88}],
+}
+_VIDEO = {
+    "id": 7,
+    "status": "indexed",
+    "title": "red circle",
+    "failure_reason": None,
+    "duration_s": 2.0,
+    "concepts": _CONCEPTS,
+}
+_HIT = {
+    "video_id": 7,
+    "title": "red circle",
+    "score": 0.83,
+    "scores": {"global": 0.71, "local_action": 0.88, "fused": 0.83},
+    "moment": {"start_s": 0.25, "end_s": 1.25},
+    "concepts": _CONCEPTS,
+}
 
 
 class VideoByPath(BaseModel):
     model_config = _example({"path": "clips/dog.mp4", "title": "the dog"})
 
-    path: str = Field(min_length=1, max_length=4096,
-                      description="A file under the configured media root.",
-                      examples=["clips/dog.mp4"])  # fmt: skip
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="A file under the configured media root.",
+        examples=["clips/dog.mp4"],
+    )
     title: str | None = Field(default=None, max_length=500, description="Optional title.")
 
 
@@ -66,8 +82,12 @@ class VideoList(BaseModel):
 class SearchRequest(BaseModel):
     model_config = _example({"query": "a red circle moves left", "top_k": 10})
 
-    query: str = Field(min_length=1, max_length=1000, description="A sentence to search for.",
-                       examples=["a red circle moves left, then a blue star grows"])  # fmt: skip
+    query: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="A sentence to search for.",
+        examples=["a red circle moves left, then a blue star grows"],
+    )
     top_k: int = Field(default=10, ge=1, le=100, description="How many hits to return.")
     min_score: float | None = Field(default=None, description="Drop hits scoring below this.")
 
@@ -75,8 +95,10 @@ class SearchRequest(BaseModel):
 class Moment(BaseModel):
     model_config = _example({"start_s": 0.25, "end_s": 1.25})
 
-    start_s: float = Field(description="Start of the matched action segment, seconds: the "
-                           "stretch of video its sampled frames stand for.")  # fmt: skip
+    start_s: float = Field(
+        description="Start of the matched action segment, seconds: the "
+        "stretch of video its sampled frames stand for."
+    )
     end_s: float = Field(description="End of the matched action segment, seconds.")
 
 

@@ -29,9 +29,10 @@ class HanetSettings(BaseSettings):
         description="HANet checkpoint for indexing and search; default: the bundled demo model.",
     )
     index_factory: str = Field(
-        default="Flat", description='FAISS factory string per level: "Flat", "IVF1024,Flat", '
+        default="Flat",
+        description='FAISS factory string per level: "Flat", "IVF1024,Flat", '
         '"IVF4096,PQ64", "HNSW32".',
-    )  # fmt: skip
+    )
     index_batch_size: int = Field(default=16, ge=1, le=1024, description="Videos per model batch.")
     publish_interval_s: float = Field(
         default=10.0,
@@ -95,8 +96,12 @@ class HanetSettings(BaseSettings):
     @property
     def indexing(self) -> dict:
         """The indexer's options (``indexer.pipeline.run_queue`` keyword arguments)."""
-        return {"factory": self.index_factory, "batch_size": self.index_batch_size,
-                "workers": self.decode_workers, "publish_s": self.publish_interval_s}  # fmt: skip
+        return {
+            "factory": self.index_factory,
+            "batch_size": self.index_batch_size,
+            "workers": self.decode_workers,
+            "publish_s": self.publish_interval_s,
+        }
 
     @property
     def index_dir(self) -> Path:

@@ -45,8 +45,12 @@ def test_the_runtime_stage_runs_as_a_user_with_a_healthcheck() -> None:
 @pytest.fixture(scope="module")
 def compose() -> dict:
     exe = require_executable("docker-compose", "Debian: apt-get install docker-compose")
-    out = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
-                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    out = subprocess.run(
+        [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 

@@ -27,6 +27,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("videos") as batch:
-        for column in ("indexed_at", "checkpoint_sha256", "attempts", "lease_expires_at",
-                       "claimed_by"):  # fmt: skip
+        for column in (
+            "indexed_at",
+            "checkpoint_sha256",
+            "attempts",
+            "lease_expires_at",
+            "claimed_by",
+        ):
             batch.drop_column(column)

@@ -12,13 +12,21 @@ from indexer.datasets import DatasetError, decode_split, load_dataset
 
 def test_msrvtt(tmp_path: Path) -> None:
     ann = tmp_path / "msrvtt.json"
-    ann.write_text(json.dumps({
-        "videos": [{"video_id": "video0", "split": "train"},
-                   {"video_id": "video1", "split": "validate"}],
-        "sentences": [{"video_id": "video0", "caption": "a man sings ", "sen_id": 0},
-                      {"video_id": "video0", "caption": "someone sings", "sen_id": 1},
-                      {"video_id": "video1", "caption": "a dog runs", "sen_id": 2}],
-    }))  # fmt: skip
+    ann.write_text(
+        json.dumps(
+            {
+                "videos": [
+                    {"video_id": "video0", "split": "train"},
+                    {"video_id": "video1", "split": "validate"},
+                ],
+                "sentences": [
+                    {"video_id": "video0", "caption": "a man sings ", "sen_id": 0},
+                    {"video_id": "video0", "caption": "someone sings", "sen_id": 1},
+                    {"video_id": "video1", "caption": "a dog runs", "sen_id": 2},
+                ],
+            }
+        )
+    )
     data = load_dataset(f"msrvtt:{ann}", video_dir=str(tmp_path / "v"))
     assert [v.id for v in data.split("train")] == ["video0"]
     assert [c.text for c in data.videos[0].captions] == ["a man sings", "someone sings"]
@@ -29,9 +37,17 @@ def test_vatex(tmp_path: Path) -> None:
     files = {}
     for split in ("train", "test"):
         files[split] = tmp_path / f"{split}.json"
-        files[split].write_text(json.dumps(
-            [{"videoID": f"abc_{split}_000001_000011", "enCap": ["A cat jumps.", "cat leaps"],
-              "chCap": ["猫跳"]}]))  # fmt: skip
+        files[split].write_text(
+            json.dumps(
+                [
+                    {
+                        "videoID": f"abc_{split}_000001_000011",
+                        "enCap": ["A cat jumps.", "cat leaps"],
+                        "chCap": ["猫跳"],
+                    }
+                ]
+            )
+        )
     spec = f"vatex:train={files['train']},test={files['test']}"
     data = load_dataset(spec, video_dir="/videos")
     assert len(data.videos) == 2
@@ -39,11 +55,22 @@ def test_vatex(tmp_path: Path) -> None:
 
 
 def test_generic_and_split_errors(tmp_path: Path) -> None:
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "format": "hanet-dataset", "name": "mini",
-        "videos": [{"id": "a", "path": "a.mp4", "split": "test",
-                    "captions": [{"text": "x", "pos": ["NOUN"], "words": ["x"]}]}],
-    }))  # fmt: skip
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format": "hanet-dataset",
+                "name": "mini",
+                "videos": [
+                    {
+                        "id": "a",
+                        "path": "a.mp4",
+                        "split": "test",
+                        "captions": [{"text": "x", "pos": ["NOUN"], "words": ["x"]}],
+                    }
+                ],
+            }
+        )
+    )
     data = load_dataset(str(tmp_path))
     assert data.name == "mini" and data.videos[0].captions[0].pos == ("NOUN",)
     with pytest.raises(DatasetError, match="no videos in split 'train'"):

@@ -12,14 +12,26 @@ import pytest
 from indexer.decode import DecodeError, decode_video, sample_times
 
 MEDIA = Path(__file__).resolve().parents[3] / "shared" / "media"
-VIDEOS = ["av1_video.mkv", "bt709_full_range.mp4", "h264_10bits.mp4", "h265_10bits.mp4",
-          "h265_video.mp4", "nasa_13013.mp4"]  # fmt: skip
+VIDEOS = [
+    "av1_video.mkv",
+    "bt709_full_range.mp4",
+    "h264_10bits.mp4",
+    "h265_10bits.mp4",
+    "h265_video.mp4",
+    "nasa_13013.mp4",
+]
 AUDIO = ["nasa_13013.mp4.audio.mp3", "sine_mono_s16.wav"]
 needs_media = pytest.mark.skipif(not MEDIA.is_dir(), reason=f"{MEDIA} is absent")
 
 
-def _write(path: Path, frames: np.ndarray, codec: str = "libx264", fps: int = 10,
-           pix_fmt: str = "yuv420p", pts: list[int] | None = None) -> Path:  # fmt: skip
+def _write(
+    path: Path,
+    frames: np.ndarray,
+    codec: str = "libx264",
+    fps: int = 10,
+    pix_fmt: str = "yuv420p",
+    pts: list[int] | None = None,
+) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt

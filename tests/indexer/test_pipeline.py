@@ -50,8 +50,7 @@ def _setup(tmp_path: Path, corpus: Path, url: str | None = None):
 
 def test_index_everything_with_reasons_for_failures(tmp_path, corpus, model) -> None:
     engine = _setup(tmp_path, corpus)
-    summary = run_queue(engine, model, tmp_path / "index", batch_size=5, workers=2,
-                        progress=False)  # fmt: skip
+    summary = run_queue(engine, model, tmp_path / "index", batch_size=5, workers=2, progress=False)
     assert summary.indexed == 12 and len(summary.failed) == 1
     assert "not a readable media file" in next(iter(summary.failed.values()))
     assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 12, "failed": 1}
@@ -86,8 +85,15 @@ def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, corpus, model) -
     from service.engine import search
 
     engine = _setup(tmp_path, corpus)
-    run_queue(engine, model, tmp_path / "index", factory="IVF1,Flat", batch_size=5, workers=1,
-              progress=False)  # fmt: skip
+    run_queue(
+        engine,
+        model,
+        tmp_path / "index",
+        factory="IVF1,Flat",
+        batch_size=5,
+        workers=1,
+        progress=False,
+    )
     build = load_current(tmp_path / "index")
     assert build.vectors.staged == {"event"}  # 12 event vectors < 100; 120 and 240 trained
     hits = search(model, build, "a red circle moves left", top_k=20, rerank=20)
@@ -110,8 +116,9 @@ def test_publishing_is_throttled_while_work_is_queued(tmp_path, corpus, model) -
     """With a long publish interval the batches are published together when the queue runs
     dry: one version, one rerank part, every video indexed."""
     engine = _setup(tmp_path, corpus)
-    summary = run_queue(engine, model, tmp_path / "index", batch_size=2, workers=1,
-                        progress=False, publish_s=3600)  # fmt: skip
+    summary = run_queue(
+        engine, model, tmp_path / "index", batch_size=2, workers=1, progress=False, publish_s=3600
+    )
     assert summary.indexed == 12
     build = load_current(tmp_path / "index")
     assert build.manifest["version"] == 1 and len(build.manifest["parts"]) == 1
@@ -137,8 +144,14 @@ def test_two_workers_on_one_index_lose_nothing(tmp_path, corpus, model, db_url) 
 
     def work() -> None:
         try:
-            run_queue(make_engine(db_url), model, tmp_path / "index", batch_size=2, workers=1,
-                      progress=False)  # fmt: skip
+            run_queue(
+                make_engine(db_url),
+                model,
+                tmp_path / "index",
+                batch_size=2,
+                workers=1,
+                progress=False,
+            )
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -164,8 +177,12 @@ def test_a_writer_with_a_stale_build_keeps_the_tombstones(tmp_path, corpus, mode
     gone = sorted(stale.rows)[0]
     assert remove_videos(engine, index, [gone]) == [gone]
     again = sorted(stale.rows)[1]  # re-indexing a video publishes from the stale copy
-    held = _Held([again], [stale.embeddings([again])], [np.zeros((1, model.cfg.max_frames),
-                  np.float32)], [2.0])  # fmt: skip
+    held = _Held(
+        [again],
+        [stale.embeddings([again])],
+        [np.zeros((1, model.cfg.max_frames), np.float32)],
+        [2.0],
+    )
     _publish(engine, stale, index, held, "w", Summary())
     latest = load_current(index)
     assert gone not in latest.rows and again in latest.rows
@@ -252,13 +269,19 @@ def _cli_with_corpus_queued(tmp_path: Path, corpus: Path):
     import subprocess
     import sys
 
-    env = {**os.environ, "HANET_DATA_DIR": str(tmp_path / "data"),
-           "HANET_CHECKPOINT": str(tmp_path / "m.pt"), "HANET_INDEX_BATCH_SIZE": "2",
-           "HANET_DECODE_WORKERS": "1", "HANET_PUBLISH_INTERVAL_S": "0"}  # fmt: skip
+    env = {
+        **os.environ,
+        "HANET_DATA_DIR": str(tmp_path / "data"),
+        "HANET_CHECKPOINT": str(tmp_path / "m.pt"),
+        "HANET_INDEX_BATCH_SIZE": "2",
+        "HANET_DECODE_WORKERS": "1",
+        "HANET_PUBLISH_INTERVAL_S": "0",
+    }
     hanet = [sys.executable, "-c", "from service.cli import app; app()"]
     root = Path(__file__).resolve().parents[2]
-    subprocess.run([*hanet, "index", "add", str(corpus)], env=env, cwd=root, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*hanet, "index", "add", str(corpus)], env=env, cwd=root, check=True, capture_output=True
+    )
     return hanet, env, root, make_engine(f"sqlite:///{tmp_path / 'data' / 'hanet.sqlite3'}")
 
 
@@ -269,8 +292,13 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
     import time
 
     hanet, env, root, engine = _cli_with_corpus_queued(tmp_path, corpus)
-    proc = subprocess.Popen([*hanet, "index", "run"], env=env, cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [*hanet, "index", "run"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while queue.counts(engine)["indexed"] < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -278,14 +306,18 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
     proc.wait()
     interrupted = queue.counts(engine)
     assert 4 <= interrupted["indexed"] < 12, interrupted  # it really was stopped midway
-    rerun = subprocess.run([*hanet, "index", "run"], env=env, cwd=root, capture_output=True,
-                           text=True)  # fmt: skip
+    rerun = subprocess.run(
+        [*hanet, "index", "run"], env=env, cwd=root, capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 12, "failed": 1}
     build = load_current(tmp_path / "data" / "index")
     n = model.cfg
-    assert build.manifest["counts"] == {"event": 12, "action": 12 * n.num_action_segments,
-                                        "entity": 12 * n.num_entity_segments}  # fmt: skip
+    assert build.manifest["counts"] == {
+        "event": 12,
+        "action": 12 * n.num_action_segments,
+        "entity": 12 * n.num_entity_segments,
+    }
     assert sorted(build.rows) == sorted(
         i for i, p in enumerate(sorted(corpus.iterdir()), start=1) if p.name != "broken.mp4"
     )
@@ -299,8 +331,14 @@ def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> Non
     import time
 
     hanet, env, root, engine = _cli_with_corpus_queued(tmp_path, corpus)
-    proc = subprocess.Popen([*hanet, "index", "run", "--watch"], env=env, cwd=root, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [*hanet, "index", "run", "--watch"],
+        env=env,
+        cwd=root,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while queue.counts(engine)["indexed"] < 2 and time.monotonic() < deadline:
         time.sleep(0.05)

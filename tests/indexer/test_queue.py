@@ -52,8 +52,9 @@ def test_two_workers_never_take_the_same_video(db_url) -> None:
         while batch := queue.claim(own_engine, worker=name, limit=3):
             taken[name].extend(batch)
             for video_id in batch:
-                assert queue.complete(own_engine, video_id, worker=name, duration_s=1.0,
-                                      checkpoint_sha256="c" * 64)  # fmt: skip
+                assert queue.complete(
+                    own_engine, video_id, worker=name, duration_s=1.0, checkpoint_sha256="c" * 64
+                )
             time.sleep(0.001)
         own_engine.dispose()
 
@@ -87,9 +88,10 @@ def test_a_killed_worker_loses_nothing(db_url) -> None:
         "me = queue.worker_name()\n"
         "print(queue.claim(engine, worker=me, limit=3, lease_s=3600), flush=True)\n"
         "time.sleep(60)\n"
-    )  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, db_url], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, db_url], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     held = proc.stdout.readline()
     assert held.startswith("[")
     os.kill(proc.pid, signal.SIGKILL)
@@ -149,7 +151,7 @@ def test_search_titles_never_wait_for_a_writer(db_url) -> None:
     # a connection that broke is replaced, and the lookup still answers
     broken = kept._conn
     assert broken is not None
-    broken.connection.dbapi_connection.close()  # type: ignore[union-attr]
+    broken.connection.dbapi_connection.close()
     assert kept([second]) == {second: None}
     assert kept._conn is not None and kept._conn is not broken
     kept.close()

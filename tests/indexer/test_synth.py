@@ -17,14 +17,17 @@ from model.decompose import decompose
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    return generate_corpus(tmp_path_factory.mktemp("synth"), 120, seed=3, workers=2,
-                           progress=False)  # fmt: skip
+    return generate_corpus(tmp_path_factory.mktemp("synth"), 120, seed=3, workers=2, progress=False)
 
 
 def test_design_covers_the_required_variety() -> None:
     assert len(SHAPES) >= 8 and len(COLOURS) >= 8 and len(SIZES) >= 2 and len(ACTIONS) >= 10
-    for a, b in [("move_left", "move_right"), ("move_up", "move_down"), ("grow", "shrink"),
-                 ("appear", "disappear")]:  # fmt: skip
+    for a, b in [
+        ("move_left", "move_right"),
+        ("move_up", "move_down"),
+        ("grow", "shrink"),
+        ("appear", "disappear"),
+    ]:
         assert MIRRORED[a] == b and MIRRORED[b] == a
     assert {"rotate", "bounce", "blink", "still"} <= set(ACTIONS)
 
@@ -69,8 +72,14 @@ def test_compositional_split_holds_unseen_combinations(corpus: Path) -> None:
     splits = {v["split"] for v in manifest["videos"]}
     assert splits == {"train", "val", "test", "compositional"}
     for video in manifest["videos"]:
-        triples = {(video["things"][e["thing"]]["colour"], video["things"][e["thing"]]["shape"],
-                    e["action"]) for e in video["events"]}  # fmt: skip
+        triples = {
+            (
+                video["things"][e["thing"]]["colour"],
+                video["things"][e["thing"]]["shape"],
+                e["action"],
+            )
+            for e in video["events"]
+        }
         assert bool(triples & held) == (video["split"] == "compositional"), video["id"]
 
 

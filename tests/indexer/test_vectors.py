@@ -17,8 +17,10 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _corpus(videos: int = 300, seed: int = 0) -> dict[int, dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return {v: {"event": _unit(rng, 1), "action": _unit(rng, 4), "entity": _unit(rng, 6)}
-            for v in range(1, videos + 1)}  # fmt: skip
+    return {
+        v: {"event": _unit(rng, 1), "action": _unit(rng, 4), "entity": _unit(rng, 6)}
+        for v in range(1, videos + 1)
+    }
 
 
 def _brute(corpus, level: str, query: np.ndarray, k: int, skip=()) -> list[tuple[int, float]]:

@@ -18,25 +18,45 @@ def _phrases(sentence: str):
 @pytest.mark.parametrize(
     ("sentence", "verbs", "args"),
     [
-        ("a small red star moves left , then a blue circle grows",
-         ["moves left", "grows"],
-         [("small red star", "ARG0", 0), ("blue circle", "ARG0", 1)]),
-        ("the big green square slides to the right",
-         ["slides to the right"], [("big green square", "ARG0", 0)]),
-        ("a man is playing guitar on the stage",
-         ["playing"], [("man", "ARG0", 0), ("guitar", "ARG1", 0), ("stage", "ARGM-LOC", 0)]),
-        ("people dancing in a club", ["dancing"],
-         [("people", "ARG0", 0), ("club", "ARGM-LOC", 0)]),
-        ("two people play football", ["play"],
-         [("two people", "ARG0", 0), ("football", "ARG1", 0)]),
-        ("a woman cuts an onion with a knife and cooks it",
-         ["cuts", "cooks"],
-         [("woman", "ARG0", 0), ("onion", "ARG1", 0), ("knife", "ARGM-COM", 0), ("it", "ARG1", 1)]),
-        ("a purple heart bounces up and down", ["bounces up and down"],
-         [("purple heart", "ARG0", 0)]),
+        (
+            "a small red star moves left , then a blue circle grows",
+            ["moves left", "grows"],
+            [("small red star", "ARG0", 0), ("blue circle", "ARG0", 1)],
+        ),
+        (
+            "the big green square slides to the right",
+            ["slides to the right"],
+            [("big green square", "ARG0", 0)],
+        ),
+        (
+            "a man is playing guitar on the stage",
+            ["playing"],
+            [("man", "ARG0", 0), ("guitar", "ARG1", 0), ("stage", "ARGM-LOC", 0)],
+        ),
+        ("people dancing in a club", ["dancing"], [("people", "ARG0", 0), ("club", "ARGM-LOC", 0)]),
+        (
+            "two people play football",
+            ["play"],
+            [("two people", "ARG0", 0), ("football", "ARG1", 0)],
+        ),
+        (
+            "a woman cuts an onion with a knife and cooks it",
+            ["cuts", "cooks"],
+            [
+                ("woman", "ARG0", 0),
+                ("onion", "ARG1", 0),
+                ("knife", "ARGM-COM", 0),
+                ("it", "ARG1", 1),
+            ],
+        ),
+        (
+            "a purple heart bounces up and down",
+            ["bounces up and down"],
+            [("purple heart", "ARG0", 0)],
+        ),
         ("a cat", [], [("cat", "NOUN", -1)]),
     ],
-)  # fmt: skip
+)
 def test_decompositions(sentence: str, verbs: list[str], args: list[tuple]) -> None:
     assert _phrases(sentence) == (verbs, args)
 

@@ -36,14 +36,21 @@ def _unit(v: list[float]) -> list[float]:
 
 
 def test_cross_attention_matches_the_spec_by_hand() -> None:
-    units = [_unit([1.0, 0.0, 0.2]), _unit([0.0, 1.0, 0.0]), _unit([0.6, 0.8, 0.0]),
-             _unit([-1.0, 0.1, 0.0])]  # fmt: skip
+    units = [
+        _unit([1.0, 0.0, 0.2]),
+        _unit([0.0, 1.0, 0.0]),
+        _unit([0.6, 0.8, 0.0]),
+        _unit([-1.0, 0.1, 0.0]),
+    ]
     phrases = [_unit([1.0, 0.2, 0.0]), _unit([0.1, 1.0, 0.3])]
     expected = sum(_reference_cross_attention(p, units, 4.0) for p in phrases) / 2
     score, attn = cross_attention(
-        torch.tensor([phrases]), torch.tensor([[True, True]]),
-        torch.tensor([units]), torch.tensor([[True] * 4]), scale=4.0,
-    )  # fmt: skip
+        torch.tensor([phrases]),
+        torch.tensor([[True, True]]),
+        torch.tensor([units]),
+        torch.tensor([[True] * 4]),
+        scale=4.0,
+    )
     assert score.shape == (1, 1)
     assert score.item() == pytest.approx(expected, abs=1e-6)
     assert attn[0, 0, 0].argmax().item() == 0  # the first phrase attends to the first unit
@@ -56,9 +63,12 @@ def test_cross_attention_ignores_padded_units_and_phrases() -> None:
     expected = _reference_cross_attention(phrase, units, 4.0)
     garbage = [9.0, -3.0, 1.0]
     score, attn = cross_attention(
-        torch.tensor([[phrase, [0.0, 0.0, 0.0]]]), torch.tensor([[True, False]]),
-        torch.tensor([units + [garbage]]), torch.tensor([[True, True, False]]), scale=4.0,
-    )  # fmt: skip
+        torch.tensor([[phrase, [0.0, 0.0, 0.0]]]),
+        torch.tensor([[True, False]]),
+        torch.tensor([units + [garbage]]),
+        torch.tensor([[True, True, False]]),
+        scale=4.0,
+    )
     assert score.item() == pytest.approx(expected, abs=1e-6)
     assert attn[0, 0, 0, 2].item() == 0.0
 
@@ -94,8 +104,13 @@ def test_float16_units_with_stored_grams_score_as_float32() -> None:
 
 
 def test_cross_attention_is_zero_without_phrases() -> None:
-    score, _ = cross_attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.bool),
-                               torch.randn(3, 4, 3), None, scale=4.0)  # fmt: skip
+    score, _ = cross_attention(
+        torch.zeros(1, 2, 3),
+        torch.zeros(1, 2, dtype=torch.bool),
+        torch.randn(3, 4, 3),
+        None,
+        scale=4.0,
+    )
     assert score.tolist() == [[0.0, 0.0, 0.0]]
 
 

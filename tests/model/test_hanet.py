@@ -19,8 +19,9 @@ def _encode(model: HANet, pixels: torch.Tensor, mask: torch.Tensor, texts: list[
 
 def test_similarity_has_every_level_with_texts_by_videos_shape(tiny: HANet) -> None:
     pixels = random_pixels(tiny, 3, tiny.cfg.max_frames)
-    text, video = _encode(tiny, pixels, torch.ones(3, tiny.cfg.max_frames, dtype=torch.bool),
-                          CAPTIONS)  # fmt: skip
+    text, video = _encode(
+        tiny, pixels, torch.ones(3, tiny.cfg.max_frames, dtype=torch.bool), CAPTIONS
+    )
     scores = tiny.similarity(text, video)
     assert set(SCORE_NAMES) | {"fused", "embedding", "concept"} == set(scores)
     for name, value in scores.items():
@@ -110,8 +111,12 @@ def test_gradients_reach_every_trained_parameter(tiny: HANet) -> None:
                 torch.ones(4, model.cfg.num_nouns),
             ),
         }
-        probs = {"video_verb": video.verb_probs, "video_noun": video.noun_probs,
-                 "text_verb": text.verb_probs, "text_noun": text.noun_probs}  # fmt: skip
+        probs = {
+            "video_verb": video.verb_probs,
+            "video_noun": video.noun_probs,
+            "text_verb": text.verb_probs,
+            "text_noun": text.noun_probs,
+        }
         loss = hanet_loss(scores, torch.eye(4, dtype=torch.bool), probs, labels)["total"]
         assert loss.item() > 0
         loss.backward()
@@ -188,8 +193,9 @@ def test_empty_phrase_slots_are_dropped_without_changing_a_score(tiny: HANet) ->
     from model.scores import _similarity_chunk
 
     pixels = random_pixels(tiny, 2, tiny.cfg.max_frames)
-    text, video = _encode(tiny, pixels, torch.ones(2, tiny.cfg.max_frames, dtype=torch.bool),
-                          CAPTIONS[:2])  # fmt: skip
+    text, video = _encode(
+        tiny, pixels, torch.ones(2, tiny.cfg.max_frames, dtype=torch.bool), CAPTIONS[:2]
+    )
     trimmed = text.without_empty_phrase_slots()
     assert trimmed.verb_nodes.shape[1] == int(text.verb_mask.sum(1).max()) < tiny.cfg.max_verbs
     assert trimmed.arg_mask.all(0).any() and trimmed.arg_mask.any(0).all()
@@ -206,8 +212,7 @@ def test_motion_stream_starts_as_a_no_op_and_reads_each_frame_with_the_next() ->
     base = replace(get_config("tiny"), motion_levels="all")
     with_stream = HANet(replace(base, motion_stream=8)).eval()
     without = HANet(base).eval()
-    state = {k: v for k, v in with_stream.state_dict().items()
-             if not k.startswith("motion_stream")}  # fmt: skip
+    state = {k: v for k, v in with_stream.state_dict().items() if not k.startswith("motion_stream")}
     state["video.motion.weight"] = state["video.motion.weight"][:, : base.clip_embed_dim]
     without.load_state_dict(state)
     t = base.max_frames

@@ -9,13 +9,15 @@ from model.metrics import best_positive_ranks, pairwise_accuracy, retrieval_metr
 
 
 def test_ranks_with_several_positives_and_ties() -> None:
-    scores = torch.tensor([
-        [0.9, 0.5, 0.7, 0.1],   # positive col 0 is best -> rank 1
-        [0.9, 0.5, 0.7, 0.1],   # positive col 2 (0.7): only col 0 above -> rank 2
-        [0.3, 0.3, 0.2, 0.1],   # positive col 1 ties with negative col 0 -> rank 2 (pessimistic)
-        [0.4, 0.8, 0.6, 0.5],   # positives cols 2 and 3: best is 0.6, col 1 above -> rank 2
-        [0.1, 0.2, 0.3, 0.4],   # positive col 0 is last -> rank 4
-    ])  # fmt: skip
+    scores = torch.tensor(
+        [
+            [0.9, 0.5, 0.7, 0.1],  # positive col 0 is best -> rank 1
+            [0.9, 0.5, 0.7, 0.1],  # positive col 2 (0.7): only col 0 above -> rank 2
+            [0.3, 0.3, 0.2, 0.1],  # positive col 1 ties with negative col 0 -> rank 2 (pessimistic)
+            [0.4, 0.8, 0.6, 0.5],  # positives cols 2 and 3: best is 0.6, col 1 above -> rank 2
+            [0.1, 0.2, 0.3, 0.4],  # positive col 0 is last -> rank 4
+        ]
+    )
     positives = torch.zeros(5, 4, dtype=torch.bool)
     for q, c in [(0, 0), (1, 2), (2, 1), (3, 2), (3, 3), (4, 0)]:
         positives[q, c] = True
@@ -29,12 +31,14 @@ def test_constant_scores_rank_last() -> None:
 
 def test_metrics_by_hand() -> None:
     # 3 videos; captions 0,1 -> video 0; caption 2 -> video 1; caption 3 -> video 2
-    scores = torch.tensor([
-        [0.9, 0.1, 0.2],
-        [0.1, 0.5, 0.2],
-        [0.3, 0.8, 0.1],
-        [0.7, 0.6, 0.5],
-    ])  # fmt: skip
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.2],
+            [0.1, 0.5, 0.2],
+            [0.3, 0.8, 0.1],
+            [0.7, 0.6, 0.5],
+        ]
+    )
     positives = torch.zeros(4, 3, dtype=torch.bool)
     for q, c in [(0, 0), (1, 0), (2, 1), (3, 2)]:
         positives[q, c] = True

@@ -32,8 +32,9 @@ def test_int8_text_tower_keeps_sentence_embeddings() -> None:
     phrases = (a.verb_phrases * b.verb_phrases).sum(-1)[a.verb_mask]
     assert phrases.min() > 0.99
     # the tower's and the heads' Linear layers are all quantised
-    assert not any(type(m) is nn.Linear for m in [*fast.clip.transformer.modules(),
-                                                  *fast.text.modules()])  # fmt: skip
+    assert not any(
+        type(m) is nn.Linear for m in [*fast.clip.transformer.modules(), *fast.text.modules()]
+    )
 
 
 def test_traced_text_tower_gives_the_eager_towers_answers() -> None:

@@ -30,8 +30,9 @@ def corpus(tmp_path_factory) -> dict:
 def _fixed_loss(model: HANet, cfg: TrainCfg, data: SplitData) -> float:
     model.eval()
     with torch.no_grad():
-        return _step_loss(model, cfg, data, list(range(len(data.frames))), None,
-                          random.Random(0)).item()  # fmt: skip
+        return _step_loss(
+            model, cfg, data, list(range(len(data.frames))), None, random.Random(0)
+        ).item()
 
 
 def test_vocabulary_comes_from_training_captions(corpus: dict) -> None:
@@ -48,8 +49,15 @@ def test_training_lowers_the_loss_and_saves_the_best(corpus: dict, tmp_path: Pat
     cfg = TrainCfg(epochs=4, batch_size=16, lr=1e-3, patience=10)
     prepare(model, cfg)
     before = _fixed_loss(model, cfg, corpus["train"])
-    history = train(model, corpus["train"], corpus["val"], cfg, tmp_path / "w",
-                    tmp_path / "best.pt", progress=False)  # fmt: skip
+    history = train(
+        model,
+        corpus["train"],
+        corpus["val"],
+        cfg,
+        tmp_path / "w",
+        tmp_path / "best.pt",
+        progress=False,
+    )
     after = _fixed_loss(model, cfg, corpus["train"])
     assert after < before * 0.9, (before, after)
     assert len(history) == 4 and any(r.get("saved") for r in history)
@@ -61,14 +69,37 @@ def test_training_lowers_the_loss_and_saves_the_best(corpus: dict, tmp_path: Pat
 def test_resume_continues_where_it_stopped(corpus: dict, tmp_path: Path) -> None:
     cfg = TrainCfg(epochs=2, batch_size=16, lr=1e-3)
     torch.manual_seed(0)
-    first = train(HANet(corpus["cfg"], corpus["vocab"]), corpus["train"], corpus["val"], cfg,
-                  tmp_path, tmp_path / "m.pt", progress=False)  # fmt: skip
+    first = train(
+        HANet(corpus["cfg"], corpus["vocab"]),
+        corpus["train"],
+        corpus["val"],
+        cfg,
+        tmp_path,
+        tmp_path / "m.pt",
+        progress=False,
+    )
     more = TrainCfg(epochs=3, batch_size=16, lr=1e-3)
     with pytest.raises(ValueError, match="other settings"):
-        train(HANet(corpus["cfg"], corpus["vocab"]), corpus["train"], corpus["val"], more,
-              tmp_path, tmp_path / "m.pt", resume=True, progress=False)  # fmt: skip
-    again = train(HANet(corpus["cfg"], corpus["vocab"]), corpus["train"], corpus["val"], cfg,
-                  tmp_path, tmp_path / "m.pt", resume=True, progress=False)  # fmt: skip
+        train(
+            HANet(corpus["cfg"], corpus["vocab"]),
+            corpus["train"],
+            corpus["val"],
+            more,
+            tmp_path,
+            tmp_path / "m.pt",
+            resume=True,
+            progress=False,
+        )
+    again = train(
+        HANet(corpus["cfg"], corpus["vocab"]),
+        corpus["train"],
+        corpus["val"],
+        cfg,
+        tmp_path,
+        tmp_path / "m.pt",
+        resume=True,
+        progress=False,
+    )
     assert again == first  # nothing left to do: the state says both epochs are done
 
 
@@ -90,8 +121,15 @@ def test_frozen_backbone_refuses_what_its_cache_would_leave_untrained(
     for extra in ({"keypoints": 2}, {"motion_stream": 8}):
         model = HANet(replace(corpus["cfg"], **extra), corpus["vocab"])
         with pytest.raises(ValueError, match="frozen backbone"):
-            train(model, corpus["train"], corpus["val"], cfg, tmp_path, tmp_path / "m.pt",
-                  progress=False)  # fmt: skip
+            train(
+                model,
+                corpus["train"],
+                corpus["val"],
+                cfg,
+                tmp_path,
+                tmp_path / "m.pt",
+                progress=False,
+            )
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -113,8 +151,15 @@ def test_global_motion_control_trains_the_motion_input_under_mean_pooling(
     torch.manual_seed(0)
     cfg = TrainCfg(epochs=1, batch_size=16, lr=1e-3, objective="global-motion")
     with pytest.raises(ValueError, match="motion_levels"):
-        train(HANet(replace(corpus["cfg"], motion_stream=4), corpus["vocab"]), corpus["train"],
-              corpus["val"], cfg, tmp_path, tmp_path / "m.pt", progress=False)  # fmt: skip
+        train(
+            HANet(replace(corpus["cfg"], motion_stream=4), corpus["vocab"]),
+            corpus["train"],
+            corpus["val"],
+            cfg,
+            tmp_path,
+            tmp_path / "m.pt",
+            progress=False,
+        )
     model = HANet(replace(corpus["cfg"], motion_levels="all", motion_stream=4), corpus["vocab"])
     train(model, corpus["train"], corpus["val"], cfg, tmp_path, tmp_path / "m.pt", progress=False)
     assert model.video.pool.weight.abs().sum() == 0  # still the mean
@@ -133,8 +178,15 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(corpus: dict, tmp_path
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainCfg(lr_schedule="step")
     torch.manual_seed(0)
-    train(HANet(corpus["cfg"], corpus["vocab"]), corpus["train"], corpus["val"], cfg, tmp_path,
-          tmp_path / "m.pt", progress=False)  # fmt: skip
+    train(
+        HANet(corpus["cfg"], corpus["vocab"]),
+        corpus["train"],
+        corpus["val"],
+        cfg,
+        tmp_path,
+        tmp_path / "m.pt",
+        progress=False,
+    )
     state = torch.load(tmp_path / "train_state.pt", weights_only=False)
     n = len(corpus["train"].frames)
     steps = 2 * len([i for i in range(0, n, 16) if n - i > 1])  # batches of two or more

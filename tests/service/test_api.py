@@ -26,8 +26,10 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     cfg = get_config("tiny")
-    vocab = ConceptVocab(tuple(f"verb{i}" for i in range(cfg.num_verbs)),
-                         tuple(f"noun{i}" for i in range(cfg.num_nouns)))  # fmt: skip
+    vocab = ConceptVocab(
+        tuple(f"verb{i}" for i in range(cfg.num_verbs)),
+        tuple(f"noun{i}" for i in range(cfg.num_nouns)),
+    )
     path = tmp_path_factory.mktemp("ckpt") / "m.pt"
     HANet(cfg, vocab).eval().save(str(path))
     return path
@@ -36,8 +38,13 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def settings(request, tmp_path, corpus, checkpoint) -> HanetSettings:
     url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    s = HanetSettings(data_dir=tmp_path / "data", database_url=url, checkpoint=checkpoint,
-                      media_root=corpus, max_upload_bytes=200_000)  # fmt: skip
+    s = HanetSettings(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        checkpoint=checkpoint,
+        media_root=corpus,
+        max_upload_bytes=200_000,
+    )
     yield s
     if url:
         migrations.downgrade(url, "base")
@@ -51,8 +58,9 @@ def client(settings):
 
 def _index(client: TestClient) -> None:
     state = client.app.state.hanet
-    run_queue(state.engine, state.model, state.settings.index_dir, batch_size=4, workers=1,
-              progress=False)  # fmt: skip
+    run_queue(
+        state.engine, state.model, state.settings.index_dir, batch_size=4, workers=1, progress=False
+    )
 
 
 def test_health_and_ready(client) -> None:
@@ -71,7 +79,7 @@ def test_searches_run_on_the_thread_that_loaded_the_model(client, monkeypatch) -
     seen = []
     real = service.app.search
 
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(*args, **kwargs):
         seen.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
@@ -93,7 +101,7 @@ def test_threads_setting_reaches_the_search_thread(settings, monkeypatch) -> Non
     seen = []
     real = service.app.search
 
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(*args, **kwargs):
         seen.append((torch.get_num_threads(), faiss.omp_get_max_threads()))
         return real(*args, **kwargs)
 
@@ -164,8 +172,9 @@ def test_ingest_index_search_delete(client, corpus) -> None:
     for name in ("synth000002.mp4", "synth000003.mp4", "notes.mp4"):
         assert client.post("/videos", json={"path": name}).status_code == 202
     with open(corpus / "synth000004.mp4", "rb") as f:
-        up = client.post("/videos", files={"file": ("clip.mp4", f, "video/mp4")},
-                         data={"title": "uploaded"})  # fmt: skip
+        up = client.post(
+            "/videos", files={"file": ("clip.mp4", f, "video/mp4")}, data={"title": "uploaded"}
+        )
     assert up.status_code == 202 and up.json()["title"] == "uploaded"
     _index(client)
     videos = client.get("/videos").json()
@@ -217,7 +226,7 @@ def test_ingest_index_search_delete(client, corpus) -> None:
         ({"json": {"query": "a cat", "top_k": "ten"}}, 422),
         ({"content": b"{broken", "headers": {"content-type": "application/json"}}, 422),
     ],
-)  # fmt: skip
+)
 def test_bad_searches_get_clear_4xx(client, kwargs, status) -> None:
     response = client.post("/search", **kwargs)
     assert response.status_code == status
@@ -228,19 +237,33 @@ def test_bad_ingests_get_clear_4xx(client) -> None:
     cases = [
         (client.post("/videos", json={"path": "../../etc/passwd"}), 403, "media root"),
         (client.post("/videos", json={"path": "missing.mp4"}), 404, "no file"),
-        (client.post("/videos", content=b"{oops", headers={"content-type": "application/json"}),
-         400, "not valid JSON"),
-        (client.post("/videos", content=b"x", headers={"content-type": "text/plain"}), 415,
-         "multipart"),
+        (
+            client.post("/videos", content=b"{oops", headers={"content-type": "application/json"}),
+            400,
+            "not valid JSON",
+        ),
+        (
+            client.post("/videos", content=b"x", headers={"content-type": "text/plain"}),
+            415,
+            "multipart",
+        ),
         (client.post("/videos", files={"file": ("e.mp4", b"", "video/mp4")}), 422, "empty"),
-        (client.post("/videos", files={"file": ("big.mp4", b"0" * 300_000, "video/mp4")}), 413,
-         "larger"),
-        (client.post("/videos", data={"title": "no file"},
-                     files={"other": ("a.txt", b"a", "text/plain")}), 422, "file"),
+        (
+            client.post("/videos", files={"file": ("big.mp4", b"0" * 300_000, "video/mp4")}),
+            413,
+            "larger",
+        ),
+        (
+            client.post(
+                "/videos", data={"title": "no file"}, files={"other": ("a.txt", b"a", "text/plain")}
+            ),
+            422,
+            "file",
+        ),
         (client.get("/videos/999999"), 404, "no video"),
         (client.delete("/videos/999999"), 404, "no video"),
         (client.get("/videos?limit=0"), 422, ""),
-    ]  # fmt: skip
+    ]
     for response, status, words in cases:
         assert response.status_code == status, response.text
         assert words in str(response.json()["detail"])
@@ -248,8 +271,9 @@ def test_bad_ingests_get_clear_4xx(client) -> None:
 
 def test_api_key_guards_changes_only(tmp_path, corpus, checkpoint) -> None:
     key = "k" * 24
-    s = HanetSettings(data_dir=tmp_path / "data", checkpoint=checkpoint, media_root=corpus,
-                      api_key=key)  # fmt: skip
+    s = HanetSettings(
+        data_dir=tmp_path / "data", checkpoint=checkpoint, media_root=corpus, api_key=key
+    )
     with TestClient(create_app(s)) as c:
         body = {"path": "synth000001.mp4"}
         assert c.post("/videos", json=body).status_code == 401
@@ -332,8 +356,14 @@ def _index_via(settings: HanetSettings) -> None:
     from model import load_checkpoint
 
     engine = make_engine(settings.resolved_database_url)
-    run_queue(engine, load_checkpoint(settings.checkpoint), settings.index_dir, batch_size=4,
-              workers=1, progress=False)  # fmt: skip
+    run_queue(
+        engine,
+        load_checkpoint(settings.checkpoint),
+        settings.index_dir,
+        batch_size=4,
+        workers=1,
+        progress=False,
+    )
     engine.dispose()
 
 
@@ -349,8 +379,9 @@ def test_openapi_documents_every_field_with_examples(client) -> None:
 def test_int8_text_search_answers_like_float32(tmp_path, corpus, checkpoint) -> None:
     results = {}
     for int8 in (False, True):
-        s = HanetSettings(data_dir=tmp_path / "data", checkpoint=checkpoint, media_root=corpus,
-                          int8_text=int8)  # fmt: skip
+        s = HanetSettings(
+            data_dir=tmp_path / "data", checkpoint=checkpoint, media_root=corpus, int8_text=int8
+        )
         with TestClient(create_app(s)) as c:
             if not int8:
                 for name in ("synth000001.mp4", "synth000002.mp4", "synth000003.mp4"):

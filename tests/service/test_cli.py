@@ -49,9 +49,17 @@ def test_init_with_a_wrong_weights_file_says_why(tmp_path) -> None:
     weights = tmp_path / "clip.pt"
     torch.save(open_clip.CLIP(**get_config("tiny").clip).state_dict(), weights)
     result = runner.invoke(
-        app, ["init", "--arch", "ViT-B-32", "--clip-weights", str(weights), "--out",
-              str(tmp_path / "x.pt")],
-    )  # fmt: skip
+        app,
+        [
+            "init",
+            "--arch",
+            "ViT-B-32",
+            "--clip-weights",
+            str(weights),
+            "--out",
+            str(tmp_path / "x.pt"),
+        ],
+    )
     assert result.exit_code != 0
     assert "cannot load CLIP weights" in result.output
     assert not (tmp_path / "x.pt").exists()

@@ -22,18 +22,28 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def _text(sentence: np.ndarray, verb: np.ndarray, arg: np.ndarray) -> TextEmbeddings:
     one = lambda v: torch.from_numpy(v).view(1, 1, DIM)  # noqa: E731
     return TextEmbeddings(
-        global_=torch.from_numpy(sentence).view(1, DIM), verb_phrases=one(verb),
-        arg_phrases=one(arg), verb_nodes=one(verb), arg_nodes=one(arg),
-        verb_mask=torch.ones(1, 1, dtype=torch.bool), arg_mask=torch.ones(1, 1, dtype=torch.bool),
-        verb_probs=torch.zeros(1, 4), noun_probs=torch.zeros(1, 4),
-    )  # fmt: skip
+        global_=torch.from_numpy(sentence).view(1, DIM),
+        verb_phrases=one(verb),
+        arg_phrases=one(arg),
+        verb_nodes=one(verb),
+        arg_nodes=one(arg),
+        verb_mask=torch.ones(1, 1, dtype=torch.bool),
+        arg_mask=torch.ones(1, 1, dtype=torch.bool),
+        verb_probs=torch.zeros(1, 4),
+        noun_probs=torch.zeros(1, 4),
+    )
 
 
 def test_candidates_fuse_the_levels_and_keep_each_levels_best() -> None:
     rng = np.random.default_rng(0)
     store = FaissStore(DIM)
-    vectors = {v: {lv: _unit(rng.normal(size=(n, DIM))) for lv, n in
-                   (("event", 1), ("action", 3), ("entity", 4))} for v in range(1, 51)}  # fmt: skip
+    vectors = {
+        v: {
+            lv: _unit(rng.normal(size=(n, DIM)))
+            for lv, n in (("event", 1), ("action", 3), ("entity", 4))
+        }
+        for v in range(1, 51)
+    }
     for video_id, vecs in vectors.items():
         store.add(video_id, vecs)
     build = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in vectors})
@@ -44,8 +54,11 @@ def test_candidates_fuse_the_levels_and_keep_each_levels_best() -> None:
     assert len(few) == 3 and {7, 20, 33} == set(few)
     # reciprocal rank fusion by its definition: sum of 1 / (60 + rank) over the levels' lists
     fused: dict[int, float] = {}
-    for level, query in (("event", text.global_), ("action", text.verb_nodes[0]),
-                         ("entity", text.arg_nodes[0])):  # fmt: skip
+    for level, query in (
+        ("event", text.global_),
+        ("action", text.verb_nodes[0]),
+        ("entity", text.arg_nodes[0]),
+    ):
         for rank, hit in enumerate(store.search(level, query.numpy(), 12)[0], start=1):
             fused[hit.video_id] = fused.get(hit.video_id, 0.0) + 1 / (60 + rank)
     expected = sorted(sorted(fused, key=lambda v: (-fused[v], v))[:12])

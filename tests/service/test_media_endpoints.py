@@ -19,14 +19,18 @@ def client(tmp_path_factory):
     (root / "videos" / "notes.mp4").write_text("not a video\n" * 20)
     checkpoint = root / "m.pt"
     create_model("tiny").save(str(checkpoint))
-    settings = HanetSettings(data_dir=root / "data", checkpoint=checkpoint,
-                             media_root=root / "videos")  # fmt: skip
+    settings = HanetSettings(
+        data_dir=root / "data", checkpoint=checkpoint, media_root=root / "videos"
+    )
     with TestClient(create_app(settings)) as c:
-        ids = {name: c.post("/videos", json={"path": name}).json()["id"]
-               for name in ("synth000000.mp4", "notes.mp4")}  # fmt: skip
+        ids = {
+            name: c.post("/videos", json={"path": name}).json()["id"]
+            for name in ("synth000000.mp4", "notes.mp4")
+        }
         state = c.app.state.hanet
-        run_queue(state.engine, state.model, settings.index_dir, batch_size=4, workers=1,
-                  progress=False)  # fmt: skip
+        run_queue(
+            state.engine, state.model, settings.index_dir, batch_size=4, workers=1, progress=False
+        )
         c.ids = ids
         c.video_path = root / "videos" / "synth000000.mp4"
         yield c
@@ -44,12 +48,15 @@ def test_thumbnail_is_a_cached_jpeg_of_the_frame(client) -> None:
     assert other != first.content  # the procedural scene moves: another time, another frame
 
 
-@pytest.mark.parametrize(("params", "status", "says"), [
-    ({"t": -1}, 422, "greater than or equal"),
-    ({"t": 99}, 422, "past the end"),
-    ({"t": "soon"}, 422, "valid number"),
-    ({"t": "nan"}, 422, ""),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("params", "status", "says"),
+    [
+        ({"t": -1}, 422, "greater than or equal"),
+        ({"t": 99}, 422, "past the end"),
+        ({"t": "soon"}, 422, "valid number"),
+        ({"t": "nan"}, 422, ""),
+    ],
+)
 def test_bad_thumbnail_times_get_4xx(client, params, status, says) -> None:
     r = client.get(f"/videos/{client.ids['synth000000.mp4']}/thumbnail", params=params)
     assert r.status_code == status and says in r.text

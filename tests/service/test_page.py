@@ -55,8 +55,9 @@ def server(tmp_path_factory):
     with _serve(settings) as (app, url):
         state = app.state.hanet
         for path in sorted((root / "corpus" / "videos").glob("*.mp4")):
-            queue.enqueue(state.engine, media_path=str(path), sha256=file_sha256(path),
-                          title=path.stem)  # fmt: skip
+            queue.enqueue(
+                state.engine, media_path=str(path), sha256=file_sha256(path), title=path.stem
+            )
         deadline = time.monotonic() + 120
         while queue.counts(state.engine)["indexed"] < 4 and time.monotonic() < deadline:
             time.sleep(0.1)  # the server's own indexer worker picks them up
@@ -86,16 +87,19 @@ def page(browser, server):
 def _search(page, query: str) -> None:
     page.get_by_label("Describe what happens in the video").fill(query)
     page.keyboard.press("Enter")  # the search box submits with Enter
-    page.wait_for_function("document.getElementById('search-status').textContent"
-                           ".includes('videos for')")  # fmt: skip
+    page.wait_for_function(
+        "document.getElementById('search-status').textContent.includes('videos for')"
+    )
 
 
 def test_typing_a_query_shows_thumbnails(page) -> None:
     _search(page, "a big red circle moves left")
     cards = page.locator("#results li.hit")
     assert cards.count() == 4
-    page.wait_for_function("[...document.querySelectorAll('#results img')]"
-                           ".every(i => i.complete && i.naturalWidth > 0)")  # fmt: skip
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
     first = cards.first
     assert first.locator(".bars .bar").count() == 3  # event, action, entity
     assert first.locator(".chip").count() >= 2  # the demo model's concepts
@@ -115,8 +119,9 @@ def test_clicking_a_hit_plays_from_the_moment(browser, server) -> None:
     start = float(meta.split("moment ")[1].split("–")[0])  # "moment 0.25–1.50 s"
     page.locator("#results li.hit button.open").first.click()
     page.wait_for_function("document.getElementById('video').readyState >= 1")
-    page.wait_for_function(f"Math.abs(document.getElementById('video').currentTime - {start})"
-                           " < 0.25")  # fmt: skip
+    page.wait_for_function(
+        f"Math.abs(document.getElementById('video').currentTime - {start}) < 0.25"
+    )
     assert page.locator("#player").is_visible()
     left = page.eval_on_selector("#moment-bar", "e => parseFloat(e.style.left)")
     duration = page.eval_on_selector("#video", "v => v.duration")
@@ -125,8 +130,13 @@ def test_clicking_a_hit_plays_from_the_moment(browser, server) -> None:
 
 
 def test_an_upload_becomes_indexed(page, server) -> None:
-    extra = generate_corpus(server["corpus"].parent / "extra", 1, seed=12, workers=1,
-                            progress=False).parent / "videos" / "synth000000.mp4"  # fmt: skip
+    extra = (
+        generate_corpus(
+            server["corpus"].parent / "extra", 1, seed=12, workers=1, progress=False
+        ).parent
+        / "videos"
+        / "synth000000.mp4"
+    )
     page.set_input_files("#files", str(extra))
     line = page.locator("#uploads li[data-file='synth000000.mp4']")
     line.and_(page.locator("[data-status='indexed']")).wait_for(timeout=90_000)
