@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from indexer.datasets import load_generic
-from indexer.prepare import split_data, vocab_from
-from indexer.synth import generate_corpus
+from corpus.datasets import load_generic
+from corpus.prepare import split_data, vocab_from
+from corpus.synth import generate_corpus
 from model import HANet, create_model, get_config
 from model.evaluate import evaluate
 from model.train import TrainCfg, train

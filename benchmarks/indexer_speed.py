@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 import migrations
-from indexer import queue
-from indexer.build import new_build, publish
+from db import queue
+from db.connect import make_engine
+from index.build import new_build, publish
 from indexer.decode import decode_video
 from indexer.pipeline import run_queue
-from indexer.store import make_engine
 from model import create_model
 from model.backbone import autocast
 

@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexer.build import FIELDS, GRAM_FILES, load_current, new_build, publish  # noqa: E402
+from index.build import FIELDS, GRAM_FILES, load_current, new_build, publish  # noqa: E402
 from model import ConceptVocab, VideoEmbeddings, create_model  # noqa: E402
 from model.scores import UNIT_FIELDS, gram  # noqa: E402
 
@@ -41,7 +41,8 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
     from sqlalchemy import insert
 
     import migrations
-    from indexer.store import Video, make_engine
+    from db.connect import make_engine
+    from db.schema import Video
 
     ckpt = work / "vitb32-random.pt"
     cfg_vocab = create_model("ViT-B-32").cfg
@@ -268,7 +269,7 @@ def _rss_mb(pid: int) -> float:
 
 
 class Laps:
-    """A stopwatch for ``service.engine.search``'s ``lap``: milliseconds per stage."""
+    """A stopwatch for ``service.search.search``'s ``lap``: milliseconds per stage."""
 
     def __init__(self) -> None:
         self.times: dict[str, list[float]] = {}
@@ -284,13 +285,13 @@ class Laps:
 
 
 def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) -> dict:
-    """The /search route's work, timed stage by stage: ``service.engine.search`` with a
+    """The /search route's work, timed stage by stage: ``service.search.search`` with a
     stopwatch, then the titles' lookup, as the route does them."""
-    from indexer.build import warm
-    from indexer.store import TitleReader, make_engine
+    from db.connect import TitleReader, make_engine
+    from index.build import warm
     from model import load_checkpoint
     from model.speed import for_serving
-    from service.engine import search
+    from service.search import search
 
     model = for_serving(load_checkpoint(ckpt), int8)  # as the service does
     build = load_current(work / "index")

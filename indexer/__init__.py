@@ -1,1 +1,2 @@
-"""The offline indexer: decode video, run the HANet video branch, store embeddings."""
+"""The offline indexer: decode video (PyAV), run the HANet video branch, write the index and
+mark the database rows."""

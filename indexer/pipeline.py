@@ -4,7 +4,6 @@ the database rows). Decoding of the next batch overlaps the model's work on this
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -14,21 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from indexer import queue
-from indexer.build import (
+from db import queue
+from db.schema import Video
+from index.build import (
     Build,
     BuildError,
-    delete_videos,
     load_current,
     new_build,
     publish_latest,
 )
 from indexer.decode import DecodedVideo, DecodeError, decode_video
-from indexer.store import Video
 from model import HANet, VideoEmbeddings
 from model.backbone import autocast
 from model.preprocess import normalize_frames
@@ -117,6 +115,45 @@ class _Held:
     videos: list[VideoEmbeddings] = field(default_factory=list)
     times: list[np.ndarray] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IndexingCfg:
+    """How an indexer worker works (from the deployment settings, ``HanetSettings.indexing``)."""
+
+    factory: str = "Flat"  # FAISS factory string per level, for a new build
+    batch_size: int = 16  # videos per model batch
+    decode_workers: int = 2  # decoding processes
+    publish_interval_s: float = 0.0  # while more is queued, publish at most this often
+    lease_s: float = 300.0  # a claimed job's lease, renewed while the worker holds it
+    poll_s: float = 2.0  # how often a watching worker looks for new jobs
+
+
+def run_indexing(
+    engine: Engine,
+    model: HANet,
+    index_dir: Path,
+    cfg: IndexingCfg,
+    *,
+    watch: bool = False,
+    stop: threading.Event | None = None,
+    progress: bool = True,
+) -> Summary:
+    """Index queued videos until the queue is empty (or, with ``watch``, until ``stop``)."""
+    return run_queue(
+        engine,
+        model,
+        index_dir,
+        factory=cfg.factory,
+        batch_size=cfg.batch_size,
+        workers=cfg.decode_workers,
+        watch=watch,
+        poll_s=cfg.poll_s,
+        lease_s=cfg.lease_s,
+        progress=progress,
+        stop=stop,
+        publish_s=cfg.publish_interval_s,
+    )
 
 
 def run_queue(
@@ -233,15 +270,3 @@ def _publish(
         ):
             summary.indexed += 1
     return build
-
-
-def remove_videos(engine: Engine, index_dir: Path, video_ids: list[int]) -> list[int]:
-    """Delete videos' rows and tombstone them in the published build (gone from search at once,
-    from the index files at compaction). Returns the ids that existed."""
-    with Session(engine) as session, session.begin():
-        found = list(session.scalars(select(Video.id).where(Video.id.in_(video_ids))))
-        session.execute(delete(Video).where(Video.id.in_(found)))
-    if found:
-        with contextlib.suppress(BuildError):  # nothing indexed yet: the rows were all there was
-            delete_videos(index_dir, found)
-    return found

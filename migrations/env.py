@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from indexer.store import Base, make_engine
+from db.connect import make_engine
+from db.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

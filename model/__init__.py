@@ -3,7 +3,7 @@
 Pure PyTorch + open_clip: imports nothing from ``service`` or ``indexer``.
 """
 
-from model.checkpoint import file_sha256, load_checkpoint
+from model.checkpoint import file_sha256
 from model.config import (
     SCORE_NAMES,
     ConfigError,
@@ -14,7 +14,7 @@ from model.config import (
 )
 from model.embeddings import TextEmbeddings, VideoEmbeddings
 from model.errors import CheckpointError, ModelError
-from model.hanet import Concept, HANet, create_model
+from model.hanet import Concept, HANet, create_model, load_checkpoint
 from model.preprocess import frames_to_pixels
 from model.vocab import ConceptVocab
 

@@ -8,16 +8,10 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from model.config import ConfigError, HANetCfg
 from model.errors import CheckpointError
-from model.vocab import ConceptVocab
-
-if TYPE_CHECKING:
-    from model.hanet import HANet
 
 FORMAT = "hanet-checkpoint"
 VERSION = 1
@@ -31,9 +25,12 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: HANet, path: str | Path, dtype: torch.dtype | None = None) -> str:
-    """Write ``model`` to ``path`` via a temporary file and an atomic rename; returns the
-    file's sha256, which index builds record to tie themselves to this exact model.
+def save_checkpoint(
+    model: torch.nn.Module, path: str | Path, dtype: torch.dtype | None = None
+) -> str:
+    """Write ``model`` (a HANet: its ``cfg``, ``vocab`` and weights) to ``path`` via a temporary
+    file and an atomic rename; returns the file's sha256, which index builds record to tie
+    themselves to this exact model.
     ``dtype`` (e.g. float16) stores floating-point weights smaller, for distribution; loading
     gives float32 weights again."""
     path = Path(path)
@@ -63,7 +60,8 @@ def save_checkpoint(model: HANet, path: str | Path, dtype: torch.dtype | None = 
     return model.checkpoint_sha256
 
 
-def _read(path: Path) -> dict:
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint file's payload (config, vocabulary, weights), checked for its format."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
@@ -85,23 +83,3 @@ def _read(path: Path) -> dict:
             f"this code reads version {VERSION}"
         )
     return payload
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> HANet:
-    """Rebuild the model a checkpoint describes and load its weights strictly (eval mode)."""
-    from model.hanet import HANet
-
-    path = Path(path)
-    payload = _read(path)
-    try:
-        cfg = HANetCfg.from_dict(payload["config"])
-        vocab = ConceptVocab.from_dict(payload["vocab"]) if payload.get("vocab") else None
-        model = HANet(cfg, vocab)
-        state = {
-            k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
-        }
-        model.load_state_dict(state, strict=True)
-    except (ConfigError, KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path} does not match this code's HANet: {exc}") from exc
-    model.checkpoint_sha256 = file_sha256(path)
-    return model.to(map_location).eval()

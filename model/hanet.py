@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -15,9 +16,10 @@ from model.backbone import (
     encode_tokens,
     load_clip_weights,
 )
-from model.config import GLOBAL_ONLY_FUSION, HANetCfg, PreprocessCfg, get_config
+from model.checkpoint import file_sha256, read_checkpoint, save_checkpoint
+from model.config import GLOBAL_ONLY_FUSION, ConfigError, HANetCfg, PreprocessCfg, get_config
 from model.embeddings import TextEmbeddings, VideoEmbeddings
-from model.errors import ModelError
+from model.errors import CheckpointError, ModelError
 from model.layers import FrameDifferences, SpatialSoftArgmax
 from model.parse import ParsedBatch, SentenceParser
 from model.text import TextHeads
@@ -145,8 +147,6 @@ class HANet(nn.Module):
     def save(self, path: str, dtype: torch.dtype | None = None) -> str:
         """Write a checkpoint (atomically), weights in ``dtype`` if given (float16 halves the
         file); returns its content hash."""
-        from model.checkpoint import save_checkpoint
-
         return save_checkpoint(self, path, dtype)
 
 
@@ -172,3 +172,21 @@ def create_model(
     if clip_weights is not None:
         load_clip_weights(model.clip, clip_weights)
     return model.eval()
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> HANet:
+    """Rebuild the model a checkpoint describes and load its weights strictly (eval mode)."""
+    path = Path(path)
+    payload = read_checkpoint(path)
+    try:
+        cfg = HANetCfg.from_dict(payload["config"])
+        vocab = ConceptVocab.from_dict(payload["vocab"]) if payload.get("vocab") else None
+        model = HANet(cfg, vocab)
+        state = {
+            k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+        }
+        model.load_state_dict(state, strict=True)
+    except (ConfigError, KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path} does not match this code's HANet: {exc}") from exc
+    model.checkpoint_sha256 = file_sha256(path)
+    return model.to(map_location).eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -27,14 +28,14 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from indexer import queue
-from indexer.build import Build, BuildError, load_current, warm
+from db import queue
+from db.connect import READ_ONLY, TitleReader
+from db.schema import Video
+from index.build import Build, BuildError, load_current, warm
+from index.vectors import VectorStoreError
 from indexer.decode import DecodeError, decode_thumbnail
-from indexer.pipeline import remove_videos
-from indexer.store import READ_ONLY, TitleReader, Video
-from indexer.vectors import VectorStoreError
+from indexer.writer import remove_videos
 from model import file_sha256
-from service.engine import QueryCache, search
 from service.metrics import install_metrics
 from service.schemas import (
     ConceptsPublic,
@@ -46,6 +47,7 @@ from service.schemas import (
     VideoList,
     VideoPublic,
 )
+from service.search import QueryCache, search
 from service.settings import HanetSettings
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class ServiceState:
 
     def __init__(self, settings: HanetSettings) -> None:
         import migrations
-        from indexer.store import make_engine
+        from db.connect import make_engine
         from model import load_checkpoint
         from model.speed import for_serving
 
@@ -235,8 +237,8 @@ def use_threads(count: int | None) -> None:
 
 def _indexer_thread(settings: HanetSettings, stop: threading.Event) -> threading.Thread:
     """The in-process indexer worker of `hanet serve` (its own model and connections)."""
-    from indexer.pipeline import run_queue
-    from indexer.store import make_engine
+    from db.connect import make_engine
+    from indexer.pipeline import run_indexing
     from model import load_checkpoint
 
     def work() -> None:
@@ -244,15 +246,9 @@ def _indexer_thread(settings: HanetSettings, stop: threading.Event) -> threading
         engine = make_engine(settings.resolved_database_url)
         model = load_checkpoint(settings.checkpoint)
         try:
-            run_queue(
-                engine,
-                model,
-                settings.index_dir,
-                **settings.indexing,
-                watch=True,
-                poll_s=1.0,
-                progress=False,
-                stop=stop,
+            cfg = dataclasses.replace(settings.indexing, poll_s=1.0)
+            run_indexing(
+                engine, model, settings.index_dir, cfg, watch=True, progress=False, stop=stop
             )
         except Exception:
             log.exception("the in-process indexer stopped")

@@ -64,7 +64,7 @@ def main() -> None:
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Create or migrate the database schema (SQLite in the data dir, or HANET_DATABASE_URL)."""
     import migrations
-    from indexer.store import make_engine
+    from db.connect import make_engine
 
     url = _settings().resolved_database_url
     make_engine(url).dispose()  # creates the SQLite folder when needed
@@ -75,7 +75,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 def _engine(settings: HanetSettings):
     """The database, migrated to the newest schema (the indexer and the service share it)."""
     import migrations
-    from indexer.store import make_engine
+    from db.connect import make_engine
 
     url = settings.resolved_database_url
     engine = make_engine(url)
@@ -101,7 +101,7 @@ def index_add(
     title: Annotated[str | None, typer.Option(help="Title (single file only).")] = None,
 ) -> None:
     """Queue videos for indexing; the same content twice is queued once."""
-    from indexer import queue
+    from db import queue
     from model import file_sha256
 
     engine = _engine(_settings())
@@ -130,8 +130,8 @@ def index_run(
     watch: Annotated[bool, typer.Option(help="Keep waiting for new videos.")] = False,
 ) -> None:
     """Index queued videos (decode -> HANet video branch -> FAISS + rerank store)."""
-    from indexer.build import BuildError
-    from indexer.pipeline import run_queue
+    from index.build import BuildError
+    from indexer.pipeline import run_indexing
 
     settings = _settings()
     engine = _engine(settings)
@@ -139,8 +139,8 @@ def index_run(
     stop = threading.Event()  # SIGTERM (docker stop): finish the batch in hand, then exit
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        summary = run_queue(
-            engine, model, settings.index_dir, **settings.indexing, watch=watch, stop=stop
+        summary = run_indexing(
+            engine, model, settings.index_dir, settings.indexing, watch=watch, stop=stop
         )
     except BuildError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -157,9 +157,9 @@ def index_rebuild() -> None:
     once complete)."""
     from sqlalchemy import update
 
-    from indexer.build import promote
-    from indexer.pipeline import run_queue
-    from indexer.store import Video
+    from db.schema import Video
+    from index.build import promote
+    from indexer.pipeline import run_indexing
 
     settings = _settings()
     engine = _engine(settings)
@@ -167,7 +167,7 @@ def index_rebuild() -> None:
     staging = settings.data_dir / "index-rebuild"
     with engine.begin() as conn:
         conn.execute(update(Video).where(Video.status == "indexed").values(status="pending"))
-    summary = run_queue(engine, model, staging, **settings.indexing)
+    summary = run_indexing(engine, model, staging, settings.indexing)
     if (staging / "CURRENT").exists():
         promote(staging, settings.index_dir)
     typer.echo(f"rebuilt: indexed {summary.indexed}, failed {len(summary.failed)}")
@@ -178,7 +178,7 @@ def index_delete(
     video_ids: Annotated[list[int], typer.Argument(help="Video ids (hanet index status).")],
 ) -> None:
     """Remove videos: out of search at once, out of the index files at `hanet index compact`."""
-    from indexer.pipeline import remove_videos
+    from indexer.writer import remove_videos
 
     settings = _settings()
     gone = remove_videos(_engine(settings), settings.index_dir, video_ids)
@@ -188,7 +188,7 @@ def index_delete(
 @index_app.command("compact")
 def index_compact() -> None:
     """Rewrite the published build without the deleted videos' vectors and rows."""
-    from indexer.build import BuildError, compact
+    from index.build import BuildError, compact
 
     try:
         build = compact(_settings().index_dir)
@@ -202,8 +202,8 @@ def index_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
     """Videos per status, vectors per level, the active build and its checkpoint."""
     import json
 
-    from indexer import queue
-    from indexer.build import BuildError, load_current
+    from db import queue
+    from index.build import BuildError, load_current
 
     settings = _settings()
     engine = _engine(settings)
@@ -283,7 +283,7 @@ def synth(
     ] = None,
 ) -> None:
     """Generate the procedural text-video corpus (H.264 MP4 files and a manifest)."""
-    from indexer.synth import generate_corpus
+    from corpus.synth import generate_corpus
 
     manifest = generate_corpus(out, videos, seed, workers)
     typer.echo(f"wrote {videos} videos and {manifest}")
@@ -364,8 +364,8 @@ def train(
     """Train HANet (or the global-only baseline) and keep the best validation checkpoint."""
     import torch
 
-    from indexer.datasets import DatasetError, load_dataset
-    from indexer.prepare import split_data, vocab_from
+    from corpus.datasets import DatasetError, load_dataset
+    from corpus.prepare import split_data, vocab_from
     from model import HANet, get_config
     from model.backbone import load_clip_weights
     from model.config import HANetCfg
@@ -439,8 +439,8 @@ def evaluate_cmd(
 
     import torch
 
-    from indexer.datasets import DatasetError, load_dataset
-    from indexer.prepare import hard_pairs, split_data
+    from corpus.datasets import DatasetError, load_dataset
+    from corpus.prepare import hard_pairs, split_data
     from model import CheckpointError, load_checkpoint
     from model.evaluate import evaluate
 

@@ -23,11 +23,11 @@ def prepare_demo(settings: HanetSettings, model: HANet, videos: int = 120) -> Pa
     """Corpus, database and index for the demo; returns the corpus manifest. Idempotent: a second
     run reuses the files, finds every video already queued (same content) and indexes nothing."""
     import migrations
-    from indexer import queue
-    from indexer.datasets import load_generic
-    from indexer.pipeline import run_queue
-    from indexer.store import make_engine
-    from indexer.synth import generate_corpus
+    from corpus.datasets import load_generic
+    from corpus.synth import generate_corpus
+    from db import queue
+    from db.connect import make_engine
+    from indexer.pipeline import run_indexing
     from model import file_sha256
 
     print(f"model: {settings.checkpoint.name} (sha256 {model.checkpoint_sha256[:12]})")
@@ -45,7 +45,7 @@ def prepare_demo(settings: HanetSettings, model: HANet, videos: int = 120) -> Pa
                 sha256=file_sha256(item.path),
                 title=item.id,
             )
-        summary = run_queue(engine, model, settings.index_dir, **settings.indexing)
+        summary = run_indexing(engine, model, settings.index_dir, settings.indexing)
         counts = queue.counts(engine)
     finally:
         engine.dispose()
@@ -58,10 +58,10 @@ def prepare_demo(settings: HanetSettings, model: HANet, videos: int = 120) -> Pa
 
 def show_search(settings: HanetSettings, model: HANet, manifest: Path) -> None:
     """One search in the terminal: a caption written for one demo video, in another wording."""
-    from indexer.build import load_current
-    from indexer.datasets import load_generic
-    from indexer.store import make_engine, titles
-    from service.engine import search
+    from corpus.datasets import load_generic
+    from db.connect import make_engine, titles
+    from index.build import load_current
+    from service.search import search
 
     build = load_current(settings.index_dir, expect_checkpoint=model.checkpoint_sha256)
     item = load_generic(manifest).videos[0]

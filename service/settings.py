@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexingCfg
+
 
 class HanetSettings(BaseSettings):
-    """Everything an operator can set. Unknown ``HANET_*`` variables are ignored by pydantic;
-    values that would be unsafe are refused when the settings are built."""
+    """Everything an operator can set. Unknown ``HANET_*`` variables are skipped by pydantic
+    (``service.runtime.load_settings`` warns about them); values that would be unsafe are
+    refused when the settings are built."""
 
     # An empty variable counts as unset (compose files pass `HANET_API_KEY=${HANET_API_KEY:-}`).
     model_config = SettingsConfigDict(env_prefix="HANET_", extra="forbid", env_ignore_empty=True)
@@ -22,6 +27,16 @@ class HanetSettings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL; default: a SQLite file inside data_dir.",
+    )
+    auto_migrate: bool = Field(
+        default=True,
+        description="Migrate the database schema at start; false: refuse to start unless it is "
+        "current (compose runs `hanet db upgrade` once instead).",
+    )
+    device: str | None = Field(
+        default=None,
+        description='Where indexing runs the video branch ("cpu", "cuda", "cuda:1"); unset: '
+        "CUDA when present. Searches encode queries on the CPU.",
     )
     log_level: str = Field(default="INFO", description="Python logging level for entry points.")
     checkpoint: Path = Field(
@@ -94,14 +109,16 @@ class HanetSettings(BaseSettings):
         return value
 
     @property
-    def indexing(self) -> dict:
-        """The indexer's options (``indexer.pipeline.run_queue`` keyword arguments)."""
-        return {
-            "factory": self.index_factory,
-            "batch_size": self.index_batch_size,
-            "workers": self.decode_workers,
-            "publish_s": self.publish_interval_s,
-        }
+    def indexing(self) -> IndexingCfg:
+        """The indexer worker's options."""
+        from indexer.pipeline import IndexingCfg
+
+        return IndexingCfg(
+            factory=self.index_factory,
+            batch_size=self.index_batch_size,
+            decode_workers=self.decode_workers,
+            publish_interval_s=self.publish_interval_s,
+        )
 
     @property
     def index_dir(self) -> Path:

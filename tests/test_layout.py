@@ -30,7 +30,7 @@ def test_model_imports_nothing_from_service_or_indexer() -> None:
 
 def test_layering_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("from service.settings import HanetSettings\nimport indexer.store\n")
+    bad.write_text("from service.settings import HanetSettings\nimport db.schema\n")
     assert _imported_modules(bad) >= {"service", "indexer"}
 
 

@@ -12,12 +12,13 @@ import torch
 from typer.testing import CliRunner
 
 import migrations
-from indexer import queue
-from indexer.build import BuildError, load_current
+from corpus.synth import generate_corpus
+from db import queue
+from db.connect import make_engine
+from index.build import BuildError, load_current
 from indexer.decode import decode_video
-from indexer.pipeline import Summary, remove_videos, run_queue
-from indexer.store import make_engine
-from indexer.synth import generate_corpus
+from indexer.pipeline import Summary, run_queue
+from indexer.writer import remove_videos
 from model import create_model
 from model.preprocess import normalize_frames
 from model.scores import UNIT_FIELDS
@@ -82,7 +83,7 @@ def test_index_everything_with_reasons_for_failures(tmp_path, corpus, model) -> 
 def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, corpus, model) -> None:
     """IVF needs training data: levels are searched exactly until they have enough vectors,
     then trained; either way every indexed video can be found."""
-    from service.engine import search
+    from service.search import search
 
     engine = _setup(tmp_path, corpus)
     run_queue(
@@ -101,7 +102,7 @@ def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, corpus, model) -
 
 
 def test_warming_touches_every_rerank_row(tmp_path, corpus, model) -> None:
-    from indexer.build import warm
+    from index.build import warm
 
     engine = _setup(tmp_path, corpus)
     run_queue(engine, model, tmp_path / "index", batch_size=6, workers=1, progress=False)
@@ -355,8 +356,8 @@ def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> Non
 def test_delete_is_immediate_and_compaction_drops_the_rows(
     tmp_path, corpus, model, monkeypatch
 ) -> None:
-    from indexer import build as build_module
-    from indexer.build import compact, delete_videos
+    from index import build as build_module
+    from index.build import compact, delete_videos
 
     engine = _setup(tmp_path, corpus)
     run_queue(engine, model, tmp_path / "index", batch_size=5, workers=1, progress=False)
@@ -384,7 +385,7 @@ def test_delete_is_immediate_and_compaction_drops_the_rows(
 
 
 def test_search_with_enough_candidates_equals_full_scoring(tmp_path, corpus, model) -> None:
-    from service.engine import search
+    from service.search import search
 
     engine = _setup(tmp_path, corpus)
     run_queue(engine, model, tmp_path / "index", batch_size=6, workers=1, progress=False)
@@ -412,7 +413,7 @@ def test_search_with_enough_candidates_equals_full_scoring(tmp_path, corpus, mod
 
 
 def test_a_moment_covers_the_stretch_its_frames_stand_for() -> None:
-    from service.engine import moment_seconds
+    from service.search import moment_seconds
 
     times = (np.arange(8) + 0.5) * 0.25  # 8 frames sampled at the middle of 2 s / 8 bins
     assert moment_seconds(times, 0, 0) == (0.0, 0.25)

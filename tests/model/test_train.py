@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from indexer.datasets import load_generic
-from indexer.prepare import split_data, vocab_from
-from indexer.synth import generate_corpus
+from corpus.datasets import load_generic
+from corpus.prepare import split_data, vocab_from
+from corpus.synth import generate_corpus
 from model import HANet, get_config, load_checkpoint
 from model.negatives import contrast_edits
 from model.train import SplitData, TrainCfg, _step_loss, prepare, train

@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 import migrations
+from corpus.synth import generate_corpus
 from indexer.pipeline import run_queue
-from indexer.synth import generate_corpus
 from model import ConceptVocab, HANet, get_config
 from service.app import create_app
 from service.settings import HanetSettings
@@ -120,7 +120,7 @@ def test_threads_setting_reaches_the_search_thread(settings, monkeypatch) -> Non
 
 
 def test_a_repeated_query_skips_the_text_tower(client, monkeypatch) -> None:
-    from service.engine import QueryCache
+    from service.search import QueryCache
 
     state = client.app.state.hanet
     for name in ("synth000001.mp4", "synth000002.mp4"):
@@ -352,7 +352,7 @@ def test_sixteen_concurrent_clients_over_http(settings) -> None:
 
 
 def _index_via(settings: HanetSettings) -> None:
-    from indexer.store import make_engine
+    from db.connect import make_engine
     from model import load_checkpoint
 
     engine = make_engine(settings.resolved_database_url)
@@ -400,7 +400,7 @@ def test_a_new_build_serves_after_a_background_load(client, settings) -> None:
     a version the model cannot use (another checkpoint) is refused once it is read."""
     import time
 
-    from indexer.build import promote
+    from index.build import promote
     from service.app import ServiceState
 
     client.post("/videos", json={"path": "synth000001.mp4"})
@@ -435,7 +435,7 @@ def test_a_new_build_serves_after_a_background_load(client, settings) -> None:
     other_ckpt = state.settings.data_dir / "other.pt"
     other.save(str(other_ckpt))
     staging = state.settings.data_dir / "staging"
-    from indexer.store import make_engine
+    from db.connect import make_engine
 
     engine = make_engine(state.settings.resolved_database_url)
     with engine.begin() as conn:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from corpus.synth import generate_corpus
 from indexer.pipeline import run_queue
-from indexer.synth import generate_corpus
 from model import create_model
 from service.app import create_app
 from service.settings import HanetSettings

@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import migrations
-from indexer.store import Base, Video, VideoStatus, make_engine
+from db.connect import make_engine
+from db.schema import Base, Video, VideoStatus
 
 
 def _check_schema(url: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.synth import generate_corpus
+from corpus.synth import generate_corpus
 from service.app import create_app
 from service.settings import HanetSettings
 from tests.conftest import require_executable
@@ -46,7 +46,7 @@ def _serve(settings: HanetSettings):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from indexer import queue
+    from db import queue
     from model import file_sha256
 
     root = tmp_path_factory.mktemp("page")

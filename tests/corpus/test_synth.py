@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from indexer.datasets import load_generic
+from corpus.datasets import load_generic
+from corpus.scene import ACTIONS, COLOURS, SHAPES, SIZES
+from corpus.synth import MIRRORED, generate_corpus, held_out_triples, plan_corpus
 from indexer.decode import decode_video
-from indexer.synth import MIRRORED, generate_corpus, held_out_triples, plan_corpus
-from indexer.synth_scene import ACTIONS, COLOURS, SHAPES, SIZES
 from model.decompose import decompose
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from indexer.build import Build
+from index.build import Build
+from index.live import LiveIndex
 from model import Concept, HANet, TextEmbeddings
 
 
@@ -139,6 +140,21 @@ def search(
         )
     lap("hits")
     return hits
+
+
+class Searcher:
+    """Searches over the live index with one model (the composition root builds it)."""
+
+    def __init__(self, model: HANet, index: LiveIndex, cache: QueryCache, candidates: int) -> None:
+        self.model, self.index, self.cache, self.candidates = model, index, cache, candidates
+
+    def search(self, query: str, top_k: int, lap: Callable[[str], None] = _no_lap) -> list[Hit]:
+        """The ``top_k`` hits for ``query`` in the published index ([] before the first
+        publish). Raises ``index.build.BuildError`` when the index cannot serve this model."""
+        build = self.index.current()
+        if build is None:
+            return []
+        return search(self.model, build, query, top_k, self.candidates, lap, self.cache)
 
 
 def moment_seconds(times: np.ndarray, start: int, end: int) -> tuple[float, float]:

@@ -1,85 +1,15 @@
-"""The database schema, owned here and shared by the indexer and the service.
-
-Framework-free (SQLAlchemy only) so that both sides, and Alembic, import one definition.
-The schema itself is created and changed only by the migrations in ``migrations/``.
-"""
+"""Connections: an engine per database URL (SQLite tuned for one writer and many readers), the
+read-only execution options, and the search path's title lookup."""
 
 from __future__ import annotations
 
 import contextlib
-import enum
-from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import (
-    CheckConstraint,
-    Connection,
-    DateTime,
-    Engine,
-    Float,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    select,
-)
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
-class VideoStatus(str, enum.Enum):
-    """A video's place in the indexing queue: pending -> processing -> indexed | failed."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    INDEXED = "indexed"
-    FAILED = "failed"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Video(Base):
-    """One ingested video file and its indexing state."""
-
-    __tablename__ = "videos"
-    __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending', 'processing', 'indexed', 'failed')", name="ck_videos_status"
-        ),
-        UniqueConstraint("content_sha256", name="uq_videos_content_sha256"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    content_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
-    media_path: Mapped[str] = mapped_column(Text, nullable=False)
-    title: Mapped[str | None] = mapped_column(Text, nullable=True)
-    status: Mapped[str] = mapped_column(
-        String(16), nullable=False, default=VideoStatus.PENDING.value, index=True
-    )
-    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # Queue bookkeeping: who holds the job and until when (a dead worker's lease runs out).
-    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True
-    )
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=_utcnow
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=_utcnow, onupdate=_utcnow
-    )
+from db.schema import Video
 
 
 def make_engine(url: str) -> Engine:

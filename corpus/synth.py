@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from indexer.synth_scene import (
+from corpus.scene import (
     ACTIONS,
     BACKGROUNDS,
     COLOURS,

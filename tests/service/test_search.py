@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from indexer.build import Build
-from indexer.vectors import FaissStore
+from index.build import Build
+from index.vectors import FaissStore
 from model import TextEmbeddings
-from service.engine import candidates
+from service.search import candidates
 
 DIM = 16
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from indexer.datasets import Caption, Dataset, VideoItem, decode_split
+from corpus.datasets import Caption, Dataset, VideoItem, decode_split
 from model.config import HANetCfg
 from model.train import SplitData
 from model.vocab import ConceptVocab, build_vocab, caption_concepts, concept_targets

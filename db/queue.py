@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from indexer.store import Video, VideoStatus
+from db.schema import Video, VideoStatus
 
 PENDING, PROCESSING = VideoStatus.PENDING.value, VideoStatus.PROCESSING.value
 INDEXED, FAILED = VideoStatus.INDEXED.value, VideoStatus.FAILED.value

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import migrations
-from indexer import queue
-from indexer.store import make_engine
+from db import queue
+from db.connect import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_a_killed_worker_loses_nothing(db_url) -> None:
     _fill(engine, 5)
     code = (
         "import sys, time\n"
-        "from indexer import queue\nfrom indexer.store import make_engine\n"
+        "from db import queue\nfrom db.connect import make_engine\n"
         "engine = make_engine(sys.argv[1])\n"
         "me = queue.worker_name()\n"
         "print(queue.claim(engine, worker=me, limit=3, lease_s=3600), flush=True)\n"
@@ -130,7 +130,7 @@ def test_search_titles_never_wait_for_a_writer(db_url) -> None:
     transaction open (SQLite: BEGIN IMMEDIATE, busy for up to 30 s if it took the lock too)."""
     from sqlalchemy import text
 
-    from indexer.store import TitleReader, titles
+    from db.connect import TitleReader, titles
 
     engine = make_engine(db_url)
     first, _ = queue.enqueue(engine, media_path="a.mp4", sha256="a" * 64, title="A")

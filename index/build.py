@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from indexer.vectors import FaissStore
+from index.vectors import FaissStore
 from model import HANetCfg, VideoEmbeddings
 from model.scores import UNIT_FIELDS, unit_grams
 

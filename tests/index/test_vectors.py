@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.vectors import SEGMENT_SLOTS, FaissStore, VectorStoreError, vector_ids
+from index.vectors import SEGMENT_SLOTS, FaissStore, VectorStoreError, vector_ids
 
 DIM = 32
 

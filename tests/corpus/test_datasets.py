@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.datasets import DatasetError, decode_split, load_dataset
+from corpus.datasets import DatasetError, decode_split, load_dataset
 
 
 def test_msrvtt(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_bad_annotation_files(tmp_path: Path) -> None:
 
 
 def test_decode_split_records_failures_and_caches(tmp_path: Path) -> None:
-    from indexer.synth import generate_corpus
+    from corpus.synth import generate_corpus
 
     manifest = generate_corpus(tmp_path / "c", 6, seed=1, workers=1, progress=False)
     items = list(load_dataset(str(manifest)).videos)

@@ -1,0 +1,111 @@
+"""The published index as a long-running reader (the API) sees it: the current version, loaded
+once, replaced in the background when a newer one is published, so that searches never wait
+for a reload."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+
+from index.build import Build, BuildError, load_current, warm
+from index.vectors import VectorStoreError
+
+log = logging.getLogger(__name__)
+WATCH_INTERVAL_S = 0.5
+
+
+class LiveIndex:
+    """The published build of ``index_dir`` for the model ``expect_checkpoint`` (re-read when
+    ``index/CURRENT`` changes, so new videos are searchable without a restart)."""
+
+    def __init__(self, index_dir: Path, expect_checkpoint: str | None) -> None:
+        self.index_dir, self.expect_checkpoint = index_dir, expect_checkpoint
+        self._build: Build | None = None
+        self._build_name: str | None = None  # "<build>/<version>" loaded (or that failed)
+        self._error: BuildError | None = None  # why the published build cannot be used
+        self._loading = False  # a newer version is being read in the background
+        self._lock = threading.Lock()
+        self.warming = False  # the rerank rows are being read into memory
+
+    def current(self, wait: bool = False) -> Build | None:
+        """The published build (None before the first publish). The first one is loaded on
+        the spot; a newer version is loaded in the background while searches go on with the
+        one in memory, so a new version serves within about its load time. ``wait`` loads a
+        newer version on the spot instead. Raises BuildError when it cannot serve."""
+        try:
+            name = (self.index_dir / "CURRENT").read_text().strip()
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            if name == self._build_name:
+                if self._error is not None:
+                    raise self._error
+                return self._build
+            if self._build is None or wait:
+                self._install(*self._read())
+                if self._error is not None:
+                    raise self._error
+                return self._build
+            if not self._loading:
+                self._loading = True
+                threading.Thread(
+                    target=self._load_in_background, name="hanet-load", daemon=True
+                ).start()
+            return self._build
+
+    def watch(self, stop: threading.Event) -> threading.Thread:
+        """Notice new versions (every WATCH_INTERVAL_S) and start loading them, so that they
+        serve without waiting for a request to notice them first; until ``stop``."""
+
+        def loop() -> None:
+            while not stop.wait(WATCH_INTERVAL_S):
+                with contextlib.suppress(BuildError, OSError):
+                    self.current()
+
+        thread = threading.Thread(target=loop, name="hanet-index-watcher", daemon=True)
+        thread.start()
+        return thread
+
+    def _read(self) -> tuple[Build | None, BuildError | None, str]:
+        """The published build, or why it cannot serve this model; and its name."""
+        try:
+            build = load_current(self.index_dir, expect_checkpoint=self.expect_checkpoint)
+        except BuildError as exc:
+            return None, exc, (self.index_dir / "CURRENT").read_text().strip()
+        return build, None, build.name
+
+    def _install(self, build: Build | None, error: BuildError | None, name: str) -> None:
+        """Make a read build the one searches use (the caller holds the lock)."""
+        self._build, self._error, self._build_name = build, error, name
+        if error is not None:
+            log.error("cannot use the published index build: %s", error)
+        if build is not None:
+            self._warm(build)
+
+    def _load_in_background(self) -> None:
+        try:
+            result = self._read()
+        except (OSError, VectorStoreError) as exc:  # a version dropped while read: retry later
+            log.warning("reading the new index build failed, will retry: %s", exc)
+            result = None
+        with self._lock:
+            self._loading = False
+            if result is not None:
+                self._install(*result)
+
+    def _warm(self, build: Build) -> None:
+        """Read the new build's rerank rows into memory in the background."""
+
+        def work() -> None:
+            try:
+                read = warm(build)
+                log.info("touched %.1f MB of rerank rows", read / 1e6)
+            except OSError as exc:  # a version dropped meanwhile: the next build warms again
+                log.warning("could not warm the rerank rows: %s", exc)
+            finally:
+                self.warming = False
+
+        self.warming = True
+        threading.Thread(target=work, name="hanet-warm", daemon=True).start()
