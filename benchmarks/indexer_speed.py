@@ -24,7 +24,7 @@ import torch
 import migrations
 from db import queue
 from db.connect import make_engine
-from index.build import new_build, publish
+from index.writer import new_build, publish
 from indexer.decode import decode_video
 from indexer.pipeline import run_queue
 from model import create_model

@@ -26,7 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from index.build import FIELDS, GRAM_FILES, load_current, new_build, publish  # noqa: E402
+from index.reader import FIELDS, GRAM_FILES, load_current  # noqa: E402
+from index.writer import new_build, publish  # noqa: E402
 from model import ConceptVocab, VideoEmbeddings, create_model  # noqa: E402
 from model.scores import UNIT_FIELDS, gram  # noqa: E402
 
@@ -288,7 +289,7 @@ def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) 
     """The /search route's work, timed stage by stage: ``service.search.search`` with a
     stopwatch, then the titles' lookup, as the route does them."""
     from db.connect import TitleReader, make_engine
-    from index.build import warm
+    from index.reader import warm
     from model import load_checkpoint
     from model.speed import for_serving
     from service.search import search

@@ -9,7 +9,7 @@ import logging
 import threading
 from pathlib import Path
 
-from index.build import Build, BuildError, load_current, warm
+from index.reader import Build, BuildError, load_current, warm
 from index.vectors import VectorStoreError
 
 log = logging.getLogger(__name__)

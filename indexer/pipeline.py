@@ -19,13 +19,8 @@ from tqdm import tqdm
 
 from db import queue
 from db.schema import Video
-from index.build import (
-    Build,
-    BuildError,
-    load_current,
-    new_build,
-    publish_latest,
-)
+from index.reader import Build, BuildError, load_current
+from index.writer import new_build, publish_latest
 from indexer.decode import DecodedVideo, DecodeError, decode_video
 from model import HANet, VideoEmbeddings
 from model.backbone import autocast

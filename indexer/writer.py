@@ -9,7 +9,8 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from db.schema import Video
-from index.build import BuildError, delete_videos
+from index.reader import BuildError
+from index.writer import delete_videos
 
 
 def remove_videos(engine: Engine, index_dir: Path, video_ids: list[int]) -> list[int]:

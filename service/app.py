@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from db import queue
 from db.connect import READ_ONLY, TitleReader
 from db.schema import Video
-from index.build import Build, BuildError, load_current, warm
+from index.reader import Build, BuildError, load_current, warm
 from index.vectors import VectorStoreError
 from indexer.decode import DecodeError, decode_thumbnail
 from indexer.writer import remove_videos

@@ -130,7 +130,7 @@ def index_run(
     watch: Annotated[bool, typer.Option(help="Keep waiting for new videos.")] = False,
 ) -> None:
     """Index queued videos (decode -> HANet video branch -> FAISS + rerank store)."""
-    from index.build import BuildError
+    from index.reader import BuildError
     from indexer.pipeline import run_indexing
 
     settings = _settings()
@@ -158,7 +158,7 @@ def index_rebuild() -> None:
     from sqlalchemy import update
 
     from db.schema import Video
-    from index.build import promote
+    from index.writer import promote
     from indexer.pipeline import run_indexing
 
     settings = _settings()
@@ -188,7 +188,8 @@ def index_delete(
 @index_app.command("compact")
 def index_compact() -> None:
     """Rewrite the published build without the deleted videos' vectors and rows."""
-    from index.build import BuildError, compact
+    from index.reader import BuildError
+    from index.writer import compact
 
     try:
         build = compact(_settings().index_dir)
@@ -203,7 +204,7 @@ def index_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
     import json
 
     from db import queue
-    from index.build import BuildError, load_current
+    from index.reader import BuildError, load_current
 
     settings = _settings()
     engine = _engine(settings)

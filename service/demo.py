@@ -60,7 +60,7 @@ def show_search(settings: HanetSettings, model: HANet, manifest: Path) -> None:
     """One search in the terminal: a caption written for one demo video, in another wording."""
     from corpus.datasets import load_generic
     from db.connect import make_engine, titles
-    from index.build import load_current
+    from index.reader import load_current
     from service.search import search
 
     build = load_current(settings.index_dir, expect_checkpoint=model.checkpoint_sha256)

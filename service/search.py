@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from index.build import Build
 from index.live import LiveIndex
+from index.reader import Build
 from model import Concept, HANet, TextEmbeddings
 
 
@@ -150,7 +150,7 @@ class Searcher:
 
     def search(self, query: str, top_k: int, lap: Callable[[str], None] = _no_lap) -> list[Hit]:
         """The ``top_k`` hits for ``query`` in the published index ([] before the first
-        publish). Raises ``index.build.BuildError`` when the index cannot serve this model."""
+        publish). Raises ``index.reader.BuildError`` when the index cannot serve this model."""
         build = self.index.current()
         if build is None:
             return []

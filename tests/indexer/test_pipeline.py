@@ -15,7 +15,7 @@ import migrations
 from corpus.synth import generate_corpus
 from db import queue
 from db.connect import make_engine
-from index.build import BuildError, load_current
+from index.reader import BuildError, load_current
 from indexer.decode import decode_video
 from indexer.pipeline import Summary, run_queue
 from indexer.writer import remove_videos
@@ -102,7 +102,7 @@ def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, corpus, model) -
 
 
 def test_warming_touches_every_rerank_row(tmp_path, corpus, model) -> None:
-    from index.build import warm
+    from index.reader import warm
 
     engine = _setup(tmp_path, corpus)
     run_queue(engine, model, tmp_path / "index", batch_size=6, workers=1, progress=False)
@@ -356,8 +356,8 @@ def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> Non
 def test_delete_is_immediate_and_compaction_drops_the_rows(
     tmp_path, corpus, model, monkeypatch
 ) -> None:
-    from index import build as build_module
-    from index.build import compact, delete_videos
+    from index import writer as build_module
+    from index.writer import compact, delete_videos
 
     engine = _setup(tmp_path, corpus)
     run_queue(engine, model, tmp_path / "index", batch_size=5, workers=1, progress=False)

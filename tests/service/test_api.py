@@ -400,7 +400,7 @@ def test_a_new_build_serves_after_a_background_load(client, settings) -> None:
     a version the model cannot use (another checkpoint) is refused once it is read."""
     import time
 
-    from index.build import promote
+    from index.writer import promote
     from service.app import ServiceState
 
     client.post("/videos", json={"path": "synth000001.mp4"})

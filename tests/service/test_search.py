@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from index.build import Build
+from index.reader import Build
 from index.vectors import FaissStore
 from model import TextEmbeddings
 from service.search import candidates

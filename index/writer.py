@@ -1,0 +1,235 @@
+"""The write side of index builds: new builds, publishing versions (one writer at a time per
+index directory, each on top of the latest version), tombstones, compaction, promotion."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from index.reader import (
+    FIELDS,
+    FORMAT,
+    GRAM_CHUNK,
+    GRAM_FILES,
+    Build,
+    BuildError,
+    current_name,
+    load_current,
+)
+from index.vectors import FaissStore
+from model import HANetCfg, VideoEmbeddings
+from model.scores import unit_grams
+
+
+class IndexWriter:
+    """One indexer worker's handle on the index: the build it publishes into (the current one
+    when it belongs to this checkpoint, else a new one when none is published yet)."""
+
+    def __init__(self, index_dir: Path, build: Build) -> None:
+        self.index_dir, self.build = index_dir, build
+
+    @classmethod
+    def open(
+        cls, index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: str
+    ) -> IndexWriter:
+        """Raises BuildError when the published build belongs to another checkpoint."""
+        try:
+            return cls(index_dir, load_current(index_dir, expect_checkpoint=checkpoint_sha256))
+        except BuildError:
+            if (index_dir / "CURRENT").exists():
+                raise
+            return cls(index_dir, new_build(index_dir, cfg, checkpoint_sha256, factory))
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        return self.build.checkpoint_sha256
+
+    def publish(
+        self, video_ids: list[int], video: VideoEmbeddings, frame_times: np.ndarray
+    ) -> None:
+        """Add these videos and publish the next version, on top of the latest one."""
+        self.build = publish_latest(self.index_dir, self.build, video_ids, video, frame_times)
+
+
+def new_build(index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: str) -> Build:
+    """An empty build (not yet published) for a checkpoint."""
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    manifest = {
+        "format": FORMAT,
+        "version": 0,
+        "build": name,
+        "checkpoint_sha256": checkpoint_sha256,
+        "config": cfg.to_dict(),
+        "factory": factory,
+        "parts": [],
+        "videos": 0,
+    }
+    return Build(index_dir / "builds" / name / "v0", manifest, FaissStore(cfg.embed_dim, factory))
+
+
+def level_vectors(video: VideoEmbeddings, i: int) -> dict[str, np.ndarray]:
+    return {
+        "event": video.global_[i : i + 1].float().numpy(),
+        "action": video.action_segments[i].float().numpy(),
+        "entity": video.entity_segments[i].float().numpy(),
+    }
+
+
+@contextlib.contextmanager
+def writing(index_dir: Path) -> Iterator[None]:
+    """One writer at a time per index directory, across processes and hosts that share it
+    (indexer workers, deletes from the API, compaction, promotion): an exclusive lock on
+    ``index/.write-lock``, held while a version is prepared and published."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".write-lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _is_current(index_dir: Path, build: Build) -> bool:
+    name = current_name(index_dir)
+    if name is None:
+        return build.manifest["version"] == 0  # nothing published yet, by anyone
+    return name == build.name
+
+
+def publish_latest(
+    index_dir: Path,
+    build: Build,
+    video_ids: list[int],
+    video: VideoEmbeddings,
+    frame_times: np.ndarray,
+) -> Build:
+    """``publish`` for one of several writers: under the write lock, on top of the latest
+    published version (re-read when another writer published since ``build`` was read), so no
+    writer drops another's videos or tombstones."""
+    with writing(index_dir):
+        if not _is_current(index_dir, build):
+            build = load_current(index_dir, expect_checkpoint=build.checkpoint_sha256)
+        return publish(index_dir, build, video_ids, video, frame_times)
+
+
+def publish(
+    index_dir: Path,
+    build: Build,
+    video_ids: list[int],
+    video: VideoEmbeddings,
+    frame_times: np.ndarray,
+    add_vectors: bool = True,
+) -> Build:
+    """Add videos (their embeddings and frame times (N, T)) and publish the next version.
+    ``add_vectors`` False writes rerank rows only (compaction: the vectors are there)."""
+    for i, video_id in enumerate(video_ids if add_vectors else []):
+        build.vectors.add(video_id, level_vectors(video, i))
+    builds_dir = build.root.parent
+    version = build.manifest["version"] + 1
+    tmp = builds_dir / f".v{version}.{uuid.uuid4().hex[:6]}.tmp"
+    tmp.mkdir(parents=True)
+    for part in build.manifest["parts"]:  # earlier parts: hard links, not copies
+        _link_tree(build.root / "parts" / part, tmp / "parts" / part)
+    manifest = dict(build.manifest)
+    if video_ids:
+        part = f"{version:06d}"
+        folder = tmp / "parts" / part
+        folder.mkdir(parents=True)
+        rows = {}
+        for name in FIELDS:  # float rows in float16: half the disk and page cache to rerank
+            array = getattr(video, name).detach().cpu().numpy()
+            rows[name] = array.astype(np.float16) if array.dtype.kind == "f" else array
+            np.save(folder / f"{name}.npy", rows[name])
+        stored = VideoEmbeddings(**{name: torch.from_numpy(a) for name, a in rows.items()})
+        # of the rows as stored, a bounded float32 copy at a time
+        chunks = [
+            unit_grams(stored.select(slice(i, i + GRAM_CHUNK)))
+            for i in range(0, len(video_ids), GRAM_CHUNK)
+        ]
+        for name, file in GRAM_FILES.items():
+            np.save(folder / f"{file}.npy", torch.cat([c[name] for c in chunks]).numpy())
+        np.save(folder / "frame_times.npy", frame_times.astype(np.float32))
+        np.save(folder / "video_ids.npy", np.asarray(video_ids, dtype=np.int64))
+        manifest["parts"] = [*manifest["parts"], part]
+    build.vectors.save(tmp / "vectors")
+    live = build.vectors.videos - build.vectors.deleted
+    counts = {lv: build.vectors.count(lv) for lv in build.vectors.indexes}
+    manifest.update(version=version, videos=len(live), counts=counts)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    final = builds_dir / f"v{version}"
+    os.replace(tmp, final)
+    previous, build.root, build.manifest = build.root.name, final, manifest
+    _point_current(index_dir, build.name)
+    _drop_old_versions(builds_dir, keep={final.name, previous})
+    return build
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        os.link(f, dst / f.name)
+
+
+def _point_current(index_dir: Path, name: str) -> None:
+    tmp = index_dir / f".CURRENT.{uuid.uuid4().hex[:6]}"
+    tmp.write_text(name + "\n")
+    os.replace(tmp, index_dir / "CURRENT")
+
+
+def _drop_old_versions(builds_dir: Path, keep: set[str]) -> None:
+    """Readers of an older version keep their open files (mmap); the names can go."""
+    versions = sorted(
+        (p for p in builds_dir.glob("v*") if p.is_dir()), key=lambda p: int(p.name[1:])
+    )
+    for old in versions[:-2]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def promote(staging: Path, index_dir: Path) -> None:
+    """Make a build prepared under ``staging`` (a rebuild) the published one."""
+    name = (staging / "CURRENT").read_text().strip()
+    build_name = name.split("/")[0]
+    with writing(index_dir):
+        (index_dir / "builds").mkdir(parents=True, exist_ok=True)
+        os.replace(staging / "builds" / build_name, index_dir / "builds" / build_name)
+        _point_current(index_dir, name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def delete_videos(index_dir: Path, video_ids: list[int]) -> Build:
+    """Tombstone videos in the published build: gone from every search of the new version at
+    once; their vectors and rows leave the files at ``compact``."""
+    with writing(index_dir):
+        build = load_current(index_dir)
+        build.vectors.delete(video_ids)
+        return publish(index_dir, build, [], _empty_like(build), np.zeros((0, 1), np.float32))
+
+
+def compact(index_dir: Path) -> Build:
+    """Rewrite the published build without deleted videos: FAISS indexes without their
+    vectors, and the rerank rows merged into one part (newest row per video)."""
+    with writing(index_dir):
+        build = load_current(index_dir)
+        build.vectors.compact()
+        live = sorted(build.rows)
+        video = build.embeddings(live) if live else _empty_like(build)
+        times = (
+            np.stack([build.frame_times(v) for v in live]) if live else np.zeros((0, 1), np.float32)
+        )
+        build.manifest = {**build.manifest, "parts": []}
+        return publish(index_dir, build, live, video, times, add_vectors=False)
+
+
+def _empty_like(build: Build) -> VideoEmbeddings:
+    return VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})
