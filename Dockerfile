@@ -28,6 +28,9 @@ RUN case "$DEVICE" in \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model ./model
+COPY db ./db
+COPY index ./index
+COPY corpus ./corpus
 COPY indexer ./indexer
 COPY service ./service
 COPY migrations ./migrations

@@ -30,7 +30,7 @@ test: lint
 clean:
 	rm -rf $(VENV) hanet-data .pytest_cache .ruff_cache
 
-# The bundled demo model: a seeded, documented run (24 minutes on the 2-core AMD VM, README).
+# The bundled demo model: a seeded, documented run (its time and figures: docs/benchmarks.md).
 DEMO_MODEL := model/weights/hanet-tiny-demo.pt
 DEMO_DATA := hanet-data/synth-2000-seed0
 TRAIN_ARGS := --arch tiny --epochs 30 --batch-size 64 --lr 5e-4 --warmup-epochs 30 --patience 10 --seed 0

@@ -1,5 +1,5 @@
-"""GPU checks, run once on a lent GPU machine (see README): CUDA + bf16 paths of the video
-branch and of training, with the figures the issues ask for.
+"""GPU checks, run once on a lent GPU machine: CUDA + bf16 paths of the video branch and of
+training, with the figures the issues ask for (recorded in docs/benchmarks.md).
 
     PYTHONPATH=. python3 benchmarks/gpu_check.py OUT_DIR
 

@@ -1,6 +1,6 @@
-"""Indexer speed: videos/s end to end (queue -> decode -> video branch -> FAISS + rerank store)
-against the model-only bound (video-branch frames/s / T), the decoding time per video, and peak
-memory.
+"""Indexer speed: videos/s end to end (claim -> reader -> embedder -> writer: FAISS + rerank
+store + rows) against the model-only bound (video-branch frames/s / T), the decoding time per
+video, and peak memory.
 
     .venv/bin/python benchmarks/indexer_speed.py [--arch ViT-B-32] [--videos 12]
 
@@ -24,9 +24,9 @@ import torch
 import migrations
 from db import queue
 from db.connect import make_engine
-from index.writer import new_build, publish
+from index.writer import IndexWriter
 from indexer.decode import decode_video
-from indexer.pipeline import run_queue
+from indexer.job import IndexingCfg, run_indexing
 from model import create_model
 from model.backbone import autocast
 
@@ -79,15 +79,9 @@ def main() -> None:
             runs.append(time.perf_counter() - start)
     bound = args.batch / statistics.median(runs)
     video = video.to("cpu", dtype=torch.float32)
-    build = new_build(root / "writer-test", model.cfg, "x" * 64, "Flat")
+    writer = IndexWriter.open(root / "writer-test", model.cfg, "x" * 64, "Flat")
     start = time.perf_counter()
-    publish(
-        root / "writer-test",
-        build,
-        list(range(1, args.batch + 1)),
-        video,
-        np.zeros((args.batch, t), np.float32),
-    )
+    writer.publish(list(range(1, args.batch + 1)), video, np.zeros((args.batch, t), np.float32))
     writer_s = time.perf_counter() - start
 
     url = f"sqlite:///{root / 'db.sqlite3'}"
@@ -96,9 +90,8 @@ def main() -> None:
     for i, f in enumerate(files):
         queue.enqueue(engine, media_path=str(f), sha256=f"{i:064d}")
     start = time.perf_counter()
-    summary = run_queue(
-        engine, model, root / "index", batch_size=args.batch, workers=args.workers, progress=False
-    )
+    cfg = IndexingCfg(batch_size=args.batch, decode_workers=args.workers)
+    summary = run_indexing(engine, model, root / "index", cfg, progress=False)
     wall = time.perf_counter() - start
     end_to_end = summary.indexed / wall
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -217,3 +217,15 @@ def place(sizes: list[str], actions: list[list[str]], rng: np.random.Generator) 
                 break
         centres.append(best)
     return centres
+
+
+@dataclass(frozen=True)
+class SynthVideo:
+    """One planned video: its things, their actions over time, background, split and seed."""
+
+    id: str
+    things: list[Thing]
+    steps: list[Step]
+    background: str
+    split: str
+    seed: int

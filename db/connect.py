@@ -48,7 +48,7 @@ READ_ONLY = {"hanet_read_only": True}
 class TitleReader:
     """``titles`` on one connection that its (single) calling thread keeps between calls, the
     search thread's: each lookup is its own short read-only transaction, but no pool checkout,
-    ping and reset per search (1.0-1.1 ms a lookup inside a search on the 2-core AMD VM). A
+    ping and reset per search (docs/benchmarks.md). A
     lookup on a connection that fails is retried once on a new one."""
 
     def __init__(self, engine: Engine) -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,21 +54,30 @@ def enqueue(
         return video.id, True
 
 
-def claim(engine: Engine, *, worker: str, limit: int, lease_s: float = 60.0) -> list[int]:
-    """Take up to ``limit`` jobs: pending ones, and processing ones whose lease ran out."""
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker took: the video and where its media file is."""
+
+    video_id: int
+    media_path: str
+
+
+def claim(engine: Engine, *, worker: str, limit: int, lease_s: float = 60.0) -> list[Claim]:
+    """Take up to ``limit`` jobs, oldest first: pending ones, and processing ones whose lease
+    ran out. One transaction returns them with their media paths."""
     now = _now()
     claimable = (Video.status == PENDING) | (
         (Video.status == PROCESSING) & (Video.lease_expires_at < now)
     )
     with Session(engine) as session, session.begin():
-        query = select(Video.id).where(claimable).order_by(Video.id).limit(limit)
+        query = select(Video.id, Video.media_path).where(claimable).order_by(Video.id).limit(limit)
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        ids = list(session.scalars(query))
-        if ids:
+        claims = [Claim(video_id, path) for video_id, path in session.execute(query)]
+        if claims:
             session.execute(
                 update(Video)
-                .where(Video.id.in_(ids), claimable)
+                .where(Video.id.in_([c.video_id for c in claims]), claimable)
                 .values(
                     status=PROCESSING,
                     claimed_by=worker,
@@ -75,7 +85,7 @@ def claim(engine: Engine, *, worker: str, limit: int, lease_s: float = 60.0) -> 
                     lease_expires_at=now + timedelta(seconds=lease_s),
                 )
             )
-    return ids
+    return claims
 
 
 def renew(engine: Engine, *, worker: str, ids: list[int], lease_s: float = 60.0) -> int:
@@ -100,9 +110,18 @@ def _finish(engine: Engine, video_id: int, worker: str, **values) -> bool:
 
 
 def complete(
-    engine: Engine, video_id: int, *, worker: str, duration_s: float, checkpoint_sha256: str
+    engine: Engine,
+    video_id: int,
+    *,
+    worker: str,
+    duration_s: float,
+    checkpoint_sha256: str,
+    concepts: dict | None,
 ) -> bool:
-    """Mark indexed, only if this worker still holds the job (else another took it over)."""
+    """Mark indexed, with the video's duration, the checkpoint that embedded it and its
+    concepts (``{"actions": [{"name", "probability"}], "entities": [...]}``, None for a model
+    without a concept vocabulary), only if this worker still holds the job (else another took
+    it over)."""
     return _finish(
         engine,
         video_id,
@@ -110,6 +129,7 @@ def complete(
         status=INDEXED,
         duration_s=duration_s,
         checkpoint_sha256=checkpoint_sha256,
+        concepts=null() if concepts is None else concepts,  # SQL NULL, not JSON null
         indexed_at=_now(),
         failure_reason=None,
     )

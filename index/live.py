@@ -9,7 +9,7 @@ import logging
 import threading
 from pathlib import Path
 
-from index.reader import Build, BuildError, load_current, warm
+from index.reader import Build, BuildError, load_current
 from index.vectors import VectorStoreError
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,27 @@ class LiveIndex:
         return thread
 
     def _read(self) -> tuple[Build | None, BuildError | None, str]:
-        """The published build, or why it cannot serve this model; and its name."""
+        """The published build, or why it cannot serve this model; and its name. A version
+        that only adds tombstones to the build in memory (a delete's: the same FAISS files
+        and rerank parts) shares its loaded indexes and rows: only the tombstones are read."""
+        loaded = self._build
         try:
-            build = load_current(self.index_dir, expect_checkpoint=self.expect_checkpoint)
+            build = load_current(
+                self.index_dir, expect_checkpoint=self.expect_checkpoint, reuse=loaded
+            )
         except BuildError as exc:
             return None, exc, (self.index_dir / "CURRENT").read_text().strip()
+        if loaded is not None and build.shares_rows(loaded):
+            build.warm(rows=False)  # the rows are warm: the new tombstones' selector only
         return build, None, build.name
 
     def _install(self, build: Build | None, error: BuildError | None, name: str) -> None:
         """Make a read build the one searches use (the caller holds the lock)."""
+        previous = self._build
         self._build, self._error, self._build_name = build, error, name
         if error is not None:
             log.error("cannot use the published index build: %s", error)
-        if build is not None:
+        if build is not None and (previous is None or not build.shares_rows(previous)):
             self._warm(build)
 
     def _load_in_background(self) -> None:
@@ -100,7 +108,7 @@ class LiveIndex:
 
         def work() -> None:
             try:
-                read = warm(build)
+                read = build.warm()
                 log.info("touched %.1f MB of rerank rows", read / 1e6)
             except OSError as exc:  # a version dropped meanwhile: the next build warms again
                 log.warning("could not warm the rerank rows: %s", exc)

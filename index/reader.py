@@ -13,7 +13,10 @@ A writer prepares the next version in a temporary folder, renames it into place 
 replaces CURRENT, so a reader sees the old version or the new one, never half of one. Writers
 (several indexer workers, deletes, compaction) take ``index/.write-lock`` and build on the
 latest version, so none drops another's videos or tombstones. A video
-re-indexed later appears in a newer part; the newest row wins.
+re-indexed later appears in a newer part; the newest row wins. A delete's version is all hard
+links to the previous one's files but for vectors.json (a longer tombstone list) and the
+manifest: readers and writers holding the previous version take the tombstones and keep what
+they have loaded (same files: same (st_dev, st_ino)).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from index.vectors import FaissStore
+from index.vectors import INDEX_FILES, LEVELS, FaissStore, read_meta
 from model import VideoEmbeddings
 from model.scores import UNIT_FIELDS
 
@@ -57,15 +60,22 @@ class BuildError(Exception):
     """No usable build, or one made by another model than the one asked for."""
 
 
+FileId = tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns)
+
+
 @dataclass
 class Build:
-    """One published version: its vectors, and its rerank rows memory-mapped."""
+    """One published version, the read side's view of it: the level indexes (FAISS, loaded),
+    the rerank rows (memory-mapped), which videos are live. Searches use its public methods."""
 
     root: Path
     manifest: dict
     vectors: FaissStore
     parts: list[dict[str, np.ndarray]] = field(default_factory=list)
-    rows: dict[int, tuple[int, int]] = field(default_factory=dict)  # video -> (part, row)
+    rows: dict[int, tuple[int, int]] = field(default_factory=dict)  # live video -> (part, row)
+    # the files this build's memory was read from, by path under ``root``: a later version
+    # holding the same files (hard links: a delete's version) can share what is loaded
+    file_ids: dict[str, FileId] = field(default_factory=dict)
 
     @property
     def checkpoint_sha256(self) -> str:
@@ -75,6 +85,42 @@ class Build:
     def name(self) -> str:
         """The published version's name as CURRENT holds it: "<build>/v<version>"."""
         return f"{self.manifest['build']}/v{self.manifest['version']}"
+
+    def __len__(self) -> int:
+        """Live videos (indexed and not deleted)."""
+        return len(self.rows)
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self.rows
+
+    def video_ids(self) -> list[int]:
+        """The live videos' ids, ascending."""
+        return sorted(self.rows)
+
+    def known(self, video_ids: np.ndarray) -> np.ndarray:
+        """(N,) bool: which of these videos are in this build and not deleted."""
+        ids = np.asarray(video_ids).reshape(-1).tolist()
+        return np.fromiter(map(self.rows.__contains__, ids), bool, len(ids))
+
+    def top_videos(
+        self, level: str, queries: np.ndarray, k: int
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per query (Q, D), the best ``k`` videos at one level (``FaissStore.top_videos``):
+        their ids, best vectors' scores and segment indexes, best first, deleted ones hidden."""
+        return self.vectors.top_videos(level, queries, k)
+
+    def summary(self) -> dict:
+        """What this build is, for status pages and ``hanet index status``."""
+        return {
+            "name": self.name,
+            "build": self.manifest["build"],
+            "version": self.manifest["version"],
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "factory": self.manifest.get("factory", self.vectors.factory),
+            "videos": len(self),
+            "vectors": {level: self.vectors.count(level) for level in LEVELS},
+            "deleted_pending_compaction": len(self.vectors.deleted & self.vectors.videos),
+        }
 
     def embeddings(self, video_ids: list[int]) -> VideoEmbeddings:
         """The stored VideoEmbeddings of these videos, in this order: the embedding vectors
@@ -128,26 +174,67 @@ class Build:
         return out
 
     def frame_times(self, video_id: int) -> np.ndarray:
+        """(T,) the sampled frames' timestamps in seconds (padding after the valid ones)."""
+        if video_id not in self.rows:
+            raise BuildError(f"video {video_id} is not in this build")
         part, row = self.rows[video_id]
         return self.parts[part]["frame_times"][row]
 
+    def warm(self, rows: bool = True) -> int:
+        """Build the selector that hides deleted videos (once here rather than by the first
+        search) and, with ``rows``, touch every page of the memory-mapped rerank rows once, so
+        that searches find them in memory (page cache and this process's page tables) rather
+        than faulting on each candidate. Nothing is touched when the rows would not fit in half
+        the available memory. Returns the bytes touched."""
+        self.vectors.tombstone_selector()
+        arrays = [a for part in self.parts for a in part.values()] if rows else []
+        total = sum(a.nbytes for a in arrays)
+        if total > _available_memory() // 2:
+            return 0
+        page = mmap.PAGESIZE
+        for array in arrays:
+            flat = array.reshape(-1).view(np.uint8)
+            if flat.size:
+                int(flat[::page].max())  # one byte per page
+        return total
+
+    def shares_rows(self, other: Build) -> bool:
+        """Whether this build reads the very memory-mapped rows of ``other`` (one made from it
+        by ``load_current(reuse=other)``): warming one warms both."""
+        return self.parts is other.parts
+
+    def _shares_files(self, root: Path, manifest: dict) -> bool:
+        """Whether the version at ``root`` holds the files this build was read from (FAISS
+        indexes and every rerank part): a version that only adds tombstones."""
+        if manifest["build"] != self.manifest.get("build"):
+            return False
+        if manifest["parts"] != self.manifest.get("parts") or len(self.parts) != len(
+            manifest["parts"]
+        ):
+            return False
+        needed = [f"vectors/{f}" for f in INDEX_FILES]
+        needed += [f"parts/{p}/video_ids.npy" for p in manifest["parts"]]
+        if any(path not in self.file_ids for path in needed):
+            return False
+        return all(file_id(root / path) == known for path, known in self.file_ids.items())
+
+    def _with_tombstones(self, root: Path, manifest: dict) -> Build:
+        """This build at a later version that holds the same files: its loaded indexes and
+        memory-mapped rows, the later version's tombstones."""
+        deleted = set(read_meta(root / "vectors").get("deleted", []))
+        vectors = self.vectors.with_deleted(deleted)
+        if deleted >= self.vectors.deleted:  # tombstones only ever added: drop the new ones
+            rows = dict(self.rows)
+            for video_id in deleted - self.vectors.deleted:
+                rows.pop(video_id, None)
+        else:
+            rows = _rows(root, manifest["parts"], deleted)
+        return Build(root, manifest, vectors, self.parts, rows, dict(self.file_ids))
+
 
 def warm(build: Build) -> int:
-    """Touch every page of the build's memory-mapped rerank rows once, so that searches find
-    them in memory (page cache and this process's page tables) rather than faulting on each
-    candidate. Nothing is touched when the rows would not fit in half the available memory.
-    Returns the bytes touched."""
-    build.vectors.tombstone_selector()  # built once here rather than by the first search
-    arrays = [a for part in build.parts for a in part.values()]
-    total = sum(a.nbytes for a in arrays)
-    if total > _available_memory() // 2:
-        return 0
-    page = mmap.PAGESIZE
-    for array in arrays:
-        flat = array.reshape(-1).view(np.uint8)
-        if flat.size:
-            int(flat[::page].max())  # one byte per page
-    return total
+    """``build.warm()``: touch the build's rerank rows once (returns the bytes touched)."""
+    return build.warm()
 
 
 def _available_memory() -> int:
@@ -160,6 +247,15 @@ def _available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def file_id(path: Path) -> FileId | None:
+    """What identifies a file's contents across hard links (None: no such file)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def current_name(index_dir: Path) -> str | None:
     """The published version's name, "<build>/v<version>" (None: nothing published yet)."""
     try:
@@ -168,30 +264,59 @@ def current_name(index_dir: Path) -> str | None:
         return None
 
 
-def load_current(index_dir: Path, expect_checkpoint: str | None = None) -> Build:
-    """The published build; with ``expect_checkpoint``, refuse a build of another model."""
+def read_manifest(root: Path) -> dict:
+    """A version's manifest.json (``root``: builds/<build>/<version>)."""
+    return json.loads((root / "manifest.json").read_text())
+
+
+def load_current(
+    index_dir: Path, expect_checkpoint: str | None = None, reuse: Build | None = None
+) -> Build:
+    """The published build; with ``expect_checkpoint``, refuse a build of another model.
+    ``reuse``, a build read earlier: when the published version holds the same FAISS files and
+    rerank parts (hard links: a delete made it), the result shares its loaded indexes and
+    memory-mapped rows and only the tombstones are read."""
     name = current_name(index_dir)
     if name is None:
         raise BuildError(f"no index build in {index_dir} yet: run `hanet index run`")
     root = index_dir / "builds" / name
-    manifest = json.loads((root / "manifest.json").read_text())
+    manifest = read_manifest(root)
     if expect_checkpoint and manifest["checkpoint_sha256"] != expect_checkpoint:
         raise BuildError(
             f"the index build was made by checkpoint {manifest['checkpoint_sha256'][:12]}, not "
             f"the loaded {expect_checkpoint[:12]}: run `hanet index rebuild`"
         )
-    build = Build(root, manifest, FaissStore.load(root / "vectors"))
-    for n, part in enumerate(manifest["parts"]):
+    if reuse is not None and reuse._shares_files(root, manifest):
+        return reuse._with_tombstones(root, manifest)
+    return _load(root, manifest)
+
+
+def _load(root: Path, manifest: dict) -> Build:
+    """One version read from its files: FAISS indexes into memory, rerank rows memory-mapped."""
+    ids = {f"vectors/{f}": file_id(root / "vectors" / f) for f in INDEX_FILES}
+    vectors = FaissStore.load(root / "vectors")
+    parts = []
+    for part in manifest["parts"]:
         folder = root / "parts" / part
         names = [
             *FIELDS,
             "frame_times",
             *(f for f in GRAM_FILES.values() if (folder / f"{f}.npy").exists()),
         ]
-        arrays = {f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in names}
-        build.parts.append(arrays)
-        for row, video_id in enumerate(np.load(folder / "video_ids.npy").tolist()):
-            build.rows[video_id] = (n, row)
-    for video_id in build.vectors.deleted:
-        build.rows.pop(video_id, None)
-    return build
+        parts.append({f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in names})
+        for f in [*names, "video_ids"]:
+            ids[f"parts/{part}/{f}.npy"] = file_id(folder / f"{f}.npy")
+    rows = _rows(root, manifest["parts"], vectors.deleted)
+    known = {path: i for path, i in ids.items() if i is not None}
+    return Build(root, manifest, vectors, parts, rows, known)
+
+
+def _rows(root: Path, parts: list[str], deleted: set[int]) -> dict[int, tuple[int, int]]:
+    """Live video -> (part, row): the newest part holding a video wins."""
+    rows = {}
+    for n, part in enumerate(parts):
+        for row, video_id in enumerate(np.load(root / "parts" / part / "video_ids.npy").tolist()):
+            rows[video_id] = (n, row)
+    for video_id in deleted:
+        rows.pop(video_id, None)
+    return rows

@@ -10,6 +10,7 @@ dropped from the index files at the next ``compact``.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterable
@@ -24,6 +25,8 @@ LEVELS = ("event", "action", "entity")
 SEGMENT_SLOTS = 1024
 FETCH_PER_VIDEO = 4
 FORMAT = "hanet-vectors"
+INDEX_FILES = tuple(f"{level}.faiss" for level in LEVELS)  # in a store's folder
+META_FILE = "vectors.json"  # what the indexes are, and the tombstones
 
 
 class VectorStoreError(Exception):
@@ -113,6 +116,15 @@ class FaissStore:
     def delete(self, video_ids: Iterable[int]) -> None:
         """Gone from search results at once; gone from the index files at ``compact``."""
         self.deleted.update(int(v) for v in video_ids)
+
+    def with_deleted(self, deleted: Iterable[int]) -> FaissStore:
+        """This store with another set of tombstones, sharing its FAISS index objects (not
+        copied: for a reader, or for a writer that drops this store for the new one)."""
+        store = copy.copy(self)
+        store.indexes, store.staged = dict(self.indexes), set(self.staged)
+        store.videos, store.deleted = set(self.videos), {int(v) for v in deleted}
+        store._selector_cache = None
+        return store
 
     def _remove_physically(self, video_ids: Iterable[int]) -> None:
         """Drop these videos' vectors from every level's index: in place where the index type
@@ -216,23 +228,37 @@ class FaissStore:
             "staged": sorted(self.staged),
             "counts": {level: self.count(level) for level in LEVELS},
         }
-        tmp = folder / ".vectors.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, folder / "vectors.json")
+        write_meta(folder, meta)
 
     @classmethod
     def load(cls, folder: Path, nprobe: int = 16, ef_search: int = 128) -> FaissStore:
         try:
-            meta = json.loads((folder / "vectors.json").read_text())
+            meta = read_meta(folder)
             store = cls(meta["dim"], meta["factory"], nprobe, ef_search)
             store.staged = set(meta.get("staged", []))
             store.indexes = {lv: faiss.read_index(str(folder / f"{lv}.faiss")) for lv in LEVELS}
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        except (OSError, KeyError, ValueError, RuntimeError, VectorStoreError) as exc:
             raise VectorStoreError(f"cannot read the vector store in {folder}: {exc}") from exc
         store.deleted = set(meta.get("deleted", []))
         event_ids = faiss.vector_to_array(faiss.downcast_index(store.indexes["event"]).id_map)
         store.videos = set((event_ids // SEGMENT_SLOTS).tolist())
         return store
+
+
+def read_meta(folder: Path) -> dict:
+    """A store folder's vectors.json (dim, factory, deleted, staged, counts), without its
+    indexes."""
+    try:
+        return json.loads((folder / META_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise VectorStoreError(f"cannot read {folder / META_FILE}: {exc}") from exc
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    """Write a store folder's vectors.json atomically."""
+    tmp = folder / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, folder / META_FILE)
 
 
 def _stored(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:

@@ -24,9 +24,11 @@ from index.reader import (
     Build,
     BuildError,
     current_name,
+    file_id,
     load_current,
+    read_manifest,
 )
-from index.vectors import FaissStore
+from index.vectors import INDEX_FILES, FaissStore, read_meta, write_meta
 from model import HANetCfg, VideoEmbeddings
 from model.scores import unit_grams
 
@@ -114,12 +116,33 @@ def publish_latest(
     frame_times: np.ndarray,
 ) -> Build:
     """``publish`` for one of several writers: under the write lock, on top of the latest
-    published version (re-read when another writer published since ``build`` was read), so no
-    writer drops another's videos or tombstones."""
+    published version (caught up when another writer published since ``build`` was read), so
+    no writer drops another's videos or tombstones."""
     with writing(index_dir):
         if not _is_current(index_dir, build):
-            build = load_current(index_dir, expect_checkpoint=build.checkpoint_sha256)
+            build = _catch_up(index_dir, build)
         return publish(index_dir, build, video_ids, video, frame_times)
+
+
+def _catch_up(index_dir: Path, build: Build) -> Build:
+    """The latest version, for a writer whose ``build`` is behind (the caller holds the write
+    lock). When only deletes were published since, the FAISS files are still the ones in
+    memory: ``build`` takes their tombstones. Otherwise the latest version is read afresh."""
+    name = current_name(index_dir)
+    if name is None or not name.startswith(f"{build.manifest['build']}/"):
+        return load_current(index_dir, expect_checkpoint=build.checkpoint_sha256)
+    root = index_dir / "builds" / name
+    faiss_files = [f"vectors/{f}" for f in INDEX_FILES]
+    known = [build.file_ids.get(path) for path in faiss_files]
+    if None in known or known != [file_id(root / path) for path in faiss_files]:
+        return load_current(index_dir, expect_checkpoint=build.checkpoint_sha256)
+    manifest = read_manifest(root)
+    deleted = set(read_meta(root / "vectors").get("deleted", []))
+    build.vectors = build.vectors.with_deleted(deleted)
+    for video_id in deleted:
+        build.rows.pop(video_id, None)
+    build.root, build.manifest = root, manifest
+    return build
 
 
 def publish(
@@ -169,6 +192,8 @@ def publish(
     final = builds_dir / f"v{version}"
     os.replace(tmp, final)
     previous, build.root, build.manifest = build.root.name, final, manifest
+    # the FAISS files now match the store in memory (its rows and parts are not re-read)
+    build.file_ids = {f"vectors/{f}": file_id(final / "vectors" / f) for f in INDEX_FILES}
     _point_current(index_dir, build.name)
     _drop_old_versions(builds_dir, keep={final.name, previous})
     return build
@@ -207,13 +232,54 @@ def promote(staging: Path, index_dir: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def delete_videos(index_dir: Path, video_ids: list[int]) -> Build:
+def delete_videos(index_dir: Path, video_ids: list[int]) -> str:
     """Tombstone videos in the published build: gone from every search of the new version at
-    once; their vectors and rows leave the files at ``compact``."""
+    once; their vectors and rows leave the files at ``compact``. A small write: the new version
+    links the current one's FAISS files and rerank parts and lists the videos as deleted; no
+    FAISS index is read or written. Returns the published version's name ("<build>/v<n>"; the
+    current one when none of the videos is in the build). Raises BuildError before any
+    publish."""
     with writing(index_dir):
-        build = load_current(index_dir)
-        build.vectors.delete(video_ids)
-        return publish(index_dir, build, [], _empty_like(build), np.zeros((0, 1), np.float32))
+        name = current_name(index_dir)
+        if name is None:
+            raise BuildError(f"no index build in {index_dir} yet")
+        root = index_dir / "builds" / name
+        manifest, meta = read_manifest(root), read_meta(root / "vectors")
+        deleted = set(meta.get("deleted", []))
+        stored = _stored_ids(root, manifest["parts"])
+        gone = set(stored[np.isin(stored, list(map(int, video_ids)))].tolist()) - deleted
+        if not gone:
+            return name
+        meta["deleted"] = sorted(deleted | gone)
+        return _publish_tombstones(index_dir, root, manifest, meta, len(gone))
+
+
+def _stored_ids(root: Path, parts: list[str]) -> np.ndarray:
+    """Every video with rows (and vectors) in a version, deleted or not (may repeat)."""
+    ids = [np.load(root / "parts" / part / "video_ids.npy") for part in parts]
+    return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+
+def _publish_tombstones(index_dir: Path, root: Path, manifest: dict, meta: dict, gone: int) -> str:
+    """Publish the version after ``root`` with the same files, hard-linked, and ``meta``'s
+    tombstones (``gone`` more videos than ``root`` has)."""
+    builds_dir = root.parent
+    version = manifest["version"] + 1
+    tmp = builds_dir / f".v{version}.{uuid.uuid4().hex[:6]}.tmp"
+    (tmp / "vectors").mkdir(parents=True)
+    for f in INDEX_FILES:
+        os.link(root / "vectors" / f, tmp / "vectors" / f)
+    write_meta(tmp / "vectors", meta)
+    for part in manifest["parts"]:
+        _link_tree(root / "parts" / part, tmp / "parts" / part)
+    manifest = {**manifest, "version": version, "videos": manifest.get("videos", 0) - gone}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    final = builds_dir / f"v{version}"
+    os.replace(tmp, final)
+    name = f"{manifest['build']}/{final.name}"
+    _point_current(index_dir, name)
+    _drop_old_versions(builds_dir, keep={final.name, root.name})
+    return name
 
 
 def compact(index_dir: Path) -> Build:

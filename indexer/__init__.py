@@ -1,2 +1,2 @@
-"""The offline indexer: decode video (PyAV), run the HANet video branch, write the index and
-mark the database rows."""
+"""The offline indexer: reader (PyAV decoding) -> embedder (the HANet video branch) -> writer
+(the index, then the database rows), run by ``indexer.job.run_indexing``."""

@@ -1,16 +1,90 @@
-"""The indexing job's writer side, and deletes: what changes the index and the rows together."""
+"""The indexing job's writer, and deletes: what changes the index and the rows together.
+
+``BatchWriter`` holds embedded batches, publishes them into the index together, and only then
+marks their rows indexed: a worker that dies in between leaves the rows to be claimed again,
+and re-indexing a video replaces its vectors, so nothing is lost or doubled."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
+from db import queue
 from db.schema import Video
 from index.reader import BuildError
-from index.writer import delete_videos
+from index.writer import IndexWriter, delete_videos
+from indexer.embedder import EmbeddedBatch
+from indexer.reader import Undecodable
+from model import VideoEmbeddings
+
+
+class BatchWriter:
+    """One worker's writes: held (embedded, not yet published) batches, published at most
+    every ``publish_interval_s`` while more work is queued (each publish rewrites the level
+    indexes, which readers then reload) and at once when asked to."""
+
+    def __init__(
+        self, engine: Engine, index: IndexWriter, *, worker: str, publish_interval_s: float = 0.0
+    ) -> None:
+        self.engine, self.index, self.worker = engine, index, worker
+        self.publish_interval_s = publish_interval_s
+        self._held: list[EmbeddedBatch] = []
+        self._last_publish = time.monotonic()
+
+    @property
+    def held_ids(self) -> list[int]:
+        """Videos embedded and not yet published (their jobs' leases must be kept)."""
+        return [video_id for batch in self._held for video_id in batch.video_ids]
+
+    def record_failures(self, failures: list[Undecodable]) -> dict[int, str]:
+        """Mark videos failed with their reasons; returns those still this worker's."""
+        return {
+            f.video_id: f.reason
+            for f in failures
+            if queue.fail(self.engine, f.video_id, worker=self.worker, reason=f.reason)
+        }
+
+    def hold(self, batch: EmbeddedBatch) -> None:
+        self._held.append(batch)
+
+    def publish_if_due(self, *, more_queued: bool) -> list[int]:
+        """``publish`` unless more work is queued and the last one is recent."""
+        if more_queued and time.monotonic() - self._last_publish < self.publish_interval_s:
+            return []
+        return self.publish()
+
+    def publish(self) -> list[int]:
+        """Publish the held videos, then mark their rows indexed (a publish that raises leaves
+        them processing). Returns the ids marked: those whose jobs this worker still held."""
+        held = self._held
+        if held:
+            self.index.publish(
+                [video_id for batch in held for video_id in batch.video_ids],
+                VideoEmbeddings.cat([batch.embeddings for batch in held]),
+                np.concatenate([batch.frame_times for batch in held]),
+            )
+        self._held, self._last_publish = [], time.monotonic()
+        return [video_id for batch in held for video_id in self._complete(batch)]
+
+    def _complete(self, batch: EmbeddedBatch) -> list[int]:
+        rows = zip(batch.video_ids, batch.durations_s, batch.concepts, strict=True)
+        return [
+            video_id
+            for video_id, duration_s, concepts in rows
+            if queue.complete(
+                self.engine,
+                video_id,
+                worker=self.worker,
+                duration_s=duration_s,
+                checkpoint_sha256=self.index.checkpoint_sha256,
+                concepts=concepts,
+            )
+        ]
 
 
 def remove_videos(engine: Engine, index_dir: Path, video_ids: list[int]) -> list[int]:

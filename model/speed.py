@@ -61,12 +61,12 @@ def quantize_text_tower(model: HANet) -> HANet:
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
-        # per-output-channel scales: measured to keep fused-score rankings (top-10 overlap
-        # 0.955 vs 0.94 per-tensor on ViT-B-32) for 2 ms more per query
+        # per-output-channel scales: they keep fused-score rankings closer to float32 than
+        # per-tensor ones, for a little more time per query (docs/benchmarks.md)
         spec = {nn.Linear: per_channel_dynamic_qconfig}
         model.clip.transformer = quantize_dynamic(model.clip.transformer, spec)
-        # the heads' six 512 x 512 layers too: 0.4-0.7 ms less per ViT-B-32 query on the 2-core
-        # AMD VM, the same top-10 overlap with float32 (0.91 with perturbed heads, 300 queries)
+        # the heads' Linear layers too: faster per query at the same top-10 overlap with
+        # float32 (docs/benchmarks.md)
         model.text = quantize_dynamic(model.text, spec)
     return model
 

@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,22 +40,61 @@ class TrainCfg:
     temporal convolution stays at its zero start). "global-motion" is that baseline over
     motion-aware frames: the temporal convolution (with ``motion_levels`` "all", and any
     keypoints or motion stream) trains, the pooling stays the mean, the score the global one;
-    a control that tells what the motion input gives from what the hierarchy gives."""
+    a control that tells what the motion input gives from what the hierarchy gives.
 
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 1e-4
-    patience: int = 10
-    objective: str = "hanet"
-    frozen_backbone: bool = False
-    time_budget_s: float | None = None
-    seed: int = 0
-    save_half: bool = False  # store the checkpoint's weights as float16
-    warmup_epochs: int = 0  # epochs ranking against every negative before the hardest only
-    lr_schedule: str = "constant"  # the spec's; "cosine" decays lr to 0 over ``epochs``
-    # rank each caption above a contrast caption made from it by one word swap (opposite
-    # direction or change, events reversed; model.negatives): not in the spec, off by default
-    hard_negatives: bool = False
+    Each field's ``metadata`` says what it does (``help``) and, for numbers, its smallest useful
+    value (``min``): ``hanet train`` builds its options from them."""
+
+    epochs: int = field(
+        default=50, metadata={"help": "Passes over the training set (at most).", "min": 1}
+    )
+    batch_size: int = field(
+        default=64, metadata={"help": "Videos per step (each ranked against the others).", "min": 2}
+    )
+    lr: float = field(default=1e-4, metadata={"help": "Learning rate (Adam).", "min": 0.0})
+    patience: int = field(
+        default=10,
+        metadata={
+            "help": "Stop after this many epochs without a better validation rsum.",
+            "min": 1,
+        },
+    )
+    objective: str = field(
+        default="hanet",
+        metadata={
+            "help": "hanet; global (the meanP baseline); or global-motion (that baseline with the "
+            "temporal convolution trained: a control for the motion input)."
+        },
+    )
+    frozen_backbone: bool = field(
+        default=False, metadata={"help": "Cache frame features once; train the heads only."}
+    )
+    time_budget_s: float | None = field(
+        default=None, metadata={"help": "Stop training after this long (none: no limit)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Random seed (weights, batches, captions)."})
+    save_half: bool = field(
+        default=False, metadata={"help": "Store weights as float16 (half the size)."}
+    )
+    warmup_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "Epochs ranking against every negative before the hardest only.",
+            "min": 0,
+        },
+    )
+    lr_schedule: str = field(
+        default="constant",
+        metadata={"help": "constant (the spec's), or cosine: decays to 0 over the epochs."},
+    )
+    # not in the spec, off by default (model.negatives)
+    hard_negatives: bool = field(
+        default=False,
+        metadata={
+            "help": "Also rank each caption above a contrast caption made from it by one word "
+            "swap (opposite direction or change, events reversed)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -204,6 +243,18 @@ def _save_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class _Progress:
+    """Where a training run stands; saved after every epoch, so a run can resume."""
+
+    epoch: int = 0
+    best: float = -math.inf
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    out_of_time: bool = False
+
+
 def train(
     model: HANet,
     train_data: SplitData,
@@ -221,78 +272,125 @@ def train(
     prepare(model, cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
-    epoch, best, bad, history, elapsed = 0, -math.inf, 0, [], 0.0
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
+    run = _Progress()
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location=model.device, weights_only=False)
-        if state["train_cfg"] != asdict(cfg):
-            raise ValueError("the saved training state used other settings; start afresh")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        epoch, best, bad = state["epoch"], state["best"], state["bad_epochs"]
-        history, elapsed = state["history"], state["elapsed_s"]
-        rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        log.info("resumed after epoch %d (best rsum %.2f)", epoch, best)
+        run = _resume(state_path, cfg, model, optimizer, rng)
     features = cache_frame_features(model, train_data) if cfg.frozen_backbone else None
-    n = len(train_data.frames)
-    out_of_time = False
-    while epoch < cfg.epochs and bad < cfg.patience and not out_of_time:
-        model.train()
-        start = time.monotonic()
-        order = list(range(n))
-        rng.shuffle(order)
-        batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-        batches = [b for b in batches if len(b) > 1]  # a ranking loss needs negatives
-        losses = []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", disable=not progress)
-        for step, videos in enumerate(bar, start=epoch * len(batches)):
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr_at(step, cfg.epochs * len(batches))
-            hardest = epoch >= cfg.warmup_epochs
-            loss = _step_loss(model, cfg, train_data, videos, features, rng, hardest)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if cfg.time_budget_s and elapsed + time.monotonic() - start > cfg.time_budget_s:
-                out_of_time = True
-                break
-        elapsed += time.monotonic() - start
-        epoch += 1
-        metrics = evaluate(model, val_data.frames, val_data.mask, val_data.captions)
-        record = {
-            "epoch": epoch,
-            "loss": sum(losses) / max(1, len(losses)),
-            "val_rsum": metrics["rsum"],
-            "val_t2v_R@1": metrics["t2v"]["R@1"],
-            "elapsed_s": round(elapsed, 1),
-        }
-        history.append(record)
-        if metrics["rsum"] > best:
-            best, bad = metrics["rsum"], 0
-            model.save(str(out_path), torch.float16 if cfg.save_half else None)
-            record["saved"] = True
-        else:
-            bad += 1
-        log.info("epoch %d: %s", epoch, json.dumps(record))
-        with open(work_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        _save_state(
-            state_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "best": best,
-                "bad_epochs": bad,
-                "history": history,
-                "elapsed_s": elapsed,
-                "rng": rng.getstate(),
-                "torch_rng": torch.get_rng_state(),
-                "train_cfg": asdict(cfg),
-            },
-        )
-    return history
+    while run.epoch < cfg.epochs and run.bad_epochs < cfg.patience and not run.out_of_time:
+        losses = _train_epoch(model, cfg, train_data, features, optimizer, rng, run, progress)
+        _end_epoch(model, cfg, val_data, losses, run, out_path, work_dir)
+        _save_state(state_path, _state(model, optimizer, rng, run, cfg))
+    return run.history
+
+
+def _resume(
+    state_path: Path,
+    cfg: TrainCfg,
+    model: HANet,
+    optimizer: torch.optim.Optimizer,
+    rng: random.Random,
+) -> _Progress:
+    """The saved state loaded into the model, optimizer and random generators."""
+    state = torch.load(state_path, map_location=model.device, weights_only=False)
+    if state["train_cfg"] != asdict(cfg):
+        raise ValueError("the saved training state used other settings; start afresh")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.setstate(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    run = _Progress(state["epoch"], state["best"], state["bad_epochs"], state["history"])
+    run.elapsed_s = state["elapsed_s"]
+    log.info("resumed after epoch %d (best rsum %.2f)", run.epoch, run.best)
+    return run
+
+
+def _train_epoch(
+    model: HANet,
+    cfg: TrainCfg,
+    data: SplitData,
+    features: Tensor | None,
+    optimizer: torch.optim.Optimizer,
+    rng: random.Random,
+    run: _Progress,
+    progress: bool,
+) -> list[float]:
+    """One pass over the training videos in shuffled batches; the batches' losses. Stops early
+    (``run.out_of_time``) when the time budget runs out."""
+    model.train()
+    start = time.monotonic()
+    n = len(data.frames)
+    order = list(range(n))
+    rng.shuffle(order)
+    batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+    batches = [b for b in batches if len(b) > 1]  # a ranking loss needs negatives
+    losses = []
+    bar = tqdm(batches, desc=f"epoch {run.epoch + 1}", unit="batch", disable=not progress)
+    for step, videos in enumerate(bar, start=run.epoch * len(batches)):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr_at(step, cfg.epochs * len(batches))
+        hardest = run.epoch >= cfg.warmup_epochs
+        loss = _step_loss(model, cfg, data, videos, features, rng, hardest)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if cfg.time_budget_s and run.elapsed_s + time.monotonic() - start > cfg.time_budget_s:
+            run.out_of_time = True
+            break
+    run.elapsed_s += time.monotonic() - start
+    run.epoch += 1
+    return losses
+
+
+def _end_epoch(
+    model: HANet,
+    cfg: TrainCfg,
+    val_data: SplitData,
+    losses: list[float],
+    run: _Progress,
+    out_path: Path,
+    work_dir: Path,
+) -> None:
+    """Validate, keep the checkpoint when it is the best so far, and log the epoch."""
+    metrics = evaluate(model, val_data.frames, val_data.mask, val_data.captions)
+    record = {
+        "epoch": run.epoch,
+        "loss": sum(losses) / max(1, len(losses)),
+        "val_rsum": metrics["rsum"],
+        "val_t2v_R@1": metrics["t2v"]["R@1"],
+        "elapsed_s": round(run.elapsed_s, 1),
+    }
+    run.history.append(record)
+    if metrics["rsum"] > run.best:
+        run.best, run.bad_epochs = metrics["rsum"], 0
+        model.save(str(out_path), torch.float16 if cfg.save_half else None)
+        record["saved"] = True
+    else:
+        run.bad_epochs += 1
+    log.info("epoch %d: %s", run.epoch, json.dumps(record))
+    with open(work_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _state(
+    model: HANet,
+    optimizer: torch.optim.Optimizer,
+    rng: random.Random,
+    run: _Progress,
+    cfg: TrainCfg,
+) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": run.epoch,
+        "best": run.best,
+        "bad_epochs": run.bad_epochs,
+        "history": run.history,
+        "elapsed_s": run.elapsed_s,
+        "rng": rng.getstate(),
+        "torch_rng": torch.get_rng_state(),
+        "train_cfg": asdict(cfg),
+    }

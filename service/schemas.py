@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from db.schema import VideoStatus
+
 
 def _example(example: dict) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": [example]})
@@ -55,6 +57,14 @@ class ConceptsPublic(BaseModel):
 
     actions: list[ConceptPublic] = Field(description="Most probable action concepts.")
     entities: list[ConceptPublic] = Field(description="Most probable entity concepts.")
+
+
+def stored_concepts(status: str, concepts: dict | None) -> ConceptsPublic | None:
+    """A video's concepts as the indexer stored them on its row (``Video.concepts``), shown
+    while the video is indexed."""
+    if status != VideoStatus.INDEXED.value or concepts is None:
+        return None
+    return ConceptsPublic.model_validate(concepts)
 
 
 class VideoPublic(BaseModel):

@@ -74,15 +74,15 @@ def candidates(build: Build, text: TextEmbeddings, limit: int) -> list[int]:
     by reciprocal rank fusion (a video ranked high at any level stays in)."""
     videos, weights = [], []
     for level, queries in _level_queries(text).items():
-        for found, _, _ in build.vectors.top_videos(level, queries, limit):
+        for found, _, _ in build.top_videos(level, queries, limit):
             videos.append(found)
             weights.append(1 / (RRF_K + np.arange(1, len(found) + 1)))
     if not videos:
         return []
     unique, which = np.unique(np.concatenate(videos), return_inverse=True)
     fused = np.bincount(which, weights=np.concatenate(weights), minlength=len(unique))  # in order
-    known = np.fromiter(map(build.rows.__contains__, unique.tolist()), bool, len(unique))
-    unique, fused = unique[known], fused[known]  # not deleted since the build was read
+    known = build.known(unique)  # only videos with rerank rows in this build
+    unique, fused = unique[known], fused[known]
     best = np.lexsort((unique, -fused))[:limit]  # highest first, ties by id
     return sorted(unique[best].tolist())
 

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from indexer.pipeline import IndexingCfg
+    from indexer.job import IndexingCfg
 
 
 class HanetSettings(BaseSettings):
@@ -111,7 +111,7 @@ class HanetSettings(BaseSettings):
     @property
     def indexing(self) -> IndexingCfg:
         """The indexer worker's options."""
-        from indexer.pipeline import IndexingCfg
+        from indexer.job import IndexingCfg
 
         return IndexingCfg(
             factory=self.index_factory,

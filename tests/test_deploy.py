@@ -69,6 +69,7 @@ def test_compose_is_valid_and_wires_the_services(compose) -> None:
         assert "hanet-data:/data:rw" in service["volumes"]  # uploads and builds are shared
         assert env["HANET_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert "@db:5432/" in env["HANET_DATABASE_URL"]
+        assert env["HANET_AUTO_MIGRATE"] == "false"  # the migrate service's job, once
     assert "/ready" in json.dumps(services["api"]["healthcheck"]["test"])
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert set(compose["volumes"]) == {"pgdata", "hanet-data"}
@@ -82,3 +83,4 @@ def test_compose_environment_is_valid_settings(compose, monkeypatch) -> None:
         monkeypatch.setenv(key, str(value))
     settings = HanetSettings()
     assert settings.api_key is None and str(settings.data_dir) == "/data"
+    assert settings.auto_migrate is False

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from corpus.datasets import load_generic
-from corpus.scene import ACTIONS, COLOURS, SHAPES, SIZES
-from corpus.synth import MIRRORED, generate_corpus, held_out_triples, plan_corpus
+from corpus.scene import ACTIONS, COLOURS, MIRRORED, SHAPES, SIZES
+from corpus.synth import generate_corpus, held_out_triples, plan_corpus
 from indexer.decode import decode_video
 from model.decompose import decompose
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 import migrations
 from corpus.synth import generate_corpus
-from indexer.pipeline import run_queue
+from indexer.job import IndexingCfg, run_indexing
 from model import ConceptVocab, HANet, get_config
 from service.app import create_app
 from service.settings import HanetSettings
@@ -56,11 +56,12 @@ def client(settings):
         yield c
 
 
+CFG = IndexingCfg(batch_size=4, decode_workers=1)
+
+
 def _index(client: TestClient) -> None:
     state = client.app.state.hanet
-    run_queue(
-        state.engine, state.model, state.settings.index_dir, batch_size=4, workers=1, progress=False
-    )
+    run_indexing(state.engine, state.searcher.model, state.settings.index_dir, CFG, progress=False)
 
 
 def test_health_and_ready(client) -> None:
@@ -70,20 +71,21 @@ def test_health_and_ready(client) -> None:
 
 
 def test_searches_run_on_the_thread_that_loaded_the_model(client, monkeypatch) -> None:
-    """One thread does the torch work (see lifespan): a search on any thread-pool thread was
-    measured a third slower, its OpenMP threads no longer spinning between operations."""
+    """One thread does the torch work (service.state.open_state): a search on any thread-pool
+    thread was measured a third slower, its OpenMP threads no longer spinning between
+    operations."""
     import threading
 
-    import service.app
+    import service.search
 
     seen = []
-    real = service.app.search
+    real = service.search.search
 
     def spy(*args, **kwargs):
         seen.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service.app, "search", spy)
+    monkeypatch.setattr(service.search, "search", spy)
     client.post("/videos", json={"path": "synth000001.mp4"})
     _index(client)
     for query in ("a red circle", "a blue star moves left", "a square"):
@@ -96,16 +98,16 @@ def test_threads_setting_reaches_the_search_thread(settings, monkeypatch) -> Non
     import faiss
     import torch
 
-    import service.app
+    import service.search
 
     seen = []
-    real = service.app.search
+    real = service.search.search
 
     def spy(*args, **kwargs):
         seen.append((torch.get_num_threads(), faiss.omp_get_max_threads()))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service.app, "search", spy)
+    monkeypatch.setattr(service.search, "search", spy)
     before = torch.get_num_threads()
     try:
         with TestClient(create_app(settings.model_copy(update={"threads": 1}))) as c:
@@ -127,21 +129,20 @@ def test_a_repeated_query_skips_the_text_tower(client, monkeypatch) -> None:
         client.post("/videos", json={"path": name})
     _index(client)
     calls = []
-    real = state.model.encode_text
-    monkeypatch.setattr(
-        state.model, "encode_text", lambda texts: calls.append(texts) or real(texts)
-    )
+    model = state.searcher.model
+    real = model.encode_text
+    monkeypatch.setattr(model, "encode_text", lambda texts: calls.append(texts) or real(texts))
     query = {"query": "a small red star moves left", "top_k": 2}
     first, again = (client.post("/search", json=query).json() for _ in range(2))
     assert first["hits"] and first["hits"] == again["hits"]
     assert calls == [["a small red star moves left"]]  # encoded once
     client.post("/search", json={"query": "a blue circle grows"})
-    assert len(calls) == 2 and (state.queries.hits, state.queries.misses) == (1, 2)
+    assert len(calls) == 2 and (state.searcher.cache.hits, state.searcher.cache.misses) == (1, 2)
     # least recently used goes first; size 0 keeps nothing
-    small = QueryCache(state.model, size=1)
+    small = QueryCache(model, size=1)
     small.encode("one"), small.encode("two"), small.encode("one")
     assert (small.hits, small.misses) == (0, 3)
-    off = QueryCache(state.model, size=0)
+    off = QueryCache(model, size=0)
     off.encode("one"), off.encode("one")
     assert (off.hits, off.misses) == (0, 2)
 
@@ -212,6 +213,40 @@ def test_ingest_index_search_delete(client, corpus) -> None:
     assert list(uploads.glob("*.mp4")) == []
     assert client.delete(f"/videos/{failed[0]['id']}").status_code == 204  # notes.mp4, by path
     assert (corpus / "notes.mp4").is_file()
+
+
+def test_a_videos_concepts_come_from_its_row(client) -> None:
+    """A video's concepts are the ones stored on its row (the indexer writes them with the
+    indexed status): its page reads no index build, and the search hits show the same."""
+    from sqlalchemy import update
+
+    from db.schema import Video
+
+    engine = client.app.state.hanet.engine
+
+    def set_row(video_id: int, **values) -> None:
+        with engine.begin() as conn:
+            conn.execute(update(Video).where(Video.id == video_id).values(**values))
+
+    mine = {"actions": [{"name": "juggle", "probability": 0.5}], "entities": []}
+    first = client.post("/videos", json={"path": "synth000001.mp4"}).json()["id"]
+    assert client.get(f"/videos/{first}").json()["concepts"] is None  # pending
+    set_row(first, status="indexed", concepts=mine)
+    assert client.get("/ready").json()["checks"]["index"] == "no build yet"
+    assert client.get(f"/videos/{first}").json()["concepts"] == mine  # no build needed
+    set_row(first, status="pending")
+    assert client.get(f"/videos/{first}").json()["concepts"] is None  # shown while indexed
+
+    second = client.post("/videos", json={"path": "synth000002.mp4"}).json()["id"]
+    set_row(first, status="failed")  # not for this indexer run
+    _index(client)
+    stored = client.get(f"/videos/{second}").json()["concepts"]
+    assert [len(stored[k]) for k in ("actions", "entities")] == [3, 3]  # the indexer's
+    [hit] = client.post("/search", json={"query": "a red circle"}).json()["hits"]
+    assert hit["video_id"] == second and hit["concepts"] == stored
+    set_row(second, concepts=mine)
+    [hit] = client.post("/search", json={"query": "a red circle"}).json()["hits"]
+    assert hit["concepts"] == mine == client.get(f"/videos/{second}").json()["concepts"]
 
 
 @pytest.mark.parametrize(
@@ -356,13 +391,8 @@ def _index_via(settings: HanetSettings) -> None:
     from model import load_checkpoint
 
     engine = make_engine(settings.resolved_database_url)
-    run_queue(
-        engine,
-        load_checkpoint(settings.checkpoint),
-        settings.index_dir,
-        batch_size=4,
-        workers=1,
-        progress=False,
+    run_indexing(
+        engine, load_checkpoint(settings.checkpoint), settings.index_dir, CFG, progress=False
     )
     engine.dispose()
 
@@ -400,34 +430,35 @@ def test_a_new_build_serves_after_a_background_load(client, settings) -> None:
     a version the model cannot use (another checkpoint) is refused once it is read."""
     import time
 
+    from index.live import LiveIndex
     from index.writer import promote
-    from service.app import ServiceState
 
     client.post("/videos", json={"path": "synth000001.mp4"})
     _index(client)
-    own = ServiceState(settings)  # no lifespan, so no watcher: each step is ours
-    first = own.build()
+    model = client.app.state.hanet.searcher.model
+    own = LiveIndex(settings.index_dir, model.checkpoint_sha256)  # no watcher: each step is ours
+    first = own.current()
     assert set(first.rows) == {1}
     client.post("/videos", json={"path": "synth000002.mp4"})
     _index(client)  # a new version is published
-    assert own.build() is first  # answered at once from memory; the new one loads meanwhile
+    assert own.current() is first  # answered at once from memory; the new one loads meanwhile
     deadline = time.monotonic() + 30
-    while own.build() is first and time.monotonic() < deadline:
+    while own.current() is first and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert set(own.build().rows) == {1, 2}
-    own.engine.dispose()
+    assert set(own.current().rows) == {1, 2}
 
     # the app's own state: a watcher loads new versions without a request asking first, and
-    # a video's page loads a version it is not yet in on the spot
+    # a video's page shows its concepts at once (from its row, whatever build is in memory)
     state = client.app.state.hanet
     client.post("/videos", json={"path": "synth000003.mp4"})
     _index(client)
     assert client.get("/videos/3").json()["concepts"] is not None
     fourth = client.post("/videos", json={"path": "synth000005.mp4"}).json()["id"]
     _index(client)
-    while fourth not in state._build.rows and time.monotonic() < deadline:
+    live = state.searcher.index
+    while fourth not in live._build.rows and time.monotonic() < deadline:
         time.sleep(0.05)  # nothing here asks for the build: the watcher loads it
-    assert fourth in state._build.rows
+    assert fourth in live._build.rows
     hits = client.post("/search", json={"query": "a red star", "top_k": 5}).json()["hits"]
     assert {h["video_id"] for h in hits} == {1, 2, 3, fourth}
 
@@ -440,7 +471,7 @@ def test_a_new_build_serves_after_a_background_load(client, settings) -> None:
     engine = make_engine(state.settings.resolved_database_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE videos SET status = 'pending'")
-    run_queue(engine, other, staging, batch_size=4, workers=1, progress=False)
+    run_indexing(engine, other, staging, CFG, progress=False)
     engine.dispose()
     promote(staging, state.settings.index_dir)
     while client.post("/search", json={"query": "a red star"}).status_code == 200:

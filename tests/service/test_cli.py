@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import open_clip
 import torch
@@ -13,6 +19,7 @@ from model.config import GLOBAL_ONLY_FUSION
 from service.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_db_upgrade_creates_the_schema_in_the_data_dir(tmp_path, monkeypatch) -> None:
@@ -79,3 +86,57 @@ def test_demo_indexes_the_corpus_once_and_searches(tmp_path, monkeypatch) -> Non
     assert again.exit_code == 0, again.output
     assert "indexed 0 new videos" in again.output and "4 searchable" in again.output
     assert len(list((tmp_path / "data" / "demo-corpus" / "videos").iterdir())) == 4
+
+
+def test_an_unknown_setting_is_warned_about_once(tmp_path, monkeypatch, caplog) -> None:
+    """A typo such as HANET_TRHEADS, which pydantic-settings would skip silently."""
+    monkeypatch.setenv("HANET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HANET_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HANET_TRHEADS", "1")
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "service.runtime" and r.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1 and "HANET_TRHEADS" in warnings[0], warnings
+    assert "HANET_THREADS" in warnings[0]  # the known names, to spot the typo
+
+
+def test_the_entry_point_logs_the_warning_and_needs_no_torch_for_db_upgrade(tmp_path) -> None:
+    """As a process: logging is configured before the settings are read, so their warning is
+    formatted like every log line; the command line imports torch only for commands using it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANET_")}
+    env.update(HANET_DATA_DIR=str(tmp_path / "data"), HANET_TRHEADS="1")
+    code = (
+        "import sys; from service.cli import app; "
+        "app(['db', 'upgrade'], standalone_mode=False); print('torch' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert re.search(
+        r"WARNING service\.runtime: ignoring unknown settings HANET_TRHEADS", run.stderr
+    )
+    assert run.stdout.splitlines() == [
+        f"database at revision head: sqlite:///{(tmp_path / 'data').resolve()}/hanet.sqlite3",
+        "False",
+    ]
+
+
+def test_an_old_schema_is_refused_without_auto_migrate(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HANET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HANET_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HANET_AUTO_MIGRATE", "false")
+    result = runner.invoke(app, ["index", "status"])
+    assert result.exit_code == 1
+    assert "run `hanet db upgrade`" in result.output
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = runner.invoke(app, ["index", "status"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "videos: pending 0, processing 0, indexed 0, failed 0",
+        "build: none yet",
+    ]

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
+from typing import get_type_hints
 
 import torch
+import typer
 from typer.testing import CliRunner
 
-from model import load_checkpoint
+from model import get_config, load_checkpoint
+from model.config import HANetCfg
+from model.train import TrainCfg
 from service.cli import app
+from service.cli.config_options import train_settings
 
 runner = CliRunner()
 
@@ -98,3 +104,91 @@ def test_train_with_unknown_split_or_data_says_why(tmp_path) -> None:
             ],
         )
         assert result.exit_code != 0 and value in result.output, result.output
+
+
+REQUIRED = ("--data", "d", "--out", "m.pt", "--work-dir", "w")
+
+
+def _train_command():
+    return typer.main.get_command(app).commands["train"]
+
+
+def _train_options() -> dict:
+    command = _train_command()
+    params = command.get_params(typer.Context(command))
+    return {p.name: p for p in params if p.param_type_name == "option"}
+
+
+def _accepts(*args: str) -> bool:
+    """Whether ``hanet train`` takes these options (beside the required ones)."""
+    try:
+        _train_command().make_context("train", [*REQUIRED, *args])
+    except typer.BadParameter:
+        return False
+    return True
+
+
+def test_train_options_are_the_training_config_fields() -> None:
+    """Every TrainCfg field is an option with the field's default, help and smallest value
+    (time_budget_s in minutes); the option names scripts use stay."""
+    options = _train_options()
+    flags = {o.opts[0] for o in options.values()}
+    assert flags == set(
+        "--data --out --work-dir --arch --clip-weights --video-dir --resume --motion-levels "
+        "--keypoints --motion-stream --epochs --batch-size --lr --patience --objective "
+        "--frozen-backbone --time-budget-min --seed --save-half --warmup-epochs --lr-schedule "
+        "--hard-negatives --help".split()
+    )
+    types = get_type_hints(TrainCfg)
+    for f in fields(TrainCfg):
+        option = options["time_budget_min" if f.name == "time_budget_s" else f.name]
+        assert option.help == f.metadata["help"]
+        assert option.default == f.default
+        if types[f.name] in (int, float, float | None):
+            smallest = f.metadata.get("min")
+            if smallest is None:
+                assert _accepts(option.opts[0], "-1")
+            else:
+                assert _accepts(option.opts[0], str(smallest))
+                assert not _accepts(option.opts[0], str(smallest - 1))
+    minimums = {f.name: f.metadata.get("min") for f in fields(TrainCfg)}
+    assert minimums["epochs"] == 1 and minimums["batch_size"] == 2 and minimums["lr"] == 0.0
+    assert minimums["patience"] == 1 and minimums["warmup_epochs"] == 0
+    for name in ("motion_levels", "keypoints", "motion_stream"):
+        assert name in {f.name for f in fields(HANetCfg)} and options[name].default is None
+    for flag in ("--keypoints", "--motion-stream"):
+        assert _accepts(flag, "0") and not _accepts(flag, "-1")
+
+
+def test_train_options_make_the_configs() -> None:
+    defaults = _train_command().make_context("train", list(REQUIRED)).params
+    assert train_settings("tiny", defaults) == (TrainCfg(), get_config("tiny"))
+    given = (
+        _train_command()
+        .make_context(
+            "train",
+            [
+                *REQUIRED,
+                *("--time-budget-min", "2", "--warmup-epochs", "3", "--lr-schedule", "cosine"),
+                *("--save-half", "--hard-negatives", "--epochs", "7", "--keypoints", "2"),
+            ],
+        )
+        .params
+    )
+    cfg_train, cfg = train_settings("tiny", given)
+    assert cfg_train == TrainCfg(
+        time_budget_s=120.0,
+        warmup_epochs=3,
+        lr_schedule="cosine",
+        save_half=True,
+        hard_negatives=True,
+        epochs=7,
+    )
+    assert cfg == HANetCfg.from_dict({**get_config("tiny").to_dict(), "keypoints": 2})
+
+
+def test_train_refuses_values_below_the_field_minimum(tmp_path) -> None:
+    args = ["--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--work-dir", str(tmp_path)]
+    for option in ("--epochs", "--patience"):
+        result = runner.invoke(app, ["train", *args, option, "0"])
+        assert result.exit_code == 2 and option in result.output, result.output

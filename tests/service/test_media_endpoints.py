@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from corpus.synth import generate_corpus
-from indexer.pipeline import run_queue
+from indexer.job import IndexingCfg, run_indexing
 from model import create_model
 from service.app import create_app
 from service.settings import HanetSettings
@@ -28,9 +28,8 @@ def client(tmp_path_factory):
             for name in ("synth000000.mp4", "notes.mp4")
         }
         state = c.app.state.hanet
-        run_queue(
-            state.engine, state.model, settings.index_dir, batch_size=4, workers=1, progress=False
-        )
+        cfg = IndexingCfg(batch_size=4, decode_workers=1)
+        run_indexing(state.engine, state.searcher.model, settings.index_dir, cfg, progress=False)
         c.ids = ids
         c.video_path = root / "videos" / "synth000000.mp4"
         yield c

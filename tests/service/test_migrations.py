@@ -48,3 +48,38 @@ def test_migrations_on_sqlite(tmp_path) -> None:
 @pytest.mark.postgres
 def test_migrations_on_postgres(postgres_url: str) -> None:
     _check_schema(postgres_url)
+
+
+def test_the_app_refuses_an_old_schema_unless_it_may_migrate(tmp_path) -> None:
+    """With auto_migrate off (compose runs `hanet db upgrade` once), the API never migrates:
+    it refuses to start on a database behind the code, and says what to run."""
+    from fastapi.testclient import TestClient
+
+    from model import create_model
+    from service.app import create_app
+    from service.runtime import SchemaError
+    from service.settings import HanetSettings
+
+    checkpoint = tmp_path / "m.pt"
+    create_model("tiny").save(str(checkpoint))
+    settings = HanetSettings(data_dir=tmp_path / "data", checkpoint=checkpoint, auto_migrate=False)
+    url = settings.resolved_database_url
+    engine = make_engine(url)
+    try:
+        for revision in (None, "0002"):  # never migrated; one migration behind
+            if revision is not None:
+                migrations.upgrade(url, revision)
+            with (
+                pytest.raises(SchemaError, match="hanet db upgrade"),
+                TestClient(create_app(settings)),
+            ):
+                pass
+            assert migrations.current_revision(engine) == revision  # left as it was
+        with TestClient(create_app(settings.model_copy(update={"auto_migrate": True}))) as c:
+            assert c.get("/ready").json()["checks"]["database"] == "ok"
+        assert migrations.current_revision(engine) == migrations.head_revision()
+        with TestClient(create_app(settings)) as c:  # current now: it starts without migrating
+            assert c.post("/videos", json={"path": "x.mp4"}).status_code == 400  # no media root
+            assert c.get("/videos").json()["total"] == 0
+    finally:
+        engine.dispose()

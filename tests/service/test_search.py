@@ -63,5 +63,10 @@ def test_candidates_fuse_the_levels_and_keep_each_levels_best() -> None:
             fused[hit.video_id] = fused.get(hit.video_id, 0.0) + 1 / (60 + rank)
     expected = sorted(sorted(fused, key=lambda v: (-fused[v], v))[:12])
     assert candidates(build, text, 12) == expected and len(set(fused)) > 12
-    del build.rows[20]  # deleted since the build was read
-    assert 20 not in candidates(build, text, 100)
+    # a video with vectors but no rerank rows in the build is no candidate
+    rowless = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in vectors if v != 20})
+    assert candidates(rowless, text, 100) == [v for v in vectors if v != 20]
+    # nor is a tombstoned one, though its vectors are still in the index
+    store.delete([33])
+    tombstoned = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in vectors if v != 33})
+    assert 33 not in candidates(tombstoned, text, 100) and 20 in candidates(tombstoned, text, 3)

@@ -1,4 +1,5 @@
-"""The indexer end to end: queue -> decode -> video branch -> FAISS + rerank store -> rows."""
+"""The indexing job end to end: queue -> reader -> embedder -> writer (FAISS + rerank store,
+then the rows), one worker or several, stopped, killed and run again."""
 
 from __future__ import annotations
 
@@ -9,49 +10,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 import migrations
-from corpus.synth import generate_corpus
 from db import queue
 from db.connect import make_engine
+from db.schema import Video
 from index.reader import BuildError, load_current
 from indexer.decode import decode_video
-from indexer.pipeline import Summary, run_queue
-from indexer.writer import remove_videos
+from indexer.job import IndexingCfg, run_indexing
 from model import create_model
 from model.preprocess import normalize_frames
 from model.scores import UNIT_FIELDS
-from service.cli import app
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("idx")
-    generate_corpus(root, 12, seed=4, workers=1, progress=False)
-    (root / "videos" / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 100)
-    return root / "videos"
+def _cfg(**kw) -> IndexingCfg:
+    return IndexingCfg(**{"decode_workers": 1, **kw})
 
 
-@pytest.fixture
-def model(tmp_path):
-    m = create_model("tiny")
-    m.save(str(tmp_path / "m.pt"))
-    return m
-
-
-def _setup(tmp_path: Path, corpus: Path, url: str | None = None):
-    url = url or f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    migrations.upgrade(url)
-    engine = make_engine(url)
-    for i, path in enumerate(sorted(corpus.iterdir())):
-        queue.enqueue(engine, media_path=str(path), sha256=f"{i:064d}")
-    return engine
-
-
-def test_index_everything_with_reasons_for_failures(tmp_path, corpus, model) -> None:
-    engine = _setup(tmp_path, corpus)
-    summary = run_queue(engine, model, tmp_path / "index", batch_size=5, workers=2, progress=False)
+def test_index_everything_with_reasons_for_failures(tmp_path, corpus, fill, model) -> None:
+    engine = fill()
+    cfg = _cfg(batch_size=5, decode_workers=2)
+    summary = run_indexing(engine, model, tmp_path / "index", cfg, progress=False)
     assert summary.indexed == 12 and len(summary.failed) == 1
     assert "not a readable media file" in next(iter(summary.failed.values()))
     assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 12, "failed": 1}
@@ -60,7 +41,7 @@ def test_index_everything_with_reasons_for_failures(tmp_path, corpus, model) -> 
     assert build.manifest["counts"]["action"] == 12 * model.cfg.num_action_segments
     # the stored embeddings are what the model gives for the decoded video
     paths = sorted(corpus.iterdir())  # enqueued in this order: ids 1, 2, ...
-    video_id = sorted(build.rows)[0]
+    video_id = build.video_ids()[0]
     path = paths[video_id - 1]
     decoded = decode_video(path, model.cfg.max_frames, model.preprocess.image_size)
     with torch.inference_mode():
@@ -80,32 +61,55 @@ def test_index_everything_with_reasons_for_failures(tmp_path, corpus, model) -> 
     assert np.allclose(build.frame_times(video_id)[: len(decoded.frames)], decoded.timestamps_s)
 
 
-def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, corpus, model) -> None:
+def test_the_rows_keep_the_concepts_of_the_stored_embeddings(tmp_path, fill, vocab_model) -> None:
+    """What the API computed from the index at read time is now on each row: the top three
+    actions and entities of the embeddings (float32 at indexing; the index keeps the
+    probabilities rounded to float16, hence the tolerance)."""
+    engine = fill()
+    run_indexing(engine, vocab_model, tmp_path / "index", _cfg(batch_size=5), progress=False)
+    build = load_current(tmp_path / "index")
+    with Session(engine) as session:
+        rows = {v.id: v for v in session.query(Video).filter(Video.status == "indexed")}
+    assert sorted(rows) == build.video_ids() and len(rows) == 12
+    stored = build.embeddings(build.video_ids())
+    vocab = vocab_model.vocab
+    for i, video_id in enumerate(build.video_ids()):
+        row = rows[video_id]
+        assert row.duration_s == 2.0 and row.checkpoint_sha256 == vocab_model.checkpoint_sha256
+        assert set(row.concepts) == {"actions", "entities"}
+        kinds = {
+            "actions": (stored.verb_probs, vocab.verbs),
+            "entities": (stored.noun_probs, vocab.nouns),
+        }
+        for kind, (probs, names) in kinds.items():
+            found, p = row.concepts[kind], probs[i]
+            ranked = [c["probability"] for c in found]
+            assert len(found) == 3 and ranked == sorted(ranked, reverse=True)
+            fourth = float(p.topk(4).values[3])
+            for c in found:
+                assert c["probability"] == pytest.approx(float(p[names.index(c["name"])]), abs=1e-3)
+                assert c["probability"] >= fourth - 1e-3
+
+
+def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, fill, model) -> None:
     """IVF needs training data: levels are searched exactly until they have enough vectors,
     then trained; either way every indexed video can be found."""
     from service.search import search
 
-    engine = _setup(tmp_path, corpus)
-    run_queue(
-        engine,
-        model,
-        tmp_path / "index",
-        factory="IVF1,Flat",
-        batch_size=5,
-        workers=1,
-        progress=False,
-    )
+    engine = fill()
+    cfg = _cfg(factory="IVF1,Flat", batch_size=5)
+    run_indexing(engine, model, tmp_path / "index", cfg, progress=False)
     build = load_current(tmp_path / "index")
     assert build.vectors.staged == {"event"}  # 12 event vectors < 100; 120 and 240 trained
     hits = search(model, build, "a red circle moves left", top_k=20, rerank=20)
-    assert sorted(h.video_id for h in hits) == sorted(build.rows)
+    assert sorted(h.video_id for h in hits) == build.video_ids()
 
 
-def test_warming_touches_every_rerank_row(tmp_path, corpus, model) -> None:
+def test_warming_touches_every_rerank_row(tmp_path, fill, model) -> None:
     from index.reader import warm
 
-    engine = _setup(tmp_path, corpus)
-    run_queue(engine, model, tmp_path / "index", batch_size=6, workers=1, progress=False)
+    engine = fill()
+    run_indexing(engine, model, tmp_path / "index", _cfg(batch_size=6), progress=False)
     build = load_current(tmp_path / "index")
     assert len(build.manifest["parts"]) == 3  # 13 videos in batches of 6
     arrays = [a for part in build.parts for a in part.values()]
@@ -113,17 +117,72 @@ def test_warming_touches_every_rerank_row(tmp_path, corpus, model) -> None:
     assert warm(build) == sum(a.nbytes for a in arrays) > 0
 
 
-def test_publishing_is_throttled_while_work_is_queued(tmp_path, corpus, model) -> None:
+def test_publishing_is_throttled_while_work_is_queued(tmp_path, fill, model) -> None:
     """With a long publish interval the batches are published together when the queue runs
     dry: one version, one rerank part, every video indexed."""
-    engine = _setup(tmp_path, corpus)
-    summary = run_queue(
-        engine, model, tmp_path / "index", batch_size=2, workers=1, progress=False, publish_s=3600
-    )
+    engine = fill()
+    cfg = _cfg(batch_size=2, publish_interval_s=3600)
+    summary = run_indexing(engine, model, tmp_path / "index", cfg, progress=False)
     assert summary.indexed == 12
     build = load_current(tmp_path / "index")
     assert build.manifest["version"] == 1 and len(build.manifest["parts"]) == 1
-    assert len(build.rows) == 12 and queue.counts(engine)["indexed"] == 12
+    assert len(build) == 12 and queue.counts(engine)["indexed"] == 12
+
+
+class _StopAfter(threading.Event):
+    """A stop signal that sets itself when the job has looked at it ``checks`` times (the job
+    looks once per batch): SIGTERM at a known point."""
+
+    def __init__(self, checks: int) -> None:
+        super().__init__()
+        self.checks = checks
+
+    def is_set(self) -> bool:
+        self.checks -= 1
+        if self.checks < 0:
+            self.set()
+        return super().is_set()
+
+
+def test_a_stopped_worker_publishes_what_it_embedded_and_hands_back_the_rest(
+    tmp_path, fill, model
+) -> None:
+    """Stopped after two batches of 2 (ids 1-4, 1 being broken.mp4), while it decoded the
+    third: the three embedded videos are published (though the interval had not passed), the
+    claimed third batch goes back to pending, nothing stays processing."""
+    engine = fill()
+    cfg = _cfg(batch_size=2, publish_interval_s=3600)
+    stop = _StopAfter(checks=2)
+    summary = run_indexing(
+        engine, model, tmp_path / "index", cfg, watch=True, stop=stop, progress=False
+    )
+    assert summary.indexed == 3 and list(summary.failed) == [1]
+    assert queue.counts(engine) == {"pending": 9, "processing": 0, "indexed": 3, "failed": 1}
+    build = load_current(tmp_path / "index")
+    assert build.video_ids() == [2, 3, 4] and build.manifest["version"] == 1
+    again = run_indexing(engine, model, tmp_path / "index", cfg, progress=False)
+    assert again.indexed == 9 and not again.failed  # the rest, handed back, is indexed now
+    assert len(load_current(tmp_path / "index")) == 12
+
+
+def test_a_worker_stopped_before_it_starts_claims_nothing_for_long(tmp_path, fill, model) -> None:
+    engine = fill()
+    stop = threading.Event()
+    stop.set()
+    summary = run_indexing(engine, model, tmp_path / "index", _cfg(), stop=stop, progress=False)
+    assert summary.indexed == 0 and not summary.failed
+    assert queue.counts(engine) == {"pending": 13, "processing": 0, "indexed": 0, "failed": 0}
+
+
+def test_jobs_of_a_dead_worker_on_this_host_are_taken_back_at_start(tmp_path, fill, model) -> None:
+    import socket
+
+    engine = fill()
+    dead = f"{socket.gethostname()}:{2**22 + 7}:gone"  # above Linux's pid_max: not running
+    assert len(queue.claim(engine, worker=dead, limit=4, lease_s=3600)) == 4
+    summary = run_indexing(engine, model, tmp_path / "index", _cfg(), progress=False)
+    assert summary.indexed == 12 and len(summary.failed) == 1
+    assert queue.counts(engine)["processing"] == 0
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -136,22 +195,17 @@ def db_url(request, tmp_path):
         migrations.downgrade(url, "base")
 
 
-def test_two_workers_on_one_index_lose_nothing(tmp_path, corpus, model, db_url) -> None:
+def test_two_workers_on_one_index_lose_nothing(tmp_path, fill, model, db_url) -> None:
     """Two indexer workers share the queue (SKIP LOCKED on PostgreSQL) and the index
     directory: each publishes on top of the other's latest version (under the write lock), so
     every video ends in the build, once."""
-    engine = _setup(tmp_path, corpus, db_url)
+    engine = fill(db_url)
     errors = []
 
     def work() -> None:
         try:
-            run_queue(
-                make_engine(db_url),
-                model,
-                tmp_path / "index",
-                batch_size=2,
-                workers=1,
-                progress=False,
+            run_indexing(
+                make_engine(db_url), model, tmp_path / "index", _cfg(batch_size=2), progress=False
             )
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -164,82 +218,37 @@ def test_two_workers_on_one_index_lose_nothing(tmp_path, corpus, model, db_url) 
     assert not errors
     assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 12, "failed": 1}
     build = load_current(tmp_path / "index")
-    assert len(build.rows) == 12 and build.manifest["counts"]["event"] == 12
+    assert len(build) == 12 and build.manifest["counts"]["event"] == 12
     assert build.manifest["version"] >= 6  # several publishes, interleaved
 
 
-def test_a_writer_with_a_stale_build_keeps_the_tombstones(tmp_path, corpus, model) -> None:
-    from indexer.pipeline import _Held, _publish
-
-    engine = _setup(tmp_path, corpus)
-    index = tmp_path / "index"
-    run_queue(engine, model, index, batch_size=6, workers=1, progress=False)
-    stale = load_current(index)  # a worker's copy, read before the delete below
-    gone = sorted(stale.rows)[0]
-    assert remove_videos(engine, index, [gone]) == [gone]
-    again = sorted(stale.rows)[1]  # re-indexing a video publishes from the stale copy
-    held = _Held(
-        [again],
-        [stale.embeddings([again])],
-        [np.zeros((1, model.cfg.max_frames), np.float32)],
-        [2.0],
-    )
-    _publish(engine, stale, index, held, "w", Summary())
-    latest = load_current(index)
-    assert gone not in latest.rows and again in latest.rows
-    assert gone in latest.vectors.deleted
-
-
-def test_out_of_memory_halves_the_batch_and_keeps_every_video(corpus, model, caplog) -> None:
-    """The GPU path's retry, on the CPU: a batch larger than 2 videos raises CUDA's
-    out-of-memory error; the embedder splits it until it fits, in order, losing nothing."""
-    from indexer.pipeline import Embedder
-
-    paths = sorted(p for p in corpus.iterdir() if p.name != "broken.mp4")[:5]
-    decoded = [decode_video(p, model.cfg.max_frames, model.preprocess.image_size) for p in paths]
-    embed = Embedder(model)
-    real, sizes = embed._encode, []
-
-    def tight(videos):
-        sizes.append(len(videos))
-        if len(videos) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(videos)
-
-    embed._encode = tight
-    with caplog.at_level("WARNING"):
-        out = embed(decoded)
-    assert sizes == [5, 2, 3, 1, 2]  # 5 -> 2 + 3 -> 2 + (1 + 2)
-    assert "out of GPU memory at batch 5" in caplog.text
-    whole = real(decoded)
-    assert torch.allclose(out.global_, whole.global_, atol=1e-5)
-    assert torch.equal(out.action_spans, whole.action_spans)
-
-
-def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, corpus, model) -> None:
-    engine = _setup(tmp_path, corpus)
-    run_queue(engine, model, tmp_path / "index", batch_size=4, workers=1, progress=False)
+def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, fill, model) -> None:
+    engine = fill()
+    cfg = _cfg(batch_size=4)
+    run_indexing(engine, model, tmp_path / "index", cfg, progress=False)
     counts = load_current(tmp_path / "index").manifest["counts"]
     # as if the worker died after publishing but before marking its rows: index them again
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE videos SET status = 'pending' WHERE status = 'indexed'")
-    run_queue(engine, model, tmp_path / "index", batch_size=4, workers=1, progress=False)
+    run_indexing(engine, model, tmp_path / "index", cfg, progress=False)
     assert load_current(tmp_path / "index").manifest["counts"] == counts
     assert queue.counts(engine)["indexed"] == 12
 
 
-def test_a_build_of_another_checkpoint_is_refused(tmp_path, corpus, model) -> None:
-    engine = _setup(tmp_path, corpus)
-    run_queue(engine, model, tmp_path / "index", batch_size=8, workers=1, progress=False)
+def test_a_build_of_another_checkpoint_is_refused(tmp_path, fill, model) -> None:
+    engine = fill()
+    run_indexing(engine, model, tmp_path / "index", _cfg(batch_size=8), progress=False)
     other = create_model("tiny")
     other.save(str(tmp_path / "other.pt"))
     with pytest.raises(BuildError, match="hanet index rebuild"):
         load_current(tmp_path / "index", expect_checkpoint=other.checkpoint_sha256)
     with pytest.raises(BuildError, match="hanet index rebuild"):
-        run_queue(engine, other, tmp_path / "index", progress=False)
+        run_indexing(engine, other, tmp_path / "index", IndexingCfg(), progress=False)
 
 
 def test_cli_add_run_status_rebuild(tmp_path, corpus, model, monkeypatch) -> None:
+    from service.cli import app
+
     runner = CliRunner()
     monkeypatch.setenv("HANET_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HANET_CHECKPOINT", str(tmp_path / "m.pt"))
@@ -319,7 +328,7 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
         "action": 12 * n.num_action_segments,
         "entity": 12 * n.num_entity_segments,
     }
-    assert sorted(build.rows) == sorted(
+    assert build.video_ids() == sorted(
         i for i, p in enumerate(sorted(corpus.iterdir()), start=1) if p.name != "broken.mp4"
     )
 
@@ -350,74 +359,4 @@ def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> Non
     counts = queue.counts(engine)
     assert counts["processing"] == 0, counts
     assert counts["indexed"] + counts["failed"] < 13, counts  # it stopped before the end
-    assert counts["indexed"] == len(load_current(tmp_path / "data" / "index").rows)
-
-
-def test_delete_is_immediate_and_compaction_drops_the_rows(
-    tmp_path, corpus, model, monkeypatch
-) -> None:
-    from index import writer as build_module
-    from index.writer import compact, delete_videos
-
-    engine = _setup(tmp_path, corpus)
-    run_queue(engine, model, tmp_path / "index", batch_size=5, workers=1, progress=False)
-    before = load_current(tmp_path / "index")
-    victim = sorted(before.rows)[3]
-    query = before.embeddings([victim]).global_.numpy()
-    assert before.vectors.search("event", query, 1)[0][0].video_id == victim
-    delete_videos(tmp_path / "index", [victim])
-    after = load_current(tmp_path / "index")
-    assert victim not in after.rows
-    for level in ("event", "action", "entity"):
-        assert victim not in {h.video_id for h in after.vectors.search(level, query, 50)[0]}
-    assert after.manifest["counts"]["event"] == 12  # still in the files
-    monkeypatch.setattr(build_module, "GRAM_CHUNK", 4)  # the 11 rows' Gram matrices in 3 goes
-    compacted = compact(tmp_path / "index")
-    assert compacted.manifest["counts"]["event"] == 11 and len(compacted.manifest["parts"]) == 1
-    again = load_current(tmp_path / "index")
-    assert sorted(again.rows) == sorted(set(before.rows) - {victim})
-    keep = sorted(again.rows)[0]
-    assert torch.equal(again.embeddings([keep]).global_, before.embeddings([keep]).global_)
-    live = sorted(again.rows)
-    rewritten, original = again.grams(live), before.grams(live)
-    assert rewritten is not None and original is not None
-    assert all(torch.equal(rewritten[k], original[k]) for k in original)
-
-
-def test_search_with_enough_candidates_equals_full_scoring(tmp_path, corpus, model) -> None:
-    from service.search import search
-
-    engine = _setup(tmp_path, corpus)
-    run_queue(engine, model, tmp_path / "index", batch_size=6, workers=1, progress=False)
-    build = load_current(tmp_path / "index")
-    query = "a small red star moves left, then a blue circle grows"
-    hits = search(model, build, query, top_k=12, rerank=12)
-    everything = sorted(build.rows)
-    with torch.inference_mode():
-        full = model.similarity(model.encode_text([query]), build.embeddings(everything))["fused"][
-            0
-        ]
-    expected = [everything[i] for i in full.argsort(descending=True).tolist()]
-    assert [h.video_id for h in hits] == expected
-    assert hits[0].score == pytest.approx(float(full.max()), abs=1e-6)
-    assert all(0 <= h.start_s < h.end_s <= 2.0 for h in hits)
-    # a build written before the Gram matrices were stored scores the same from its rows
-    for gram_file in build.root.glob("parts/*/gram_*.npy"):
-        gram_file.unlink()
-    older = load_current(tmp_path / "index")
-    assert older.grams(everything) is None
-    again = search(model, older, query, top_k=12, rerank=12)
-    assert [h.video_id for h in again] == expected
-    assert [h.score for h in again] == pytest.approx([h.score for h in hits], abs=1e-5)
-    assert [(h.start_s, h.end_s) for h in again] == [(h.start_s, h.end_s) for h in hits]
-
-
-def test_a_moment_covers_the_stretch_its_frames_stand_for() -> None:
-    from service.search import moment_seconds
-
-    times = (np.arange(8) + 0.5) * 0.25  # 8 frames sampled at the middle of 2 s / 8 bins
-    assert moment_seconds(times, 0, 0) == (0.0, 0.25)
-    assert moment_seconds(times, 2, 6) == (0.5, 1.75)
-    assert moment_seconds(times, 7, 7) == (1.75, 2.0)
-    assert moment_seconds(np.array([0.0, 0.5, 2.0]), 1, 1) == (0.25, 1.25)  # uneven samples
-    assert moment_seconds(np.array([0.4]), 0, 0) == (0.4, 0.4)  # a one-frame video
+    assert counts["indexed"] == len(load_current(tmp_path / "data" / "index"))

@@ -1,0 +1,147 @@
+"""The indexing job: claim -> read -> embed -> write, until the queue is empty (or, watching,
+until stopped).
+
+    claims = queue.claim(...)       db.queue: pending jobs and their media paths, leased
+    batch = reader.read(claims)     indexer.reader: PyAV decoding in worker processes
+    embedded = embedder(decoded)    indexer.embedder: the HANet video branch
+    writer.hold(embedded)           indexer.writer: the index, then the rows `indexed`
+
+Decoding of the next batch overlaps the model's work on this one. Leases are renewed while the
+worker holds the jobs; a stopped worker publishes what it embedded and hands back what it
+claimed ahead."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+from tqdm import tqdm
+
+from db import queue
+from db.queue import Claim
+from index.writer import IndexWriter
+from indexer.embedder import Embedder
+from indexer.reader import Decoded, ReadBatch, Reader, Undecodable
+from indexer.writer import BatchWriter
+from model import HANet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexingCfg:
+    """How an indexer worker works (from the deployment settings, ``HanetSettings.indexing``)."""
+
+    factory: str = "Flat"  # FAISS factory string per level, for a new build
+    batch_size: int = 16  # videos per model batch
+    decode_workers: int = 2  # decoding processes
+    publish_interval_s: float = 0.0  # while more is queued, publish at most this often
+    lease_s: float = 300.0  # a claimed job's lease, renewed while the worker holds it
+    poll_s: float = 2.0  # how often a watching worker looks for new jobs
+
+
+@dataclass
+class Summary:
+    indexed: int = 0
+    failed: dict[int, str] = field(default_factory=dict)  # video id -> reason
+    seconds: float = 0.0
+
+
+def run_indexing(
+    engine: Engine,
+    model: HANet,
+    index_dir: Path,
+    cfg: IndexingCfg,
+    *,
+    watch: bool = False,
+    stop: threading.Event | None = None,
+    progress: bool = True,
+) -> Summary:
+    """Index queued videos until the queue is empty (or, with ``watch``, until ``stop``).
+    Raises ``BuildError`` when the published build belongs to another checkpoint."""
+    start, worker = time.monotonic(), queue.worker_name()
+    released = queue.release_dead_workers(engine)
+    if released:
+        log.info("took back %d jobs of dead workers on this host", released)
+    checkpoint = model.checkpoint_sha256 or "unsaved"
+    index = IndexWriter.open(index_dir, model.cfg, checkpoint, cfg.factory)
+    jobs = _Jobs(engine, worker, cfg)
+    stages = _Stages(
+        Reader(model.cfg.max_frames, model.preprocess.image_size, cfg.decode_workers),
+        Embedder(model),
+        BatchWriter(engine, index, worker=worker, publish_interval_s=cfg.publish_interval_s),
+    )
+    bar = tqdm(total=jobs.pending(), unit="video", desc="index", disable=not progress)
+    with stages.reader, contextlib.closing(bar):
+        summary = _work(jobs, stages, bar, watch=watch, stop=stop or threading.Event())
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+@dataclass(frozen=True)
+class _Jobs:
+    """This worker's side of the queue."""
+
+    engine: Engine
+    worker: str
+    cfg: IndexingCfg
+
+    def claim(self) -> list[Claim]:
+        limit, lease_s = self.cfg.batch_size, self.cfg.lease_s
+        return queue.claim(self.engine, worker=self.worker, limit=limit, lease_s=lease_s)
+
+    def renew(self, video_ids: list[int]) -> None:
+        queue.renew(self.engine, worker=self.worker, ids=video_ids, lease_s=self.cfg.lease_s)
+
+    def release(self, video_ids: list[int]) -> None:
+        queue.release(self.engine, worker=self.worker, ids=video_ids)
+
+    def pending(self) -> int:
+        return queue.counts(self.engine)["pending"]
+
+
+@dataclass(frozen=True)
+class _Stages:
+    reader: Reader
+    embedder: Embedder
+    writer: BatchWriter
+
+
+def _work(
+    jobs: _Jobs, stages: _Stages, bar: tqdm, *, watch: bool, stop: threading.Event
+) -> Summary:
+    """The job's loop: one batch indexed while the next one decodes."""
+    summary = Summary()
+    batch = stages.reader.read(jobs.claim())
+    while (batch or watch) and not stop.is_set():
+        if not batch:  # watching an empty queue
+            stop.wait(jobs.cfg.poll_s)
+            batch = stages.reader.read(jobs.claim())
+            bar.total = bar.n + jobs.pending() + len(batch)
+            continue
+        following = stages.reader.read(jobs.claim())  # decodes while this batch is embedded
+        _index(batch, stages, summary, more_queued=bool(following))
+        jobs.renew(following.video_ids + stages.writer.held_ids)
+        bar.update(len(batch))
+        bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
+        batch = following
+    summary.indexed += len(stages.writer.publish())  # stopped: what is embedded is published
+    if batch:  # stopped with a batch claimed and decoding: hand it back
+        jobs.release(batch.video_ids)
+    return summary
+
+
+def _index(batch: ReadBatch, stages: _Stages, summary: Summary, *, more_queued: bool) -> None:
+    """One batch: the undecodable recorded, the rest embedded and held, published when due."""
+    reads = list(batch)
+    failures = [r for r in reads if isinstance(r, Undecodable)]
+    summary.failed.update(stages.writer.record_failures(failures))
+    decoded = [r for r in reads if isinstance(r, Decoded)]
+    if decoded:
+        stages.writer.hold(stages.embedder(decoded))
+    summary.indexed += len(stages.writer.publish_if_due(more_queued=more_queued))

@@ -1,0 +1,231 @@
+"""Operations: the database schema, the indexer, the HTTP API and the demo. Each command gets its
+settings, database and model from the composition root (``service.cli.common``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service import runtime
+from service.cli.common import (
+    database,
+    indexing_model,
+    settings_of,
+    settings_with_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+index_app = typer.Typer(help="The offline indexer.", no_args_is_help=True)
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+}
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Create or migrate the database schema (SQLite in the data dir, or HANET_DATABASE_URL)."""
+    settings = settings_of(ctx)
+    url = settings.resolved_database_url
+    if revision == "head":
+        runtime.open_database(settings, migrate=True).dispose()
+    else:  # a step on the way (the composition root migrates to the newest only)
+        import migrations
+        from db.connect import make_engine
+
+        make_engine(url).dispose()  # creates the SQLite folder when needed
+        migrations.upgrade(url, revision)
+    typer.echo(f"database at revision {revision}: {url}")
+
+
+def video_files(paths: list[Path]) -> list[Path]:
+    """The video files among ``paths``, folders searched recursively (by file suffix)."""
+    files = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise typer.BadParameter(f"no such file or folder: {path}")
+    return files
+
+
+@index_app.command("add")
+def index_add(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Video files or folders (recursively).")],
+    title: Annotated[str | None, typer.Option(help="Title (single file only).")] = None,
+) -> None:
+    """Queue videos for indexing; the same content twice is queued once."""
+    from db import queue
+    from model import file_sha256
+
+    files = video_files(paths)
+    added = 0
+    with database(settings_of(ctx)) as engine:
+        for f in files:
+            _, created = queue.enqueue(
+                engine,
+                media_path=str(f.resolve()),
+                sha256=file_sha256(f),
+                title=title if len(files) == 1 else None,
+            )
+            added += created
+    typer.echo(f"queued {added} new videos ({len(files) - added} already known)")
+
+
+@index_app.command("run")
+def index_run(
+    ctx: typer.Context,
+    watch: Annotated[bool, typer.Option(help="Keep waiting for new videos.")] = False,
+) -> None:
+    """Index queued videos (decode -> HANet video branch -> FAISS + rerank store)."""
+    from index.reader import BuildError
+    from indexer.job import run_indexing
+
+    settings = settings_of(ctx)
+    stop = threading.Event()  # SIGTERM (docker stop): finish the batch in hand, then exit
+    with database(settings) as engine:
+        model = indexing_model(settings)
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            summary = run_indexing(
+                engine, model, settings.index_dir, settings.indexing, watch=watch, stop=stop
+            )
+        except BuildError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    typer.echo(
+        f"indexed {summary.indexed}, failed {len(summary.failed)} in {summary.seconds:.1f} s"
+    )
+    for video_id, reason in summary.failed.items():
+        typer.echo(f"  failed video {video_id}: {reason}")
+
+
+@index_app.command("rebuild")
+def index_rebuild(ctx: typer.Context) -> None:
+    """Re-encode every video with the configured checkpoint into a new build (published only
+    once complete)."""
+    from sqlalchemy import update
+
+    from db.schema import Video
+    from index.writer import promote
+    from indexer.job import run_indexing
+
+    settings = settings_of(ctx)
+    staging = settings.data_dir / "index-rebuild"
+    with database(settings) as engine:
+        model = indexing_model(settings)
+        with engine.begin() as conn:
+            conn.execute(update(Video).where(Video.status == "indexed").values(status="pending"))
+        summary = run_indexing(engine, model, staging, settings.indexing)
+    if (staging / "CURRENT").exists():
+        promote(staging, settings.index_dir)
+    typer.echo(f"rebuilt: indexed {summary.indexed}, failed {len(summary.failed)}")
+
+
+@index_app.command("delete")
+def index_delete(
+    ctx: typer.Context,
+    video_ids: Annotated[list[int], typer.Argument(help="Video ids (hanet index status).")],
+) -> None:
+    """Remove videos: out of search at once, out of the index files at `hanet index compact`."""
+    from indexer.writer import remove_videos
+
+    settings = settings_of(ctx)
+    with database(settings) as engine:
+        gone = remove_videos(engine, settings.index_dir, video_ids)
+    typer.echo(f"deleted {len(gone)} of {len(video_ids)} videos")
+
+
+@index_app.command("compact")
+def index_compact(ctx: typer.Context) -> None:
+    """Rewrite the published build without the deleted videos' vectors and rows."""
+    from index.reader import BuildError
+    from index.writer import compact
+
+    try:
+        build = compact(settings_of(ctx).index_dir)
+    except BuildError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"compacted: {build.manifest['videos']} videos, vectors {build.manifest['counts']}")
+
+
+@index_app.command("status")
+def index_status(
+    ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Videos per status, vectors per level, the active build and its checkpoint."""
+    from db import queue
+    from index.reader import BuildError, load_current
+
+    settings = settings_of(ctx)
+    with database(settings) as engine:
+        status: dict = {"videos": queue.counts(engine), "build": None}
+    with contextlib.suppress(BuildError):  # none published yet
+        status["build"] = load_current(settings.index_dir).summary()
+    if json_out:
+        typer.echo(json.dumps(status, indent=1))
+        return
+    typer.echo("videos: " + ", ".join(f"{k} {v}" for k, v in status["videos"].items()))
+    b = status["build"]
+    typer.echo(
+        "build: none yet"
+        if b is None
+        else f"build: {b['build']} v{b['version']} ({b['factory']}), checkpoint "
+        f"{b['checkpoint_sha256'][:12]}, vectors {b['vectors']}"
+    )
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    api_only: Annotated[
+        bool,
+        typer.Option(help="No in-process indexer (run `hanet index run --watch` workers instead)."),
+    ] = False,
+) -> None:
+    """The HTTP API, plus by default an indexer worker in the same process."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = settings_with_checkpoint(ctx)
+    uvicorn.run(create_app(settings, with_indexer=not api_only), host=host, port=port)
+
+
+def demo(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    videos: Annotated[int, typer.Option(min=1, help="Size of the demo corpus.")] = 120,
+    serve: Annotated[bool, typer.Option(help="Serve the API when the corpus is indexed.")] = True,
+) -> None:
+    """Generate (or reuse) the demo corpus, index it with the configured checkpoint (the bundled
+    demo model by default), show a search, then serve the API with an indexer worker."""
+    from service.demo import run_demo
+
+    settings = settings_with_checkpoint(ctx)
+    run_demo(settings, videos=videos, host=host, port=port, serve=serve)

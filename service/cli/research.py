@@ -1,0 +1,177 @@
+"""Research: the procedural corpus, checkpoints, training and evaluation. These commands read
+files named on the command line, not the service's settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from service.cli.config_options import CONFIG_OPTIONS, train_settings
+
+if TYPE_CHECKING:
+    from model import ConceptVocab, HANet, HANetCfg
+
+log = logging.getLogger(__name__)
+
+
+def init(
+    out: Annotated[Path, typer.Option(help="Where to write the HANet checkpoint.")],
+    arch: Annotated[str, typer.Option(help="HANet architecture name.")] = "ViT-B-32",
+    clip_weights: Annotated[
+        Path | None, typer.Option(help="open_clip weights file (.pt, .bin or .safetensors).")
+    ] = None,
+) -> None:
+    """Make a HANet checkpoint, from published open_clip weights when given (zero-shot start:
+    scores like CLIP with mean-pooled frames until trained)."""
+    from model import CheckpointError, ConfigError, create_model
+
+    try:
+        model = create_model(arch, clip_weights=str(clip_weights) if clip_weights else None)
+    except (CheckpointError, ConfigError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    digest = model.save(str(out))
+    typer.echo(f"wrote {out} ({arch}, sha256 {digest[:16]})")
+
+
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder for the videos and manifest.json.")],
+    videos: Annotated[int, typer.Option(min=1, help="Number of videos.")] = 2000,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same corpus.")
+    ] = 0,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes (default: all CPUs).")
+    ] = None,
+) -> None:
+    """Generate the procedural text-video corpus (H.264 MP4 files and a manifest)."""
+    from corpus.synth import generate_corpus
+
+    manifest = generate_corpus(out, videos, seed, workers)
+    typer.echo(f"wrote {videos} videos and {manifest}")
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[
+        str,
+        typer.Option(help="Manifest or its folder, msrvtt:FILE, or vatex:train=F,val=F,test=F."),
+    ],
+    out: Annotated[Path, typer.Option(help="Best checkpoint (by validation rsum).")],
+    work_dir: Annotated[Path, typer.Option(help="Training state, metrics, frame cache.")],
+    arch: Annotated[str, typer.Option(help="HANet architecture.")] = "tiny",
+    clip_weights: Annotated[
+        Path | None, typer.Option(help="open_clip weights to start from.")
+    ] = None,
+    video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from work-dir's saved state.")] = False,
+) -> None:
+    """Train HANet (or the global-only baseline) and keep the best validation checkpoint."""
+    import torch
+
+    from corpus.datasets import DatasetError, load_dataset
+    from corpus.prepare import split_data, vocab_from
+    from model.train import check_compatible
+    from model.train import train as run_training
+
+    try:
+        cfg_train, cfg = train_settings(arch, ctx.meta[CONFIG_OPTIONS])
+        torch.manual_seed(cfg_train.seed)
+        check_compatible(cfg, cfg_train)
+        dataset = load_dataset(data, video_dir)
+        vocab, cfg = vocab_from(dataset, cfg)
+    except (DatasetError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    model = _new_model(cfg, vocab, clip_weights)
+    log.info(
+        "training %s (%s objective) on %s, vocabulary %d verbs / %d nouns",
+        arch,
+        cfg_train.objective,
+        model.device,
+        len(vocab.verbs),
+        len(vocab.nouns),
+    )
+    train_data, _ = split_data(dataset, "train", cfg, vocab, work_dir / "cache")
+    val_data, _ = split_data(dataset, "val", cfg, None, work_dir / "cache")
+    history = run_training(model, train_data, val_data, cfg_train, work_dir, out, resume)
+    best = max(history, key=lambda r: r["val_rsum"]) if history else None
+    typer.echo(
+        f"done: {len(history)} epochs, best validation rsum "
+        f"{best['val_rsum'] if best else 'n/a'}; checkpoint {out}"
+    )
+
+
+def _new_model(cfg: HANetCfg, vocab: ConceptVocab, clip_weights: Path | None) -> HANet:
+    """HANet for ``cfg`` with ``vocab``, from open_clip weights when given, on the GPU when
+    there is one."""
+    import torch
+
+    from model import HANet
+    from model.backbone import load_clip_weights
+
+    model = HANet(cfg, vocab)
+    if clip_weights is not None:
+        load_clip_weights(model.clip, clip_weights)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="HANet checkpoint.")],
+    data: Annotated[str, typer.Option(help="Dataset (as for hanet train).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Decoded-frame cache folder.")] = None,
+) -> None:
+    """The paper's retrieval metrics in both directions, with an ablation over levels."""
+    import torch
+
+    from corpus.datasets import DatasetError, load_dataset
+    from corpus.prepare import hard_pairs, split_data
+    from model import CheckpointError, load_checkpoint
+    from model.evaluate import evaluate as run_evaluation
+
+    try:
+        model = load_checkpoint(checkpoint)
+        dataset = load_dataset(data, video_dir)
+        data_split, items = split_data(dataset, split, model.cfg, None, cache_dir)
+    except (CheckpointError, DatasetError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if torch.cuda.is_available():
+        model.to("cuda")
+    result = run_evaluation(
+        model, data_split.frames, data_split.mask, data_split.captions, hard_pairs(items)
+    )
+    result["checkpoint_sha256"] = model.checkpoint_sha256
+    result["split"], result["videos"] = split, len(items)
+    typer.echo(format_metrics(result))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+
+
+def format_metrics(result: dict) -> str:
+    """A plain-text table: the model's own score, then the ablation and hard distractors."""
+    cols = ("R@1", "R@5", "R@10", "MedR", "MeanR")
+    lines = [
+        f"{'scores':28s} | t2v "
+        + " ".join(f"{c:>6s}" for c in cols)
+        + " | v2t "
+        + " ".join(f"{c:>6s}" for c in cols)
+        + " |  rsum"
+    ]
+    rows = [("model (fused)", result)] + list(result.get("ablation", {}).items())
+    for name, m in rows:
+        lines.append(
+            f"{name:28s} |     "
+            + " ".join(f"{m['t2v'][c]:6.1f}" for c in cols)
+            + " |     "
+            + " ".join(f"{m['v2t'][c]:6.1f}" for c in cols)
+            + f" | {m['rsum']:6.1f}"
+        )
+    for kind, acc in result.get("hard", {}).items():
+        wins = ", ".join(f"{k} {v:.1f}%" for k, v in acc.items() if k != "pairs")
+        lines.append(f"{kind} distractors ({acc['pairs']} pairs), true caption wins: {wins}")
+    return "\n".join(lines)

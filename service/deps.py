@@ -1,0 +1,46 @@
+"""The routes' dependencies, as ``Annotated`` aliases: the shared state, the API key check,
+one video's row."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from db.schema import Video
+from service.state import ServiceState
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.hanet
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def require_key(state: StateDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """Endpoints that change data need the API key, when one is configured."""
+    expected = state.settings.api_key
+    if expected is None:
+        return
+    given = (x_api_key or "").encode()
+    if not hmac.compare_digest(given, expected.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong X-API-Key")
+
+
+KeyDep = Annotated[None, Depends(require_key)]
+
+
+def video_row(video_id: int, state: StateDep) -> Video:
+    """The row of the path's video (detached from its session), or 404."""
+    with Session(state.reader) as session:
+        video = session.get(Video, video_id)
+        if video is None:
+            raise HTTPException(404, f"no video {video_id}")
+        session.expunge(video)
+        return video
+
+
+VideoDep = Annotated[Video, Depends(video_row)]

@@ -1,0 +1,85 @@
+"""The two ways a video file arrives: a multipart upload (streamed to the upload folder under a
+size limit, named by its content hash) or a path under the media root."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from model import file_sha256
+from service.schemas import VideoByPath
+from service.settings import HanetSettings
+
+CHUNK_BYTES = 1 << 20
+FORM_SLACK_BYTES = 1024 * 1024  # multipart framing and the title, beyond the file itself
+
+
+def parse_by_path(body: bytes) -> VideoByPath:
+    """The JSON body of an ingest by path; 400 when it is not JSON, 422 when it is the wrong
+    shape."""
+    try:
+        return VideoByPath.model_validate(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"the body is not valid JSON: {exc}") from exc
+    except ValidationError as exc:
+        raise HTTPException(422, exc.errors(include_url=False)) from exc
+
+
+def under_media_root(settings: HanetSettings, given: str) -> Path:
+    """The file ``given`` names under the media root: 400 when ingest by path is off, 403 when
+    the path leaves the root, 404 when there is no such file."""
+    if settings.media_root is None:
+        raise HTTPException(400, "ingest by path is off: HANET_MEDIA_ROOT is not set")
+    root = settings.media_root.resolve()
+    path = (root / given).resolve()
+    if not path.is_relative_to(root):
+        raise HTTPException(403, "the path leaves the media root")
+    if not path.is_file():
+        raise HTTPException(404, f"no file {given!r} under the media root")
+    return path
+
+
+async def receive_upload(request: Request, settings: HanetSettings) -> tuple[Path, str | None]:
+    """Store a multipart upload (field ``file``, optional ``title``) in the upload folder as
+    ``<sha256><suffix>``; returns its path and title (the file's name when none is given).
+    413 past ``settings.max_upload_bytes``, 422 without a file or with an empty one."""
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + FORM_SLACK_BYTES:
+        raise HTTPException(413, f"upload larger than {limit} bytes")
+    form = await request.form(max_files=1, max_fields=4)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise HTTPException(422, "multipart field `file` is missing")
+    title = form.get("title") if isinstance(form.get("title"), str) else None
+    folder = settings.upload_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".upload-{uuid.uuid4().hex}"
+    try:
+        await _stream_to(upload, tmp, limit)
+        digest = await run_in_threadpool(file_sha256, tmp)
+        final = folder / f"{digest}{Path(upload.filename or '').suffix.lower()[:10]}"
+        shutil.move(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final, title or upload.filename
+
+
+async def _stream_to(upload: UploadFile, path: Path, limit: int) -> None:
+    """Copy ``upload`` to ``path`` chunk by chunk, refusing it past ``limit`` bytes or empty."""
+    size = 0
+    with open(path, "wb") as out:
+        while chunk := await upload.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"upload larger than {limit} bytes")
+            out.write(chunk)
+    if size == 0:
+        raise HTTPException(422, "the uploaded file is empty")

@@ -1,0 +1,70 @@
+"""Small real index builds: the tiny config's shapes, seeded random unit vectors, real FAISS
+indexes and float16 rerank rows written by the index writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from index.writer import IndexWriter
+from model import HANetCfg, VideoEmbeddings, get_config
+
+CHECKPOINT = "c" * 64
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def videos(cfg: HANetCfg, ids: list[int], seed: int = 0) -> VideoEmbeddings:
+    """Embeddings of these videos in ``cfg``'s shapes (each id seeds its own vectors, and
+    ``seed`` shifts them all: the same id and seed give the same video)."""
+    t, d = cfg.max_frames, cfg.embed_dim
+    sa, se = cfg.num_action_segments, cfg.num_entity_segments
+    rows = []
+    for video_id in ids:
+        g = torch.Generator().manual_seed(seed * 100_003 + video_id)
+        first = torch.randint(0, t - cfg.action_window + 1, (1, sa), generator=g)
+        rows.append(
+            VideoEmbeddings(
+                global_=unit(torch.randn(1, d, generator=g)),
+                action_frames=unit(torch.randn(1, t, d, generator=g)),
+                entity_frames=unit(torch.randn(1, t, d, generator=g)),
+                frame_mask=torch.ones(1, t, dtype=torch.bool),
+                action_segments=unit(torch.randn(1, sa, d, generator=g)),
+                action_spans=torch.stack([first, first + cfg.action_window - 1], dim=-1),
+                entity_segments=unit(torch.randn(1, se, d, generator=g)),
+                verb_probs=torch.rand(1, cfg.num_verbs, generator=g),
+                noun_probs=torch.rand(1, cfg.num_nouns, generator=g),
+            )
+        )
+    return VideoEmbeddings.cat(rows)
+
+
+def times(cfg: HANetCfg, count: int) -> np.ndarray:
+    """(count, T) frame timestamps: T frames over 2 s."""
+    return np.tile((np.arange(cfg.max_frames, dtype=np.float32) + 0.5) * 0.25, (count, 1))
+
+
+def add(writer: IndexWriter, ids: list[int], seed: int = 0) -> None:
+    """Publish these videos through a writer, as an indexer worker does."""
+    cfg = get_config("tiny")
+    writer.publish(ids, videos(cfg, ids, seed), times(cfg, len(ids)))
+
+
+@pytest.fixture
+def cfg() -> HANetCfg:
+    return get_config("tiny")
+
+
+@pytest.fixture
+def index_dir(tmp_path: Path, cfg: HANetCfg) -> Path:
+    """An index of videos 1..12, published in two versions (two rerank parts)."""
+    folder = tmp_path / "index"
+    writer = IndexWriter.open(folder, cfg, CHECKPOINT, "Flat")
+    add(writer, list(range(1, 7)))
+    add(writer, list(range(7, 13)))
+    return folder

@@ -1,0 +1,90 @@
+"""The reader on its own: claims -> decoded videos (in worker processes) or the reasons why not."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from db.queue import Claim
+from indexer import reader as reader_module
+from indexer.decode import decode_video
+from indexer.reader import Decoded, Reader, Undecodable
+
+FRAMES, SIZE = 8, 32
+
+
+def _claims(paths: list[Path], first_id: int = 1) -> list[Claim]:
+    return [Claim(first_id + i, str(p)) for i, p in enumerate(paths)]
+
+
+def _assert_decoded_as_in_process(read: Decoded | Undecodable, path: Path) -> None:
+    assert isinstance(read, Decoded), read
+    direct = decode_video(path, FRAMES, SIZE)
+    assert np.array_equal(read.video.frames, direct.frames)
+    assert np.array_equal(read.video.timestamps_s, direct.timestamps_s)
+    assert read.video.duration_s == direct.duration_s
+
+
+def test_each_claim_gives_its_video_or_the_reason_in_claim_order(corpus) -> None:
+    paths = sorted(corpus.iterdir())[:5]  # broken.mp4 first, then four videos
+    missing = Claim(99, str(corpus / "gone.mp4"))
+    with Reader(FRAMES, SIZE, workers=2) as reader:
+        batch = reader.read([*_claims(paths), missing])
+        assert len(batch) == 6 and batch.video_ids == [1, 2, 3, 4, 5, 99]
+        reads = list(batch)
+    assert [r.video_id for r in reads] == [1, 2, 3, 4, 5, 99]
+    broken, *videos, gone = reads
+    assert isinstance(broken, Undecodable) and "not a readable media file" in broken.reason
+    assert isinstance(gone, Undecodable) and gone.reason == "file not found: gone.mp4"
+    for read, path in zip(videos, paths[1:], strict=True):
+        _assert_decoded_as_in_process(read, path)
+
+
+def test_the_next_batch_decodes_while_this_one_is_used(corpus) -> None:
+    paths = sorted(corpus.iterdir())[1:7]
+    with Reader(FRAMES, SIZE, workers=1) as reader:
+        first = reader.read(_claims(paths[:3]))
+        second = reader.read(_claims(paths[3:], first_id=4))  # submitted before any is waited for
+        assert not reader.read([])  # an empty claim reads as an empty batch
+        got = [*second, *first]
+    assert [r.video_id for r in got] == [4, 5, 6, 1, 2, 3]
+    assert all(isinstance(r, Decoded) for r in got)
+
+
+def _decode_or_die(path, num_frames, size, fps=None):
+    """decode_video, except that a file named crash.mp4 kills its process (as a segfault in
+    the decoder, or the kernel's out-of-memory killer, would)."""
+    if Path(path).name == "crash.mp4":
+        os._exit(139)
+    return decode_video(path, num_frames, size, fps)
+
+
+@pytest.mark.skipif(
+    multiprocessing.get_start_method() != "fork", reason="the workers must inherit the patch"
+)
+def test_a_file_that_kills_its_decoder_costs_that_video_only(corpus, monkeypatch) -> None:
+    monkeypatch.setattr(reader_module, "decode_video", _decode_or_die)
+    paths = sorted(corpus.iterdir())[1:5]
+    crash = corpus.parent / "crash.mp4"
+    crash.write_bytes(b"")
+    claims = [*_claims(paths[:2]), Claim(3, str(crash)), *_claims(paths[2:], first_id=4)]
+    with Reader(FRAMES, SIZE, workers=2) as reader:
+        reads = list(reader.read(claims))
+        after = list(reader.read(_claims(paths)))  # the dead pool was replaced
+    assert [r.video_id for r in reads] == [1, 2, 3, 4, 5]
+    dead = reads[2]
+    assert isinstance(dead, Undecodable) and "decoder process died" in dead.reason
+    for read, path in zip([*reads[:2], *reads[3:]], paths, strict=True):
+        _assert_decoded_as_in_process(read, path)
+    for read, path in zip(after, paths, strict=True):
+        _assert_decoded_as_in_process(read, path)
+
+
+def test_read_outside_its_with_block_is_an_error(corpus) -> None:
+    reader = Reader(FRAMES, SIZE)
+    with pytest.raises(RuntimeError, match="with"):
+        reader.read(_claims(sorted(corpus.iterdir())[1:2]))

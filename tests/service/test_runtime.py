@@ -1,0 +1,93 @@
+"""The composition root: settings, database, model and search engine for every entry point."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import CheckpointError, HANet, get_config
+from service import runtime
+from service.settings import HanetSettings
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "m.pt"
+    HANet(get_config("tiny")).eval().save(str(path))
+    return path
+
+
+def test_unknown_hanet_variables_are_found() -> None:
+    environ = {"HANET_TRHEADS": "1", "HANET_THREADS": "1", "hanet_data_dir": "x", "PATH": "/bin"}
+    assert runtime.unknown_variables(environ) == ["HANET_TRHEADS"]
+
+
+def test_load_settings_warns_about_a_mistyped_setting(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("HANET_TRHEADS", "1")
+    monkeypatch.setenv("HANET_THREADS", "2")
+    with caplog.at_level(logging.WARNING, logger="service.runtime"):
+        settings = runtime.load_settings()
+    assert settings.threads == 2
+    assert "HANET_TRHEADS" in caplog.text and "HANET_THREADS," in caplog.text  # with the known
+
+
+def test_load_settings_is_quiet_when_every_name_is_known(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("HANET_THREADS", "2")
+    for name in [k for k in runtime.os.environ if k.startswith("HANET_") and k != "HANET_THREADS"]:
+        monkeypatch.delenv(name)
+    with caplog.at_level(logging.WARNING, logger="service.runtime"):
+        runtime.load_settings()
+    assert "unknown settings" not in caplog.text
+
+
+def test_a_database_is_migrated_or_checked(tmp_path) -> None:
+    import migrations
+
+    settings = HanetSettings(data_dir=tmp_path, auto_migrate=False)
+    with pytest.raises(runtime.SchemaError, match="hanet db upgrade"):
+        runtime.open_database(settings)
+    engine = runtime.open_database(settings, migrate=True)
+    assert migrations.current_revision(engine) == migrations.head_revision()
+    engine.dispose()
+    runtime.open_database(settings).dispose()  # at the newest revision: accepted unmigrated
+
+
+def test_auto_migrate_migrates_a_new_database(tmp_path) -> None:
+    import migrations
+
+    engine = runtime.open_database(HanetSettings(data_dir=tmp_path))
+    assert migrations.current_revision(engine) == migrations.head_revision()
+    engine.dispose()
+
+
+def test_the_indexing_device_is_the_setting_or_cuda_when_present() -> None:
+    assert runtime.indexing_device(HanetSettings(device="cpu")) == "cpu"
+    assert runtime.indexing_device(HanetSettings(device="cuda:1")) == "cuda:1"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert runtime.indexing_device(HanetSettings()) == expected
+
+
+def test_load_model_loads_the_checkpoint_for_serving(checkpoint) -> None:
+    settings = HanetSettings(checkpoint=checkpoint)
+    plain = runtime.load_model(settings)
+    served = runtime.load_model(settings, serving=True)
+    assert plain.checkpoint_sha256 == served.checkpoint_sha256 is not None
+    text = ["a red circle moves left"]
+    with torch.inference_mode():
+        a, b = plain.encode_text(text).global_, served.encode_text(text).global_
+    assert torch.allclose(a, b, atol=1e-5)  # the traced tower encodes as the eager one
+
+
+def test_load_model_refuses_a_missing_checkpoint(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        runtime.load_model(HanetSettings(checkpoint=tmp_path / "none.pt"))
+
+
+def test_the_searcher_answers_nothing_before_the_first_publish(tmp_path, checkpoint) -> None:
+    settings = HanetSettings(data_dir=tmp_path, checkpoint=checkpoint)
+    searcher = runtime.build_searcher(settings, runtime.load_model(settings, serving=True))
+    assert searcher.search("a red circle moves left", top_k=5) == []
+    assert searcher.candidates == settings.search_candidates
