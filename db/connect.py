@@ -1,9 +1,10 @@
 """Connections: an engine per database URL (SQLite tuned for one writer and many readers), the
-read-only execution options, and the search path's title lookup."""
+read-only execution options, and the search path's lookup of its hits' rows."""
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, select
@@ -45,17 +46,26 @@ def make_engine(url: str) -> Engine:
 READ_ONLY = {"hanet_read_only": True}
 
 
-class TitleReader:
-    """``titles`` on one connection that its (single) calling thread keeps between calls, the
-    search thread's: each lookup is its own short read-only transaction, but no pool checkout,
-    ping and reset per search (docs/benchmarks.md). A
-    lookup on a connection that fails is retried once on a new one."""
+@dataclass(frozen=True)
+class HitRow:
+    """What a search hit shows of its video's row."""
+
+    title: str | None
+    status: str
+    concepts: dict | None  # as the indexer stored them (db.schema.Video.concepts)
+
+
+class HitRows:
+    """``hit_rows`` on one connection that its (single) calling thread keeps between calls, the
+    search thread's: each lookup is its own short read-only transaction (it never waits for a
+    writer), but no pool checkout, ping and reset per search. A lookup on a connection that
+    fails is retried once on a new one."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine.execution_options(**READ_ONLY)
         self._conn: Connection | None = None
 
-    def __call__(self, video_ids: list[int]) -> dict[int, str | None]:
+    def __call__(self, video_ids: list[int]) -> dict[int, HitRow]:
         if not video_ids:
             return {}
         try:
@@ -63,12 +73,12 @@ class TitleReader:
         except DBAPIError:  # the connection broke: once more, on a new one
             return self._read(video_ids)
 
-    def _read(self, video_ids: list[int]) -> dict[int, str | None]:
+    def _read(self, video_ids: list[int]) -> dict[int, HitRow]:
         if self._conn is None:
             self._conn = self.engine.connect()
         try:
             with self._conn.begin():
-                return _read_titles(self._conn, video_ids)
+                return _read_rows(self._conn, video_ids)
         except DBAPIError:
             self.close()
             raise
@@ -80,15 +90,16 @@ class TitleReader:
             self._conn = None
 
 
-def titles(engine: Engine, video_ids: list[int]) -> dict[int, str | None]:
-    """Title by id of the videos among ``video_ids`` that exist (the search results' lookup),
-    read without waiting for any writer."""
+def hit_rows(engine: Engine, video_ids: list[int]) -> dict[int, HitRow]:
+    """The rows of the videos among ``video_ids`` that exist (a search's hits), read without
+    waiting for any writer, on a connection of the pool."""
     if not video_ids:
         return {}
     with engine.execution_options(**READ_ONLY).connect() as conn:
-        return _read_titles(conn, video_ids)
+        return _read_rows(conn, video_ids)
 
 
-def _read_titles(conn: Connection, video_ids: list[int]) -> dict[int, str | None]:
-    rows = conn.execute(select(Video.id, Video.title).where(Video.id.in_(video_ids)))
-    return {int(i): t for i, t in rows}
+def _read_rows(conn: Connection, video_ids: list[int]) -> dict[int, HitRow]:
+    query = select(Video.id, Video.title, Video.status, Video.concepts)
+    rows = conn.execute(query.where(Video.id.in_(video_ids)))
+    return {int(row[0]): HitRow(*row[1:]) for row in rows}

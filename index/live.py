@@ -29,6 +29,11 @@ class LiveIndex:
         self._lock = threading.Lock()
         self.warming = False  # the rerank rows are being read into memory
 
+    @property
+    def loaded(self) -> Build | None:
+        """The build in memory now, without looking for a newer one."""
+        return self._build
+
     def current(self, wait: bool = False) -> Build | None:
         """The published build (None before the first publish). The first one is loaded on
         the spot; a newer version is loaded in the background while searches go on with the

@@ -50,8 +50,7 @@ FIELDS = (
 # them as they are: a float32 copy would be written, then read again, on every rerank).
 HALF_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments", "entity_segments")
 # Per unit field (model.scores.UNIT_FIELDS), the Gram matrices of its stored rows: with them a
-# rerank reads each unit vector once (on the 2-core AMD VM, 100,000 videos, 200 candidates:
-# gather and score 10.9 -> 6.3 ms, one run each).
+# rerank reads each unit vector once (docs/design.md, "Serving path").
 GRAM_FILES = {name: f"gram_{name}" for name in UNIT_FIELDS}
 GRAM_CHUNK = 4096  # videos whose Gram matrices are computed at once (compaction writes all)
 

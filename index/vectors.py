@@ -157,8 +157,8 @@ class FaissStore:
         inner = faiss.downcast_index(faiss.downcast_index(self.indexes[level]).index)
         if isinstance(inner, faiss.IndexIVF):
             # Split a search over the probed lists, not over the queries: the service asks one
-            # to three queries at a time, and per query FAISS would use one thread (measured on
-            # 100,000 videos, IVF1024,SQ8: the three levels 5.4-5.9 -> 3.8-4.6 ms per search).
+            # to three queries at a time, and per query FAISS would use one thread (measured
+            # faster: docs/benchmarks.md).
             inner.parallel_mode = 1
             return faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe), refs
         if isinstance(inner, faiss.IndexHNSW):

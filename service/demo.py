@@ -57,12 +57,13 @@ def prepare_demo(settings: HanetSettings, engine: Engine, model: HANet, videos: 
 def show_search(settings: HanetSettings, engine: Engine, model: HANet, manifest: Path) -> None:
     """One search in the terminal: a caption written for one demo video, in another wording."""
     from corpus.datasets import load_generic
-    from db.connect import titles
+    from db.connect import hit_rows
 
     item = load_generic(manifest).videos[0]
     query = item.captions[1].text
     hits = runtime.build_searcher(settings, model).search(query, top_k=100)
-    known = titles(engine, [h.video_id for h in hits])
+    rows = hit_rows(engine, [h.video_id for h in hits])
+    known = {video_id: row.title for video_id, row in rows.items()}
     rank = next((r for r, h in enumerate(hits, 1) if known.get(h.video_id) == item.id), None)
     typer.echo(f'\nsearch: "{query}" (written for {item.id}, which ranks {rank or "> 100"})')
     for r, hit in enumerate(hits[:3], start=1):

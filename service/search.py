@@ -13,7 +13,7 @@ import torch
 
 from index.live import LiveIndex
 from index.reader import Build
-from model import Concept, HANet, TextEmbeddings
+from model import HANet, TextEmbeddings
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,6 @@ class Hit:
     scores: dict[str, float]
     start_s: float
     end_s: float
-    concepts: dict[str, list[Concept]] | None = None  # top actions and entities, with a vocab
 
 
 def _level_queries(text: TextEmbeddings) -> dict[str, np.ndarray]:
@@ -116,10 +115,9 @@ def search(
     scores = model.similarity(text, video, grams)
     order = scores["fused"][0].argsort(descending=True)[:top_k].tolist()
     lap("score")
-    best = video.select(order)  # the moment and the concepts: for the hits only
+    best = video.select(order)  # the moment: for the hits only
     best_grams = {k: g[order] for k, g in grams.items()} if grams is not None else None
     segments = model.best_action_segment(text, best, best_grams)[0]
-    concepts = model.top_concepts(best, k=3) if model.vocab is not None else [None] * len(order)
     # plain Python numbers, one conversion per array rather than per element
     spans = best.action_spans[torch.arange(len(order)), segments].tolist()  # (hits, 2)
     valid = best.frame_mask.sum(1).tolist()
@@ -135,7 +133,6 @@ def search(
                 scores={k: round(v[j], 4) for k, v in hit_scores.items()},
                 start_s=start_s,
                 end_s=end_s,
-                concepts=concepts[j],
             )
         )
     lap("hits")

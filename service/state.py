@@ -9,61 +9,13 @@ import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine
 
-from db.connect import READ_ONLY
-from db.schema import Video
+from db.connect import READ_ONLY, HitRows
 from index.reader import BuildError
 from service import runtime
 from service.search import Searcher
 from service.settings import HanetSettings
-
-
-@dataclass(frozen=True)
-class HitRow:
-    """What a search hit shows of its video's row."""
-
-    title: str | None
-    status: str
-    concepts: dict | None  # as the indexer stored them (db.schema.Video.concepts)
-
-
-class HitRows:
-    """The rows of the videos among ``video_ids`` that exist, for the search thread: on one
-    connection that its (single) calling thread keeps between calls, so no pool checkout, ping
-    and reset per search; each lookup is its own short read-only transaction (it never waits
-    for a writer). A lookup on a connection that fails is retried once on a new one."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine.execution_options(**READ_ONLY)
-        self._conn: Connection | None = None
-
-    def __call__(self, video_ids: list[int]) -> dict[int, HitRow]:
-        if not video_ids:
-            return {}
-        try:
-            return self._read(video_ids)
-        except DBAPIError:  # the connection broke: once more, on a new one
-            return self._read(video_ids)
-
-    def _read(self, video_ids: list[int]) -> dict[int, HitRow]:
-        if self._conn is None:
-            self._conn = self.engine.connect()
-        query = select(Video.id, Video.title, Video.status, Video.concepts)
-        try:
-            with self._conn.begin():
-                rows = self._conn.execute(query.where(Video.id.in_(video_ids)))
-                return {int(row[0]): HitRow(*row[1:]) for row in rows}
-        except DBAPIError:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(DBAPIError):
-                self._conn.close()
-            self._conn = None
 
 
 @dataclass(frozen=True)

@@ -438,14 +438,14 @@ def test_a_new_build_serves_after_a_background_load(client, settings) -> None:
     model = client.app.state.hanet.searcher.model
     own = LiveIndex(settings.index_dir, model.checkpoint_sha256)  # no watcher: each step is ours
     first = own.current()
-    assert set(first.rows) == {1}
+    assert first.video_ids() == [1]
     client.post("/videos", json={"path": "synth000002.mp4"})
     _index(client)  # a new version is published
     assert own.current() is first  # answered at once from memory; the new one loads meanwhile
     deadline = time.monotonic() + 30
     while own.current() is first and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert set(own.current().rows) == {1, 2}
+    assert own.current().video_ids() == [1, 2]
 
     # the app's own state: a watcher loads new versions without a request asking first, and
     # a video's page shows its concepts at once (from its row, whatever build is in memory)
@@ -456,9 +456,9 @@ def test_a_new_build_serves_after_a_background_load(client, settings) -> None:
     fourth = client.post("/videos", json={"path": "synth000005.mp4"}).json()["id"]
     _index(client)
     live = state.searcher.index
-    while fourth not in live._build.rows and time.monotonic() < deadline:
+    while fourth not in live.loaded and time.monotonic() < deadline:
         time.sleep(0.05)  # nothing here asks for the build: the watcher loads it
-    assert fourth in live._build.rows
+    assert fourth in live.loaded
     hits = client.post("/search", json={"query": "a red star", "top_k": 5}).json()["hits"]
     assert {h["video_id"] for h in hits} == {1, 2, 3, fourth}
 
