@@ -26,10 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from index.reader import FIELDS, GRAM_FILES, load_current  # noqa: E402
+from index.reader import FIELDS, GRAM_FILES  # noqa: E402
 from index.writer import new_build, publish  # noqa: E402
 from model import ConceptVocab, VideoEmbeddings, create_model  # noqa: E402
 from model.scores import UNIT_FIELDS, gram  # noqa: E402
+from service.settings import HanetSettings  # noqa: E402
 
 
 def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -41,9 +42,9 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
     """Checkpoint, database rows and a published index build for ``videos`` videos."""
     from sqlalchemy import insert
 
-    import migrations
-    from db.connect import make_engine
     from db.schema import Video
+    from service.runtime import open_database
+    from service.settings import HanetSettings
 
     ckpt = work / "vitb32-random.pt"
     cfg_vocab = create_model("ViT-B-32").cfg
@@ -54,9 +55,7 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
     model = create_model("ViT-B-32", vocab=vocab)
     sha = model.save(str(ckpt), dtype=torch.float16)
     cfg = model.cfg
-    url = f"sqlite:///{work / 'hanet.sqlite3'}"
-    migrations.upgrade(url)
-    engine = make_engine(url)
+    engine = open_database(HanetSettings(data_dir=work), migrate=True)  # as the service's
     with engine.begin() as conn:
         for start in range(1, videos + 1, 10000):
             conn.execute(
@@ -167,6 +166,15 @@ def sentences(count: int, seed: int = 1) -> list[str]:
             first += f", then a {pick('colour')} {pick('shape')} {pick('verb')}"
         out.append(first)
     return out
+
+
+def as_environment(settings: HanetSettings) -> dict[str, str]:
+    """``settings`` as the HANET_* variables a `hanet` process reads them from."""
+    values = settings.model_dump(exclude_none=True, exclude={"api_key"})
+    return {
+        f"HANET_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in values.items()
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -285,27 +293,24 @@ class Laps:
         self.last = now
 
 
-def stages(ckpt: Path, work: Path, queries: list[str], rerank: int, int8: bool) -> dict:
-    """The /search route's work, timed stage by stage: ``service.search.search`` with a
-    stopwatch, then the titles' lookup, as the route does them."""
-    from db.connect import TitleReader, make_engine
-    from index.reader import warm
-    from model import load_checkpoint
-    from model.speed import for_serving
-    from service.search import search
+def stages(settings: HanetSettings, queries: list[str]) -> dict:
+    """The /search route's work, timed stage by stage, with the parts the service builds for
+    it (service.runtime, from the same settings): the search with a stopwatch, then the
+    lookup of the hits' rows, as the route does them."""
+    from db.connect import HitRows
+    from service import runtime
 
-    model = for_serving(load_checkpoint(ckpt), int8)  # as the service does
-    build = load_current(work / "index")
-    warm(build)
-    engine = make_engine(f"sqlite:///{work / 'hanet.sqlite3'}")
-    titles = TitleReader(engine)  # as the route reads them
+    engine = runtime.open_database(settings)
+    searcher = runtime.build_searcher(settings, runtime.load_model(settings, serving=True))
+    searcher.index.current().warm()
+    rows = HitRows(engine)  # as the route reads them
     laps = Laps()
     for q in queries:
         laps.start()
-        hits = search(model, build, q, 10, rerank, lap=laps)
-        titles([h.video_id for h in hits])
+        hits = searcher.search(q, 10, lap=laps)
+        rows([h.video_id for h in hits])
         laps("database")
-    titles.close()
+    rows.close()
     engine.dispose()
     return {"times": laps.times}
 
@@ -331,18 +336,18 @@ def main() -> None:
         build_index(work, args.videos, args.factory)
         print(f"  built in {time.perf_counter() - began:.0f} s")
     int8 = not args.fp32_text
-    env = {
-        **os.environ,
-        "HANET_DATA_DIR": str(work),
-        "HANET_CHECKPOINT": str(ckpt),
-        "HANET_INT8_TEXT": str(int8).lower(),
-        "HANET_SEARCH_CANDIDATES": str(args.rerank),
-        "HANET_LOG_LEVEL": "WARNING",  # a repeated sentence must still run the text branch:
-        "HANET_QUERY_CACHE_SIZE": "0",
-    }
+    settings = HanetSettings(
+        data_dir=work,
+        checkpoint=ckpt,
+        int8_text=int8,
+        search_candidates=args.rerank,
+        log_level="WARNING",
+        query_cache_size=0,  # a repeated sentence must still run the text branch
+    )
+    env = {**os.environ, **as_environment(settings)}
     queries = sentences(args.queries)
     http = over_http(env, args.port, queries, args.warmup)
-    parts = stages(ckpt, work, queries, args.rerank, int8)
+    parts = stages(settings, queries)
     print(
         f"\n{args.videos} videos, ViT-B-32 (random weights), factory {args.factory}, "
         f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "

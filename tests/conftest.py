@@ -4,6 +4,7 @@ import contextlib
 import importlib
 import os
 import pkgutil
+from pathlib import Path
 
 import anyio
 import pytest
@@ -28,6 +29,39 @@ _import_anyio_up_front()
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+CORPUS_VIDEOS = 12  # decodable videos in ``synth_corpus``; with broken.mp4 and notes.mp4, 14 files
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    """The videos folder of a procedural corpus generated once for the whole run (12 H.264
+    videos, seed 4: synth000000.mp4 ...), plus two files that are not videos: broken.mp4
+    (binary junk) and notes.mp4 (text). Shared: tests read it and never change it."""
+    from corpus.synth import generate_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    generate_corpus(root, CORPUS_VIDEOS, seed=4, workers=1, progress=False)
+    (root / "videos" / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 100)
+    (root / "videos" / "notes.mp4").write_text("not a video\n" * 20)
+    return root / "videos"
+
+
+@pytest.fixture(scope="session")
+def vocab_checkpoint(tmp_path_factory) -> Path:
+    """A tiny HANet with random weights and a concept vocabulary (verb0.., noun0..), saved
+    once for the whole run."""
+    from model import ConceptVocab, HANet, get_config
+
+    cfg = get_config("tiny")
+    vocab = ConceptVocab(
+        tuple(f"verb{i}" for i in range(cfg.num_verbs)),
+        tuple(f"noun{i}" for i in range(cfg.num_nouns)),
+    )
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-vocab.pt"
+    HANet(cfg, vocab).eval().save(str(path))
+    return path
 
 
 @pytest.fixture

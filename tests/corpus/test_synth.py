@@ -32,6 +32,7 @@ def test_design_covers_the_required_variety() -> None:
     assert {"rotate", "bounce", "blink", "still"} <= set(ACTIONS)
 
 
+@pytest.mark.slow
 def test_same_seed_same_corpus(corpus: Path, tmp_path: Path) -> None:
     again = generate_corpus(tmp_path, 120, seed=3, workers=1, progress=False)
     assert json.loads(corpus.read_text()) == json.loads(again.read_text())

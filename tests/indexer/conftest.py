@@ -10,20 +10,23 @@ import pytest
 from sqlalchemy import Engine
 
 import migrations
-from corpus.synth import generate_corpus
 from db import queue
 from db.connect import make_engine
 from model import ConceptVocab, HANet, create_model, get_config
+from tests.conftest import CORPUS_VIDEOS
 
-VIDEOS = 12  # decodable videos in the corpus; with broken.mp4, 13 files
+VIDEOS = CORPUS_VIDEOS  # decodable videos in the corpus; with broken.mp4, 13 files
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("idx")
-    generate_corpus(root, VIDEOS, seed=4, workers=1, progress=False)
-    (root / "videos" / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 100)
-    return root / "videos"
+def corpus(synth_corpus, tmp_path_factory) -> Path:
+    """The shared corpus without its text file: 12 videos and broken.mp4 (links, not copies)."""
+    folder = tmp_path_factory.mktemp("idx") / "videos"
+    folder.mkdir()
+    for path in synth_corpus.iterdir():
+        if path.name != "notes.mp4":
+            (folder / path.name).symlink_to(path)
+    return folder
 
 
 @pytest.fixture

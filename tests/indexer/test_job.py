@@ -91,6 +91,7 @@ def test_the_rows_keep_the_concepts_of_the_stored_embeddings(tmp_path, fill, voc
                 assert c["probability"] >= fourth - 1e-3
 
 
+@pytest.mark.slow
 def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, fill, model) -> None:
     """IVF needs training data: levels are searched exactly until they have enough vectors,
     then trained; either way every indexed video can be found."""
@@ -144,6 +145,7 @@ class _StopAfter(threading.Event):
         return super().is_set()
 
 
+@pytest.mark.slow
 def test_a_stopped_worker_publishes_what_it_embedded_and_hands_back_the_rest(
     tmp_path, fill, model
 ) -> None:
@@ -222,6 +224,7 @@ def test_two_workers_on_one_index_lose_nothing(tmp_path, fill, model, db_url) ->
     assert build.manifest["version"] >= 6  # several publishes, interleaved
 
 
+@pytest.mark.slow
 def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, fill, model) -> None:
     engine = fill()
     cfg = _cfg(batch_size=4)
@@ -235,6 +238,7 @@ def test_rerun_after_a_crash_before_the_rows_adds_no_duplicates(tmp_path, fill, 
     assert queue.counts(engine)["indexed"] == 12
 
 
+@pytest.mark.slow
 def test_a_build_of_another_checkpoint_is_refused(tmp_path, fill, model) -> None:
     engine = fill()
     run_indexing(engine, model, tmp_path / "index", _cfg(batch_size=8), progress=False)
@@ -246,6 +250,7 @@ def test_a_build_of_another_checkpoint_is_refused(tmp_path, fill, model) -> None
         run_indexing(engine, other, tmp_path / "index", IndexingCfg(), progress=False)
 
 
+@pytest.mark.slow
 def test_cli_add_run_status_rebuild(tmp_path, corpus, model, monkeypatch) -> None:
     from service.cli import app
 
@@ -295,6 +300,7 @@ def _cli_with_corpus_queued(tmp_path: Path, corpus: Path):
     return hanet, env, root, make_engine(f"sqlite:///{tmp_path / 'data' / 'hanet.sqlite3'}")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus, model) -> None:
     import os
     import signal
@@ -333,6 +339,7 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
     )
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> None:
     """`docker stop`: the worker finishes the batch in hand, gives back what it claimed ahead,
     prints its summary and exits 0; nothing stays `processing`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -37,6 +38,7 @@ def test_int8_text_tower_keeps_sentence_embeddings() -> None:
     )
 
 
+@pytest.mark.slow
 def test_traced_text_tower_gives_the_eager_towers_answers() -> None:
     # traced once on a batch of 2 x 5 tokens; any batch and sentence length afterwards
     for int8 in (False, True):

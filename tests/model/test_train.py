@@ -16,6 +16,8 @@ from model import HANet, get_config, load_checkpoint
 from model.negatives import contrast_edits
 from model.train import SplitData, TrainCfg, _step_loss, prepare, train
 
+pytestmark = pytest.mark.slow  # every test here trains
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:

@@ -8,31 +8,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 import migrations
-from corpus.synth import generate_corpus
 from indexer.job import IndexingCfg, run_indexing
-from model import ConceptVocab, HANet, get_config
+from model import HANet, get_config
 from service.app import create_app
 from service.settings import HanetSettings
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("api-media")
-    generate_corpus(root, 8, seed=6, workers=1, progress=False)
-    (root / "videos" / "notes.mp4").write_text("not a video\n" * 20)
-    return root / "videos"
+@pytest.fixture(scope="session")
+def corpus(synth_corpus) -> Path:
+    """The shared corpus (tests/conftest.py): synth000000.mp4 ..., notes.mp4 (not a video)."""
+    return synth_corpus
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    cfg = get_config("tiny")
-    vocab = ConceptVocab(
-        tuple(f"verb{i}" for i in range(cfg.num_verbs)),
-        tuple(f"noun{i}" for i in range(cfg.num_nouns)),
-    )
-    path = tmp_path_factory.mktemp("ckpt") / "m.pt"
-    HANet(cfg, vocab).eval().save(str(path))
-    return path
+@pytest.fixture(scope="session")
+def checkpoint(vocab_checkpoint) -> Path:
+    return vocab_checkpoint
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -94,6 +84,7 @@ def test_searches_run_on_the_thread_that_loaded_the_model(client, monkeypatch) -
     assert len(set(seen)) == 1
 
 
+@pytest.mark.slow
 def test_threads_setting_reaches_the_search_thread(settings, monkeypatch) -> None:
     import faiss
     import torch
@@ -344,6 +335,7 @@ def test_metrics(client) -> None:
     assert 'hanet_request_seconds_count{method="POST",route="/search",status="200"} 1.0' in text
 
 
+@pytest.mark.slow
 def test_sixteen_concurrent_clients_over_http(settings) -> None:
     """A bounded load test on loopback: a real uvicorn server, 16 clients at once."""
     import socket
@@ -406,6 +398,7 @@ def test_openapi_documents_every_field_with_examples(client) -> None:
             assert spec.get("description"), (name, field)
 
 
+@pytest.mark.slow
 def test_int8_text_search_answers_like_float32(tmp_path, corpus, checkpoint) -> None:
     results = {}
     for int8 in (False, True):
@@ -425,6 +418,7 @@ def test_int8_text_search_answers_like_float32(tmp_path, corpus, checkpoint) -> 
         assert results[True][video_id] != score  # the int8 tower really answered
 
 
+@pytest.mark.slow
 def test_a_new_build_serves_after_a_background_load(client, settings) -> None:
     """Searches keep the build in memory while a newer version loads beside them, then use it;
     a version the model cannot use (another checkpoint) is refused once it is read."""

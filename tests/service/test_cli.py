@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import open_clip
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -39,6 +40,7 @@ def test_bad_settings_are_refused(monkeypatch) -> None:
     assert "log level" in result.output
 
 
+@pytest.mark.slow
 def test_init_from_open_clip_weights(tmp_path) -> None:
     weights = tmp_path / "clip.pt"
     torch.save(open_clip.CLIP(**get_config("tiny").clip).state_dict(), weights)
@@ -52,6 +54,7 @@ def test_init_from_open_clip_weights(tmp_path) -> None:
     assert torch.equal(model.clip.visual.proj, torch.load(weights)["visual.proj"])
 
 
+@pytest.mark.slow
 def test_init_with_a_wrong_weights_file_says_why(tmp_path) -> None:
     weights = tmp_path / "clip.pt"
     torch.save(open_clip.CLIP(**get_config("tiny").clip).state_dict(), weights)
@@ -72,6 +75,7 @@ def test_init_with_a_wrong_weights_file_says_why(tmp_path) -> None:
     assert not (tmp_path / "x.pt").exists()
 
 
+@pytest.mark.slow
 def test_demo_indexes_the_corpus_once_and_searches(tmp_path, monkeypatch) -> None:
     """`make demo` without the server: corpus, queue, index with the bundled model, a search;
     a second run reuses everything and indexes nothing."""
@@ -104,6 +108,7 @@ def test_an_unknown_setting_is_warned_about_once(tmp_path, monkeypatch, caplog) 
     assert "HANET_THREADS" in warnings[0]  # the known names, to spot the typo
 
 
+@pytest.mark.slow
 def test_the_entry_point_logs_the_warning_and_needs_no_torch_for_db_upgrade(tmp_path) -> None:
     """As a process: logging is configured before the settings are read, so their warning is
     formatted like every log line; the command line imports torch only for commands using it."""

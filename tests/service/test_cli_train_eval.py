@@ -6,6 +6,7 @@ import json
 from dataclasses import fields
 from typing import get_type_hints
 
+import pytest
 import torch
 import typer
 from typer.testing import CliRunner
@@ -15,6 +16,8 @@ from model.config import HANetCfg
 from model.train import TrainCfg
 from service.cli import app
 from service.cli.config_options import train_settings
+
+pytestmark = pytest.mark.slow  # every test here trains
 
 runner = CliRunner()
 

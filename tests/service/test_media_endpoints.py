@@ -5,22 +5,16 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from corpus.synth import generate_corpus
 from indexer.job import IndexingCfg, run_indexing
-from model import create_model
 from service.app import create_app
 from service.settings import HanetSettings
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def client(tmp_path_factory, synth_corpus, vocab_checkpoint):
     root = tmp_path_factory.mktemp("media")
-    generate_corpus(root, 2, seed=3, workers=1, progress=False)
-    (root / "videos" / "notes.mp4").write_text("not a video\n" * 20)
-    checkpoint = root / "m.pt"
-    create_model("tiny").save(str(checkpoint))
     settings = HanetSettings(
-        data_dir=root / "data", checkpoint=checkpoint, media_root=root / "videos"
+        data_dir=root / "data", checkpoint=vocab_checkpoint, media_root=synth_corpus
     )
     with TestClient(create_app(settings)) as c:
         ids = {
@@ -31,7 +25,7 @@ def client(tmp_path_factory):
         cfg = IndexingCfg(batch_size=4, decode_workers=1)
         run_indexing(state.engine, state.searcher.model, settings.index_dir, cfg, progress=False)
         c.ids = ids
-        c.video_path = root / "videos" / "synth000000.mp4"
+        c.video_path = synth_corpus / "synth000000.mp4"
         yield c
 
 

@@ -50,6 +50,7 @@ def test_migrations_on_postgres(postgres_url: str) -> None:
     _check_schema(postgres_url)
 
 
+@pytest.mark.slow
 def test_the_app_refuses_an_old_schema_unless_it_may_migrate(tmp_path) -> None:
     """With auto_migrate off (compose runs `hanet db upgrade` once), the API never migrates:
     it refuses to start on a database behind the code, and says what to run."""

@@ -16,6 +16,8 @@ from service.app import create_app
 from service.settings import HanetSettings
 from tests.conftest import require_executable
 
+pytestmark = pytest.mark.slow  # every test here drives a browser against a live server
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
