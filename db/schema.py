@@ -48,6 +48,8 @@ class Video(Base):
             "status IN ('pending', 'processing', 'indexed', 'failed')", name="ck_videos_status"
         ),
         UniqueConstraint("content_sha256", name="uq_videos_content_sha256"),
+        # SQLite would give a deleted newest video's id to the next one; this never does
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
 from db.schema import Video
@@ -33,7 +33,12 @@ def require_key(state: StateDep, x_api_key: Annotated[str | None, Header()] = No
 KeyDep = Annotated[None, Depends(require_key)]
 
 
-def video_row(video_id: int, state: StateDep) -> Video:
+# Ids and offsets the databases can hold (64-bit signed): a larger number is a 422, not a 500.
+MAX_ID = 2**63 - 1
+VideoId = Annotated[int, Path(ge=1, le=MAX_ID, description="The video's id.")]
+
+
+def video_row(video_id: VideoId, state: StateDep) -> Video:
     """The row of the path's video (detached from its session), or 404."""
     with Session(state.reader) as session:
         video = session.get(Video, video_id)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
 from indexer.decode import DecodeError, decode_thumbnail
-from service.deps import StateDep, VideoDep, video_row
+from service.deps import StateDep, VideoDep, VideoId, video_row
 from service.settings import HanetSettings
 
 router = APIRouter()
@@ -42,7 +42,7 @@ def drop_thumbnails(settings: HanetSettings, content_sha256: str) -> None:
     },
 )
 def thumbnail(
-    video_id: int,
+    video_id: VideoId,
     state: StateDep,
     t: Annotated[float, Query(ge=0, le=MAX_T_S, description="Seconds into the video.")] = 0.0,
 ) -> Response:

@@ -15,7 +15,7 @@ from db import queue
 from db.schema import Video
 from indexer.writer import remove_videos
 from model import file_sha256
-from service.deps import KeyDep, StateDep, VideoDep
+from service.deps import MAX_ID, KeyDep, StateDep, VideoDep
 from service.routes.media import drop_thumbnails
 from service.schemas import VideoByPath, VideoList, VideoPublic, stored_concepts
 from service.state import ServiceState
@@ -89,7 +89,7 @@ def enqueue(state: ServiceState, path: Path, title: str | None) -> VideoPublic:
 @router.get("/videos", response_model=VideoList, summary="List videos, newest first.")
 def list_videos(
     state: StateDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> VideoList:
     with Session(state.reader) as session:

@@ -66,6 +66,7 @@ def _decode_or_die(path, num_frames, size, fps=None):
 @pytest.mark.skipif(
     multiprocessing.get_start_method() != "fork", reason="the workers must inherit the patch"
 )
+@pytest.mark.slow
 def test_a_file_that_kills_its_decoder_costs_that_video_only(corpus, monkeypatch) -> None:
     monkeypatch.setattr(reader_module, "decode_video", _decode_or_die)
     paths = sorted(corpus.iterdir())[1:5]

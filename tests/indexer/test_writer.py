@@ -69,6 +69,7 @@ def test_rows_are_marked_indexed_only_after_the_publish(
             assert row.concepts == batch.concepts[i] and row.concepts is not None
 
 
+@pytest.mark.slow
 def test_without_an_interval_every_batch_is_published(tmp_path, corpus, fill, model) -> None:
     engine, index_dir = fill(), tmp_path / "index"
     writer = _writer(engine, model, index_dir)
@@ -82,6 +83,7 @@ def test_without_an_interval_every_batch_is_published(tmp_path, corpus, fill, mo
     assert writer.publish() == []  # nothing held: nothing to do
 
 
+@pytest.mark.slow
 def test_a_publish_that_raises_leaves_the_rows_processing(tmp_path, corpus, fill, model) -> None:
     """Here the index was rebuilt with another checkpoint meanwhile: the publish refuses, and
     the rows stay the worker's (to be indexed again), not indexed without their vectors."""

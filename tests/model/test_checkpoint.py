@@ -74,6 +74,7 @@ def test_bad_clip_weights_file(tmp_path) -> None:
         create_model("tiny", clip_weights=str(tmp_path / "missing.pt"))
 
 
+@pytest.mark.slow
 def test_clip_weights_switch_fusion_to_global_only(tmp_path) -> None:
     weights = tmp_path / "w.pt"
     torch.save(HANet(get_config("tiny")).clip.state_dict(), weights)

@@ -4,6 +4,7 @@ CLIP with mean-pooled frames."""
 from __future__ import annotations
 
 import open_clip
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -11,6 +12,7 @@ from model import create_model, get_config
 from tests.model.conftest import CAPTIONS
 
 
+@pytest.mark.slow
 def test_global_and_fused_scores_equal_clip_mean_pooling(tmp_path) -> None:
     cfg = get_config("tiny")
     torch.manual_seed(123)

@@ -60,6 +60,7 @@ def test_health_and_ready(client) -> None:
     assert ready.status_code == 200 and ready.json()["checks"]["index"] == "no build yet"
 
 
+@pytest.mark.slow
 def test_searches_run_on_the_thread_that_loaded_the_model(client, monkeypatch) -> None:
     """One thread does the torch work (service.state.open_state): a search on any thread-pool
     thread was measured a third slower, its OpenMP threads no longer spinning between
@@ -266,6 +267,25 @@ def test_bad_searches_get_clear_4xx(client, kwargs, status) -> None:
     response = client.post("/search", **kwargs)
     assert response.status_code == status
     assert "detail" in response.json()
+
+
+def test_numbers_the_database_cannot_hold_are_a_422(client) -> None:
+    """What a fuzzer found: integers beyond 64 bits in paths and queries were HTTP 500s."""
+    huge = 755643302958058822434816
+    cases = [
+        ("get", f"/videos/{huge}"),
+        ("get", f"/videos/{huge}/file"),
+        ("get", f"/videos/{huge}/thumbnail"),
+        ("delete", f"/videos/{huge}"),
+        ("get", f"/videos?offset={huge}"),
+        ("get", "/videos/0"),
+        ("get", "/videos?offset=-1"),
+    ]
+    for method, url in cases:
+        response = getattr(client, method)(url)
+        assert response.status_code == 422, (method, url, response.status_code)
+        assert isinstance(response.json()["detail"], list)  # FastAPI's validation error shape
+    assert client.get(f"/videos/{2**63 - 1}").status_code == 404  # the largest id is valid
 
 
 def test_bad_ingests_get_clear_4xx(client) -> None:

@@ -84,3 +84,74 @@ def test_the_app_refuses_an_old_schema_unless_it_may_migrate(tmp_path) -> None:
             assert c.get("/videos").json()["total"] == 0
     finally:
         engine.dispose()
+
+
+def _ids_after_deleting_the_newest(engine, tag: str = "x") -> list[int]:
+    """Add two videos, delete the newest, add one more (contents named by ``tag``): the ids
+    given, in order."""
+    from sqlalchemy import delete
+
+    from db import queue
+
+    ids = []
+    for n in range(3):
+        video_id, _ = queue.enqueue(engine, media_path=f"{tag}{n}.mp4", sha256=f"{tag}{n}" * 32)
+        ids.append(video_id)
+        if n == 1:
+            with Session(engine) as session, session.begin():
+                session.execute(delete(Video).where(Video.id == video_id))
+    return ids
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_deleted_video_s_id_is_never_given_again(database, tmp_path, request) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'ids.sqlite3'}"
+        if database == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    try:
+        first, second, third = _ids_after_deleting_the_newest(engine)
+        assert first < second < third
+    finally:
+        engine.dispose()
+        migrations.downgrade(url, "base")
+
+
+def test_an_existing_sqlite_file_keeps_its_rows_and_stops_reusing_ids(tmp_path) -> None:
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    migrations.upgrade(url, "0003")
+    engine = make_engine(url)
+    with engine.begin() as conn:  # a file written before: plain INTEGER PRIMARY KEY
+        for i in (1, 2, 5):
+            conn.execute(
+                text(
+                    "INSERT INTO videos (id, content_sha256, media_path, status, attempts, "
+                    "created_at, updated_at) VALUES (:i, :h, :p, 'indexed', 1, "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"i": i, "h": f"{i:064d}", "p": f"{i}.mp4"},
+            )
+    assert _ids_after_deleting_the_newest(engine, "a") == [6, 7, 7]  # before: 7 given twice
+    engine.dispose()
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            kept = [(v.id, v.media_path, v.status) for v in session.query(Video).order_by(Video.id)]
+        assert kept == [
+            (1, "1.mp4", "indexed"),
+            (2, "2.mp4", "indexed"),
+            (5, "5.mp4", "indexed"),
+            (6, "a0.mp4", "pending"),
+            (7, "a2.mp4", "pending"),
+        ]
+        assert _ids_after_deleting_the_newest(engine, "b") == [8, 9, 10]  # 9 not given again
+    finally:
+        engine.dispose()
