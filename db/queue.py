@@ -36,15 +36,24 @@ def worker_name() -> str:
 
 
 def enqueue(
-    engine: Engine, *, media_path: str, sha256: str, title: str | None = None
+    engine: Engine,
+    *,
+    media_path: str,
+    sha256: str,
+    title: str | None = None,
+    media_type: str | None = None,
 ) -> tuple[int, bool]:
-    """Add a video by content hash; the same content again returns the existing id.
+    """Add a video by content hash, with its file's HTTP media type when known; the same content
+    again returns the existing id (and gives that row the media type if it had none).
     Returns (video id, created)."""
     with Session(engine) as session:
         existing = session.scalar(select(Video.id).where(Video.content_sha256 == sha256))
         if existing is not None:
+            _fill_media_type(session, existing, media_type)
             return existing, False
-        video = Video(content_sha256=sha256, media_path=media_path, title=title)
+        video = Video(
+            content_sha256=sha256, media_path=media_path, title=title, media_type=media_type
+        )
         session.add(video)
         try:
             session.commit()
@@ -52,6 +61,23 @@ def enqueue(
             session.rollback()
             return session.scalar(select(Video.id).where(Video.content_sha256 == sha256)), False
         return video.id, True
+
+
+def _fill_media_type(session: Session, video_id: int, media_type: str | None) -> None:
+    if media_type is None:
+        return
+    session.execute(
+        update(Video)
+        .where(Video.id == video_id, Video.media_type.is_(None))
+        .values(media_type=media_type)
+    )
+    session.commit()
+
+
+def set_media_type(engine: Engine, video_id: int, media_type: str) -> None:
+    """Store the media type of a row that had none (one ingested before it was stored)."""
+    with Session(engine) as session:
+        _fill_media_type(session, video_id, media_type)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,9 @@ class Video(Base):
     )
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The HTTP media type of the file, from its probed container ("video/mp4"), set at ingest;
+    # None on rows ingested before it was stored (the file route probes those once).
+    media_type: Mapped[str | None] = mapped_column(String(100), nullable=True)
     # Queue bookkeeping: who holds the job and until when (a dead worker's lease runs out).
     claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(

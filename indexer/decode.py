@@ -39,6 +39,18 @@ class DecodedVideo:
     stream_index: int
 
 
+@dataclass(frozen=True)
+class MediaInfo:
+    """What ``probe_media`` found: the demuxer's name (``"mov,mp4,m4a,3gp,3g2,mj2"``), the
+    HTTP media type of the container (``"video/mp4"``) and the video stream's codec and size."""
+
+    format_name: str
+    media_type: str
+    codec: str
+    width: int
+    height: int
+
+
 def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise DecodeError(f"file not found: {path.name}")
@@ -122,6 +134,48 @@ def decode_video(
         codec=info[2],
         stream_index=info[3],
     )
+
+
+# Media types of the containers FFmpeg names (mov/mp4 and matroska/webm are told apart by
+# their headers); any other container with a decodable video stream is application/octet-stream.
+_MEDIA_TYPES = {
+    "avi": "video/x-msvideo",
+    "mpegts": "video/mp2t",
+    "mpeg": "video/mpeg",
+    "flv": "video/x-flv",
+    "ogg": "video/ogg",
+    "asf": "video/x-ms-asf",
+}
+_OCTET_STREAM = "application/octet-stream"
+_EBML_DOCTYPE_WEBM = b"\x42\x82\x84webm"  # the EBML header's DocType element, 4 bytes "webm"
+
+
+def probe_media(path: str | Path) -> MediaInfo:
+    """Check that ``path`` holds a video by decoding its first frame, and tell its container's
+    HTTP media type from what the demuxer found (never from the file's name). ``DecodeError``
+    with the reason for anything else: text, HTML, images, audio only, junk, truncated data."""
+    path = Path(path)
+    with _open(path) as container:
+        format_name = container.format.name
+        if format_name == "image2" or format_name.endswith("_pipe"):
+            raise DecodeError(f"a still image ({format_name}), not a video")
+        stream = pick_video_stream(container)
+        if _next_frame(_frames(container, stream), stream) is None:
+            raise DecodeError("no frame could be decoded (corrupt or truncated file)")
+        brand = str(container.metadata.get("major_brand", "")).strip()
+        ctx = stream.codec_context
+        codec, width, height = ctx.name, ctx.width, ctx.height
+    return MediaInfo(format_name, _media_type(path, format_name, brand), codec, width, height)
+
+
+def _media_type(path: Path, format_name: str, brand: str) -> str:
+    if format_name.startswith("mov,mp4"):
+        return "video/quicktime" if brand == "qt" else "video/mp4"
+    if format_name == "matroska,webm":
+        with open(path, "rb") as f:
+            head = f.read(64)
+        return "video/webm" if _EBML_DOCTYPE_WEBM in head else "video/x-matroska"
+    return _MEDIA_TYPES.get(format_name, _OCTET_STREAM)
 
 
 def _frame_time(frame: av.VideoFrame, stream) -> float:

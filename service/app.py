@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from service import runtime
+from service.headers import HanetAPI
 from service.metrics import install_metrics
 from service.routes import media, page, search, videos
 from service.settings import HanetSettings
@@ -28,18 +33,37 @@ ROUTERS = (page.router, search.router, videos.router, media.router)
 
 def create_app(settings: HanetSettings | None = None, with_indexer: bool = False) -> FastAPI:
     """The app for ``settings`` (default: from the environment); ``with_indexer`` also runs an
-    indexer worker in the process (`hanet serve` without --api-only)."""
-    app = FastAPI(
+    indexer worker in the process (`hanet serve` without --api-only). Every response carries
+    the security headers of service.headers."""
+    app = HanetAPI(
         title="HANet text-to-video search",
         version="0.1.0",
         lifespan=_lifespan(settings or runtime.load_settings(), with_indexer),
         description="Upload videos, then find them, and the moment inside them, with a sentence.",
     )
+    app.add_exception_handler(RequestValidationError, validation_error)
     install_metrics(app, lambda: app.state.hanet.reader)  # scrapes never wait for a writer
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, with non-finite numbers in the echoed input written as text: Python's
+    JSON parser reads ``NaN`` and ``Infinity``, JSON cannot write them back (a 500 otherwise)."""
+    detail = _finite(jsonable_encoder(exc.errors()))
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _lifespan(

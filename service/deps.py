@@ -33,8 +33,10 @@ def require_key(state: StateDep, x_api_key: Annotated[str | None, Header()] = No
 KeyDep = Annotated[None, Depends(require_key)]
 
 
-# Ids and offsets the databases can hold (64-bit signed): a larger number is a 422, not a 500.
-MAX_ID = 2**63 - 1
+# What the databases can hold, so that a larger number is a 422, not a 500: ids are INTEGER
+# (32-bit signed on PostgreSQL), offsets 64-bit.
+MAX_ID = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
 VideoId = Annotated[int, Path(ge=1, le=MAX_ID, description="The video's id.")]
 
 

@@ -11,6 +11,12 @@ def _example(example: dict) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": [example]})
 
 
+def _request(example: dict) -> ConfigDict:
+    """A request body's config: types as the schema says them (no `true` for an integer, no
+    `"0.5"` for a number) and no unknown keys (a misspelt field is an error, not a default)."""
+    return ConfigDict(json_schema_extra={"examples": [example]}, strict=True, extra="forbid")
+
+
 _CONCEPTS = {
     "actions": [{"name": "move", "probability": 0.91}],
     "entities": [{"name": "circle", "probability": 0.88}],
@@ -34,7 +40,7 @@ _HIT = {
 
 
 class VideoByPath(BaseModel):
-    model_config = _example({"path": "clips/dog.mp4", "title": "the dog"})
+    model_config = _request({"path": "clips/dog.mp4", "title": "the dog"})
 
     path: str = Field(
         min_length=1,
@@ -90,7 +96,7 @@ class VideoList(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = _example({"query": "a red circle moves left", "top_k": 10})
+    model_config = _request({"query": "a red circle moves left", "top_k": 10})
 
     query: str = Field(
         min_length=1,
@@ -99,7 +105,9 @@ class SearchRequest(BaseModel):
         examples=["a red circle moves left, then a blue star grows"],
     )
     top_k: int = Field(default=10, ge=1, le=100, description="How many hits to return.")
-    min_score: float | None = Field(default=None, description="Drop hits scoring below this.")
+    min_score: float | None = Field(
+        default=None, allow_inf_nan=False, description="Drop hits scoring below this."
+    )
 
 
 class Moment(BaseModel):

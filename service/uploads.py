@@ -1,11 +1,14 @@
 """The two ways a video file arrives: a multipart upload (streamed to the upload folder under a
-size limit, named by its content hash) or a path under the media root."""
+size limit, named by its content hash) or a path under the media root. Either way the file is
+probed (off the event loop) and refused with a 415 unless it is a video; the media type the
+probe found is the one the file is later served with."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException, Request
@@ -13,12 +16,40 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from indexer.decode import DecodeError, MediaInfo, probe_media
 from model import file_sha256
 from service.schemas import VideoByPath
 from service.settings import HanetSettings
 
 CHUNK_BYTES = 1 << 20
 FORM_SLACK_BYTES = 1024 * 1024  # multipart framing and the title, beyond the file itself
+
+
+@dataclass(frozen=True)
+class Received:
+    """A video file that arrived and passed the probe: where it is, its title, what it is."""
+
+    path: Path
+    title: str | None
+    media: MediaInfo
+
+
+def probe_video(path: Path) -> MediaInfo:
+    """What the file at ``path`` is; 415 with the reason when it is not a video. Blocking:
+    call it in the thread pool."""
+    try:
+        return probe_media(path)
+    except DecodeError as exc:
+        raise HTTPException(415, f"not a video: {exc}") from exc
+
+
+async def receive_by_path(body: bytes, settings: HanetSettings) -> Received:
+    """An ingest by path: its JSON body parsed, the file found under the media root and
+    probed."""
+    given = parse_by_path(body)
+    path = under_media_root(settings, given.path)
+    media = await run_in_threadpool(probe_video, path)
+    return Received(path, given.title, media)
 
 
 def parse_by_path(body: bytes) -> VideoByPath:
@@ -46,10 +77,11 @@ def under_media_root(settings: HanetSettings, given: str) -> Path:
     return path
 
 
-async def receive_upload(request: Request, settings: HanetSettings) -> tuple[Path, str | None]:
+async def receive_upload(request: Request, settings: HanetSettings) -> Received:
     """Store a multipart upload (field ``file``, optional ``title``) in the upload folder as
-    ``<sha256><suffix>``; returns its path and title (the file's name when none is given).
-    413 past ``settings.max_upload_bytes``, 422 without a file or with an empty one."""
+    ``<sha256><suffix>``; its title is the file's name when none is given. 413 past
+    ``settings.max_upload_bytes``, 422 without a file or with an empty one, 415 when it is not a
+    video (nothing is kept then)."""
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + FORM_SLACK_BYTES:
@@ -64,12 +96,13 @@ async def receive_upload(request: Request, settings: HanetSettings) -> tuple[Pat
     tmp = folder / f".upload-{uuid.uuid4().hex}"
     try:
         await _stream_to(upload, tmp, limit)
+        media = await run_in_threadpool(probe_video, tmp)
         digest = await run_in_threadpool(file_sha256, tmp)
         final = folder / f"{digest}{Path(upload.filename or '').suffix.lower()[:10]}"
         shutil.move(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    return final, title or upload.filename
+    return Received(final, title or upload.filename, media)
 
 
 async def _stream_to(upload: UploadFile, path: Path, limit: int) -> None:

@@ -24,20 +24,7 @@ from service.cli.common import (
 log = logging.getLogger(__name__)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 index_app = typer.Typer(help="The offline indexer.", no_args_is_help=True)
-VIDEO_SUFFIXES = {
-    ".mp4",
-    ".m4v",
-    ".mov",
-    ".mkv",
-    ".webm",
-    ".avi",
-    ".mpg",
-    ".mpeg",
-    ".ts",
-    ".flv",
-    ".wmv",
-    ".3gp",
-}
+VIDEO_SUFFIXES = set(".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .flv .wmv .3gp".split())
 
 
 @db_app.command("upgrade")

@@ -1,8 +1,10 @@
-"""What the page's player needs of a video: a JPEG frame at a time (cached), and the file."""
+"""What the page's player needs of a video: a JPEG frame at a time (cached), and the file.
+
+The file is served only as what it was verified to be: the media type its probe found (never
+one guessed from its name), inline; a video whose indexing failed is not served at all."""
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import uuid
 from pathlib import Path
@@ -11,9 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
-from indexer.decode import DecodeError, decode_thumbnail
+from db import queue
+from db.schema import Video, VideoStatus
+from indexer.decode import DecodeError, decode_thumbnail, probe_media
 from service.deps import StateDep, VideoDep, VideoId, video_row
 from service.settings import HanetSettings
+from service.state import ServiceState
 
 router = APIRouter()
 
@@ -23,6 +28,15 @@ MAX_T_S = 7 * 86400
 def thumbnail_cache(settings: HanetSettings) -> Path:
     """The folder of cached thumbnails, ``<content sha256>-<tenths of a second>.jpg``."""
     return settings.data_dir / "thumbnails"
+
+
+def refuse_failed(video: Video) -> None:
+    """404 for a video whose indexing failed: its file is not shown in any form."""
+    if video.status == VideoStatus.FAILED.value:
+        raise HTTPException(
+            404,
+            f"the file of video {video.id} is not served: indexing failed: {video.failure_reason}",
+        )
 
 
 def drop_thumbnails(settings: HanetSettings, content_sha256: str) -> None:
@@ -37,7 +51,7 @@ def drop_thumbnails(settings: HanetSettings, content_sha256: str) -> None:
     summary="A JPEG frame of the video at `t` seconds (cached).",
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "The frame."},
-        404: {"description": "No such video."},
+        404: {"description": "No such video, or one whose indexing failed."},
         422: {"description": "A bad time, or a file that cannot be decoded."},
     },
 )
@@ -47,6 +61,7 @@ def thumbnail(
     t: Annotated[float, Query(ge=0, le=MAX_T_S, description="Seconds into the video.")] = 0.0,
 ) -> Response:
     video = video_row(video_id, state)  # not a VideoDep: a bad `t` is a 422 before any 404
+    refuse_failed(video)
     if video.duration_s is not None and t > video.duration_s:
         raise HTTPException(422, f"t={t} s is past the end of the video ({video.duration_s} s)")
     folder = thumbnail_cache(state.settings)
@@ -68,18 +83,39 @@ def thumbnail(
 @router.get(
     "/videos/{video_id}/file",
     response_class=FileResponse,
-    summary="The stored video file; supports HTTP Range requests, so players can seek.",
+    summary="The stored video file, as the media type its probe found, inline; supports HTTP "
+    "Range requests, so players can seek.",
     responses={
-        200: {"content": {"video/mp4": {}}, "description": "The whole file."},
+        200: {
+            "content": {"video/mp4": {}, "video/webm": {}, "application/octet-stream": {}},
+            "description": "The whole file, with the media type of its container "
+            "(`application/octet-stream` for a video container without a common one).",
+        },
         206: {"description": "The requested byte range."},
-        404: {"description": "No such video."},
+        404: {
+            "description": "No such video, a video whose indexing failed, or a file that is "
+            "not a video (one ingested before files were probed at ingest)."
+        },
         410: {"description": "The media file is no longer on disk."},
         416: {"description": "A range outside the file."},
     },
 )
-def video_file(video: VideoDep) -> FileResponse:
+def video_file(video: VideoDep, state: StateDep) -> FileResponse:
+    refuse_failed(video)
     path = Path(video.media_path)
     if not path.is_file():
         raise HTTPException(410, f"the media file of video {video.id} is no longer on disk")
-    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=kind)
+    media_type = video.media_type or _probe_once(state, video, path)
+    return FileResponse(path, media_type=media_type, headers={"content-disposition": "inline"})
+
+
+def _probe_once(state: ServiceState, video: Video, path: Path) -> str:
+    """The media type of a row ingested before types were stored: probed now, and kept."""
+    try:
+        media_type = probe_media(path).media_type
+    except DecodeError as exc:
+        raise HTTPException(
+            404, f"the file of video {video.id} is not served: not a video: {exc}"
+        ) from exc
+    queue.set_media_type(state.engine, video.id, media_type)
+    return media_type

@@ -15,11 +15,11 @@ from db import queue
 from db.schema import Video
 from indexer.writer import remove_videos
 from model import file_sha256
-from service.deps import MAX_ID, KeyDep, StateDep, VideoDep
+from service.deps import MAX_OFFSET, KeyDep, StateDep, VideoDep
 from service.routes.media import drop_thumbnails
 from service.schemas import VideoByPath, VideoList, VideoPublic, stored_concepts
 from service.state import ServiceState
-from service.uploads import parse_by_path, receive_upload, under_media_root
+from service.uploads import Received, receive_by_path, receive_upload
 
 router = APIRouter()
 
@@ -39,6 +39,18 @@ _INGEST_BODY = {
             "application/json": {"schema": VideoByPath.model_json_schema()},
         }
     }
+}
+_INGEST_RESPONSES = {
+    400: {"description": "A body that is not JSON, or ingest by path while it is off."},
+    403: {"description": "A path that leaves the media root."},
+    404: {"description": "No such file under the media root."},
+    413: {"description": "An upload larger than the limit."},
+    415: {
+        "description": "Neither multipart/form-data nor application/json, or a file that is "
+        "not a video (HTML, an image, audio only, junk...): the detail says why. A refused "
+        "upload is not kept."
+    },
+    422: {"description": "A body of the wrong shape, no file, or an empty file."},
 }
 
 
@@ -61,26 +73,30 @@ def video_public(video: Video, with_concepts: bool = False) -> VideoPublic:
     response_model=VideoPublic,
     summary="Ingest a video: multipart upload (field `file`, optional `title`) or "
     'JSON {"path": ...} under the media root.',
+    responses=_INGEST_RESPONSES,
     openapi_extra=_INGEST_BODY,
 )
 async def create_video(request: Request, state: StateDep, _key: KeyDep) -> VideoPublic:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
-        body = parse_by_path(await request.body())
-        path = under_media_root(state.settings, body.path)
-        return await run_in_threadpool(enqueue, state, path, body.title)
-    if kind == "multipart/form-data":
-        path, title = await receive_upload(request, state.settings)
-        return await run_in_threadpool(enqueue, state, path, title)
-    raise HTTPException(
-        415, 'send multipart/form-data (field `file`) or application/json ({"path": ...})'
-    )
+        received = await receive_by_path(await request.body(), state.settings)
+    elif kind == "multipart/form-data":
+        received = await receive_upload(request, state.settings)
+    else:
+        raise HTTPException(
+            415, 'send multipart/form-data (field `file`) or application/json ({"path": ...})'
+        )
+    return await run_in_threadpool(enqueue, state, received)
 
 
-def enqueue(state: ServiceState, path: Path, title: str | None) -> VideoPublic:
-    """Queue ``path`` for indexing (its existing row when the same content is known)."""
+def enqueue(state: ServiceState, received: Received) -> VideoPublic:
+    """Queue a received file for indexing (its existing row when the same content is known)."""
     video_id, _created = queue.enqueue(
-        state.engine, media_path=str(path), sha256=file_sha256(path), title=title
+        state.engine,
+        media_path=str(received.path),
+        sha256=file_sha256(received.path),
+        title=received.title,
+        media_type=received.media.media_type,
     )
     with Session(state.engine) as session:
         return video_public(session.get(Video, video_id))
@@ -89,7 +105,7 @@ def enqueue(state: ServiceState, path: Path, title: str | None) -> VideoPublic:
 @router.get("/videos", response_model=VideoList, summary="List videos, newest first.")
 def list_videos(
     state: StateDep,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> VideoList:
     with Session(state.reader) as session:

@@ -101,11 +101,12 @@ function hitCard(hit, rank) {
   const bars = el("div", { class: "bars" });
   for (const [name, keys] of LEVELS) {
     const value = keys.reduce((sum, k) => sum + (hit.scores[k] ?? 0), 0) / keys.length;
-    const width = Math.max(0, Math.min(1, value)) * 100;
+    const fill = el("span");
+    // through the CSSOM: the page's CSP refuses style="..." attributes
+    fill.style.width = `${(Math.max(0, Math.min(1, value)) * 100).toFixed(0)}%`;
     bars.append(
       el("span", { text: name }),
-      el("span", { class: "bar", role: "img", "aria-label": `${name} ${value.toFixed(2)}` },
-        el("span", { style: `width: ${width.toFixed(0)}%` })),
+      el("span", { class: "bar", role: "img", "aria-label": `${name} ${value.toFixed(2)}` }, fill),
       el("span", { text: value.toFixed(2) }),
     );
   }

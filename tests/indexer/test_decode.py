@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from indexer.decode import DecodeError, decode_video, sample_times
+from indexer.decode import DecodeError, decode_video, probe_media, sample_times
 
 MEDIA = Path(__file__).resolve().parents[3] / "shared" / "media"
 VIDEOS = [
@@ -157,3 +157,75 @@ def test_truncated_file(tmp_path: Path) -> None:
     cut.write_bytes(data[: len(data) // 3])
     with pytest.raises(DecodeError):
         decode_video(cut, num_frames=8, size=32)
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "media_type"),
+    [
+        ("v.mp4", "libx264", "video/mp4"),
+        ("v.mov", "libx264", "video/quicktime"),
+        ("v.mkv", "mpeg4", "video/x-matroska"),
+        ("v.webm", "libvpx-vp9", "video/webm"),
+        ("v.avi", "mpeg4", "video/x-msvideo"),
+        ("v.ts", "mpeg2video", "video/mp2t"),
+    ],
+)
+def test_probe_tells_the_container_type_from_the_contents(
+    tmp_path: Path, name: str, codec: str, media_type: str
+) -> None:
+    written = _write(tmp_path / name, _ramp(4), codec=codec)
+    disguised = written.rename(tmp_path / "x.html")  # the name plays no part
+    info = probe_media(disguised)
+    assert info.media_type == media_type
+    assert (info.width, info.height) == (64, 48)
+
+
+def test_probe_falls_back_to_octet_stream_for_other_video_containers(tmp_path: Path) -> None:
+    info = probe_media(_write(tmp_path / "v.nut", _ramp(3), codec="mpeg4"))
+    assert info.format_name == "nut" and info.media_type == "application/octet-stream"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"<html><script>alert(document.cookie)</script></html>\n", "not a readable media"),
+        (b"these are notes, not frames\n" * 40, "not a readable media"),
+        (
+            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>\n',
+            "still image",
+        ),
+    ],
+)
+def test_probe_refuses_what_is_not_a_video(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / "x.mp4"
+    path.write_bytes(content)
+    with pytest.raises(DecodeError, match=reason):
+        probe_media(path)
+
+
+def test_probe_refuses_images_and_truncated_videos(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "still.png")
+    with pytest.raises(DecodeError, match="still image"):
+        probe_media(tmp_path / "still.png")
+    data = _write(tmp_path / "v.mp4", _ramp(4)).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # the index (moov) is at the end
+    with pytest.raises(DecodeError):
+        probe_media(tmp_path / "cut.mp4")
+    with pytest.raises(DecodeError, match="not found"):
+        probe_media(tmp_path / "gone.mp4")
+
+
+@needs_media
+@pytest.mark.parametrize("name", VIDEOS)
+def test_probe_accepts_the_real_samples(name: str) -> None:
+    expected = "video/x-matroska" if name.endswith(".mkv") else "video/mp4"
+    assert probe_media(MEDIA / name).media_type == expected
+
+
+@needs_media
+@pytest.mark.parametrize("name", AUDIO)
+def test_probe_refuses_audio_only_files(name: str) -> None:
+    with pytest.raises(DecodeError, match="no video stream"):
+        probe_media(MEDIA / name)

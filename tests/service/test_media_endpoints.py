@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from db import queue
 from indexer.job import IndexingCfg, run_indexing
 from service.app import create_app
 from service.settings import HanetSettings
@@ -17,13 +18,18 @@ def client(tmp_path_factory, synth_corpus, vocab_checkpoint):
         data_dir=root / "data", checkpoint=vocab_checkpoint, media_root=synth_corpus
     )
     with TestClient(create_app(settings)) as c:
-        ids = {
-            name: c.post("/videos", json={"path": name}).json()["id"]
-            for name in ("synth000000.mp4", "notes.mp4")
-        }
         state = c.app.state.hanet
-        cfg = IndexingCfg(batch_size=4, decode_workers=1)
-        run_indexing(state.engine, state.searcher.model, settings.index_dir, cfg, progress=False)
+        ids = {"synth000000.mp4": c.post("/videos", json={"path": "synth000000.mp4"}).json()["id"]}
+        # files that are not videos are refused at ingest (415); these rows stand for ones queued
+        # before that check: notes.mp4 fails indexing, broken.mp4 stays pending
+        for name in ("notes.mp4", "broken.mp4"):
+            path = synth_corpus / name
+            ids[name], _ = queue.enqueue(state.engine, media_path=str(path), sha256=name * 8)
+            if name == "notes.mp4":
+                cfg = IndexingCfg(batch_size=4, decode_workers=1)
+                run_indexing(
+                    state.engine, state.searcher.model, settings.index_dir, cfg, progress=False
+                )
         c.ids = ids
         c.video_path = synth_corpus / "synth000000.mp4"
         yield c
@@ -55,10 +61,22 @@ def test_bad_thumbnail_times_get_4xx(client, params, status, says) -> None:
     assert r.status_code == status and says in r.text
 
 
-def test_thumbnail_of_unknown_or_undecodable_videos(client) -> None:
+def test_thumbnail_of_unknown_failed_or_undecodable_videos(client) -> None:
     assert client.get("/videos/999/thumbnail").status_code == 404
-    broken = client.get(f"/videos/{client.ids['notes.mp4']}/thumbnail")
+    failed = client.get(f"/videos/{client.ids['notes.mp4']}/thumbnail")
+    assert failed.status_code == 404 and "indexing failed" in failed.json()["detail"]
+    broken = client.get(f"/videos/{client.ids['broken.mp4']}/thumbnail")  # pending
     assert broken.status_code == 422 and "not a readable media file" in broken.json()["detail"]
+
+
+def test_files_of_failed_videos_or_of_non_videos_are_not_served(client) -> None:
+    failed = client.get(f"/videos/{client.ids['notes.mp4']}/file")
+    detail = failed.json()["detail"]
+    assert failed.status_code == 404
+    assert f"video {client.ids['notes.mp4']} is not served: indexing failed:" in detail
+    assert "not a readable media file" in detail  # the row's own failure reason
+    broken = client.get(f"/videos/{client.ids['broken.mp4']}/file")  # pending, never probed
+    assert broken.status_code == 404 and "not a video" in broken.json()["detail"]
 
 
 def test_file_whole_and_by_range(client) -> None:
@@ -67,6 +85,7 @@ def test_file_whole_and_by_range(client) -> None:
     whole = client.get(f"/videos/{vid}/file")
     assert whole.status_code == 200 and whole.content == data
     assert whole.headers["content-type"] == "video/mp4"
+    assert whole.headers["content-disposition"] == "inline"
     assert whole.headers["accept-ranges"] == "bytes"
     part = client.get(f"/videos/{vid}/file", headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == data[100:200]
