@@ -100,7 +100,10 @@ class FaissStore:
         return self.indexes[level]
 
     def add(self, video_id: int, vectors: dict[str, np.ndarray]) -> None:
-        """Add one video's vectors, (n, D) per level. Re-adding a video replaces it."""
+        """Add one video's vectors, (n, D) per level. Re-adding a video (re-indexing it)
+        replaces its vectors. A tombstone is never cleared: ids are never given to two videos
+        (the database never reuses them), so a deleted id stays deleted, and its vectors, if
+        added again, stay hidden (the writer does not add tombstoned ids at all)."""
         if video_id in self.videos:
             self._remove_physically([video_id])
         for level, x in vectors.items():
@@ -109,7 +112,6 @@ class FaissStore:
                 raise VectorStoreError(f"{level} vectors have dim {x.shape[1]}, not {self.dim}")
             self._index(level).add_with_ids(x, vector_ids(video_id, len(x)))
         self.videos.add(video_id)
-        self.deleted.discard(video_id)
         if self.staged:
             self._train_staged()
 
@@ -144,11 +146,11 @@ class FaissStore:
 
     def compact(self) -> None:
         """Drop deleted videos' vectors from the indexes (rebuilt from their own contents
-        where the index type cannot remove in place, e.g. HNSW)."""
-        if not self.deleted:
-            return
-        self._remove_physically(self.deleted)
-        self.deleted.clear()
+        where the index type cannot remove in place, e.g. HNSW). The tombstones stay: a
+        worker that still holds a deleted video must not publish it later (they are a list of
+        ids; only those with vectors cost a search anything)."""
+        if self.deleted & self.videos:
+            self._remove_physically(self.deleted & self.videos)
 
     def _params(self, level: str) -> tuple[faiss.SearchParameters | None, tuple]:
         """Per-call search parameters, and the objects they point to (which must outlive the
@@ -167,10 +169,11 @@ class FaissStore:
 
     def tombstone_selector(self) -> tuple[faiss.IDSelector | None, tuple]:
         """The selector that hides deleted videos, built once per set of deletions (building
-        it costs 1024 ids per deleted video; searches reuse it, FAISS only reads it)."""
-        if not self.deleted:
+        it costs 1024 ids per deleted video; searches reuse it, FAISS only reads it). Only
+        tombstones of videos with vectors in the indexes go in it."""
+        key = frozenset(self.deleted & self.videos)
+        if not key:
             return None, ()
-        key = frozenset(self.deleted)
         cached = self._selector_cache
         if cached is None or cached[0] != key:
             ids = np.concatenate([vector_ids(v, SEGMENT_SLOTS) for v in sorted(key)])

@@ -117,7 +117,8 @@ def publish_latest(
 ) -> Build:
     """``publish`` for one of several writers: under the write lock, on top of the latest
     published version (caught up when another writer published since ``build`` was read), so
-    no writer drops another's videos or tombstones."""
+    no writer drops another's videos or tombstones, and videos deleted meanwhile (tombstoned in
+    the latest version) are not added."""
     with writing(index_dir):
         if not _is_current(index_dir, build):
             build = _catch_up(index_dir, build)
@@ -154,7 +155,13 @@ def publish(
     add_vectors: bool = True,
 ) -> Build:
     """Add videos (their embeddings and frame times (N, T)) and publish the next version.
-    ``add_vectors`` False writes rerank rows only (compaction: the vectors are there)."""
+    Tombstoned videos (deleted, possibly before they were ever published) are skipped: a delete
+    always wins over a worker that still held the video. ``add_vectors`` False writes rerank
+    rows only (compaction: the vectors are there)."""
+    if add_vectors and build.vectors.deleted.intersection(video_ids):
+        video_ids, video, frame_times = _without_deleted(build, video_ids, video, frame_times)
+        if not video_ids:
+            return build  # nothing left to add: no new version
     for i, video_id in enumerate(video_ids if add_vectors else []):
         build.vectors.add(video_id, level_vectors(video, i))
     builds_dir = build.root.parent
@@ -199,6 +206,14 @@ def publish(
     return build
 
 
+def _without_deleted(
+    build: Build, video_ids: list[int], video: VideoEmbeddings, frame_times: np.ndarray
+) -> tuple[list[int], VideoEmbeddings, np.ndarray]:
+    """These videos less those tombstoned in ``build``."""
+    keep = [i for i, video_id in enumerate(video_ids) if video_id not in build.vectors.deleted]
+    return [video_ids[i] for i in keep], video.select(keep), frame_times[keep]
+
+
 def _link_tree(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True)
     for f in src.iterdir():
@@ -233,12 +248,13 @@ def promote(staging: Path, index_dir: Path) -> None:
 
 
 def delete_videos(index_dir: Path, video_ids: list[int]) -> str:
-    """Tombstone videos in the published build: gone from every search of the new version at
-    once; their vectors and rows leave the files at ``compact``. A small write: the new version
-    links the current one's FAISS files and rerank parts and lists the videos as deleted; no
-    FAISS index is read or written. Returns the published version's name ("<build>/v<n>"; the
-    current one when none of the videos is in the build). Raises BuildError before any
-    publish."""
+    """Tombstone videos in the published build, every one given, in the build or not: those in
+    it are gone from every search of the new version at once (their vectors and rows leave the
+    files at ``compact``); those not yet in it (still with a worker) are never published. A
+    small write: the new version links the current one's FAISS files and rerank parts and lists
+    the videos as deleted; no FAISS index is read or written. Returns the published version's
+    name ("<build>/v<n>"; the current one when every video was tombstoned already). Raises
+    BuildError before any publish."""
     with writing(index_dir):
         name = current_name(index_dir)
         if name is None:
@@ -246,12 +262,13 @@ def delete_videos(index_dir: Path, video_ids: list[int]) -> str:
         root = index_dir / "builds" / name
         manifest, meta = read_manifest(root), read_meta(root / "vectors")
         deleted = set(meta.get("deleted", []))
-        stored = _stored_ids(root, manifest["parts"])
-        gone = set(stored[np.isin(stored, list(map(int, video_ids)))].tolist()) - deleted
-        if not gone:
+        new = set(map(int, video_ids)) - deleted
+        if not new:
             return name
-        meta["deleted"] = sorted(deleted | gone)
-        return _publish_tombstones(index_dir, root, manifest, meta, len(gone))
+        stored = _stored_ids(root, manifest["parts"])
+        live_gone = set(stored[np.isin(stored, list(new))].tolist())
+        meta["deleted"] = sorted(deleted | new)
+        return _publish_tombstones(index_dir, root, manifest, meta, len(live_gone))
 
 
 def _stored_ids(root: Path, parts: list[str]) -> np.ndarray:
@@ -284,7 +301,11 @@ def _publish_tombstones(index_dir: Path, root: Path, manifest: dict, meta: dict,
 
 def compact(index_dir: Path) -> Build:
     """Rewrite the published build without deleted videos: FAISS indexes without their
-    vectors, and the rerank rows merged into one part (newest row per video)."""
+    vectors, and the rerank rows merged into one part (newest row per video). Every tombstone
+    is kept, those whose vectors were removed included: a worker may still hold a deleted
+    video (claimed before its delete) and must not publish it afterwards, and ids are never
+    reused, so a tombstone is never wrong; they are a list of ids in ``vectors.json``, and the
+    search selector covers only the ones with vectors."""
     with writing(index_dir):
         build = load_current(index_dir)
         build.vectors.compact()

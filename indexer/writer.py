@@ -59,9 +59,11 @@ class BatchWriter:
         return self.publish()
 
     def publish(self) -> list[int]:
-        """Publish the held videos, then mark their rows indexed (a publish that raises leaves
-        them processing). Returns the ids marked: those whose jobs this worker still held."""
-        held = self._held
+        """Publish the held videos whose rows still exist (a video deleted while held is
+        dropped; one deleted after this check is refused by its tombstone), then mark their
+        rows indexed (a publish that raises leaves them processing). Returns the ids marked:
+        those whose jobs this worker still held."""
+        held = self._existing(self._held)
         if held:
             self.index.publish(
                 [video_id for batch in held for video_id in batch.video_ids],
@@ -70,6 +72,17 @@ class BatchWriter:
             )
         self._held, self._last_publish = [], time.monotonic()
         return [video_id for batch in held for video_id in self._complete(batch)]
+
+    def _existing(self, held: list[EmbeddedBatch]) -> list[EmbeddedBatch]:
+        """The held batches less the videos whose rows were deleted meanwhile (one query)."""
+        ids = [video_id for batch in held for video_id in batch.video_ids]
+        if not ids:
+            return []
+        with Session(self.engine) as session:
+            found = set(session.scalars(select(Video.id).where(Video.id.in_(ids))))
+        if len(found) == len(ids):
+            return held
+        return [b for b in (_only(batch, found) for batch in held) if b.video_ids]
 
     def _complete(self, batch: EmbeddedBatch) -> list[int]:
         rows = zip(batch.video_ids, batch.durations_s, batch.concepts, strict=True)
@@ -87,9 +100,24 @@ class BatchWriter:
         ]
 
 
+def _only(batch: EmbeddedBatch, video_ids: set[int]) -> EmbeddedBatch:
+    """The rows of ``batch`` for these videos."""
+    keep = [i for i, video_id in enumerate(batch.video_ids) if video_id in video_ids]
+    if len(keep) == len(batch.video_ids):
+        return batch
+    return EmbeddedBatch(
+        [batch.video_ids[i] for i in keep],
+        batch.embeddings.select(keep),
+        batch.frame_times[keep],
+        [batch.durations_s[i] for i in keep],
+        [batch.concepts[i] for i in keep],
+    )
+
+
 def remove_videos(engine: Engine, index_dir: Path, video_ids: list[int]) -> list[int]:
     """Delete videos' rows and tombstone them in the published build (gone from search at once,
-    from the index files at compaction). Returns the ids that existed."""
+    from the index files at compaction; never published by a worker that still holds them).
+    Returns the ids that existed."""
     with Session(engine) as session, session.begin():
         found = list(session.scalars(select(Video.id).where(Video.id.in_(video_ids))))
         session.execute(delete(Video).where(Video.id.in_(found)))

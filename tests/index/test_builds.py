@@ -81,7 +81,7 @@ def test_the_reader_api_against_what_was_written(index_dir, cfg) -> None:
 def test_a_delete_links_the_files_and_only_adds_tombstones(index_dir) -> None:
     before = load_current(index_dir)
     assert 4 in _found(before, 4)
-    name = delete_videos(index_dir, [4, 99])  # 99 was never indexed: no tombstone for it
+    name = delete_videos(index_dir, [4, 99])  # 99 not indexed yet: tombstoned all the same
     assert (index_dir / "CURRENT").read_text().strip() == name == before.name[:-1] + "3"
     after = load_current(index_dir)
     new, old = after.root, before.root
@@ -90,7 +90,7 @@ def test_a_delete_links_the_files_and_only_adds_tombstones(index_dir) -> None:
     for part in before.manifest["parts"]:
         for f in (old / "parts" / part).iterdir():
             assert _inode(new / "parts" / part / f.name) == _inode(f)
-    assert json.loads((new / "vectors" / "vectors.json").read_text())["deleted"] == [4]
+    assert json.loads((new / "vectors" / "vectors.json").read_text())["deleted"] == [4, 99]
     assert after.manifest["videos"] == 11 and after.manifest["counts"] == before.manifest["counts"]
     assert 4 not in after and len(after) == 11 and 4 not in _found(after, 4)
     assert after.summary()["deleted_pending_compaction"] == 1
@@ -158,25 +158,29 @@ def test_compaction_drops_tombstoned_vectors_and_rows(index_dir, cfg) -> None:
     assert after.video_ids() == [1, 3, 4, 6, 7, 8, 9, 10, 12]
     assert after.summary()["deleted_pending_compaction"] == 0
     meta = json.loads((after.root / "vectors" / "vectors.json").read_text())
-    assert meta["deleted"] == [] and meta["counts"]["action"] == 9 * cfg.num_action_segments
+    # the tombstones stay: a worker still holding 2, 5 or 11 must not publish it later
+    assert meta["deleted"] == [2, 5, 11]
+    assert meta["counts"]["action"] == 9 * cfg.num_action_segments
     for f in INDEX_FILES:  # rewritten, not linked
         assert _inode(after.root / "vectors" / f) != linked[f]
     assert torch.equal(after.embeddings([12]).global_, before.embeddings([12]).global_)
     assert not {2, 5, 11} & (_found(after, 2) | _found(after, 5) | _found(after, 11))
 
 
-def test_a_deleted_id_added_again_is_searchable_again(index_dir, cfg) -> None:
+def test_a_deleted_id_published_again_stays_deleted(index_dir, cfg) -> None:
+    """Ids are never reused: a publish of a tombstoned id (a worker that held the video when it
+    was deleted) adds nothing, and the video's other ids in the batch are added."""
     writer = IndexWriter.open(index_dir, cfg, CHECKPOINT, "Flat")
     delete_videos(index_dir, [6])
-    add(writer, [6], seed=1)  # SQLite reused the id for another video
+    add(writer, [6, 13], seed=1)
     latest = load_current(index_dir)
-    assert 6 in latest and latest.summary()["deleted_pending_compaction"] == 0
-    assert torch.equal(latest.embeddings([6]).global_, videos(cfg, [6], 1).global_.half())
-    ids, scores, _ = latest.top_videos("event", videos(cfg, [6], 1).global_.numpy(), 1)[0]
-    assert ids.tolist() == [6] and scores[0] == pytest.approx(1.0, abs=1e-5)
-    assert latest.summary()["vectors"]["event"] == 12  # the old vectors replaced, not kept
-    delete_videos(index_dir, [6])
-    assert 6 not in load_current(index_dir) and 6 not in _found(load_current(index_dir), 6, 1)
+    assert 6 not in latest and 13 in latest and 6 not in _found(latest, 6, 1)
+    assert 6 not in _found(latest, 6) and 13 in _found(latest, 13, 1)
+    assert torch.equal(latest.embeddings([13]).global_, videos(cfg, [13], 1).global_.half())
+    assert latest.summary()["vectors"]["event"] == 13  # 6's old vectors, until compaction
+    name = latest.name
+    add(writer, [6], seed=1)  # only a tombstoned video: no new version at all
+    assert load_current(index_dir).name == name
 
 
 def test_a_build_written_before_gram_matrices_takes_tombstones(index_dir) -> None:

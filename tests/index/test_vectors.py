@@ -111,12 +111,13 @@ def test_deleted_videos_vanish_at_once_and_compaction_drops_them(factory: str, t
     assert 9 in {h.video_id for h in store.search("event", corpus[9]["event"][0], k=1)[0]}
     store.delete([9])  # after searches that used the tombstones of 7 and 8
     assert 9 not in {h.video_id for h in store.search("event", corpus[9]["event"][0], k=5)[0]}
-    store.add(9, corpus[9])  # re-indexed: back
-    assert store.search("event", corpus[9]["event"][0], k=1)[0][0].video_id == 9
+    store.add(9, corpus[9])  # added again (ids are never reused): replaced, still deleted
+    assert 9 not in {h.video_id for h in store.search("event", corpus[9]["event"][0], k=5)[0]}
     assert store.count("action") == 100 * 4  # still in the files
     store.compact()
-    assert store.count("action") == 98 * 4 and store.count("event") == 98
-    expected = [v for v, _ in _brute(corpus, "entity", query, 5, skip={7, 8})]
+    assert store.count("action") == 97 * 4 and store.count("event") == 97
+    assert store.deleted == {7, 8, 9} and store.tombstone_selector() == (None, ())
+    expected = [v for v, _ in _brute(corpus, "entity", query, 5, skip={7, 8, 9})]
     if factory == "Flat":
         assert [h.video_id for h in store.search("entity", query, k=5)[0]] == expected
 
