@@ -231,11 +231,6 @@ class Build:
         return Build(root, manifest, vectors, self.parts, rows, dict(self.file_ids))
 
 
-def warm(build: Build) -> int:
-    """``build.warm()``: touch the build's rerank rows once (returns the bytes touched)."""
-    return build.warm()
-
-
 def _available_memory() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -107,15 +107,13 @@ def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, fill, model) -> 
 
 
 def test_warming_touches_every_rerank_row(tmp_path, fill, model) -> None:
-    from index.reader import warm
-
     engine = fill()
     run_indexing(engine, model, tmp_path / "index", _cfg(batch_size=6), progress=False)
     build = load_current(tmp_path / "index")
     assert len(build.manifest["parts"]) == 3  # 13 videos in batches of 6
     arrays = [a for part in build.parts for a in part.values()]
     assert all(isinstance(a, np.memmap) for a in arrays)
-    assert warm(build) == sum(a.nbytes for a in arrays) > 0
+    assert build.warm() == sum(a.nbytes for a in arrays) > 0
 
 
 def test_publishing_is_throttled_while_work_is_queued(tmp_path, fill, model) -> None:
