@@ -58,9 +58,12 @@ class IndexWriter:
 
     def publish(
         self, video_ids: list[int], video: VideoEmbeddings, frame_times: np.ndarray
-    ) -> None:
-        """Add these videos and publish the next version, on top of the latest one."""
+    ) -> list[int]:
+        """Add these videos and publish the next version, on top of the latest one. Returns
+        the ids added: those not tombstoned in the latest version (``publish`` skips those)."""
         self.build = publish_latest(self.index_dir, self.build, video_ids, video, frame_times)
+        deleted = self.build.vectors.deleted  # the latest version's, as the publish saw them
+        return [video_id for video_id in video_ids if video_id not in deleted]
 
 
 def new_build(index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: str) -> Build:

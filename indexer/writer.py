@@ -22,6 +22,14 @@ from indexer.embedder import EmbeddedBatch
 from indexer.reader import Undecodable
 from model import VideoEmbeddings
 
+# Why a video whose row exists was refused by the index: its id is tombstoned, which only an id
+# given twice explains (SQLite databases from before migration 0004 reused a deleted newest
+# video's id); a new row gets a new id.
+REUSED_ID = (
+    "the index holds a deletion of this video's id (given twice by a database from before ids "
+    "were never reused): delete the video and add it again"
+)
+
 
 class BatchWriter:
     """One worker's writes: held (embedded, not yet published) batches, published at most
@@ -60,18 +68,26 @@ class BatchWriter:
 
     def publish(self) -> list[int]:
         """Publish the held videos whose rows still exist (a video deleted while held is
-        dropped; one deleted after this check is refused by its tombstone), then mark their
-        rows indexed (a publish that raises leaves them processing). Returns the ids marked:
-        those whose jobs this worker still held."""
+        dropped; one deleted after this check is refused by its tombstone), then mark the
+        published ones' rows indexed (a publish that raises leaves them processing); a video
+        refused by the index whose row is still there is marked failed (``REUSED_ID``), never
+        indexed without being searchable. Returns the ids marked indexed: those whose jobs this
+        worker still held."""
         held = self._existing(self._held)
+        published: set[int] = set()
         if held:
-            self.index.publish(
-                [video_id for batch in held for video_id in batch.video_ids],
-                VideoEmbeddings.cat([batch.embeddings for batch in held]),
-                np.concatenate([batch.frame_times for batch in held]),
+            published = set(
+                self.index.publish(
+                    [video_id for batch in held for video_id in batch.video_ids],
+                    VideoEmbeddings.cat([batch.embeddings for batch in held]),
+                    np.concatenate([batch.frame_times for batch in held]),
+                )
             )
         self._held, self._last_publish = [], time.monotonic()
-        return [video_id for batch in held for video_id in self._complete(batch)]
+        refused = [v for batch in held for v in batch.video_ids if v not in published]
+        for video_id in refused:  # no row left (deleted after the check), or an id given twice
+            queue.fail(self.engine, video_id, worker=self.worker, reason=REUSED_ID)
+        return [video_id for batch in held for video_id in self._complete(_only(batch, published))]
 
     def _existing(self, held: list[EmbeddedBatch]) -> list[EmbeddedBatch]:
         """The held batches less the videos whose rows were deleted meanwhile (one query)."""

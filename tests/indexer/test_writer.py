@@ -69,6 +69,26 @@ def test_rows_are_marked_indexed_only_after_the_publish(
             assert row.concepts == batch.concepts[i] and row.concepts is not None
 
 
+def test_a_row_the_index_refuses_is_failed_not_indexed(tmp_path, corpus, fill, model) -> None:
+    """A tombstoned id whose row exists (an id a database from before migration 0004 gave to a
+    new video) is not published, and its row says so instead of "indexed"."""
+    from index.writer import delete_videos
+
+    engine, index_dir = fill(), tmp_path / "index"
+    writer = _writer(engine, model, index_dir)
+    writer.hold(_embedded(model, corpus, [2]))
+    assert writer.publish() == [2]
+    delete_videos(index_dir, [3])  # the deletion of an earlier video that had id 3
+    writer.hold(_embedded(model, corpus, [3, 4]))
+    assert writer.publish() == [4]
+    rows = _rows(engine, [3, 4])
+    assert rows[4].status == "indexed"
+    assert rows[3].status == "failed" and "delete the video and add it again" in (
+        rows[3].failure_reason or ""
+    )
+    assert load_current(index_dir).video_ids() == [2, 4]
+
+
 @pytest.mark.slow
 def test_without_an_interval_every_batch_is_published(tmp_path, corpus, fill, model) -> None:
     engine, index_dir = fill(), tmp_path / "index"
