@@ -50,9 +50,14 @@ def synth_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def vocab_checkpoint(tmp_path_factory) -> Path:
-    """A tiny HANet with random weights and a concept vocabulary (verb0.., noun0..), saved
-    once for the whole run."""
+    """A tiny HANet with seeded random weights and a concept vocabulary (verb0.., noun0..),
+    saved once for the whole run: the same weights whichever test asks first (session fixtures
+    are made before a test's own seeding)."""
+    import torch
+
     from model import ConceptVocab, HANet, get_config
+
+    torch.manual_seed(0)
 
     cfg = get_config("tiny")
     vocab = ConceptVocab(

@@ -203,7 +203,7 @@ def test_ingest_index_search_delete(client, corpus) -> None:
     high = client.post("/search", json={"query": "a red star", "min_score": 10.0}).json()
     assert high["hits"] == []
 
-    gone = hit["video_id"]
+    gone = next(h["video_id"] for h in found["hits"] if h["video_id"] in by_path)  # best by path
     assert client.delete(f"/videos/{gone}").status_code == 204
     assert client.get(f"/videos/{gone}").status_code == 404
     after = client.post("/search", json={"query": "a red star moves left", "top_k": 10}).json()
