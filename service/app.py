@@ -16,36 +16,52 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from service import runtime
+from service.deps import ReadDep
 from service.headers import HanetAPI
 from service.metrics import install_metrics
-from service.routes import media, page, search, videos
+from service.routes import access, media, page, search, videos
 from service.settings import HanetSettings
 from service.state import open_state
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (page.router, search.router, videos.router, media.router)
+OPEN_ROUTERS = (page.router, access.router)  # the page shell, the probes, the media session
+READ_ROUTERS = (search.router, videos.router, media.router)  # private under HANET_PROTECT_READS
+PRIVATE = {401: {"description": "Missing or wrong X-API-Key (HANET_API_KEY), where needed."}}
 
 
 def create_app(settings: HanetSettings | None = None, with_indexer: bool = False) -> FastAPI:
     """The app for ``settings`` (default: from the environment); ``with_indexer`` also runs an
     indexer worker in the process (`hanet serve` without --api-only). Every response carries
-    the security headers of service.headers."""
+    the security headers of service.headers; other origins may call it only when
+    ``settings.cors_origins`` names them."""
+    settings = settings or runtime.load_settings()
     app = HanetAPI(
         title="HANet text-to-video search",
         version="0.1.0",
-        lifespan=_lifespan(settings or runtime.load_settings(), with_indexer),
+        lifespan=_lifespan(settings, with_indexer),
         description="Upload videos, then find them, and the moment inside them, with a sentence.",
     )
     app.add_exception_handler(RequestValidationError, validation_error)
     install_metrics(app, lambda: app.state.hanet.reader)  # scrapes never wait for a writer
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
-    for router in ROUTERS:
+    for router in OPEN_ROUTERS:
         app.include_router(router)
+    for router in READ_ROUTERS:
+        app.include_router(router, dependencies=[ReadDep], responses=PRIVATE)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type"],
+            max_age=600,
+        )
     return app
 
 

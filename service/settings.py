@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -68,6 +68,16 @@ class HanetSettings(BaseSettings):
         default=None,
         description="When set, POST /videos and DELETE /videos/{id} need it in X-API-Key.",
     )
+    protect_reads: bool = Field(
+        default=False,
+        description="With api_key: searches, lists, files, thumbnails and metrics need the key "
+        "too (/health and /ready stay open); the page asks for it.",
+    )
+    cors_origins: list[str] = Field(
+        default=[],
+        description="Origins other web pages may call the API from (JSON list, e.g. "
+        '["https://app.example.com"]); empty: none (same-origin only).',
+    )
     int8_text: bool = Field(
         default=False,
         description="Encode queries with the int8 text tower (CPU only; ~3x faster for ViT-B-32).",
@@ -84,6 +94,19 @@ class HanetSettings(BaseSettings):
         le=1024,
         description="Torch and FAISS threads of the search thread and of the in-process indexer; "
         "unset: one per core.",
+    )
+    search_batch_max: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Most searches served together in one batch (queries that arrive while one "
+        "runs wait and go through the model and the indexes together).",
+    )
+    search_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Longest a search waits for its turn; longer: 503 with Retry-After.",
     )
     query_cache_size: int = Field(
         default=1024,
@@ -107,6 +130,12 @@ class HanetSettings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("api_key must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _reads_need_a_key(self) -> HanetSettings:
+        if self.protect_reads and self.api_key is None:
+            raise ValueError("protect_reads needs api_key: there is no key to ask for")
+        return self
 
     @property
     def indexing(self) -> IndexingCfg:

@@ -16,10 +16,18 @@ async function api(path, options = {}, retried = false) {
   if (apiKey) headers.set("X-API-Key", apiKey);
   const response = await fetch(path, { ...options, headers });
   if (response.status === 401 && !retried && (await askForKey())) {
+    await openMediaSession();
     return api(path, options, true);
   }
   return response;
 }
+
+// <video> and <img> cannot send the key: when the library is private, the server trades it for
+// an HttpOnly cookie that lets the browser load files and thumbnails (the cookie never holds it).
+async function openMediaSession() {
+  if (apiKey) await fetch("/session", { method: "POST", headers: { "X-API-Key": apiKey } });
+}
+openMediaSession();
 
 function askForKey() {
   const dialog = $("key-dialog");

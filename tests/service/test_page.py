@@ -3,18 +3,15 @@ a real server: the bundled demo model, a few generated videos, the in-process in
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from corpus.synth import generate_corpus
-from service.app import create_app
 from service.settings import HanetSettings
 from tests.conftest import require_executable
+from tests.service.live_server import serve
 
 pytestmark = pytest.mark.slow  # every test here drives a browser against a live server
 
@@ -22,28 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-
-
-@contextlib.contextmanager
-def _serve(settings: HanetSettings):
-    """The app on a free loopback port, in a thread: (app, its URL) while the block runs."""
-    import uvicorn
-
-    app = create_app(settings, with_indexer=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield app, f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +29,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("page")
     generate_corpus(root / "corpus", 4, seed=11, workers=1, progress=False)
     settings = HanetSettings(data_dir=root / "data", media_root=root / "corpus")
-    with _serve(settings) as (app, url):
+    with serve(settings) as (app, url):
         state = app.state.hanet
         for path in sorted((root / "corpus" / "videos").glob("*.mp4")):
             queue.enqueue(
@@ -177,7 +152,7 @@ def test_with_an_api_key_the_page_asks_once_and_sends_it(browser, tmp_path) -> N
     settings = HanetSettings(data_dir=tmp_path / "data", api_key=key)
     video = generate_corpus(tmp_path / "c", 1, seed=14, workers=1, progress=False).parent
     video = video / "videos" / "synth000000.mp4"
-    with _serve(settings) as (_app, url):
+    with serve(settings) as (_app, url):
         page = browser.new_page()
         page.goto(url + "/")
         page.get_by_label("Describe what happens in the video").fill("a red star moves left")
@@ -271,3 +246,40 @@ def test_a_title_with_markup_is_shown_as_text(page, server) -> None:
 def _found(page, url: str, query: str, video_id: int) -> bool:
     hits = page.request.post(url + "/search", data={"query": query, "top_k": 100}).json()["hits"]
     return any(h["video_id"] == video_id for h in hits)
+
+
+def test_a_private_library_asks_for_the_key_then_shows_its_media(browser, tmp_path) -> None:
+    """With reads protected, the page asks for the key on its first read, trades it for the
+    media cookie, and the thumbnails and the player load (they cannot send the key)."""
+    from db import queue
+    from model import file_sha256
+
+    key = "private library key 42"
+    settings = HanetSettings(data_dir=tmp_path / "data", api_key=key, protect_reads=True)
+    video = generate_corpus(tmp_path / "c", 1, seed=15, workers=1, progress=False).parent
+    video = video / "videos" / "synth000000.mp4"
+    with serve(settings) as (app, url):
+        engine = app.state.hanet.engine
+        queue.enqueue(engine, media_path=str(video), sha256=file_sha256(video), title="private")
+        deadline = time.monotonic() + 120
+        while queue.counts(engine)["indexed"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        context = browser.new_context()
+        context.add_init_script("HTMLMediaElement.prototype.play = () => Promise.resolve()")
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url + "/")
+        page.get_by_label("API key", exact=True).fill(key)  # asked for at the library's 401
+        page.get_by_role("button", name="Use this key").click()
+        page.locator("#library tr", has_text="private").wait_for()
+        _search(page, "a red star moves left")
+        page.wait_for_function(
+            "() => { const imgs = [...document.querySelectorAll('#results img')];"
+            " return imgs.length && imgs.every(i => i.complete && i.naturalWidth > 0); }"
+        )
+        page.locator("#results li.hit button.open").first.click()
+        page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+        cookies = {c["name"]: c for c in context.cookies()}
+        assert cookies["hanet_media"]["httpOnly"] and key not in cookies["hanet_media"]["value"]
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: no script can read it
+        context.close()
