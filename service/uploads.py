@@ -1,27 +1,25 @@
-"""The two ways a video file arrives: a multipart upload (streamed to the upload folder under a
-size limit, named by its content hash) or a path under the media root. Either way the file is
-probed (off the event loop) and refused with a 415 unless it is a video; the media type the
-probe found is the one the file is later served with."""
+"""The two ways a video file arrives: a multipart upload (written once as it arrives, under a
+size limit, by service.form_stream, then named by its content hash) or a path under the media
+root. Either way the file is probed (off the event loop) and refused with a 415 unless it is a
+video; the media type the probe found is the one the file is later served with."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from indexer.decode import DecodeError, MediaInfo, probe_media
 from model import file_sha256
+from service.form_stream import stream_upload
 from service.schemas import VideoByPath
 from service.settings import HanetSettings
 
-CHUNK_BYTES = 1 << 20
 FORM_SLACK_BYTES = 1024 * 1024  # multipart framing and the title, beyond the file itself
 
 
@@ -32,6 +30,8 @@ class Received:
     path: Path
     title: str | None
     media: MediaInfo
+    sha256: str
+    new_file: bool = False  # an upload stored now (not content already kept)
 
 
 def probe_video(path: Path) -> MediaInfo:
@@ -49,7 +49,7 @@ async def receive_by_path(body: bytes, settings: HanetSettings) -> Received:
     given = parse_by_path(body)
     path = under_media_root(settings, given.path)
     media = await run_in_threadpool(probe_video, path)
-    return Received(path, given.title, media)
+    return Received(path, given.title, media, await run_in_threadpool(file_sha256, path))
 
 
 def parse_by_path(body: bytes) -> VideoByPath:
@@ -79,40 +79,23 @@ def under_media_root(settings: HanetSettings, given: str) -> Path:
 
 async def receive_upload(request: Request, settings: HanetSettings) -> Received:
     """Store a multipart upload (field ``file``, optional ``title``) in the upload folder as
-    ``<sha256><suffix>``; its title is the file's name when none is given. 413 past
-    ``settings.max_upload_bytes``, 422 without a file or with an empty one, 415 when it is not a
-    video (nothing is kept then)."""
+    ``<sha256><suffix>``, read and written once as it arrives; its title is the file's name
+    when none is given. 413 past ``settings.max_upload_bytes`` (at once when the request
+    declares a larger length), 422 without a file or with an empty one, 415 when it is not a
+    video, 507 on a full disk; nothing is kept then."""
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + FORM_SLACK_BYTES:
         raise HTTPException(413, f"upload larger than {limit} bytes")
-    form = await request.form(max_files=1, max_fields=4)
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        raise HTTPException(422, "multipart field `file` is missing")
-    title = form.get("title") if isinstance(form.get("title"), str) else None
-    folder = settings.upload_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".upload-{uuid.uuid4().hex}"
+    streamed = await stream_upload(request, settings.upload_dir, limit)
     try:
-        await _stream_to(upload, tmp, limit)
-        media = await run_in_threadpool(probe_video, tmp)
-        digest = await run_in_threadpool(file_sha256, tmp)
-        final = folder / f"{digest}{Path(upload.filename or '').suffix.lower()[:10]}"
-        shutil.move(tmp, final)
+        media = await run_in_threadpool(probe_video, streamed.path)
+        final = streamed.path.with_name(
+            streamed.sha256 + Path(streamed.filename).suffix.lower()[:10]
+        )
+        new_file = not final.exists()
+        os.replace(streamed.path, final)  # a rename: the bytes are written once
     finally:
-        tmp.unlink(missing_ok=True)
-    return Received(final, title or upload.filename, media)
-
-
-async def _stream_to(upload: UploadFile, path: Path, limit: int) -> None:
-    """Copy ``upload`` to ``path`` chunk by chunk, refusing it past ``limit`` bytes or empty."""
-    size = 0
-    with open(path, "wb") as out:
-        while chunk := await upload.read(CHUNK_BYTES):
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, f"upload larger than {limit} bytes")
-            out.write(chunk)
-    if size == 0:
-        raise HTTPException(422, "the uploaded file is empty")
+        streamed.path.unlink(missing_ok=True)
+    title = streamed.fields.get("title") or streamed.filename
+    return Received(final, title, media, streamed.sha256, new_file)

@@ -9,12 +9,12 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from db import queue
 from db.schema import Video
 from indexer.writer import remove_videos
-from model import file_sha256
 from service.deps import MAX_OFFSET, KeyDep, StateDep, VideoDep
 from service.routes.media import drop_thumbnails
 from service.schemas import VideoByPath, VideoList, VideoPublic, stored_concepts
@@ -41,7 +41,10 @@ _INGEST_BODY = {
     }
 }
 _INGEST_RESPONSES = {
-    400: {"description": "A body that is not JSON, or ingest by path while it is off."},
+    400: {
+        "description": "A body that is not JSON, a malformed multipart body, or ingest by path "
+        "while it is off."
+    },
     403: {"description": "A path that leaves the media root."},
     404: {"description": "No such file under the media root."},
     413: {"description": "An upload larger than the limit."},
@@ -51,7 +54,13 @@ _INGEST_RESPONSES = {
         "upload is not kept."
     },
     422: {"description": "A body of the wrong shape, no file, or an empty file."},
+    507: {"description": "The server's storage is full; the upload was not kept."},
 }
+
+
+def disk_full(exc: OperationalError) -> bool:
+    """SQLite's "database or disk is full", PostgreSQL's disk_full (SQLSTATE 53100)."""
+    return getattr(exc.orig, "sqlstate", None) == "53100" or "disk is full" in str(exc.orig)
 
 
 def video_public(video: Video, with_concepts: bool = False) -> VideoPublic:
@@ -90,14 +99,23 @@ async def create_video(request: Request, state: StateDep, _key: KeyDep) -> Video
 
 
 def enqueue(state: ServiceState, received: Received) -> VideoPublic:
-    """Queue a received file for indexing (its existing row when the same content is known)."""
-    video_id, _created = queue.enqueue(
-        state.engine,
-        media_path=str(received.path),
-        sha256=file_sha256(received.path),
-        title=received.title,
-        media_type=received.media.media_type,
-    )
+    """Queue a received file for indexing (its existing row when the same content is known).
+    A new upload is removed again when its row cannot be written; 507 when the database's
+    disk is full."""
+    try:
+        video_id, _created = queue.enqueue(
+            state.engine,
+            media_path=str(received.path),
+            sha256=received.sha256,
+            title=received.title,
+            media_type=received.media.media_type,
+        )
+    except BaseException as exc:
+        if received.new_file:
+            received.path.unlink(missing_ok=True)
+        if isinstance(exc, OperationalError) and disk_full(exc):
+            raise HTTPException(507, "the database's storage is full: not queued") from exc
+        raise
     with Session(state.engine) as session:
         return video_public(session.get(Video, video_id))
 
