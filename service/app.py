@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from service import runtime
-from service.deps import ReadDep
+from service.deps import KeyDep, ReadDep
 from service.headers import HanetAPI
 from service.metrics import install_metrics
 from service.routes import access, media, page, search, videos
@@ -30,9 +30,8 @@ from service.state import open_state
 
 log = logging.getLogger(__name__)
 
-OPEN_ROUTERS = (page.router, access.router)  # the page shell, the probes, the media session
-READ_ROUTERS = (search.router, videos.router, media.router)  # private under HANET_PROTECT_READS
-PRIVATE = {401: {"description": "Missing or wrong X-API-Key (HANET_API_KEY), where needed."}}
+KEY_NEEDED = {401: {"description": "Missing or wrong X-API-Key (HANET_API_KEY)."}}
+UNREADABLE = {400: {"description": "A body that cannot be read as JSON text (not UTF-8)."}}
 
 
 def create_app(settings: HanetSettings | None = None, with_indexer: bool = False) -> FastAPI:
@@ -48,12 +47,11 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
         description="Upload videos, then find them, and the moment inside them, with a sentence.",
     )
     app.add_exception_handler(RequestValidationError, validation_error)
-    install_metrics(app, lambda: app.state.hanet.reader)  # scrapes never wait for a writer
+    reads = [ReadDep] if settings.protect_reads else []  # the guards, as settings say
+    keyed = [KeyDep] if settings.api_key is not None else []
+    install_metrics(app, lambda: app.state.hanet.reader, reads)  # never waits for a writer
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
-    for router in OPEN_ROUTERS:
-        app.include_router(router)
-    for router in READ_ROUTERS:
-        app.include_router(router, dependencies=[ReadDep], responses=PRIVATE)
+    include_routers(app, reads, keyed)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -63,6 +61,21 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
             max_age=600,
         )
     return app
+
+
+def include_routers(app: FastAPI, reads: list, keyed: list) -> None:
+    """The routes, reads behind ``reads`` and changes behind ``keyed`` (each empty when the
+    settings guard nothing, so the OpenAPI document names the key only where it is needed);
+    the media session only when there is a key to trade."""
+    read_401 = KEY_NEEDED if reads else {}
+    app.include_router(page.router)  # the page shell and the probes: always open
+    app.include_router(search.router, dependencies=reads, responses={**read_401, **UNREADABLE})
+    for router in (videos.router, media.router):
+        app.include_router(router, dependencies=reads, responses=read_401)
+    app.include_router(videos.changes, dependencies=keyed, responses=KEY_NEEDED if keyed else {})
+    if keyed:
+        app.include_router(access.router, dependencies=keyed, responses=KEY_NEEDED)
+        app.include_router(access.logout)
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -82,8 +82,8 @@ def _token_mac(state: ServiceState, expires: int) -> str:
     return hmac.new(key, f"hanet-media:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
-KeyDep = Annotated[None, Depends(require_key)]
-ReadDep = Depends(require_read)  # for a router's `dependencies`
+KeyDep = Depends(require_key)  # for a router's `dependencies` (service.app)
+ReadDep = Depends(require_read)
 
 
 # What the databases can hold, so that a larger number is a 422, not a 500: ids are INTEGER

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Response, params
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import Engine
@@ -65,7 +65,11 @@ class _TimeRequests:
             )
 
 
-def install_metrics(app: FastAPI, engine: Callable[[], Engine]) -> None:
+def install_metrics(
+    app: FastAPI, engine: Callable[[], Engine], dependencies: Sequence[params.Depends] = ()
+) -> None:
+    """Time every request, and serve ``/metrics`` (behind ``dependencies``: the app's read
+    guard)."""
     registry = CollectorRegistry()
     latency = Histogram(
         "hanet_request_seconds",
@@ -78,6 +82,15 @@ def install_metrics(app: FastAPI, engine: Callable[[], Engine]) -> None:
 
     app.add_middleware(_TimeRequests, latency=latency)
 
-    @app.get("/metrics", include_in_schema=True, summary="Prometheus metrics.")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics.",
+        response_class=Response,
+        dependencies=list(dependencies),
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}},
+            **({401: {"description": "Missing or wrong X-API-Key."}} if dependencies else {}),
+        },
+    )
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from db.schema import VideoStatus
 
@@ -16,6 +18,15 @@ def _request(example: dict) -> ConfigDict:
     `"0.5"` for a number) and no unknown keys (a misspelt field is an error, not a default)."""
     return ConfigDict(json_schema_extra={"examples": [example]}, strict=True, extra="forbid")
 
+
+def _whole_number(value: object) -> object:
+    """JSON Schema counts 10.0 as an integer; strict pydantic would not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_whole_number)]  # 10 or 10.0; never true or "10"
 
 _CONCEPTS = {
     "actions": [{"name": "move", "probability": 0.91}],
@@ -104,7 +115,7 @@ class SearchRequest(BaseModel):
         description="A sentence to search for.",
         examples=["a red circle moves left, then a blue star grows"],
     )
-    top_k: int = Field(default=10, ge=1, le=100, description="How many hits to return.")
+    top_k: JsonInt = Field(default=10, ge=1, le=100, description="How many hits to return.")
     min_score: float | None = Field(
         default=None, allow_inf_nan=False, description="Drop hits scoring below this."
     )

@@ -69,10 +69,14 @@ def under_media_root(settings: HanetSettings, given: str) -> Path:
     if settings.media_root is None:
         raise HTTPException(400, "ingest by path is off: HANET_MEDIA_ROOT is not set")
     root = settings.media_root.resolve()
-    path = (root / given).resolve()
-    if not path.is_relative_to(root):
-        raise HTTPException(403, "the path leaves the media root")
-    if not path.is_file():
+    try:
+        path = (root / given).resolve()
+        if not path.is_relative_to(root):
+            raise HTTPException(403, "the path leaves the media root")
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte...: no such file either
+        found = False
+    if not found:
         raise HTTPException(404, f"no file {given!r} under the media root")
     return path
 

@@ -8,28 +8,20 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.deps import (
-    MEDIA_COOKIE,
-    MEDIA_COOKIE_MAX_AGE_S,
-    KeyDep,
-    StateDep,
-    media_token,
-)
+from service.deps import MEDIA_COOKIE, MEDIA_COOKIE_MAX_AGE_S, StateDep, media_token
 
-router = APIRouter()
+router = APIRouter()  # mounted, behind the key, only when a key is set (service.app)
+logout = APIRouter()  # mounted beside it, open: forgetting a cookie needs no key
 
 
 @router.post(
     "/session",
     status_code=204,
     summary="Trade the API key for a media cookie (HttpOnly, SameSite=Strict) that lets the "
-    "browser load files and thumbnails of a private library; none is needed without a key.",
-    responses={401: {"description": "Missing or wrong X-API-Key."}},
+    "browser load files and thumbnails of a private library.",
 )
-def open_session(request: Request, state: StateDep, _key: KeyDep) -> Response:
+def open_session(request: Request, state: StateDep) -> Response:
     response = Response(status_code=204)
-    if state.settings.api_key is None:
-        return response  # nothing is private: no cookie to give
     expires = int(time.time()) + MEDIA_COOKIE_MAX_AGE_S
     response.set_cookie(
         MEDIA_COOKIE,
@@ -43,7 +35,7 @@ def open_session(request: Request, state: StateDep, _key: KeyDep) -> Response:
     return response
 
 
-@router.delete("/session", status_code=204, summary="Forget the media cookie.")
+@logout.delete("/session", status_code=204, summary="Forget the media cookie.")
 def close_session() -> Response:
     response = Response(status_code=204)
     response.delete_cookie(MEDIA_COOKIE, path="/videos", httponly=True, samesite="strict")

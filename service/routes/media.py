@@ -48,11 +48,11 @@ def drop_thumbnails(settings: HanetSettings, content_sha256: str) -> None:
 @router.get(
     "/videos/{video_id}/thumbnail",
     response_class=Response,
-    summary="A JPEG frame of the video at `t` seconds (cached).",
+    summary="A JPEG frame of the video at `t` seconds (cached); past the end, the last one.",
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "The frame."},
         404: {"description": "No such video, or one whose indexing failed."},
-        422: {"description": "A bad time, or a file that cannot be decoded."},
+        422: {"description": "A negative or huge time, or a file that cannot be decoded."},
     },
 )
 def thumbnail(
@@ -62,8 +62,8 @@ def thumbnail(
 ) -> Response:
     video = video_row(video_id, state)  # not a VideoDep: a bad `t` is a 422 before any 404
     refuse_failed(video)
-    if video.duration_s is not None and t > video.duration_s:
-        raise HTTPException(422, f"t={t} s is past the end of the video ({video.duration_s} s)")
+    if video.duration_s is not None:
+        t = min(t, video.duration_s)  # past the end: the last frame (one cached copy of it)
     folder = thumbnail_cache(state.settings)
     cached = folder / f"{video.content_sha256}-{round(t * 10)}.jpg"  # 0.1 s steps
     headers = {"cache-control": "public, max-age=86400"}

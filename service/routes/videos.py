@@ -15,13 +15,15 @@ from sqlalchemy.orm import Session
 from db import queue
 from db.schema import Video
 from indexer.writer import remove_videos
-from service.deps import MAX_OFFSET, KeyDep, StateDep, VideoDep
+from service.deps import MAX_OFFSET, StateDep, VideoDep
 from service.routes.media import drop_thumbnails
 from service.schemas import VideoByPath, VideoList, VideoPublic, stored_concepts
 from service.state import ServiceState
 from service.uploads import Received, receive_by_path, receive_upload
 
-router = APIRouter()
+router = APIRouter()  # reading
+changes = APIRouter()  # ingest and delete: behind the key when one is set (service.app)
+NO_VIDEO = {404: {"description": "No such video."}}
 
 _INGEST_BODY = {
     "requestBody": {
@@ -31,7 +33,7 @@ _INGEST_BODY = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
                         "title": {"type": "string"},
                     },
                 }
@@ -76,7 +78,7 @@ def video_public(video: Video, with_concepts: bool = False) -> VideoPublic:
     )
 
 
-@router.post(
+@changes.post(
     "/videos",
     status_code=202,
     response_model=VideoPublic,
@@ -85,7 +87,7 @@ def video_public(video: Video, with_concepts: bool = False) -> VideoPublic:
     responses=_INGEST_RESPONSES,
     openapi_extra=_INGEST_BODY,
 )
-async def create_video(request: Request, state: StateDep, _key: KeyDep) -> VideoPublic:
+async def create_video(request: Request, state: StateDep) -> VideoPublic:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
         received = await receive_by_path(await request.body(), state.settings)
@@ -135,15 +137,23 @@ def list_videos(
     return VideoList(items=items, total=total, offset=offset, limit=limit)
 
 
-@router.get("/videos/{video_id}", response_model=VideoPublic, summary="One video's state.")
+@router.get(
+    "/videos/{video_id}",
+    response_model=VideoPublic,
+    summary="One video's state.",
+    responses=NO_VIDEO,
+)
 def get_video(video: VideoDep) -> VideoPublic:
     return video_public(video, with_concepts=True)
 
 
-@router.delete(
-    "/videos/{video_id}", status_code=204, summary="Delete a video (gone from search at once)."
+@changes.delete(
+    "/videos/{video_id}",
+    status_code=204,
+    summary="Delete a video (gone from search at once).",
+    responses=NO_VIDEO,
 )
-def delete_video(_key: KeyDep, video: VideoDep, state: StateDep) -> Response:
+def delete_video(video: VideoDep, state: StateDep) -> Response:
     if not remove_videos(state.engine, state.settings.index_dir, [video.id]):
         raise HTTPException(404, f"no video {video.id}")
     drop_thumbnails(state.settings, video.content_sha256)

@@ -45,6 +45,7 @@ def _reads(vid: int) -> list[tuple[str, str, dict | None]]:
         ("GET", f"/videos/{vid}", None),
         ("GET", f"/videos/{vid}/file", None),
         ("GET", f"/videos/{vid}/thumbnail", None),
+        ("GET", "/metrics", None),
     ]
 
 
@@ -180,6 +181,27 @@ def test_openapi_declares_the_key_and_the_401s(private) -> None:
     ]:
         assert "401" in doc["paths"][path][method]["responses"], path
     assert "401" not in doc["paths"]["/health"]["get"]["responses"]
+    assert doc["paths"]["/search"]["post"]["security"] == [{"APIKeyHeader": []}]
+
+
+def test_the_document_names_the_key_only_where_this_deployment_needs_it(private) -> None:
+    """A fuzzer (and a client generator) trusts the document: a route it says needs the key
+    must refuse without one, and a route that is open must not claim otherwise."""
+    writes_only = private.model_copy(update={"protect_reads": False})
+    open_all = writes_only.model_copy(update={"api_key": None})
+    for settings, read_guarded, write_guarded in [
+        (private, True, True),
+        (writes_only, False, True),
+        (open_all, False, False),
+    ]:
+        with TestClient(create_app(settings)) as c:
+            doc = c.get("/openapi.json").json()
+        paths = doc["paths"]
+        assert ("security" in paths["/search"]["post"]) == read_guarded
+        assert ("401" in paths["/videos/{video_id}/file"]["get"]["responses"]) == read_guarded
+        assert ("security" in paths["/videos"]["post"]) == write_guarded
+        assert ("security" in paths["/videos/{video_id}"]["delete"]) == write_guarded
+        assert ("/session" in paths) == write_guarded
 
 
 def test_the_env_reads_the_access_settings(monkeypatch, tmp_path: Path) -> None:
