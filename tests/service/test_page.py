@@ -39,7 +39,7 @@ def server(tmp_path_factory):
         while queue.counts(state.engine)["indexed"] < 4 and time.monotonic() < deadline:
             time.sleep(0.1)  # the server's own indexer worker picks them up
         assert queue.counts(state.engine)["indexed"] == 4
-        yield {"url": url, "corpus": root / "corpus"}
+        yield {"url": url, "corpus": root / "corpus", "app": app}
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +283,47 @@ def test_a_private_library_asks_for_the_key_then_shows_its_media(browser, tmp_pa
         assert cookies["hanet_media"]["httpOnly"] and key not in cookies["hanet_media"]["value"]
         assert page.evaluate("document.cookie") == ""  # HttpOnly: no script can read it
         context.close()
+
+
+SCRIPTED = {
+    "page.html": "<html><body><script>alert('html ran'); document.title = 'pwned'</script>",
+    "image.svg": '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(\'svg ran\')">'
+    "<script>alert('svg script ran')</script></svg>",
+}
+
+
+def test_scripts_in_uploaded_files_never_run(browser, server, tmp_path) -> None:
+    """HTML and SVG holding scripts: refused at upload through the page (nothing to open), and
+    rows of such files from before uploads were probed are not served: opening their file URLs
+    runs nothing, nor does a real video stored under an .html name."""
+    from db import queue
+    from model import file_sha256
+
+    context = browser.new_context()
+    dialogs: list[str] = []
+    context.on("page", lambda p: p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss())))
+    page = context.new_page()
+    page.goto(server["url"] + "/")
+    for name, text in SCRIPTED.items():
+        path = tmp_path / name
+        path.write_text(text)
+        page.set_input_files("#files", str(path))
+        line = page.locator(f"#uploads li[data-file='{name}']")
+        line.and_(page.locator("[data-status='failed']")).wait_for(timeout=60_000)
+        assert "not a video" in line.inner_text()
+    engine = server["app"].state.hanet.engine
+    video = generate_corpus(tmp_path / "c", 1, seed=16, workers=1, progress=False).parent
+    video = video / "videos" / "synth000000.mp4"  # content the library does not hold yet
+    disguised = tmp_path / "video.html"
+    disguised.write_bytes(video.read_bytes())
+    opened = {}
+    for path in [tmp_path / name for name in SCRIPTED] + [disguised]:
+        video_id, _ = queue.enqueue(engine, media_path=str(path), sha256=file_sha256(path))
+        response = page.goto(f"{server['url']}/videos/{video_id}/file")
+        opened[path.name] = (response.status, response.headers["content-type"])
+        page.wait_for_timeout(300)  # a script would have run by now
+        assert page.title() != "pwned"
+    assert opened["page.html"][0] == 404 and opened["image.svg"][0] == 404
+    assert opened["video.html"] == (200, "video/mp4")
+    assert dialogs == []
+    context.close()
