@@ -187,7 +187,7 @@ def release_dead_workers(engine: Engine) -> int:
                 Video.status == PROCESSING, Video.claimed_by.like(f"{host}:%")
             )
         ).all()
-        dead = [vid for vid, owner in rows if not _alive(int(owner.split(":")[1]))]
+        dead = [vid for vid, owner in rows if dead_here(owner)]
         if dead:
             session.execute(
                 update(Video)
@@ -195,6 +195,12 @@ def release_dead_workers(engine: Engine) -> int:
                 .values(status=PENDING, claimed_by=None, lease_expires_at=None)
             )
     return len(dead)
+
+
+def dead_here(owner: str) -> bool:
+    """Whether a worker name (``worker_name``) is a process of this host that has died."""
+    host, pid = owner.split(":")[:2]
+    return host == socket.gethostname() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:

@@ -14,10 +14,13 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Float,
+    ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -81,3 +84,68 @@ class Video(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, default=_utcnow, onupdate=_utcnow
     )
+
+
+class RebuildState(str, enum.Enum):
+    """A rebuild's life: running (at most one at a time) -> done | failed."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Rebuild(Base):
+    """One re-encoding of every indexed video into a new build (``hanet index rebuild``), held
+    by one process at a time through a lease like the queue's (a killed one is resumed)."""
+
+    __tablename__ = "rebuilds"
+    __table_args__ = (
+        CheckConstraint("state IN ('running', 'done', 'failed')", name="ck_rebuilds_state"),
+        # at most one running rebuild: a second start fails in the database, not in a race
+        Index(
+            "uq_rebuilds_one_running",
+            "state",
+            unique=True,
+            sqlite_where=text("state = 'running'"),
+            postgresql_where=text("state = 'running'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    factory: Mapped[str] = mapped_column(String(200), nullable=False)
+    build: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the new build's name
+    state: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=RebuildState.RUNNING.value
+    )
+    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=_utcnow
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RebuildVideo(Base):
+    """A rebuild's work list: one row per video to re-encode. No foreign key to ``videos``: a
+    deleted video's item is simply never claimed (claims join the videos that exist)."""
+
+    __tablename__ = "rebuild_videos"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'processing', 'done', 'failed')",
+            name="ck_rebuild_videos_status",
+        ),
+        Index("ix_rebuild_videos_status", "rebuild_id", "status"),
+    )
+
+    rebuild_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("rebuilds.id", ondelete="CASCADE"), primary_key=True
+    )
+    video_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

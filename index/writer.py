@@ -65,6 +65,15 @@ class IndexWriter:
         deleted = self.build.vectors.deleted  # the latest version's, as the publish saw them
         return [video_id for video_id in video_ids if video_id not in deleted]
 
+    def publish_empty(self) -> None:
+        """Publish a first version without videos, when nothing is published yet (a rebuild
+        of an empty index still makes a build of its checkpoint)."""
+        if current_name(self.index_dir) is None:
+            times = np.zeros((0, 1), np.float32)
+            self.build = publish_latest(
+                self.index_dir, self.build, [], _empty_like(self.build), times
+            )
+
 
 def new_build(index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: str) -> Build:
     """An empty build (not yet published) for a checkpoint."""
@@ -239,15 +248,43 @@ def _drop_old_versions(builds_dir: Path, keep: set[str]) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def promote(staging: Path, index_dir: Path) -> None:
-    """Make a build prepared under ``staging`` (a rebuild) the published one."""
+def promote(staging: Path, index_dir: Path, *, locked: bool = False) -> None:
+    """Make a build prepared under ``staging`` (a rebuild) the published one: its folder moves
+    into ``index_dir/builds``, then CURRENT points at it (one rename: readers see the old
+    build or the new one). ``locked``: the caller holds ``writing(index_dir)`` already."""
     name = (staging / "CURRENT").read_text().strip()
     build_name = name.split("/")[0]
-    with writing(index_dir):
+    with contextlib.nullcontext() if locked else writing(index_dir):
         (index_dir / "builds").mkdir(parents=True, exist_ok=True)
         os.replace(staging / "builds" / build_name, index_dir / "builds" / build_name)
         _point_current(index_dir, name)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def reclaim(staging: Path, index_dir: Path) -> None:
+    """Undo a ``promote`` killed between moving the build and pointing CURRENT at it: the
+    build goes back under ``staging`` (nothing published it), so it can be resumed."""
+    name = current_name(staging)
+    if name is None:
+        return
+    build_name = name.split("/")[0]
+    moved = index_dir / "builds" / build_name
+    if not (staging / "builds" / build_name).exists() and moved.exists():
+        with writing(index_dir):
+            if (current_name(index_dir) or "").split("/")[0] != build_name:
+                os.replace(moved, staging / "builds" / build_name)
+
+
+def contents(index_dir: Path) -> tuple[set[int], set[int]]:
+    """The published version's live videos and its tombstones, from its id lists alone (no
+    FAISS index read); empty sets when nothing is published."""
+    name = current_name(index_dir)
+    if name is None:
+        return set(), set()
+    root = index_dir / "builds" / name
+    deleted = set(read_meta(root / "vectors").get("deleted", []))
+    stored = set(_stored_ids(root, read_manifest(root)["parts"]).tolist())
+    return stored - deleted, deleted
 
 
 def delete_videos(index_dir: Path, video_ids: list[int]) -> str:

@@ -18,12 +18,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import Engine
 from tqdm import tqdm
 
 from db import queue
 from db.queue import Claim
+from index.reader import BuildError
 from index.writer import IndexWriter
 from indexer.embedder import Embedder
 from indexer.reader import Decoded, ReadBatch, Reader, Undecodable
@@ -71,14 +73,14 @@ def run_indexing(
     checkpoint = model.checkpoint_sha256 or "unsaved"
     index = IndexWriter.open(index_dir, model.cfg, checkpoint, cfg.factory)
     jobs = _Jobs(engine, worker, cfg)
-    stages = _Stages(
+    stages = Stages(
         Reader(model.cfg.max_frames, model.preprocess.image_size, cfg.decode_workers),
         Embedder(model),
         BatchWriter(engine, index, worker=worker, publish_interval_s=cfg.publish_interval_s),
     )
     bar = tqdm(total=jobs.pending(), unit="video", desc="index", disable=not progress)
     with stages.reader, contextlib.closing(bar):
-        summary = _work(jobs, stages, bar, watch=watch, stop=stop or threading.Event())
+        summary = work_queue(jobs, stages, bar, watch=watch, stop=stop or threading.Event())
     summary.seconds = time.monotonic() - start
     return summary
 
@@ -106,37 +108,64 @@ class _Jobs:
 
 
 @dataclass(frozen=True)
-class _Stages:
+class Stages:
+    """The pipeline a job runs its claims through (the writer decides where they go)."""
+
     reader: Reader
     embedder: Embedder
     writer: BatchWriter
 
 
-def _work(
-    jobs: _Jobs, stages: _Stages, bar: tqdm, *, watch: bool, stop: threading.Event
+class Jobs(Protocol):
+    """Where a job's work comes from: the queue (``_Jobs``) or a rebuild's work list."""
+
+    cfg: IndexingCfg
+
+    def claim(self) -> list[Claim]: ...
+    def renew(self, video_ids: list[int]) -> None: ...
+    def release(self, video_ids: list[int]) -> None: ...
+    def pending(self) -> int: ...
+
+
+def work_queue(
+    jobs: Jobs, stages: Stages, bar: tqdm, *, watch: bool, stop: threading.Event
 ) -> Summary:
-    """The job's loop: one batch indexed while the next one decodes."""
+    """The job's loop: one batch indexed while the next one decodes, until nothing is left
+    (or, with ``watch``, until ``stop``). A publish refused because the published build now
+    belongs to another checkpoint (a rebuild swapped in) gives every job this worker holds
+    back, unfinished, for a worker of that checkpoint, and raises the BuildError."""
     summary = Summary()
-    batch = stages.reader.read(jobs.claim())
-    while (batch or watch) and not stop.is_set():
-        if not batch:  # watching an empty queue
-            stop.wait(jobs.cfg.poll_s)
-            batch = stages.reader.read(jobs.claim())
-            bar.total = bar.n + jobs.pending() + len(batch)
-            continue
-        following = stages.reader.read(jobs.claim())  # decodes while this batch is embedded
-        _index(batch, stages, summary, more_queued=bool(following))
-        jobs.renew(following.video_ids + stages.writer.held_ids)
-        bar.update(len(batch))
-        bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
-        batch = following
-    summary.indexed += len(stages.writer.publish())  # stopped: what is embedded is published
+    batch = following = stages.reader.read(jobs.claim())
+    try:
+        while (batch or watch) and not stop.is_set():
+            if not batch:  # watching an empty queue
+                stop.wait(jobs.cfg.poll_s)
+                batch = following = stages.reader.read(jobs.claim())
+                bar.total = bar.n + jobs.pending() + len(batch)
+                continue
+            following = stages.reader.read(jobs.claim())  # decodes while this one is embedded
+            _index(batch, stages, summary, more_queued=bool(following))
+            jobs.renew(following.video_ids + stages.writer.held_ids)
+            bar.update(len(batch))
+            bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
+            batch = following
+        summary.indexed += len(stages.writer.publish())  # stopped: the embedded are published
+    except BuildError:
+        held = {*stages.writer.held_ids, *batch.video_ids, *following.video_ids}
+        jobs.release(sorted(held))
+        log.error(
+            "the published index build is no longer this worker's checkpoint's (a rebuild "
+            "swapped in a new one?): gave %d jobs back to the queue for a worker running the "
+            "new checkpoint, and stopped",
+            len(held),
+        )
+        raise
     if batch:  # stopped with a batch claimed and decoding: hand it back
         jobs.release(batch.video_ids)
     return summary
 
 
-def _index(batch: ReadBatch, stages: _Stages, summary: Summary, *, more_queued: bool) -> None:
+def _index(batch: ReadBatch, stages: Stages, summary: Summary, *, more_queued: bool) -> None:
     """One batch: the undecodable recorded, the rest embedded and held, published when due."""
     reads = list(batch)
     failures = [r for r in reads if isinstance(r, Undecodable)]

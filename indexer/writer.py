@@ -51,11 +51,7 @@ class BatchWriter:
 
     def record_failures(self, failures: list[Undecodable]) -> dict[int, str]:
         """Mark videos failed with their reasons; returns those still this worker's."""
-        return {
-            f.video_id: f.reason
-            for f in failures
-            if queue.fail(self.engine, f.video_id, worker=self.worker, reason=f.reason)
-        }
+        return {f.video_id: f.reason for f in failures if self._fail(f.video_id, f.reason)}
 
     def hold(self, batch: EmbeddedBatch) -> None:
         self._held.append(batch)
@@ -86,7 +82,7 @@ class BatchWriter:
         self._held, self._last_publish = [], time.monotonic()
         refused = [v for batch in held for v in batch.video_ids if v not in published]
         for video_id in refused:  # no row left (deleted after the check), or an id given twice
-            queue.fail(self.engine, video_id, worker=self.worker, reason=REUSED_ID)
+            self._fail(video_id, REUSED_ID)
         return [video_id for batch in held for video_id in self._complete(_only(batch, published))]
 
     def _existing(self, held: list[EmbeddedBatch]) -> list[EmbeddedBatch]:
@@ -100,7 +96,12 @@ class BatchWriter:
             return held
         return [b for b in (_only(batch, found) for batch in held) if b.video_ids]
 
+    def _fail(self, video_id: int, reason: str) -> bool:
+        """Record why a video cannot be indexed; whether its job was still this worker's."""
+        return queue.fail(self.engine, video_id, worker=self.worker, reason=reason)
+
     def _complete(self, batch: EmbeddedBatch) -> list[int]:
+        """Mark a published batch's rows indexed; returns those whose jobs were still ours."""
         rows = zip(batch.video_ids, batch.durations_s, batch.concepts, strict=True)
         return [
             video_id

@@ -9,7 +9,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from service.cli.common import (
     settings_of,
     settings_with_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from service.settings import HanetSettings
 
 log = logging.getLogger(__name__)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -111,25 +114,58 @@ def index_run(
 
 
 @index_app.command("rebuild")
-def index_rebuild(ctx: typer.Context) -> None:
-    """Re-encode every video with the configured checkpoint into a new build (published only
-    once complete)."""
-    from sqlalchemy import update
-
-    from db.schema import Video
-    from index.writer import promote
-    from indexer.job import run_indexing
+def index_rebuild(
+    ctx: typer.Context,
+    cancel: Annotated[
+        bool, typer.Option("--cancel", help="End the running rebuild unfinished.")
+    ] = False,
+) -> None:
+    """Re-encode every indexed video with the configured checkpoint into a new build, which
+    swaps in once complete (searches use the live build meanwhile). One rebuild at a time;
+    run it again after a crash or SIGTERM to resume it."""
+    from db.rebuilds import RebuildError
+    from index.reader import BuildError
+    from indexer.rebuild import run_rebuild
 
     settings = settings_of(ctx)
-    staging = settings.data_dir / "index-rebuild"
+    if cancel:
+        _cancel_rebuild(settings)
+        return
+    stop = threading.Event()  # SIGTERM: publish what is encoded, then let go (resumable)
     with database(settings) as engine:
         model = indexing_model(settings)
-        with engine.begin() as conn:
-            conn.execute(update(Video).where(Video.status == "indexed").values(status="pending"))
-        summary = run_indexing(engine, model, staging, settings.indexing)
-    if (staging / "CURRENT").exists():
-        promote(staging, settings.index_dir)
-    typer.echo(f"rebuilt: indexed {summary.indexed}, failed {len(summary.failed)}")
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            summary = run_rebuild(engine, model, settings.index_dir, settings.indexing, stop=stop)
+        except RebuildError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from exc
+        except BuildError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    if summary.stopped:
+        typer.echo(f"rebuild #{summary.rebuild_id} stopped: run `hanet index rebuild` to resume")
+        return
+    typer.echo(
+        f"rebuilt: indexed {summary.indexed}, failed {len(summary.failed)} in "
+        f"{summary.seconds:.1f} s; published {summary.build}"
+    )
+    for video_id, reason in summary.failed.items():
+        typer.echo(f"  failed video {video_id}: {reason}")
+
+
+def _cancel_rebuild(settings: HanetSettings) -> None:
+    """End the running rebuild (under the index's write lock, so never during its swap) and
+    remove the build it had under way."""
+    import shutil
+
+    from db import rebuilds
+    from index.writer import writing
+    from indexer.rebuild import staging_dir
+
+    with database(settings) as engine, writing(settings.index_dir):
+        info = rebuilds.cancel(engine)
+        shutil.rmtree(staging_dir(settings.index_dir), ignore_errors=True)
+    typer.echo("no rebuild is running" if info is None else f"cancelled {info.describe()}")
 
 
 @index_app.command("delete")
@@ -164,12 +200,15 @@ def index_status(
     ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Videos per status, vectors per level, the active build and its checkpoint."""
-    from db import queue
+    from db import queue, rebuilds
     from index.reader import BuildError, load_current
 
     settings = settings_of(ctx)
     with database(settings) as engine:
-        status: dict = {"videos": queue.counts(engine), "build": None}
+        status: dict = {"videos": queue.counts(engine), "build": None, "rebuild": None}
+        rebuild = rebuilds.running(engine)
+    if rebuild is not None:
+        status["rebuild"] = rebuild.to_json()
     with contextlib.suppress(BuildError):  # none published yet
         status["build"] = load_current(settings.index_dir).summary()
     if json_out:
@@ -183,6 +222,8 @@ def index_status(
         else f"build: {b['build']} v{b['version']} ({b['factory']}), checkpoint "
         f"{b['checkpoint_sha256'][:12]}, vectors {b['vectors']}"
     )
+    if rebuild is not None:
+        typer.echo(rebuild.describe())
 
 
 def serve(
