@@ -8,6 +8,9 @@ or kills its worker process, costs that video only, never the batch."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -45,6 +48,21 @@ def read_video(claim: Claim, num_frames: int, size: int) -> Read:
         return Undecodable(claim.video_id, f"cannot decode: {type(exc).__name__}: {exc}")
 
 
+def die_with_parent() -> None:
+    """A decoding process's initializer: be killed when the process that started it dies (the
+    indexer, or the start method's fork server, which ends with it), even by kill -9, rather
+    than linger waiting for work: the pool's queue never reports a dead parent. Linux only
+    (prctl PR_SET_PDEATHSIG); the signal comes when the thread that started the pool ends,
+    which is the job's own thread for the job's lifetime."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # orphaned before the line above took effect
+        os._exit(0)
+
+
 class Reader:
     """Decoding processes for the job's lifetime (a context manager)."""
 
@@ -53,7 +71,7 @@ class Reader:
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> Reader:
-        self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        self._pool = self._new_pool(self.workers)
         return self
 
     def __exit__(
@@ -74,19 +92,23 @@ class Reader:
             futures = [self._submit(self._pool, c) for c in claims]
         except BrokenProcessPool:  # a worker process died earlier: start new ones
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            self._pool = self._new_pool(self.workers)
             futures = [self._submit(self._pool, c) for c in claims]
         return ReadBatch(self, claims, futures)
 
     def read_alone(self, claim: Claim) -> Read:
         """Decode one video in a process of its own: for the videos of a batch whose worker
         process died, so that only a file that kills its decoder again is undecodable."""
-        with ProcessPoolExecutor(max_workers=1) as solo:
+        with self._new_pool(1) as solo:
             try:
                 return self._submit(solo, claim).result()
             except BrokenProcessPool:
                 log.warning("the decoder's process died on video %d", claim.video_id)
                 return Undecodable(claim.video_id, "cannot decode: the decoder process died")
+
+    @staticmethod
+    def _new_pool(workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, initializer=die_with_parent)
 
     def _submit(self, pool: ProcessPoolExecutor, claim: Claim) -> Future[Read]:
         return pool.submit(read_video, claim, self.num_frames, self.size)

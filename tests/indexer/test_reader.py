@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +92,41 @@ def test_read_outside_its_with_block_is_an_error(corpus) -> None:
     reader = Reader(FRAMES, SIZE)
     with pytest.raises(RuntimeError, match="with"):
         reader.read(_claims(sorted(corpus.iterdir())[1:2]))
+
+
+CHILD = """
+import os, sys, time
+from indexer.reader import Reader
+from db.queue import Claim
+with Reader(num_frames=4, size=32, workers=2) as reader:
+    [read] = reader.read([Claim(1, sys.argv[1])])  # the pool's processes are up
+    print(" ".join(str(p) for p in reader._pool._processes), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is as good as gone
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_decoding_processes_die_with_a_killed_indexer(corpus) -> None:
+    """kill -9 of the indexer must not leave its decoding processes waiting forever."""
+    indexer = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(sorted(corpus.glob("*.mp4"))[0])],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workers = [int(p) for p in indexer.stdout.readline().split()]
+    assert len(workers) == 2 and all(map(_alive, workers))
+    indexer.kill()
+    indexer.wait()
+    deadline = time.monotonic() + 30
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, workers))
