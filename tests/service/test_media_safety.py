@@ -137,7 +137,7 @@ def test_the_migration_adds_and_drops_the_media_type(tmp_path) -> None:
     try:
         migrations.upgrade(url, "0004")
         assert "media_type" not in columns()
-        migrations.upgrade(url)
+        migrations.upgrade(url, "0005")
         assert "media_type" in columns() and migrations.current_revision(engine) == "0005"
         migrations.downgrade(url, "0004")
         assert "media_type" not in columns()
