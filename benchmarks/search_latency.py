@@ -8,7 +8,18 @@ over loopback from two clients taking turns, one request at a time (httpx, and t
 library's http.client, whose own overhead is smaller). Then, with the server stopped, it
 times the same queries stage by stage in-process to show where the time goes.
 
+With ``--concurrency N [N ...]`` it measures load instead: for each N, N clients (threads, each
+with its own keep-alive connection) search back to back for ``--duration`` seconds, each
+request a different sentence (a closed loop: N searches always in flight). With ``--rate R
+[R ...]``, searches arrive at random (Poisson) at R per second whatever the answers (an open
+loop, the way independent users arrive), latency counted from each search's arrival. Each run
+prints the throughput (answered searches per second), the latency of the answered ones, and how
+many were refused (503) or failed. ``--server-checkout`` serves another checkout's code (a git
+worktree of an earlier commit) with these clients.
+
     .venv/bin/python benchmarks/search_latency.py --videos 100000
+    .venv/bin/python benchmarks/search_latency.py --videos 100000 --concurrency 1 32 --duration 30
+    .venv/bin/python benchmarks/search_latency.py --videos 100000 --rate 30 60 --duration 30
 """
 
 from __future__ import annotations
@@ -31,6 +42,9 @@ from index.writer import new_build, publish  # noqa: E402
 from model import ConceptVocab, VideoEmbeddings, create_model  # noqa: E402
 from model.scores import UNIT_FIELDS, gram  # noqa: E402
 from service.settings import HanetSettings  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from search_load import load_runs, report_load  # noqa: E402
 
 
 def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -184,12 +198,14 @@ def pct(values: list[float], q: float) -> float:
 HANET_CLI = [sys.executable, "-c", "from service.cli import app; app()"]  # this checkout's
 
 
-def start_server(env: dict[str, str], port: int, *options: str) -> subprocess.Popen:
-    """`hanet serve --port PORT OPTIONS...` of this checkout, in the background."""
+def start_server(
+    env: dict[str, str], port: int, *options: str, checkout: Path = ROOT
+) -> subprocess.Popen:
+    """`hanet serve --port PORT OPTIONS...` of ``checkout`` (this one), in the background."""
     return subprocess.Popen(
         [*HANET_CLI, "serve", "--port", str(port), *options],
         env=env,
-        cwd=ROOT,
+        cwd=checkout,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -270,6 +286,34 @@ def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -
     return {"clients": out, "rss_mb": rss}
 
 
+def under_load(
+    env: dict[str, str], port: int, args: argparse.Namespace, queries: list[str]
+) -> list[dict]:
+    """The load runs (``search_load.load_runs``) against one server of
+    ``args.server_checkout``, once it is ready."""
+    import httpx
+
+    server = start_server(env, port, "--api-only", checkout=args.server_checkout)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            wait_ready(
+                client,
+                server,
+                "/ready",
+                lambda r: r.status_code == 200 and r.json()["checks"]["rerank_rows"] == "ok",
+            )
+            loads = [("clients", n) for n in args.concurrency or ()]
+            loads += [("rate", r) for r in args.rate or ()]
+            runs = load_runs(client, port, loads, args.duration, args.warmup, queries)
+        rss = _rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    for run in runs:
+        run["rss_mb"] = rss
+    return runs
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -325,6 +369,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--fp32-text", action="store_true", help="no int8 text tower")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", help="clients at once, per run (load mode)"
+    )
+    parser.add_argument(
+        "--rate", type=float, nargs="+", help="searches arriving per second, per run (load mode)"
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per load run")
+    parser.add_argument("--threads", type=int, help="the server's HANET_THREADS (default: unset)")
+    parser.add_argument(
+        "--server-checkout", type=Path, default=ROOT, help="whose code serves (default: this)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     work = args.work / f"{args.videos}-{args.factory.replace(',', '_')}"
@@ -343,9 +398,20 @@ def main() -> None:
         search_candidates=args.rerank,
         log_level="WARNING",
         query_cache_size=0,  # a repeated sentence must still run the text branch
+        threads=args.threads,
     )
     env = {**os.environ, **as_environment(settings)}
     queries = sentences(args.queries)
+    if args.concurrency or args.rate:
+        print(
+            f"\n{args.videos} videos, ViT-B-32 (random weights), factory {args.factory}, text "
+            f"tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "
+            f"{args.duration:g} s per run, HANET_THREADS {args.threads}, {os.cpu_count()} CPUs"
+        )
+        report_load(
+            under_load(env, args.port, args, sentences(10_000, seed=2)), args.server_checkout
+        )
+        return
     http = over_http(env, args.port, queries, args.warmup)
     parts = stages(settings, queries)
     print(

@@ -7,11 +7,14 @@ from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI, Response, params
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db import queue
+from service.batching import BatchStats
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # up to search_batch_max's limit
 
 
 class _QueueCollector:
@@ -33,6 +36,38 @@ class _QueueCollector:
             "hanet_queue_depth",
             "Videos waiting or being indexed.",
             value=counts["pending"] + counts["processing"],
+        )
+
+
+class _BatchCollector:
+    """The search queue's batches (service.batching), read from its counts at scrape time:
+    how many searches went together, how many were refused for waiting too long, how many
+    wait now. Nothing before the app's state exists."""
+
+    def __init__(self, stats: Callable[[], BatchStats | None]) -> None:
+        self.stats = stats
+
+    def collect(self):
+        stats = self.stats()
+        if stats is None:
+            return
+        buckets = [
+            (str(float(bound)), sum(n for size, n in stats.sizes.items() if size <= bound))
+            for bound in BATCH_BUCKETS
+        ]
+        yield HistogramMetricFamily(
+            "hanet_search_batch_size",
+            "Searches served together per batch.",
+            buckets=[*buckets, ("+Inf", stats.batches)],
+            sum_value=stats.served,
+        )
+        yield CounterMetricFamily(
+            "hanet_search_overloaded",
+            "Searches answered 503: they waited longer than HANET_SEARCH_WAIT_S for a batch.",
+            value=stats.overloaded,
+        )
+        yield GaugeMetricFamily(
+            "hanet_search_waiting", "Searches waiting for a batch now.", value=stats.waiting
         )
 
 
@@ -79,6 +114,7 @@ def install_metrics(
         buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
     )
     registry.register(_QueueCollector(engine))
+    registry.register(_BatchCollector(lambda: _batch_stats(app)))
 
     app.add_middleware(_TimeRequests, latency=latency)
 
@@ -94,3 +130,8 @@ def install_metrics(
     )
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _batch_stats(app: FastAPI) -> BatchStats | None:
+    state = getattr(app.state, "hanet", None)
+    return state.searches.stats() if state is not None else None

@@ -146,4 +146,7 @@ class SearchResponse(BaseModel):
     model_config = _example({"hits": [_HIT], "took_ms": 14.2})
 
     hits: list[SearchHit] = Field(description="Best first.")
-    took_ms: float = Field(description="Server time for the search, milliseconds.")
+    took_ms: float = Field(
+        description="Server time from the request's arrival to its answer (its wait for a "
+        "batch included), milliseconds."
+    )

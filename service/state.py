@@ -1,6 +1,7 @@
 """What the routes share, built once at start-up from the composition root (service.runtime):
 the settings, the database engine and its read-only variant, the search thread's lookup of the
-hits' rows, the search engine, and the one thread that searches run on."""
+hits' rows, the search engine, the one thread that searches run on, and the queue that batches
+the searches waiting for it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import Engine
 from db.connect import READ_ONLY, HitRows
 from index.reader import BuildError
 from service import runtime
+from service.batching import Batcher
 from service.search import Searcher
 from service.settings import HanetSettings
 
@@ -28,6 +30,7 @@ class ServiceState:
     hit_rows: HitRows  # the search thread's own connection
     searcher: Searcher  # the serving model and the live index
     torch_thread: ThreadPoolExecutor  # the one thread searches run on (see open_state)
+    searches: Batcher  # searches that arrive while one runs go together next (on torch_thread)
 
     def close(self) -> None:
         """Stop the search thread and close the connections (the hits' reader's on the thread
@@ -71,4 +74,5 @@ def _assemble(settings: HanetSettings, torch_thread: ThreadPoolExecutor) -> Serv
         hit_rows=HitRows(engine),
         searcher=searcher,
         torch_thread=torch_thread,
+        searches=Batcher(torch_thread, settings.search_batch_max, settings.search_wait_s),
     )

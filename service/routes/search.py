@@ -1,43 +1,102 @@
-"""POST /search: a sentence in, the best videos and their moments out."""
+"""POST /search: a sentence in, the best videos and their moments out. Searches that arrive
+while one runs are served together in the next batch (service.batching); one that waits too
+long for its turn is answered 503 with Retry-After."""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
+from db.connect import HitRow, HitRows
 from index.reader import BuildError
+from service.batching import Overloaded
 from service.deps import StateDep
 from service.schemas import Moment, SearchHit, SearchRequest, SearchResponse, stored_concepts
+from service.search import Hit
 from service.state import ServiceState
 
 router = APIRouter()
 
+RESPONSES = {
+    409: {"description": "The published index was built by another model than the served one."},
+    503: {
+        "description": "Too busy: the search waited longer than HANET_SEARCH_WAIT_S for its "
+        "turn. Retry after the seconds in Retry-After.",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+}
 
-@router.post("/search", response_model=SearchResponse, summary="Search with a sentence.")
+
+@dataclass(frozen=True)
+class PendingSearch:
+    """A search waiting for its batch: the request, and when it arrived (for ``took_ms``)."""
+
+    state: ServiceState
+    body: SearchRequest
+    arrived: float  # time.perf_counter()
+
+
+@router.post(
+    "/search", response_model=SearchResponse, summary="Search with a sentence.", responses=RESPONSES
+)
 async def search_route(body: SearchRequest, state: StateDep) -> Response:
-    loop = asyncio.get_running_loop()
-    # on the search thread (service.state.open_state says why), never on the event loop
-    result = await loop.run_in_executor(state.torch_thread, run_search, state, body)
+    pending = PendingSearch(state, body, time.perf_counter())
+    try:
+        # on the search thread (service.state.open_state says why), never on the event loop
+        result = await state.searches.submit(serve_searches, pending)
+    except Overloaded as exc:
+        raise HTTPException(
+            503,
+            f"the server is busy: this search {exc}; retry in {exc.retry_after_s} s",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from exc
     # serialised by pydantic at once: FastAPI would validate the model again first
     return Response(result.model_dump_json(), media_type="application/json")
 
 
-def run_search(state: ServiceState, body: SearchRequest) -> SearchResponse:
-    """The search itself, on the search thread: 409 when the published index cannot serve
-    this model. Hits are hydrated from their rows; those of videos deleted since the index was
-    read are dropped."""
-    start = time.perf_counter()
+def serve_searches(batch: list[PendingSearch]) -> list[SearchResponse | HTTPException]:
+    """A batch of searches, on the search thread: 409 for each when the published index cannot
+    serve this model. Hits are hydrated from their rows (one lookup for the batch); those of
+    videos deleted since the index was read are dropped. ``took_ms``: from the request's
+    arrival (its wait for the batch included) to its answer."""
+    state = batch[0].state
     try:
-        found = state.searcher.search(body.query, body.top_k)
+        found = state.searcher.search_many([(p.body.query, p.body.top_k) for p in batch])
     except BuildError as exc:
-        raise HTTPException(409, str(exc)) from exc
-    if body.min_score is not None:
-        found = [h for h in found if h.score >= body.min_score]
-    rows = state.hit_rows([h.video_id for h in found])
-    hits = [
+        return [HTTPException(409, str(exc)) for _ in batch]
+    found = [
+        [h for h in hits if p.body.min_score is None or h.score >= p.body.min_score]
+        for p, hits in zip(batch, found, strict=True)
+    ]
+    rows = _rows(state.hit_rows, sorted({h.video_id for hits in found for h in hits}))
+    done = time.perf_counter()
+    return [
+        SearchResponse(hits=_hydrate(hits, rows), took_ms=round((done - p.arrived) * 1000, 2))
+        for p, hits in zip(batch, found, strict=True)
+    ]
+
+
+ROWS_PER_LOOKUP = 1000  # bound parameters per query: well under SQLite's and PostgreSQL's limits
+
+
+def _rows(hit_rows: HitRows, video_ids: list[int]) -> dict[int, HitRow]:
+    """The hits' rows, a batch's worth (up to 1024 searches of 100 hits) in few lookups."""
+    rows: dict[int, HitRow] = {}
+    for i in range(0, len(video_ids), ROWS_PER_LOOKUP):
+        rows.update(hit_rows(video_ids[i : i + ROWS_PER_LOOKUP]))
+    return rows
+
+
+def _hydrate(found: list[Hit], rows: dict[int, HitRow]) -> list[SearchHit]:
+    return [
         SearchHit(
             video_id=h.video_id,
             title=rows[h.video_id].title,
@@ -50,4 +109,3 @@ def run_search(state: ServiceState, body: SearchRequest) -> SearchResponse:
         for h in found
         if h.video_id in rows
     ]
-    return SearchResponse(hits=hits, took_ms=round((time.perf_counter() - start) * 1000, 2))

@@ -70,13 +70,13 @@ def test_searches_run_on_the_thread_that_loaded_the_model(client, monkeypatch) -
     import service.search
 
     seen = []
-    real = service.search.search
+    real = service.search.search_many
 
     def spy(*args, **kwargs):
         seen.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service.search, "search", spy)
+    monkeypatch.setattr(service.search, "search_many", spy)
     client.post("/videos", json={"path": "synth000001.mp4"})
     _index(client)
     for query in ("a red circle", "a blue star moves left", "a square"):
@@ -93,13 +93,13 @@ def test_threads_setting_reaches_the_search_thread(settings, monkeypatch) -> Non
     import service.search
 
     seen = []
-    real = service.search.search
+    real = service.search.search_many
 
     def spy(*args, **kwargs):
         seen.append((torch.get_num_threads(), faiss.omp_get_max_threads()))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service.search, "search", spy)
+    monkeypatch.setattr(service.search, "search_many", spy)
     before = torch.get_num_threads()
     try:
         with TestClient(create_app(settings.model_copy(update={"threads": 1}))) as c:

@@ -10,7 +10,7 @@ import torch
 from index.reader import Build
 from index.vectors import FaissStore
 from model import TextEmbeddings
-from service.search import candidates
+from service.search import candidates, candidates_many
 
 DIM = 16
 
@@ -20,15 +20,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _text(sentence: np.ndarray, verb: np.ndarray, arg: np.ndarray) -> TextEmbeddings:
-    one = lambda v: torch.from_numpy(v).view(1, 1, DIM)  # noqa: E731
+    """One sentence's embeddings; ``verb`` and ``arg``: one phrase (D,) or several (n, D)."""
+    phrases = lambda v: torch.from_numpy(v).view(1, -1, DIM)  # noqa: E731
     return TextEmbeddings(
         global_=torch.from_numpy(sentence).view(1, DIM),
-        verb_phrases=one(verb),
-        arg_phrases=one(arg),
-        verb_nodes=one(verb),
-        arg_nodes=one(arg),
-        verb_mask=torch.ones(1, 1, dtype=torch.bool),
-        arg_mask=torch.ones(1, 1, dtype=torch.bool),
+        verb_phrases=phrases(verb),
+        arg_phrases=phrases(arg),
+        verb_nodes=phrases(verb),
+        arg_nodes=phrases(arg),
+        verb_mask=torch.ones(1, phrases(verb).shape[1], dtype=torch.bool),
+        arg_mask=torch.ones(1, phrases(arg).shape[1], dtype=torch.bool),
         verb_probs=torch.zeros(1, 4),
         noun_probs=torch.zeros(1, 4),
     )
@@ -70,3 +71,27 @@ def test_candidates_fuse_the_levels_and_keep_each_levels_best() -> None:
     store.delete([33])
     tombstoned = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in vectors if v != 33})
     assert 33 not in candidates(tombstoned, text, 100) and 20 in candidates(tombstoned, text, 3)
+
+
+def test_candidates_of_several_sentences_at_once_are_each_sentences_own() -> None:
+    """One FAISS search per level for all the sentences' vectors (and per distinct limit)
+    finds for each sentence exactly what it finds alone."""
+    rng = np.random.default_rng(1)
+    store = FaissStore(DIM)
+    for video_id in range(1, 41):
+        store.add(
+            video_id,
+            {
+                lv: _unit(rng.normal(size=(n, DIM)))
+                for lv, n in (("event", 1), ("action", 3), ("entity", 4))
+            },
+        )
+    build = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in range(1, 41)})
+    texts = [  # one to three phrases of each kind
+        _text(*(_unit(rng.normal(size=(n, DIM))) for n in (1, 1 + i % 2, 3 - i % 3)))
+        for i in range(4)
+    ]
+    limits = [5, 12, 5, 40]
+    together = candidates_many(build, texts, limits)
+    assert together == [candidates(build, t, k) for t, k in zip(texts, limits, strict=True)]
+    assert [len(c) for c in together] == [5, 12, 5, 40] and together[0] != together[2]
