@@ -27,6 +27,8 @@ def _whole_number(value: object) -> object:
 
 
 JsonInt = Annotated[int, BeforeValidator(_whole_number)]  # 10 or 10.0; never true or "10"
+# A video's title: what a database text column holds (PostgreSQL refuses NUL characters)
+Title = Annotated[str, Field(max_length=500, pattern=r"^[^\x00]*$")]
 
 _CONCEPTS = {
     "actions": [{"name": "move", "probability": 0.91}],
@@ -59,7 +61,7 @@ class VideoByPath(BaseModel):
         description="A file under the configured media root.",
         examples=["clips/dog.mp4"],
     )
-    title: str | None = Field(default=None, max_length=500, description="Optional title.")
+    title: Title | None = Field(default=None, description="Optional title.")
 
 
 class ConceptPublic(BaseModel):

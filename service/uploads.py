@@ -12,12 +12,12 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from indexer.decode import DecodeError, MediaInfo, probe_media
 from model import file_sha256
-from service.form_stream import stream_upload
-from service.schemas import VideoByPath
+from service.form_stream import StreamedFile, stream_upload
+from service.schemas import Title, VideoByPath
 from service.settings import HanetSettings
 
 FORM_SLACK_BYTES = 1024 * 1024  # multipart framing and the title, beyond the file itself
@@ -86,12 +86,13 @@ async def receive_upload(request: Request, settings: HanetSettings) -> Received:
     ``<sha256><suffix>``, read and written once as it arrives; its title is the file's name
     when none is given. 413 past ``settings.max_upload_bytes`` (at once when the request
     declares a larger length), 422 without a file or with an empty one, 415 when it is not a
-    video, 507 on a full disk; nothing is kept then."""
+    video, 507 on a full disk, 422 for a title that is not one; nothing is kept then."""
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + FORM_SLACK_BYTES:
         raise HTTPException(413, f"upload larger than {limit} bytes")
     streamed = await stream_upload(request, settings.upload_dir, limit)
+    title = _title(streamed)
     try:
         media = await run_in_threadpool(probe_video, streamed.path)
         final = streamed.path.with_name(
@@ -101,5 +102,21 @@ async def receive_upload(request: Request, settings: HanetSettings) -> Received:
         os.replace(streamed.path, final)  # a rename: the bytes are written once
     finally:
         streamed.path.unlink(missing_ok=True)
-    title = streamed.fields.get("title") or streamed.filename
     return Received(final, title, media, streamed.sha256, new_file)
+
+
+TITLE = TypeAdapter(Title)
+
+
+def _title(streamed: StreamedFile) -> str | None:
+    """The upload's title: the form's (422 unless a valid title), else the file's name made
+    one (NUL characters dropped, cut to length)."""
+    given = streamed.fields.get("title")
+    if given:
+        try:
+            return TITLE.validate_python(given)
+        except ValidationError as exc:
+            streamed.path.unlink(missing_ok=True)
+            raise HTTPException(422, exc.errors(include_url=False)) from exc
+    name = streamed.filename.replace("\x00", "")[: TITLE.json_schema()["maxLength"]]
+    return name or None

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from pydantic import TypeAdapter
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ from db.schema import Video
 from indexer.writer import remove_videos
 from service.deps import MAX_OFFSET, StateDep, VideoDep
 from service.routes.media import drop_thumbnails
-from service.schemas import VideoByPath, VideoList, VideoPublic, stored_concepts
+from service.schemas import Title, VideoByPath, VideoList, VideoPublic, stored_concepts
 from service.state import ServiceState
 from service.uploads import Received, receive_by_path, receive_upload
 
@@ -34,7 +35,7 @@ _INGEST_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "minLength": 1},
-                        "title": {"type": "string"},
+                        "title": TypeAdapter(Title).json_schema(),
                     },
                 }
             },

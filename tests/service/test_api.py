@@ -329,6 +329,31 @@ def test_bad_ingests_get_clear_4xx(client) -> None:
         assert words in str(response.json()["detail"])
 
 
+def test_a_title_the_database_cannot_hold_is_a_422(client, corpus) -> None:
+    """PostgreSQL refuses NUL characters in text (a 500, found by the fuzzer): a given title
+    holding one is refused, by path and by upload; a file name holding one loses it."""
+    video = (corpus / "synth000005.mp4").read_bytes()
+    uploads = client.app.state.hanet.settings.upload_dir
+    nul = "a\x00title"
+    by_path = client.post("/videos", json={"path": "synth000005.mp4", "title": nul})
+    upload = client.post("/videos", data={"title": nul}, files={"file": ("v.mp4", video)})
+    long = client.post("/videos", data={"title": "x" * 501}, files={"file": ("v.mp4", video)})
+    for response in (by_path, upload, long):
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["type"] in (
+            "string_pattern_mismatch",
+            "string_too_long",
+        )
+    assert not uploads.exists() or list(uploads.iterdir()) == []  # nothing kept
+    raw = b'--b\r\nContent-Disposition: form-data; name="file"; filename="my\x00clip.mp4"\r\n\r\n'
+    named = client.post(  # by hand: httpx would percent-encode the NUL
+        "/videos",
+        content=raw + video + b"\r\n--b--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert named.status_code == 202 and named.json()["title"] == "myclip.mp4"
+
+
 def test_api_key_guards_changes_only(tmp_path, corpus, checkpoint) -> None:
     key = "k" * 24
     s = HanetSettings(
