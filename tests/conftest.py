@@ -69,6 +69,21 @@ def vocab_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A database at the newest schema: a SQLite file, or (marked ``postgres``) the throwaway
+    PostgreSQL database, emptied afterwards."""
+    import migrations
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'hanet.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    migrations.upgrade(url)
+    yield url
+    migrations.downgrade(url, "base")
+
+
 @pytest.fixture
 def postgres_url() -> str:
     """URL of a throwaway PostgreSQL database (``.ci/run`` makes one). Skipped without it,

@@ -10,25 +10,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
-import migrations
 from db import queue
 from db.connect import make_engine
 from db.queue import Claim
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'q.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    migrations.upgrade(url)
-    yield url
-    migrations.downgrade(url, "base")
 
 
 def _fill(engine, n: int) -> list[int]:

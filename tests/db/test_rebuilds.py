@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import migrations
 from db import queue, rebuilds, worklist
 from db.connect import make_engine
 from db.rebuilds import RebuildError, RebuildRunning
@@ -20,17 +19,11 @@ from db.schema import Rebuild, Video
 CKPT, OTHER = "c" * 64, "d" * 64
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    migrations.upgrade(url)
-    engine = make_engine(url)
+@pytest.fixture
+def engine(db_url):
+    engine = make_engine(db_url)
     yield engine
     engine.dispose()
-    migrations.downgrade(url, "base")
 
 
 def _videos(engine, n: int, *, indexed: int) -> list[int]:

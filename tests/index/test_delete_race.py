@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-import migrations
 from db import queue
 from db.connect import make_engine
 from db.schema import Video
@@ -29,21 +28,14 @@ WORKER = "host:1:race"
 GONE = 3  # the video deleted in each race; 1 is indexed before, 2 and 4 share its batch
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request, tmp_path, synth_corpus) -> Iterator[Engine]:
+@pytest.fixture
+def engine(db_url, synth_corpus) -> Iterator[Engine]:
     """A migrated queue holding four generated videos (ids 1..4)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    migrations.upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(db_url)
     for i, path in enumerate(sorted(synth_corpus.glob("synth*.mp4"))[:4]):
         queue.enqueue(engine, media_path=str(path), sha256=f"{i:064d}")
     yield engine
     engine.dispose()
-    if request.param == "postgres":
-        migrations.downgrade(url, "base")
 
 
 @pytest.fixture(scope="module")

@@ -28,17 +28,6 @@ from indexer.writer import remove_videos
 from model import HANet, create_model
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    migrations.upgrade(url)
-    yield url
-    migrations.downgrade(url, "base")
-
-
 def _cfg(**kw) -> IndexingCfg:
     return IndexingCfg(**{"decode_workers": 1, "batch_size": 4, "poll_s": 0.05, **kw})
 
