@@ -195,7 +195,7 @@ def consistency(work: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=200, help="indexed before the run")
-    parser.add_argument("--pool", type=int, default=600, help="videos the users may upload")
+    parser.add_argument("--pool", type=int, default=2000, help="videos the users may upload")
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--database-url", default=None, help="default: SQLite in the work dir")

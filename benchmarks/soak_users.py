@@ -31,7 +31,7 @@ class LibraryUser(HttpUser):
     """One person: mostly searches, sometimes adds a video and watches it index, lists the
     library, deletes one of theirs or one from the library."""
 
-    wait_time = between(0.2, 1.0)
+    wait_time = between(1.0, 3.0)  # a person's pause between actions
 
     def on_start(self) -> None:
         self.mine: list[int] = []
