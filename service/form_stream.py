@@ -158,8 +158,8 @@ def _write(out: BinaryIO, parts: _Parts, digest, last: bool = False) -> None:
 
 
 def _as_http(exc: BaseException) -> BaseException:
-    """The client's view of what stopped an upload: a full disk is a 507, a malformed body a
-    400; anything else (an HTTP error already, a client that went away) as it was."""
+    """The client's view of what stopped an upload: a full disk is a 507, a malformed body or
+    a client that went away a 400; anything else (an HTTP error already) as it was."""
     if isinstance(exc, OSError) and exc.errno in FULL_DISK:
         return HTTPException(507, "the server's storage is full: the upload was not kept")
     if isinstance(exc, MultipartParseError):
