@@ -68,22 +68,33 @@ def index_add(
     paths: Annotated[list[Path], typer.Argument(help="Video files or folders (recursively).")],
     title: Annotated[str | None, typer.Option(help="Title (single file only).")] = None,
 ) -> None:
-    """Queue videos for indexing; the same content twice is queued once."""
+    """Queue videos for indexing; the same content twice is queued once. Each file is probed
+    first, as an upload is: one that is not a video is refused with the reason."""
     from db import queue
+    from indexer.decode import DecodeError, probe_media
     from model import file_sha256
 
     files = video_files(paths)
-    added = 0
+    added, refused = 0, {}
     with database(settings_of(ctx)) as engine:
         for f in files:
+            try:
+                media = probe_media(f)
+            except DecodeError as exc:
+                refused[f] = str(exc)
+                continue
             _, created = queue.enqueue(
                 engine,
                 media_path=str(f.resolve()),
                 sha256=file_sha256(f),
                 title=title if len(files) == 1 else None,
+                media_type=media.media_type,
             )
             added += created
-    typer.echo(f"queued {added} new videos ({len(files) - added} already known)")
+    known = len(files) - added - len(refused)
+    typer.echo(f"queued {added} new videos ({known} already known, {len(refused)} refused)")
+    for f, reason in refused.items():
+        typer.echo(f"  refused {f}: not a video: {reason}")
 
 
 @index_app.command("run")
