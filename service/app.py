@@ -49,7 +49,8 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
     app.add_exception_handler(RequestValidationError, validation_error)
     reads = [ReadDep] if settings.protect_reads else []  # the guards, as settings say
     keyed = [KeyDep] if settings.api_key is not None else []
-    install_metrics(app, lambda: app.state.hanet.reader, reads)  # never waits for a writer
+    guarded = KEY_NEEDED if reads else {}
+    install_metrics(app, lambda: app.state.hanet.reader, reads, guarded)  # never waits on writes
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     include_routers(app, reads, keyed)
     if settings.cors_origins:

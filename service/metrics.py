@@ -101,10 +101,13 @@ class _TimeRequests:
 
 
 def install_metrics(
-    app: FastAPI, engine: Callable[[], Engine], dependencies: Sequence[params.Depends] = ()
+    app: FastAPI,
+    engine: Callable[[], Engine],
+    dependencies: Sequence[params.Depends] = (),
+    responses: dict | None = None,
 ) -> None:
-    """Time every request, and serve ``/metrics`` (behind ``dependencies``: the app's read
-    guard)."""
+    """Time every request, and serve ``/metrics`` (behind ``dependencies``, the app's read
+    guard, with the ``responses`` it adds to the document)."""
     registry = CollectorRegistry()
     latency = Histogram(
         "hanet_request_seconds",
@@ -123,10 +126,7 @@ def install_metrics(
         summary="Prometheus metrics.",
         response_class=Response,
         dependencies=list(dependencies),
-        responses={
-            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}},
-            **({401: {"description": "Missing or wrong X-API-Key."}} if dependencies else {}),
-        },
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}, **(responses or {})},
     )
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -28,7 +28,8 @@ def _whole_number(value: object) -> object:
 
 JsonInt = Annotated[int, BeforeValidator(_whole_number)]  # 10 or 10.0; never true or "10"
 # A video's title: what a database text column holds (PostgreSQL refuses NUL characters)
-Title = Annotated[str, Field(max_length=500, pattern=r"^[^\x00]*$")]
+TITLE_MAX_CHARS = 500
+Title = Annotated[str, Field(max_length=TITLE_MAX_CHARS, pattern=r"^[^\x00]*$")]
 
 _CONCEPTS = {
     "actions": [{"name": "move", "probability": 0.91}],

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from indexer.decode import DecodeError, MediaInfo, probe_media
 from model import file_sha256
 from service.form_stream import StreamedFile, stream_upload
-from service.schemas import Title, VideoByPath
+from service.schemas import TITLE_MAX_CHARS, Title, VideoByPath
 from service.settings import HanetSettings
 
 FORM_SLACK_BYTES = 1024 * 1024  # multipart framing and the title, beyond the file itself
@@ -118,5 +118,5 @@ def _title(streamed: StreamedFile) -> str | None:
         except ValidationError as exc:
             streamed.path.unlink(missing_ok=True)
             raise HTTPException(422, exc.errors(include_url=False)) from exc
-    name = streamed.filename.replace("\x00", "")[: TITLE.json_schema()["maxLength"]]
+    name = streamed.filename.replace("\x00", "")[:TITLE_MAX_CHARS]
     return name or None
