@@ -46,12 +46,32 @@ def synth(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Processes (default: all CPUs).")
     ] = None,
+    long: Annotated[
+        bool, typer.Option("--long", help="Long videos of many events, each with its true span.")
+    ] = False,
+    min_minutes: Annotated[
+        float, typer.Option(min=0.01, help="Shortest long video, in minutes (with --long).")
+    ] = 2.0,
+    max_minutes: Annotated[
+        float, typer.Option(min=0.01, help="Longest long video, in minutes (with --long).")
+    ] = 10.0,
 ) -> None:
-    """Generate the procedural text-video corpus (H.264 MP4 files and a manifest)."""
-    from corpus.synth import generate_corpus
+    """Generate the procedural text-video corpus (H.264 MP4 files and a manifest): 2-second
+    videos of one event each, or with --long videos of several minutes for moment retrieval."""
+    if not long:
+        from corpus.synth import generate_corpus
 
-    manifest = generate_corpus(out, videos, seed, workers)
-    typer.echo(f"wrote {videos} videos and {manifest}")
+        manifest = generate_corpus(out, videos, seed, workers)
+        typer.echo(f"wrote {videos} videos and {manifest}")
+        return
+    from corpus.long import generate_long_corpus
+
+    if min_minutes > max_minutes:
+        raise typer.BadParameter(f"--min-minutes {min_minutes} > --max-minutes {max_minutes}")
+    manifest = generate_long_corpus(
+        out, videos, seed, workers, min_minutes=min_minutes, max_minutes=max_minutes
+    )
+    typer.echo(f"wrote {videos} long videos and {manifest}")
 
 
 def train(
@@ -174,4 +194,81 @@ def format_metrics(result: dict) -> str:
     for kind, acc in result.get("hard", {}).items():
         wins = ", ".join(f"{k} {v:.1f}%" for k, v in acc.items() if k != "pairs")
         lines.append(f"{kind} distractors ({acc['pairs']} pairs), true caption wins: {wins}")
+    return "\n".join(lines)
+
+
+def eval_moments(
+    checkpoint: Annotated[Path, typer.Option(help="HANet checkpoint.")],
+    data: Annotated[Path, typer.Option(help="A long corpus (hanet synth --long): its folder.")],
+    work_dir: Annotated[Path, typer.Option(help="Database and index of each mode (reused).")],
+    split: Annotated[str, typer.Option(help="Split whose captions are the queries.")] = "test",
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(help="hanet, global, windows or whole; repeat for several (default hanet)."),
+    ] = None,
+    min_s: Annotated[float, typer.Option(help="Shortest segment, seconds.")] = 2.0,
+    max_s: Annotated[float, typer.Option(help="Longest segment, seconds.")] = 12.0,
+    window_s: Annotated[float, typer.Option(help="Window for long shots, seconds.")] = 6.0,
+    overlap_s: Annotated[float, typer.Option(help="Window overlap, seconds.")] = 3.0,
+    per_event: Annotated[
+        int | None, typer.Option(min=1, help="Captions asked per event (default: all).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
+) -> None:
+    """Moment retrieval over a long-video corpus through the served path (indexer segments,
+    search engine): corpus moment R@K at IoU 0.5 / 0.7, video R@K, localisation given the
+    video; one row per mode."""
+    from indexer.segments import SegmentCfg
+    from model import CheckpointError, load_checkpoint
+    from service.moment_eval import MODES, evaluate_moments
+
+    modes = mode or ["hanet"]
+    if unknown := [m for m in modes if m not in MODES]:
+        raise typer.BadParameter(f"unknown mode {unknown[0]!r}; modes: {', '.join(MODES)}")
+    manifest = data / "manifest.json" if data.is_dir() else data
+    try:
+        model = load_checkpoint(checkpoint)
+        segments = SegmentCfg(min_s=min_s, max_s=max_s, window_s=window_s, overlap_s=overlap_s)
+    except (CheckpointError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    reports = []
+    for m in modes:  # each mode's report written as soon as it is done
+        reports.append(
+            evaluate_moments(
+                model,
+                manifest,
+                work_dir,
+                split=split,
+                mode=m,
+                segments=segments,
+                per_event=per_event,
+            )
+        )
+        if json_out:
+            json_out.write_text(json.dumps(reports, indent=1))
+    typer.echo(format_moments(reports))
+
+
+def format_moments(reports: list[dict]) -> str:
+    """One line per mode: corpus moment R@1/5/10 at IoU 0.5 and 0.7, video R@1/5/10, and
+    localisation mIoU and R@1 at 0.5 / 0.7 given the video."""
+    head = (
+        f"{'mode':8s} {'units':>6s} | moment R@1/5/10 IoU>=0.5 | IoU>=0.7 | video R@1/5/10 | "
+        "given the video: mIoU R1@0.5 R1@0.7"
+    )
+    lines = [head]
+    for r in reports:
+        c5, c7 = r["corpus"]["IoU>=0.5"], r["corpus"]["IoU>=0.7"]
+        v, loc = r["video"], r["localisation"]
+
+        def trio(d: dict) -> str:
+            return "/".join(f"{d[f'R@{k}']:.1f}" for k in (1, 5, 10))
+
+        lines.append(
+            f"{r['mode']:8s} {r['units']:6d} | {trio(c5):>24s} | {trio(c7):>8s} | "
+            f"{trio(v):>14s} | {loc['mIoU']:.1f} {loc['R@1']['IoU>=0.5']:.1f} "
+            f"{loc['R@1']['IoU>=0.7']:.1f}"
+        )
+    r = reports[0]
+    lines.append(f"{r['queries']} queries ({r['split']}) over {r['corpus_videos']} videos")
     return "\n".join(lines)
