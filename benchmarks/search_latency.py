@@ -20,6 +20,11 @@ worktree of an earlier commit) with these clients.
     .venv/bin/python benchmarks/search_latency.py --videos 100000
     .venv/bin/python benchmarks/search_latency.py --videos 100000 --concurrency 1 32 --duration 30
     .venv/bin/python benchmarks/search_latency.py --videos 100000 --rate 30 60 --duration 30
+    .venv/bin/python benchmarks/search_latency.py --videos 100000 --units-per-video 10
+
+``--units-per-video U`` lays the same ``--videos`` index units out as ``--videos / U`` videos of
+U consecutive 10-second segments each (unit ids ``index.vectors.unit_id(video, segment)``), the
+way long videos are indexed: the same vectors, grouped by video (its own folder in ``--work``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from index.reader import FIELDS, GRAM_FILES  # noqa: E402
+from index.vectors import unit_id  # noqa: E402
 from index.writer import new_build, publish  # noqa: E402
 from model import ConceptVocab, VideoEmbeddings, create_model  # noqa: E402
 from model.scores import UNIT_FIELDS, gram  # noqa: E402
@@ -52,14 +58,23 @@ def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Path:
-    """Checkpoint, database rows and a published index build for ``videos`` videos."""
+def build_index(
+    work: Path, units: int, factory: str, chunk: int = 2000, units_per_video: int = 1
+) -> Path:
+    """Checkpoint, database rows and a published index build for ``units`` index units: as
+    many one-unit videos, or ``units / units_per_video`` videos of ``units_per_video``
+    consecutive 10-second segments each. The vectors are the same whatever the layout (one
+    random stream, drawn unit by unit); only which video each unit belongs to differs."""
     from sqlalchemy import insert
 
     from db.schema import Video
     from service.runtime import open_database
     from service.settings import HanetSettings
 
+    per = units_per_video
+    if per < 1 or units % per:
+        raise SystemExit(f"{units} units do not split into videos of {per} units")
+    videos, chunk = units // per, max(per, chunk // per * per)  # a chunk holds whole videos
     ckpt = work / "vitb32-random.pt"
     cfg_vocab = create_model("ViT-B-32").cfg
     vocab = ConceptVocab(
@@ -81,7 +96,8 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
                         "media_path": f"/media/{i}.mp4",
                         "title": f"video {i}",
                         "status": "indexed",
-                        "duration_s": 10.0,
+                        "duration_s": 10.0 * per,
+                        "segments": per,
                         "checkpoint_sha256": sha,
                     }
                     for i in range(start, min(videos, start + 9999) + 1)
@@ -108,20 +124,20 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
     kinds = {"frame_mask": np.bool_, "action_spans": np.int64}
     out = {
         f: np.lib.format.open_memmap(
-            folder / f"{f}.npy", "w+", kinds.get(f, np.float16), (videos, *shapes[f])
+            folder / f"{f}.npy", "w+", kinds.get(f, np.float16), (units, *shapes[f])
         )
         for f in FIELDS
     }
     grams = {  # as publish writes them: of the float16 rows
         f: np.lib.format.open_memmap(
-            folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32, (videos, shapes[f][0], shapes[f][0])
+            folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32, (units, shapes[f][0], shapes[f][0])
         )
         for f in UNIT_FIELDS
     }
     rng = np.random.default_rng(0)
     began = time.perf_counter()
-    for lo in range(0, videos, chunk):
-        n = min(chunk, videos - lo)
+    for lo in range(0, units, chunk):
+        n = min(chunk, units - lo)
         rows = {
             f: _unit(rng, (n, *shapes[f]))
             for f in (
@@ -141,26 +157,37 @@ def build_index(work: Path, videos: int, factory: str, chunk: int = 2000) -> Pat
             out[f][lo : lo + n] = rows[f]
         for f in UNIT_FIELDS:
             grams[f][lo : lo + n] = gram(torch.from_numpy(out[f][lo : lo + n]), torch.float32)
-        for i in range(n):
-            build.vectors.add(
-                lo + i + 1,
+        for first in range(0, n, per):  # one video: its units' vectors in segment order
+            video_units = [
                 {
                     "event": rows["global_"][i : i + 1],
                     "action": rows["action_segments"][i],
                     "entity": rows["entity_segments"][i],
-                },
-            )
+                }
+                for i in range(first, first + per)
+            ]
+            build.vectors.add((lo + first) // per + 1, video_units)
         rate = (lo + n) / (time.perf_counter() - began)
-        print(f"\r  generated {lo + n}/{videos} videos ({rate:.0f}/s)", end="", flush=True)
+        print(f"\r  generated {lo + n}/{units} units ({rate:.0f}/s)", end="", flush=True)
     print()
     for array in [*out.values(), *grams.values()]:
         array.flush()
+    segment = np.arange(units) % per  # each row's segment in its video: 10 s each
     times = (np.arange(t, dtype=np.float32) + 0.5) * (10.0 / t)
-    np.save(folder / "frame_times.npy", np.broadcast_to(times, (videos, t)))
-    np.save(folder / "video_ids.npy", np.arange(1, videos + 1, dtype=np.int64))
+    np.save(folder / "frame_times.npy", (times + 10.0 * segment[:, None]).astype(np.float32))
+    spans = np.stack([segment, segment + 1], axis=-1) * 10.0
+    np.save(folder / "spans.npy", spans.astype(np.float32))
+    ids = [unit_id(r // per + 1, r % per) for r in range(units)]
+    np.save(folder / "unit_ids.npy", np.array(ids, dtype=np.int64))
     build.manifest["parts"] = ["000000"]
     empty = VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})
-    publish(index_dir, build, [], empty, np.zeros((0, t), np.float32))
+    nothing, no_times, no_spans = (
+        np.zeros(0, np.int64),
+        np.zeros((0, t), np.float32),
+        np.zeros((0, 2)),
+    )
+    # the vectors and rows are in place: publish only writes the version around them
+    publish(index_dir, build, nothing, empty, no_times, no_spans, add_vectors=False)
     return ckpt
 
 
@@ -361,7 +388,15 @@ def stages(settings: HanetSettings, queries: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=100_000)
+    parser.add_argument(
+        "--videos", type=int, default=100_000, help="index units (videos of one unit each)"
+    )
+    parser.add_argument(
+        "--units-per-video",
+        type=int,
+        default=1,
+        help="lay the units out as --videos / N videos of N consecutive segments each",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "hanet-data" / "bench-search")
     parser.add_argument("--factory", default="IVF512,Flat")
     parser.add_argument("--rerank", type=int, default=200)
@@ -382,13 +417,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    per = args.units_per_video
+    layout = f"{args.videos} units" if per == 1 else f"{args.videos // per} videos of {per} units"
     work = args.work / f"{args.videos}-{args.factory.replace(',', '_')}"
+    if per != 1:
+        work = work.with_name(f"{work.name}-{per}-per-video")
     ckpt = work / "vitb32-random.pt"
     if not (work / "index" / "CURRENT").exists():
-        print(f"building an index of {args.videos} videos in {work} ...")
+        print(f"building an index of {layout} in {work} ...")
         work.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
-        build_index(work, args.videos, args.factory)
+        build_index(work, args.videos, args.factory, units_per_video=per)
         print(f"  built in {time.perf_counter() - began:.0f} s")
     int8 = not args.fp32_text
     settings = HanetSettings(
@@ -404,7 +443,7 @@ def main() -> None:
     queries = sentences(args.queries)
     if args.concurrency or args.rate:
         print(
-            f"\n{args.videos} videos, ViT-B-32 (random weights), factory {args.factory}, text "
+            f"\n{layout}, ViT-B-32 (random weights), factory {args.factory}, text "
             f"tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "
             f"{args.duration:g} s per run, HANET_THREADS {args.threads}, {os.cpu_count()} CPUs"
         )
@@ -415,7 +454,7 @@ def main() -> None:
     http = over_http(env, args.port, queries, args.warmup)
     parts = stages(settings, queries)
     print(
-        f"\n{args.videos} videos, ViT-B-32 (random weights), factory {args.factory}, "
+        f"\n{layout}, ViT-B-32 (random weights), factory {args.factory}, "
         f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "
         f"{len(queries)} queries, two clients taking turns, {os.cpu_count()} CPUs"
     )

@@ -53,6 +53,7 @@ class HitRow:
     title: str | None
     status: str
     concepts: dict | None  # as the indexer stored them (db.schema.Video.concepts)
+    duration_s: float | None
 
 
 class HitRows:
@@ -100,6 +101,6 @@ def hit_rows(engine: Engine, video_ids: list[int]) -> dict[int, HitRow]:
 
 
 def _read_rows(conn: Connection, video_ids: list[int]) -> dict[int, HitRow]:
-    query = select(Video.id, Video.title, Video.status, Video.concepts)
+    query = select(Video.id, Video.title, Video.status, Video.concepts, Video.duration_s)
     rows = conn.execute(query.where(Video.id.in_(video_ids)))
     return {int(row[0]): HitRow(*row[1:]) for row in rows}

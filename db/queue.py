@@ -107,6 +107,7 @@ def claim(engine: Engine, *, worker: str, limit: int, lease_s: float = 60.0) -> 
                 .values(
                     status=PROCESSING,
                     claimed_by=worker,
+                    indexed_s=None,  # a job taken over starts again from the beginning
                     attempts=Video.attempts + 1,
                     lease_expires_at=now + timedelta(seconds=lease_s),
                 )
@@ -135,6 +136,20 @@ def _finish(engine: Engine, video_id: int, worker: str, **values) -> bool:
         return result.rowcount == 1
 
 
+def progress(
+    engine: Engine, video_id: int, *, worker: str, indexed_s: float, duration_s: float
+) -> bool:
+    """Record how far into a video this worker has read (and its duration as known so far),
+    while it holds the job: GET /videos/{id} shows it as progress."""
+    with Session(engine) as session, session.begin():
+        result = session.execute(
+            update(Video)
+            .where(Video.id == video_id, Video.claimed_by == worker, Video.status == PROCESSING)
+            .values(indexed_s=indexed_s, duration_s=duration_s)
+        )
+        return result.rowcount == 1
+
+
 def complete(
     engine: Engine,
     video_id: int,
@@ -143,16 +158,19 @@ def complete(
     duration_s: float,
     checkpoint_sha256: str,
     concepts: dict | None,
+    segments: int = 1,
 ) -> bool:
-    """Mark indexed, with the video's duration, the checkpoint that embedded it and its
-    concepts (``{"actions": [{"name", "probability"}], "entities": [...]}``, None for a model
-    without a concept vocabulary), only if this worker still holds the job (else another took
-    it over)."""
+    """Mark indexed, with the video's duration, its number of segments (index units), the
+    checkpoint that embedded it and its concepts (``{"actions": [{"name", "probability"}],
+    "entities": [...]}``, None for a model without a concept vocabulary), only if this worker
+    still holds the job (else another took it over)."""
     return _finish(
         engine,
         video_id,
         worker,
         status=INDEXED,
+        segments=segments,
+        indexed_s=duration_s,
         duration_s=duration_s,
         checkpoint_sha256=checkpoint_sha256,
         concepts=null() if concepts is None else concepts,  # SQL NULL, not JSON null

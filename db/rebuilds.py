@@ -260,7 +260,15 @@ def finish(engine: Engine, rebuild_id: int, *, worker: str, checkpoint_sha256: s
         session.execute(
             update(Video)
             .where(indexed, Video.id.in_(items.where(RebuildVideo.status == "done")))
-            .values(checkpoint_sha256=checkpoint_sha256)
+            .values(
+                checkpoint_sha256=checkpoint_sha256,
+                segments=func.coalesce(  # items done before counts were kept: as they were
+                    select(RebuildVideo.segments)
+                    .where(RebuildVideo.rebuild_id == rebuild_id, RebuildVideo.video_id == Video.id)
+                    .scalar_subquery(),
+                    Video.segments,
+                ),
+            )
         )
         failed = items.where(RebuildVideo.status == "failed").add_columns(RebuildVideo.error)
         for video_id, error in session.execute(failed).all():

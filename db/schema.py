@@ -78,6 +78,10 @@ class Video(Base):
     # The model's most probable actions and entities, {"actions": [{"name", "probability"}],
     # "entities": [...]}, written with the indexed status (None without a concept vocabulary).
     concepts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # While processing: how far into the video the indexer has read, seconds (progress);
+    # once indexed: how many index units (segments) the video has.
+    indexed_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    segments: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, default=_utcnow
     )
@@ -149,3 +153,5 @@ class RebuildVideo(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
     claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # done: the video's units in the new build (its row's ``segments`` once swapped in)
+    segments: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -90,9 +90,26 @@ def _finish_items(
     return ids
 
 
-def done(engine: Engine, rebuild_id: int, *, worker: str, video_ids: list[int]) -> list[int]:
-    """Mark items done (their videos are in the new build)."""
-    return _finish_items(engine, rebuild_id, worker, video_ids, status="done")
+def done(
+    engine: Engine,
+    rebuild_id: int,
+    *,
+    worker: str,
+    video_ids: list[int],
+    segments: dict[int, int] | None = None,
+) -> list[int]:
+    """Mark items done (their videos are in the new build, with ``segments[video_id]`` units
+    each: their rows' count once it is swapped in)."""
+    if segments is None:
+        return _finish_items(engine, rebuild_id, worker, video_ids, status="done")
+    by_count: dict[int, list[int]] = {}  # one update per distinct count
+    for video_id in video_ids:
+        by_count.setdefault(segments[video_id], []).append(video_id)
+    return [
+        video_id
+        for n, ids in by_count.items()
+        for video_id in _finish_items(engine, rebuild_id, worker, ids, status="done", segments=n)
+    ]
 
 
 def fail(engine: Engine, rebuild_id: int, *, worker: str, video_id: int, reason: str) -> bool:

@@ -4,16 +4,19 @@
     index/builds/<build>/<version>/    one immutable version of a build:
         manifest.json                  checkpoint hash and config, factory, parts, counts
         vectors/                       FAISS indexes per level (+ tombstones)
-        parts/<n>/<field>.npy          rerank rows (float16, memory-mapped by readers), linked
-                                       from earlier versions, never rewritten
+        parts/<n>/<field>.npy          rerank rows, one per unit (a video's segment), float16,
+                                       memory-mapped by readers, linked from earlier versions,
+                                       never rewritten; unit_ids.npy and spans.npy (each
+                                       unit's start and end in its video, seconds) beside them
         parts/<n>/gram_<units>.npy     their units' Gram matrices (float32; parts written
                                        before these existed have none, and still work)
 
 A writer prepares the next version in a temporary folder, renames it into place and then
 replaces CURRENT, so a reader sees the old version or the new one, never half of one. Writers
 (several indexer workers, deletes, compaction) take ``index/.write-lock`` and build on the
-latest version, so none drops another's videos or tombstones. A video
-re-indexed later appears in a newer part; the newest row wins. A delete's version is all hard
+latest version, so none drops another's videos or tombstones. A video is published whole (all
+its units in one part); re-indexed later, it appears in a newer part, whose units replace all
+of the earlier ones. A delete's version is all hard
 links to the previous one's files but for vectors.json (a longer tombstone list) and the
 manifest: readers and writers holding the previous version take the tombstones and keep what
 they have loaded (same files: same (st_dev, st_ino)).
@@ -30,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from index.vectors import INDEX_FILES, LEVELS, FaissStore, read_meta
+from index.vectors import INDEX_FILES, LEVELS, UNIT_BITS, FaissStore, read_meta, video_of
 from model import VideoEmbeddings
 from model.scores import UNIT_FIELDS
 
 FORMAT = "hanet-index-build"
+UNITS_FORMAT = 2  # manifest "units": builds of segment units (1: one unit per video, by id)
 FIELDS = (
     "global_",
     "action_frames",
@@ -65,13 +69,14 @@ FileId = tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns)
 @dataclass
 class Build:
     """One published version, the read side's view of it: the level indexes (FAISS, loaded),
-    the rerank rows (memory-mapped), which videos are live. Searches use its public methods."""
+    the rerank rows (memory-mapped), which units are live. Searches use its public methods;
+    unit ids are ``index.vectors.unit_id(video, segment)``."""
 
     root: Path
     manifest: dict
     vectors: FaissStore
     parts: list[dict[str, np.ndarray]] = field(default_factory=list)
-    rows: dict[int, tuple[int, int]] = field(default_factory=dict)  # live video -> (part, row)
+    rows: dict[int, tuple[int, int]] = field(default_factory=dict)  # live unit -> (part, row)
     # the files this build's memory was read from, by path under ``root``: a later version
     # holding the same files (hard links: a delete's version) can share what is loaded
     file_ids: dict[str, FileId] = field(default_factory=dict)
@@ -87,26 +92,50 @@ class Build:
 
     def __len__(self) -> int:
         """Live videos (indexed and not deleted)."""
-        return len(self.rows)
+        return len(self._units_by_video())
 
     def __contains__(self, video_id: object) -> bool:
-        return video_id in self.rows
+        return video_id in self._units_by_video()
 
     def video_ids(self) -> list[int]:
         """The live videos' ids, ascending."""
-        return sorted(self.rows)
+        return sorted(self._units_by_video())
 
-    def known(self, video_ids: np.ndarray) -> np.ndarray:
-        """(N,) bool: which of these videos are in this build and not deleted."""
-        ids = np.asarray(video_ids).reshape(-1).tolist()
+    def units(self, video_id: int) -> list[int]:
+        """A live video's unit ids in segment order ([] when it is not in this build)."""
+        return self._units_by_video().get(video_id, [])
+
+    def most_units(self) -> int:
+        """The most units one live video has (1 for a library of short clips)."""
+        return max(map(len, self._units_by_video().values()), default=1)
+
+    def _units_by_video(self) -> dict[int, list[int]]:
+        cached = self.__dict__.get("_by_video")
+        if cached is None or cached[0] is not self.rows or cached[1] != len(self.rows):
+            by_video: dict[int, list[int]] = {}
+            for unit in sorted(self.rows):
+                by_video.setdefault(unit >> UNIT_BITS, []).append(unit)
+            cached = self.__dict__["_by_video"] = (self.rows, len(self.rows), by_video)
+        return cached[2]
+
+    def known(self, unit_ids: np.ndarray) -> np.ndarray:
+        """(N,) bool: which of these units are in this build and not deleted."""
+        ids = np.asarray(unit_ids).reshape(-1).tolist()
         return np.fromiter(map(self.rows.__contains__, ids), bool, len(ids))
 
     def top_videos(
         self, level: str, queries: np.ndarray, k: int
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per query (Q, D), the best ``k`` videos at one level (``FaissStore.top_videos``):
-        their ids, best vectors' scores and segment indexes, best first, deleted ones hidden."""
+        their ids, best vectors' scores and key segment indexes, best first, deleted ones
+        hidden."""
         return self.vectors.top_videos(level, queries, k)
+
+    def top_units(
+        self, level: str, queries: np.ndarray, k: int
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``top_videos`` for units: the best ``k`` units (a video may give several)."""
+        return self.vectors.top_units(level, queries, k)
 
     def summary(self) -> dict:
         """What this build is, for status pages and ``hanet index status``."""
@@ -117,20 +146,21 @@ class Build:
             "checkpoint_sha256": self.checkpoint_sha256,
             "factory": self.manifest.get("factory", self.vectors.factory),
             "videos": len(self),
+            "units": len(self.rows),
             "vectors": {level: self.vectors.count(level) for level in LEVELS},
             "deleted_pending_compaction": len(self.vectors.deleted & self.vectors.videos),
         }
 
-    def embeddings(self, video_ids: list[int]) -> VideoEmbeddings:
-        """The stored VideoEmbeddings of these videos, in this order: the embedding vectors
+    def embeddings(self, unit_ids: list[int]) -> VideoEmbeddings:
+        """The stored VideoEmbeddings of these units, in this order: the embedding vectors
         (HALF_FIELDS) in float16, the concept probabilities in float32."""
-        return self._embeddings_at(self._where(video_ids))
+        return self._embeddings_at(self._where(unit_ids))
 
     def rerank_rows(
-        self, video_ids: list[int]
+        self, unit_ids: list[int]
     ) -> tuple[VideoEmbeddings, dict[str, torch.Tensor] | None]:
-        """``embeddings`` and ``grams`` of these videos at once (a search's rerank)."""
-        where = self._where(video_ids)
+        """``embeddings`` and ``grams`` of these units at once (a search's rerank)."""
+        where = self._where(unit_ids)
         return self._embeddings_at(where), self._grams_at(where)
 
     def _embeddings_at(self, where: np.ndarray) -> VideoEmbeddings:
@@ -141,10 +171,10 @@ class Build:
             values[name] = tensor if half else tensor.float()
         return VideoEmbeddings(**values)
 
-    def grams(self, video_ids: list[int]) -> dict[str, torch.Tensor] | None:
-        """The stored Gram matrices of these videos' units (``model.scores.unit_grams``), in
+    def grams(self, unit_ids: list[int]) -> dict[str, torch.Tensor] | None:
+        """The stored Gram matrices of these units' vectors (``model.scores.unit_grams``), in
         this order; None when a part holding one of them has none (written before they were)."""
-        return self._grams_at(self._where(video_ids))
+        return self._grams_at(self._where(unit_ids))
 
     def _grams_at(self, where: np.ndarray) -> dict[str, torch.Tensor] | None:
         used = set(where[:, 0].tolist()) or set(range(len(self.parts)))
@@ -154,11 +184,11 @@ class Build:
             name: torch.from_numpy(self._gather(file, where)) for name, file in GRAM_FILES.items()
         }
 
-    def _where(self, video_ids: list[int]) -> np.ndarray:
-        missing = [v for v in video_ids if v not in self.rows]
+    def _where(self, unit_ids: list[int]) -> np.ndarray:
+        missing = [u for u in unit_ids if u not in self.rows]
         if missing:
-            raise BuildError(f"videos not in this build: {missing[:5]}")
-        return np.array([self.rows[v] for v in video_ids], dtype=np.int64).reshape(-1, 2)
+            raise BuildError(f"units not in this build: {missing[:5]}")
+        return np.array([self.rows[u] for u in unit_ids], dtype=np.int64).reshape(-1, 2)
 
     def _gather(self, name: str, where: np.ndarray) -> np.ndarray:
         """Rows of one stored array at (part, row) pairs: one gather per part, not per row."""
@@ -172,12 +202,22 @@ class Build:
             out[chosen] = self.parts[part][name][where[chosen, 1]]
         return out
 
-    def frame_times(self, video_id: int) -> np.ndarray:
-        """(T,) the sampled frames' timestamps in seconds (padding after the valid ones)."""
-        if video_id not in self.rows:
-            raise BuildError(f"video {video_id} is not in this build")
-        part, row = self.rows[video_id]
+    def frame_times(self, unit: int) -> np.ndarray:
+        """(T,) a unit's sampled frames' timestamps in its video, seconds (padding after the
+        valid ones)."""
+        part, row = self._row(unit)
         return self.parts[part]["frame_times"][row]
+
+    def span(self, unit: int) -> tuple[float, float]:
+        """A unit's start and end in its video, seconds."""
+        part, row = self._row(unit)
+        start, end = self.parts[part]["spans"][row].tolist()
+        return start, end
+
+    def _row(self, unit: int) -> tuple[int, int]:
+        if unit not in self.rows:
+            raise BuildError(f"unit {unit} is not in this build")
+        return self.rows[unit]
 
     def warm(self, rows: bool = True) -> int:
         """Build the selector that hides deleted videos (once here rather than by the first
@@ -185,7 +225,8 @@ class Build:
         that searches find them in memory (page cache and this process's page tables) rather
         than faulting on each candidate. Nothing is touched when the rows would not fit in half
         the available memory. Returns the bytes touched."""
-        self.vectors.tombstone_selector()
+        for level in LEVELS:
+            self.vectors.tombstone_selector(level)
         arrays = [a for part in self.parts for a in part.values()] if rows else []
         total = sum(a.nbytes for a in arrays)
         if total > _available_memory() // 2:
@@ -212,7 +253,7 @@ class Build:
         ):
             return False
         needed = [f"vectors/{f}" for f in INDEX_FILES]
-        needed += [f"parts/{p}/video_ids.npy" for p in manifest["parts"]]
+        needed += [f"parts/{p}/unit_ids.npy" for p in manifest["parts"]]
         if any(path not in self.file_ids for path in needed):
             return False
         return all(file_id(root / path) == known for path, known in self.file_ids.items())
@@ -223,9 +264,7 @@ class Build:
         deleted = set(read_meta(root / "vectors").get("deleted", []))
         vectors = self.vectors.with_deleted(deleted)
         if deleted >= self.vectors.deleted:  # tombstones only ever added: drop the new ones
-            rows = dict(self.rows)
-            for video_id in deleted - self.vectors.deleted:
-                rows.pop(video_id, None)
+            rows = without_videos(self.rows, deleted - self.vectors.deleted)
         else:
             rows = _rows(root, manifest["parts"], deleted)
         return Build(root, manifest, vectors, self.parts, rows, dict(self.file_ids))
@@ -275,6 +314,11 @@ def load_current(
         raise BuildError(f"no index build in {index_dir} yet: run `hanet index run`")
     root = index_dir / "builds" / name
     manifest = read_manifest(root)
+    if manifest.get("units", 1) != UNITS_FORMAT:
+        raise BuildError(
+            "the index build predates segment units (one unit per video): run `hanet index "
+            "rebuild` to index the videos again"
+        )
     if expect_checkpoint and manifest["checkpoint_sha256"] != expect_checkpoint:
         raise BuildError(
             f"the index build was made by checkpoint {manifest['checkpoint_sha256'][:12]}, not "
@@ -295,10 +339,11 @@ def _load(root: Path, manifest: dict) -> Build:
         names = [
             *FIELDS,
             "frame_times",
+            "spans",
             *(f for f in GRAM_FILES.values() if (folder / f"{f}.npy").exists()),
         ]
         parts.append({f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in names})
-        for f in [*names, "video_ids"]:
+        for f in [*names, "unit_ids"]:
             ids[f"parts/{part}/{f}.npy"] = file_id(folder / f"{f}.npy")
     rows = _rows(root, manifest["parts"], vectors.deleted)
     known = {path: i for path, i in ids.items() if i is not None}
@@ -306,11 +351,28 @@ def _load(root: Path, manifest: dict) -> Build:
 
 
 def _rows(root: Path, parts: list[str], deleted: set[int]) -> dict[int, tuple[int, int]]:
-    """Live video -> (part, row): the newest part holding a video wins."""
-    rows = {}
-    for n, part in enumerate(parts):
-        for row, video_id in enumerate(np.load(root / "parts" / part / "video_ids.npy").tolist()):
-            rows[video_id] = (n, row)
-    for video_id in deleted:
-        rows.pop(video_id, None)
-    return rows
+    """Live unit -> (part, row): the newest part holding a video wins, for all its units (a
+    video re-indexed with fewer segments keeps none of its older ones)."""
+    ids = [np.load(root / "parts" / part / "unit_ids.npy") for part in parts]
+    if not ids:
+        return {}
+    units = np.concatenate(ids)
+    part_of = np.concatenate([np.full(len(a), n, np.int64) for n, a in enumerate(ids)])
+    row_of = np.concatenate([np.arange(len(a), dtype=np.int64) for a in ids])
+    videos = video_of(units)
+    newest = {}  # video -> the newest part holding it
+    for video, part in zip(videos.tolist(), part_of.tolist(), strict=True):
+        newest[video] = part
+    pairs = zip(videos.tolist(), part_of.tolist(), strict=True)
+    keep = np.fromiter((newest[v] == p and v not in deleted for v, p in pairs), bool, len(units))
+    where = zip(part_of[keep].tolist(), row_of[keep].tolist(), strict=True)
+    return dict(zip(units[keep].tolist(), where, strict=True))
+
+
+def without_videos(
+    rows: dict[int, tuple[int, int]], videos: set[int]
+) -> dict[int, tuple[int, int]]:
+    """``rows`` less the units of these videos (a copy)."""
+    if not videos:
+        return dict(rows)
+    return {unit: where for unit, where in rows.items() if unit >> UNIT_BITS not in videos}

@@ -1,11 +1,14 @@
 """Vector storage for the three HANet levels, behind a small interface; FAISS implements it.
 
-One index per level: ``event`` (one vector per video), ``action`` (the key action segments) and
-``entity`` (the key entity segments). Vector ids keep a video's vectors contiguous,
-``video_id * SEGMENT_SLOTS + index``, so that every vector of a video is one id range, and a
-hit's id tells its video and its segment. Deletions are tombstones, filtered out of every
-search at once (per-call search parameters: the shared index is never mutated per request) and
-dropped from the index files at the next ``compact``.
+A video is indexed as one or more units, its segments (a short clip is one unit; a long video
+is cut at its shots, see ``indexer.segments``). One index per level: ``event`` (one vector per
+unit), ``action`` (the unit's key action segments) and ``entity`` (its key entity segments).
+Ids keep a video's vectors contiguous and tell where a hit is: a unit's id is
+``video_id << UNIT_BITS | segment`` (``unit_id``), a vector's ``unit_id * SEGMENT_SLOTS +
+index``, so every vector of a video, and of each of its units, is one id range. Deletions are
+tombstones of video ids, filtered out of every search at once (per-call search parameters: the
+shared index is never mutated per request) and dropped from the index files at the next
+``compact``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import faiss
 import numpy as np
 
 LEVELS = ("event", "action", "entity")
-SEGMENT_SLOTS = 1024
+SEGMENT_SLOTS = 64  # vectors per unit and level (a checkpoint's key segments fit: config checks)
+UNIT_BITS = 20  # segments per video: 2**20
+MAX_UNITS = 1 << UNIT_BITS
 FETCH_PER_VIDEO = 4
 FORMAT = "hanet-vectors"
 INDEX_FILES = tuple(f"{level}.faiss" for level in LEVELS)  # in a store's folder
@@ -33,24 +38,50 @@ class VectorStoreError(Exception):
     """A store that cannot be used as asked (unknown level, bad shapes, unreadable files)."""
 
 
-def vector_ids(video_id: int, count: int) -> np.ndarray:
+def unit_id(video_id: int, segment: int) -> int:
+    """The id of a video's ``segment``-th unit (0 for a video indexed as one unit)."""
+    if not 0 <= segment < MAX_UNITS:
+        raise VectorStoreError(f"a video holds at most {MAX_UNITS} units")
+    return (int(video_id) << UNIT_BITS) | int(segment)
+
+
+def video_of(unit_ids: np.ndarray | int) -> np.ndarray | int:
+    """The video each unit id belongs to."""
+    if isinstance(unit_ids, int | np.integer):
+        return int(unit_ids) >> UNIT_BITS
+    return np.asarray(unit_ids, dtype=np.int64) >> UNIT_BITS
+
+
+def segment_of(unit_ids: np.ndarray | int) -> np.ndarray | int:
+    """Each unit's segment number in its video."""
+    return unit_ids & (MAX_UNITS - 1)
+
+
+def vector_ids(unit: int, count: int) -> np.ndarray:
     if not 0 < count <= SEGMENT_SLOTS:
-        raise VectorStoreError(f"a video holds 1 to {SEGMENT_SLOTS} vectors per level")
-    return video_id * SEGMENT_SLOTS + np.arange(count, dtype=np.int64)
+        raise VectorStoreError(f"a unit holds 1 to {SEGMENT_SLOTS} vectors per level")
+    return unit * SEGMENT_SLOTS + np.arange(count, dtype=np.int64)
+
+
+def _video_of_vectors(ids: np.ndarray) -> np.ndarray:
+    return ids // (SEGMENT_SLOTS << UNIT_BITS)
 
 
 @dataclass(frozen=True)
 class VideoHit:
-    """A video found at one level: its best vector's score, and which of its vectors that
-    was (the segment index: for the action level, where in the video the match is)."""
+    """A video found at one level: its best vector's score, which unit held it and which of
+    the unit's vectors it was (the key segment: for the action level, where the match is)."""
 
     video_id: int
     score: float
     segment: int
+    unit: int
 
 
 class VectorStore(Protocol):
-    def add(self, video_id: int, vectors: dict[str, np.ndarray]) -> None: ...
+    def add(
+        self, video_id: int, vectors: dict[str, np.ndarray] | list[dict[str, np.ndarray]]
+    ) -> None: ...
 
     def delete(self, video_ids: Iterable[int]) -> None: ...
 
@@ -72,7 +103,8 @@ class FaissStore:
         self.indexes = {level: self._fresh(level) for level in LEVELS}
         self.videos: set[int] = set()  # videos with vectors in the indexes (deleted included)
         self.deleted: set[int] = set()
-        self._selector_cache: tuple | None = None  # (deleted ids, selector, what it points to)
+        # per level: (deleted ids, selector, what it points to)
+        self._selector_cache: dict[str, tuple] = {}
 
     def _new_index(self, factory: str | None = None) -> faiss.Index:
         factory = factory or self.factory
@@ -99,18 +131,29 @@ class FaissStore:
             raise VectorStoreError(f"unknown level {level!r}; levels: {LEVELS}")
         return self.indexes[level]
 
-    def add(self, video_id: int, vectors: dict[str, np.ndarray]) -> None:
-        """Add one video's vectors, (n, D) per level. Re-adding a video (re-indexing it)
-        replaces its vectors. A tombstone is never cleared: ids are never given to two videos
-        (the database never reuses them), so a deleted id stays deleted, and its vectors, if
-        added again, stay hidden (the writer does not add tombstoned ids at all)."""
+    def add(
+        self, video_id: int, vectors: dict[str, np.ndarray] | list[dict[str, np.ndarray]]
+    ) -> None:
+        """Add one video's vectors, (n, D) per level: of its one unit (a dict), or of each of
+        its units in segment order (a list). Re-adding a video (re-indexing it) replaces all
+        its units. A tombstone is never cleared: ids are never given to two videos (the database
+        never reuses them), so a deleted id stays deleted, and its vectors, if added again,
+        stay hidden (the writer does not add tombstoned ids at all)."""
+        units = [vectors] if isinstance(vectors, dict) else vectors
         if video_id in self.videos:
             self._remove_physically([video_id])
-        for level, x in vectors.items():
-            x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
-            if x.shape[1] != self.dim:
-                raise VectorStoreError(f"{level} vectors have dim {x.shape[1]}, not {self.dim}")
-            self._index(level).add_with_ids(x, vector_ids(video_id, len(x)))
+        for level in LEVELS:
+            ids, rows = [], []
+            for segment, unit_vectors in enumerate(units):
+                if level not in unit_vectors:
+                    continue
+                x = np.ascontiguousarray(np.atleast_2d(unit_vectors[level]), dtype=np.float32)
+                if x.shape[1] != self.dim:
+                    raise VectorStoreError(f"{level} vectors have dim {x.shape[1]}, not {self.dim}")
+                rows.append(x)
+                ids.append(vector_ids(unit_id(video_id, segment), len(x)))
+            if rows:
+                self._index(level).add_with_ids(np.concatenate(rows), np.concatenate(ids))
         self.videos.add(video_id)
         if self.staged:
             self._train_staged()
@@ -125,7 +168,7 @@ class FaissStore:
         store = copy.copy(self)
         store.indexes, store.staged = dict(self.indexes), set(self.staged)
         store.videos, store.deleted = set(self.videos), {int(v) for v in deleted}
-        store._selector_cache = None
+        store._selector_cache = {}
         return store
 
     def _remove_physically(self, video_ids: Iterable[int]) -> None:
@@ -134,7 +177,7 @@ class FaissStore:
         gone = np.fromiter(video_ids, dtype=np.int64)
         for level, index in list(self.indexes.items()):
             ids = faiss.vector_to_array(faiss.downcast_index(index).id_map)
-            keep = ~np.isin(ids // SEGMENT_SLOTS, gone)
+            keep = ~np.isin(_video_of_vectors(ids), gone)
             if keep.all():
                 continue
             try:
@@ -155,7 +198,7 @@ class FaissStore:
     def _params(self, level: str) -> tuple[faiss.SearchParameters | None, tuple]:
         """Per-call search parameters, and the objects they point to (which must outlive the
         search: FAISS holds raw pointers)."""
-        sel, refs = self.tombstone_selector()
+        sel, refs = self.tombstone_selector(level)
         inner = faiss.downcast_index(faiss.downcast_index(self.indexes[level]).index)
         if isinstance(inner, faiss.IndexIVF):
             # Split a search over the probed lists, not over the queries: the service asks one
@@ -167,51 +210,69 @@ class FaissStore:
             return faiss.SearchParametersHNSW(sel=sel, efSearch=self.ef_search), refs
         return (faiss.SearchParameters(sel=sel) if sel is not None else None), refs
 
-    def tombstone_selector(self) -> tuple[faiss.IDSelector | None, tuple]:
-        """The selector that hides deleted videos, built once per set of deletions (building
-        it costs 1024 ids per deleted video; searches reuse it, FAISS only reads it). Only
+    def tombstone_selector(self, level: str = "event") -> tuple[faiss.IDSelector | None, tuple]:
+        """The selector that hides deleted videos at one level, built once per set of
+        deletions from the level's stored ids (searches reuse it, FAISS only reads it). Only
         tombstones of videos with vectors in the indexes go in it."""
         key = frozenset(self.deleted & self.videos)
         if not key:
             return None, ()
-        cached = self._selector_cache
+        cached = self._selector_cache.get(level)
         if cached is None or cached[0] != key:
-            ids = np.concatenate([vector_ids(v, SEGMENT_SLOTS) for v in sorted(key)])
+            stored = faiss.vector_to_array(faiss.downcast_index(self._index(level)).id_map)
+            ids = stored[np.isin(_video_of_vectors(stored), np.fromiter(key, np.int64))]
             batch = faiss.IDSelectorBatch(ids)
             sel = faiss.IDSelectorNot(batch)
-            cached = self._selector_cache = (key, sel, (ids, batch, sel))
+            cached = self._selector_cache[level] = (key, sel, (ids, batch, sel))
         return cached[1], cached[2]
 
     def search(self, level: str, queries: np.ndarray, k: int) -> list[list[VideoHit]]:
         """Top ``k`` videos per query at one level, each with its best vector's score."""
         return [
-            [VideoHit(int(v), float(s), int(g)) for v, s, g in zip(*row, strict=True)]
-            for row in self.top_videos(level, queries, k)
+            [
+                VideoHit(int(video_of(int(u))), float(s), int(g), int(u))
+                for u, s, g in zip(*row, strict=True)
+            ]
+            for row in self._top(level, queries, k, by_video=True)
         ]
 
     def top_videos(
         self, level: str, queries: np.ndarray, k: int
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """``search`` as arrays, per query: video ids, their best vectors' scores and segment
-        indexes, best first (the service's candidate search: no object per hit)."""
+        """``search`` as arrays, per query: video ids, their best vectors' scores and key
+        segment indexes, best first."""
+        return [(video_of(u), s, g) for u, s, g in self._top(level, queries, k, by_video=True)]
+
+    def top_units(
+        self, level: str, queries: np.ndarray, k: int
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per query, the best ``k`` units (segments of videos): their unit ids, best vectors'
+        scores and key segment indexes, best first (the service's candidate search: no object
+        per hit)."""
+        return self._top(level, queries, k, by_video=False)
+
+    def _top(
+        self, level: str, queries: np.ndarray, k: int, by_video: bool
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         index = self._index(level)
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        # A video can fill several of the top hits with its segments: fetch more than k hits,
-        # up to FETCH_PER_VIDEO per wanted video (all of a video's vectors rarely all rank high).
-        per_video = 1 if level == "event" else max(1, self._vectors_per_video(level))
-        fetch = min(index.ntotal, k * min(per_video, FETCH_PER_VIDEO))
+        # A unit can fill several of the top hits with its segments: fetch more than k hits,
+        # up to FETCH_PER_VIDEO per wanted unit (all of a unit's vectors rarely all rank high).
+        per_unit = 1 if level == "event" else max(1, self._vectors_per_unit(level))
+        fetch = min(index.ntotal, k * min(per_unit, FETCH_PER_VIDEO))
         if fetch == 0:
             empty = np.zeros(0, np.int64)
             return [(empty, np.zeros(0, np.float32), empty) for _ in q]
         params, _refs = self._params(level)
         scores, ids = index.search(q, fetch, params=params)
         return [
-            _group(row_scores, row_ids, k) for row_scores, row_ids in zip(scores, ids, strict=True)
+            _group(row_scores, row_ids, k, by_video)
+            for row_scores, row_ids in zip(scores, ids, strict=True)
         ]
 
-    def _vectors_per_video(self, level: str) -> int:
-        videos = max(1, self.indexes["event"].ntotal)
-        return int(np.ceil(self.indexes[level].ntotal / videos))
+    def _vectors_per_unit(self, level: str) -> int:
+        units = max(1, self.indexes["event"].ntotal)
+        return int(np.ceil(self.indexes[level].ntotal / units))
 
     def count(self, level: str) -> int:
         return int(self._index(level).ntotal)
@@ -244,7 +305,7 @@ class FaissStore:
             raise VectorStoreError(f"cannot read the vector store in {folder}: {exc}") from exc
         store.deleted = set(meta.get("deleted", []))
         event_ids = faiss.vector_to_array(faiss.downcast_index(store.indexes["event"]).id_map)
-        store.videos = set((event_ids // SEGMENT_SLOTS).tolist())
+        store.videos = set(_video_of_vectors(event_ids).tolist())
         return store
 
 
@@ -303,15 +364,16 @@ def _train_size(index: faiss.Index) -> int:
 
 
 def _group(
-    scores: np.ndarray, ids: np.ndarray, k: int
+    scores: np.ndarray, ids: np.ndarray, k: int, by_video: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hits (best first, as FAISS returns them) -> each video once, at its best vector: the
-    top ``k`` videos' ids, scores and segment indexes."""
+    """Hits (best first, as FAISS returns them) -> each unit (or, ``by_video``, each video)
+    once, at its best vector: the top ``k`` units' ids (the video's best unit), scores and key
+    segment indexes."""
     keep = ids >= 0
     scores, ids = scores[keep], ids[keep]
     order = np.argsort(-scores, kind="stable")
     scores, ids = scores[order], ids[order]
-    videos = ids // SEGMENT_SLOTS
-    _, first = np.unique(videos, return_index=True)
+    units = ids // SEGMENT_SLOTS
+    _, first = np.unique(video_of(units) if by_video else units, return_index=True)
     first = np.sort(first)[:k]
-    return videos[first], scores[first], ids[first] % SEGMENT_SLOTS
+    return units[first], scores[first], ids[first] % SEGMENT_SLOTS

@@ -16,21 +16,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from index.parts import unit_rows, write_part
 from index.reader import (
     FIELDS,
     FORMAT,
-    GRAM_CHUNK,
-    GRAM_FILES,
+    UNITS_FORMAT,
     Build,
     BuildError,
     current_name,
     file_id,
     load_current,
     read_manifest,
+    without_videos,
 )
-from index.vectors import INDEX_FILES, FaissStore, read_meta, write_meta
+from index.vectors import (
+    INDEX_FILES,
+    SEGMENT_SLOTS,
+    FaissStore,
+    read_meta,
+    video_of,
+    write_meta,
+)
 from model import HANetCfg, VideoEmbeddings
-from model.scores import unit_grams
 
 
 class IndexWriter:
@@ -57,29 +64,43 @@ class IndexWriter:
         return self.build.checkpoint_sha256
 
     def publish(
-        self, video_ids: list[int], video: VideoEmbeddings, frame_times: np.ndarray
+        self,
+        video_ids: list[int],
+        video: VideoEmbeddings,
+        frame_times: np.ndarray,
+        spans: np.ndarray | None = None,
     ) -> list[int]:
-        """Add these videos and publish the next version, on top of the latest one. Returns
-        the ids added: those not tombstoned in the latest version (``publish`` skips those)."""
-        self.build = publish_latest(self.index_dir, self.build, video_ids, video, frame_times)
+        """Add these videos and publish the next version, on top of the latest one. Row i is a
+        unit of video ``video_ids[i]``: a video's units are consecutive rows, in segment order,
+        all of them in this call (``unit_rows``). Returns the videos added, once each: those not
+        tombstoned in the latest version (``publish`` skips those)."""
+        units, spans = unit_rows(video_ids, video, frame_times, spans)
+        self.build = publish_latest(self.index_dir, self.build, units, video, frame_times, spans)
         deleted = self.build.vectors.deleted  # the latest version's, as the publish saw them
-        return [video_id for video_id in video_ids if video_id not in deleted]
+        return [v for v in dict.fromkeys(video_ids) if v not in deleted]
 
     def publish_empty(self) -> None:
         """Publish a first version without videos, when nothing is published yet (a rebuild
         of an empty index still makes a build of its checkpoint)."""
         if current_name(self.index_dir) is None:
-            times = np.zeros((0, 1), np.float32)
+            times, spans = np.zeros((0, 1), np.float32), np.zeros((0, 2), np.float32)
+            units = np.zeros(0, np.int64)
             self.build = publish_latest(
-                self.index_dir, self.build, [], _empty_like(self.build), times
+                self.index_dir, self.build, units, _empty_like(self.build), times, spans
             )
 
 
 def new_build(index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: str) -> Build:
     """An empty build (not yet published) for a checkpoint."""
+    most = max(cfg.num_action_segments, cfg.num_entity_segments)
+    if most > SEGMENT_SLOTS:
+        raise BuildError(
+            f"the index holds at most {SEGMENT_SLOTS} key segments per unit, not {most}"
+        )
     name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     manifest = {
         "format": FORMAT,
+        "units": UNITS_FORMAT,
         "version": 0,
         "build": name,
         "checkpoint_sha256": checkpoint_sha256,
@@ -123,9 +144,10 @@ def _is_current(index_dir: Path, build: Build) -> bool:
 def publish_latest(
     index_dir: Path,
     build: Build,
-    video_ids: list[int],
+    units: np.ndarray,
     video: VideoEmbeddings,
     frame_times: np.ndarray,
+    spans: np.ndarray,
 ) -> Build:
     """``publish`` for one of several writers: under the write lock, on top of the latest
     published version (caught up when another writer published since ``build`` was read), so
@@ -134,7 +156,7 @@ def publish_latest(
     with writing(index_dir):
         if not _is_current(index_dir, build):
             build = _catch_up(index_dir, build)
-        return publish(index_dir, build, video_ids, video, frame_times)
+        return publish(index_dir, build, units, video, frame_times, spans)
 
 
 def _catch_up(index_dir: Path, build: Build) -> Build:
@@ -152,8 +174,7 @@ def _catch_up(index_dir: Path, build: Build) -> Build:
     manifest = read_manifest(root)
     deleted = set(read_meta(root / "vectors").get("deleted", []))
     build.vectors = build.vectors.with_deleted(deleted)
-    for video_id in deleted:
-        build.rows.pop(video_id, None)
+    build.rows = without_videos(build.rows, deleted)
     build.root, build.manifest = root, manifest
     return build
 
@@ -161,21 +182,27 @@ def _catch_up(index_dir: Path, build: Build) -> Build:
 def publish(
     index_dir: Path,
     build: Build,
-    video_ids: list[int],
+    units: np.ndarray,
     video: VideoEmbeddings,
     frame_times: np.ndarray,
+    spans: np.ndarray,
     add_vectors: bool = True,
 ) -> Build:
-    """Add videos (their embeddings and frame times (N, T)) and publish the next version.
-    Tombstoned videos (deleted, possibly before they were ever published) are skipped: a delete
-    always wins over a worker that still held the video. ``add_vectors`` False writes rerank
-    rows only (compaction: the vectors are there)."""
-    if add_vectors and build.vectors.deleted.intersection(video_ids):
-        video_ids, video, frame_times = _without_deleted(build, video_ids, video, frame_times)
-        if not video_ids:
+    """Add units (of whole videos, consecutive per video; their embeddings, frame times (N, T)
+    and spans (N, 2)) and publish the next version. Tombstoned videos (deleted, possibly before
+    they were ever published) are skipped: a delete always wins over a worker that still held
+    the video. ``add_vectors`` False writes rerank rows only (compaction: the vectors are
+    there)."""
+    units = np.asarray(units, dtype=np.int64)
+    videos = video_of(units)
+    if add_vectors and build.vectors.deleted.intersection(videos.tolist()):
+        keep = [i for i, v in enumerate(videos.tolist()) if v not in build.vectors.deleted]
+        units, videos, video = units[keep], videos[keep], video.select(keep)
+        frame_times, spans = frame_times[keep], spans[keep]
+        if not len(units):
             return build  # nothing left to add: no new version
-    for i, video_id in enumerate(video_ids if add_vectors else []):
-        build.vectors.add(video_id, level_vectors(video, i))
+    if add_vectors:
+        _add_vectors(build, videos, video)
     builds_dir = build.root.parent
     version = build.manifest["version"] + 1
     tmp = builds_dir / f".v{version}.{uuid.uuid4().hex[:6]}.tmp"
@@ -183,25 +210,11 @@ def publish(
     for part in build.manifest["parts"]:  # earlier parts: hard links, not copies
         _link_tree(build.root / "parts" / part, tmp / "parts" / part)
     manifest = dict(build.manifest)
-    if video_ids:
+    if len(units):
         part = f"{version:06d}"
         folder = tmp / "parts" / part
         folder.mkdir(parents=True)
-        rows = {}
-        for name in FIELDS:  # float rows in float16: half the disk and page cache to rerank
-            array = getattr(video, name).detach().cpu().numpy()
-            rows[name] = array.astype(np.float16) if array.dtype.kind == "f" else array
-            np.save(folder / f"{name}.npy", rows[name])
-        stored = VideoEmbeddings(**{name: torch.from_numpy(a) for name, a in rows.items()})
-        # of the rows as stored, a bounded float32 copy at a time
-        chunks = [
-            unit_grams(stored.select(slice(i, i + GRAM_CHUNK)))
-            for i in range(0, len(video_ids), GRAM_CHUNK)
-        ]
-        for name, file in GRAM_FILES.items():
-            np.save(folder / f"{file}.npy", torch.cat([c[name] for c in chunks]).numpy())
-        np.save(folder / "frame_times.npy", frame_times.astype(np.float32))
-        np.save(folder / "video_ids.npy", np.asarray(video_ids, dtype=np.int64))
+        write_part(folder, units, video, frame_times, spans)
         manifest["parts"] = [*manifest["parts"], part]
     build.vectors.save(tmp / "vectors")
     live = build.vectors.videos - build.vectors.deleted
@@ -218,12 +231,14 @@ def publish(
     return build
 
 
-def _without_deleted(
-    build: Build, video_ids: list[int], video: VideoEmbeddings, frame_times: np.ndarray
-) -> tuple[list[int], VideoEmbeddings, np.ndarray]:
-    """These videos less those tombstoned in ``build``."""
-    keep = [i for i, video_id in enumerate(video_ids) if video_id not in build.vectors.deleted]
-    return [video_ids[i] for i in keep], video.select(keep), frame_times[keep]
+def _add_vectors(build: Build, videos: np.ndarray, video: VideoEmbeddings) -> None:
+    """Each video's units' level vectors into the build's store (replacing any it had; the
+    part being written replaces its rows, ``index.reader._rows``)."""
+    starts = np.flatnonzero(np.r_[True, videos[1:] != videos[:-1]]) if len(videos) else []
+    ends = [*starts[1:], len(videos)]
+    for start, end in zip(starts, ends, strict=True):
+        video_id = int(videos[start])
+        build.vectors.add(video_id, [level_vectors(video, i) for i in range(start, end)])
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -313,7 +328,7 @@ def delete_videos(index_dir: Path, video_ids: list[int]) -> str:
 
 def _stored_ids(root: Path, parts: list[str]) -> np.ndarray:
     """Every video with rows (and vectors) in a version, deleted or not (may repeat)."""
-    ids = [np.load(root / "parts" / part / "video_ids.npy") for part in parts]
+    ids = [video_of(np.load(root / "parts" / part / "unit_ids.npy")) for part in parts]
     return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
 
@@ -352,10 +367,11 @@ def compact(index_dir: Path) -> Build:
         live = sorted(build.rows)
         video = build.embeddings(live) if live else _empty_like(build)
         times = (
-            np.stack([build.frame_times(v) for v in live]) if live else np.zeros((0, 1), np.float32)
+            np.stack([build.frame_times(u) for u in live]) if live else np.zeros((0, 1), np.float32)
         )
+        spans = np.array([build.span(u) for u in live], np.float32).reshape(-1, 2)
         build.manifest = {**build.manifest, "parts": []}
-        return publish(index_dir, build, live, video, times, add_vectors=False)
+        return publish(index_dir, build, np.array(live, np.int64), video, times, spans, False)
 
 
 def _empty_like(build: Build) -> VideoEmbeddings:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class MediaInfo:
     height: int
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def open_media(path: Path) -> av.container.InputContainer:
+    """The file opened for reading; ``DecodeError`` when it is missing or not media."""
     if not path.is_file():
         raise DecodeError(f"file not found: {path.name}")
     try:
@@ -75,7 +77,9 @@ def pick_video_stream(container: av.container.InputContainer) -> av.video.stream
     return max(candidates, key=lambda s: (s.codec_context.width * s.codec_context.height, s.frames))
 
 
-def _duration_s(container: av.container.InputContainer, stream) -> float | None:
+def declared_duration_s(container: av.container.InputContainer, stream) -> float | None:
+    """What the headers say the stream (else the container) lasts; None when they do not say.
+    Headers can lie: a truncated file keeps its full declared duration."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -83,12 +87,17 @@ def _duration_s(container: av.container.InputContainer, stream) -> float | None:
     return None
 
 
-def _to_rgb_square(frame: av.VideoFrame, size: int) -> np.ndarray:
-    """Shortest side to ``size`` (swscale, bicubic), then centre crop: (size, size, 3) uint8."""
+def to_rgb_square(
+    frame: av.VideoFrame, size: int, reformatter: VideoReformatter | None = None
+) -> np.ndarray:
+    """Shortest side to ``size`` (swscale, bicubic), then centre crop: (size, size, 3) uint8.
+    A ``reformatter`` kept across the frames of a stream saves setting up swscale each time
+    (the same pixels)."""
     w, h = frame.width, frame.height
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    rgb = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation="BICUBIC")
+    how = {"width": new_w, "height": new_h, "format": "rgb24", "interpolation": "BICUBIC"}
+    rgb = reformatter.reformat(frame, **how) if reformatter else frame.reformat(**how)
     image = rgb.to_ndarray()
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return np.ascontiguousarray(image[top : top + size, left : left + size])
@@ -109,10 +118,10 @@ def decode_video(
     """Decode ``num_frames`` frames of ``path`` sampled by timestamp, as RGB ``size`` squares.
     A video shorter than ``num_frames`` frames gives each of its frames once."""
     path = Path(path)
-    with _open(path) as container:
+    with open_media(path) as container:
         stream = pick_video_stream(container)
         stream.thread_type = "AUTO"
-        duration = _duration_s(container, stream)
+        duration = declared_duration_s(container, stream)
         if duration is None or duration <= 0:
             duration = _probe_duration(container, stream)
         targets = sample_times(duration, num_frames, fps)
@@ -155,7 +164,7 @@ def probe_media(path: str | Path) -> MediaInfo:
     HTTP media type from what the demuxer found (never from the file's name). ``DecodeError``
     with the reason for anything else: text, HTML, images, audio only, junk, truncated data."""
     path = Path(path)
-    with _open(path) as container:
+    with open_media(path) as container:
         format_name = container.format.name
         if format_name == "image2" or format_name.endswith("_pipe"):
             raise DecodeError(f"a still image ({format_name}), not a video")
@@ -178,7 +187,8 @@ def _media_type(path: Path, format_name: str, brand: str) -> str:
     return _MEDIA_TYPES.get(format_name, _OCTET_STREAM)
 
 
-def _frame_time(frame: av.VideoFrame, stream) -> float:
+def frame_time(frame: av.VideoFrame, stream) -> float:
+    """Presentation time of ``frame`` in seconds (not relative to the stream start)."""
     if frame.time is not None:
         return float(frame.time)
     if frame.pts is not None and stream.time_base is not None:
@@ -198,7 +208,7 @@ def decode_thumbnail(path: str | Path, time_s: float, max_side: int = 320) -> by
         w, h = max(2, round(frame.width * scale)), max(2, round(frame.height * scale))
         return frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
 
-    with _open(Path(path)) as container:
+    with open_media(Path(path)) as container:
         stream = pick_video_stream(container)
         stream.thread_type = "AUTO"
         frames, _ = _decode_at(container, stream, np.array([max(0.0, time_s)]), convert=fit)
@@ -215,7 +225,7 @@ def _decode_at(
     """For each target time, the decoded frame nearest to it, seeking only when the target is
     far ahead of the decoder. A frame picked twice is kept once. Frames become ``size`` RGB
     squares, or whatever ``convert`` makes of them."""
-    convert = convert or (lambda frame: _to_rgb_square(frame, size))
+    convert = convert or (lambda frame: to_rgb_square(frame, size))
     frames: list[np.ndarray] = []
     times: list[float] = []
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
@@ -249,7 +259,7 @@ def _decode_at(
 
 def _next_frame(iterator, stream) -> tuple[float, av.VideoFrame] | None:
     frame = next(iterator, None)
-    return None if frame is None else (_frame_time(frame, stream), frame)
+    return None if frame is None else (frame_time(frame, stream), frame)
 
 
 def _frames(container, stream):
@@ -263,7 +273,7 @@ def _probe_duration(container, stream) -> float:
     """Duration by decoding to the end, for files whose headers do not say."""
     last = None
     for frame in _frames(container, stream):
-        last = _frame_time(frame, stream)
+        last = frame_time(frame, stream)
     if last is None:
         raise DecodeError("no frame could be decoded (corrupt or truncated file)")
     container.seek(0, stream=stream)

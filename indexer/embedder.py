@@ -1,16 +1,16 @@
-"""The indexing job's embedder: decoded videos -> the HANet video branch's embeddings (CUDA and
-bf16 where the model is on a GPU), their frame times and concepts. No database, no index."""
+"""The indexing job's embedder: decoded segments -> the HANet video branch's embeddings (CUDA
+and bf16 where the model is on a GPU), their frame times and spans. No database, no index."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from indexer.decode import DecodedVideo
-from indexer.reader import Decoded
+from indexer.segments import DecodedSegment
 from model import Concept, HANet, VideoEmbeddings
 from model.backbone import autocast
 from model.preprocess import normalize_frames
@@ -21,34 +21,65 @@ CONCEPTS_PER_KIND = 3  # actions and entities kept on each video's row
 
 
 @dataclass(frozen=True)
+class Unit:
+    """One segment of a video to embed: the video's ``segment``-th."""
+
+    video_id: int
+    segment: int
+    decoded: DecodedSegment
+
+
+@dataclass(frozen=True)
 class EmbeddedBatch:
-    """Videos embedded together, row i of each field being ``video_ids[i]``'s."""
+    """Units (segments of videos) embedded together, row i of each field being unit i's: a
+    segment of video ``video_ids[i]``, its ``segments[i]``-th."""
 
     video_ids: list[int]
+    segments: list[int]
     embeddings: VideoEmbeddings  # CPU float32
-    frame_times: np.ndarray  # (N, T) float32: each frame's time, zero past a video's frames
-    durations_s: list[float]
-    concepts: list[dict | None]  # {"actions": [{"name", "probability"}], "entities": [...]}
+    frame_times: np.ndarray  # (N, T) float32: each frame's time in its video, zero past the last
+    spans: np.ndarray  # (N, 2) float32: each unit's start and end in its video, seconds
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def select(self, rows: list[int]) -> EmbeddedBatch:
+        return EmbeddedBatch(
+            [self.video_ids[i] for i in rows],
+            [self.segments[i] for i in rows],
+            self.embeddings.select(rows),
+            self.frame_times[rows],
+            self.spans[rows],
+        )
+
+    @staticmethod
+    def cat(batches: list[EmbeddedBatch]) -> EmbeddedBatch:
+        return EmbeddedBatch(
+            [v for b in batches for v in b.video_ids],
+            [s for b in batches for s in b.segments],
+            VideoEmbeddings.cat([b.embeddings for b in batches]),
+            np.concatenate([b.frame_times for b in batches]),
+            np.concatenate([b.spans for b in batches]),
+        )
 
 
 class Embedder:
-    """Decoded videos -> ``EmbeddedBatch``, halving the batch on CUDA out-of-memory."""
+    """Decoded segments -> ``EmbeddedBatch``, halving the batch on CUDA out-of-memory."""
 
     def __init__(self, model: HANet) -> None:
         self.model = model.eval()
 
-    def __call__(self, decoded: list[Decoded]) -> EmbeddedBatch:
-        videos = [d.video for d in decoded]
-        embeddings = self.embed(videos)
+    def __call__(self, units: list[Unit]) -> EmbeddedBatch:
+        segments = [u.decoded for u in units]
         return EmbeddedBatch(
-            video_ids=[d.video_id for d in decoded],
-            embeddings=embeddings,
-            frame_times=frame_times(videos, self.model.cfg.max_frames),
-            durations_s=[v.duration_s for v in videos],
-            concepts=self.concepts(embeddings),
+            video_ids=[u.video_id for u in units],
+            segments=[u.segment for u in units],
+            embeddings=self.embed(segments),
+            frame_times=frame_times(segments, self.model.cfg.max_frames),
+            spans=np.array([[s.start_s, s.end_s] for s in segments], np.float32).reshape(-1, 2),
         )
 
-    def embed(self, videos: list[DecodedVideo]) -> VideoEmbeddings:
+    def embed(self, videos: list[DecodedSegment]) -> VideoEmbeddings:
         """``encode`` in as many pieces as the device's memory needs, in order."""
         try:
             return self.encode(videos)
@@ -66,34 +97,48 @@ class Embedder:
             return VideoEmbeddings.cat([self.embed(videos[:half]), self.embed(videos[half:])])
 
     @torch.inference_mode()
-    def encode(self, videos: list[DecodedVideo]) -> VideoEmbeddings:
-        """One pass of the video branch over ``videos``, padded to T frames (masked)."""
+    def encode(self, videos: list[DecodedSegment]) -> VideoEmbeddings:
+        """One pass of the video branch over segments, padded to T frames (masked), each
+        frame's successor feeding the motion stream."""
         model, t = self.model, self.model.cfg.max_frames
         size = model.preprocess.image_size
-        frames = np.zeros((len(videos), t, size, size, 3), dtype=np.uint8)  # (N, T, S, S, 3)
+        moving = model.motion_stream is not None  # successors are read by the motion stream only
+        frames = np.zeros(
+            (1 + moving, len(videos), t, size, size, 3), np.uint8
+        )  # (., N, T, S, S, 3)
         mask = np.zeros((len(videos), t), dtype=bool)  # (N, T)
         for i, v in enumerate(videos):
-            frames[i, : len(v.frames)], mask[i, : len(v.frames)] = v.frames, True
+            n = len(v.frames)
+            frames[0, i, :n], mask[i, :n] = v.frames, True
+            if moving:
+                frames[1, i, :n] = v.following
         device = model.device
         pixels = normalize_frames(torch.from_numpy(frames).to(device), model.preprocess)
+        following = pixels[1] if moving else None
         with autocast(device):
-            out = model.encode_video(pixels, torch.from_numpy(mask).to(device))
+            out = model.encode_video(pixels[0], torch.from_numpy(mask).to(device), following)
         return out.to("cpu", dtype=torch.float32)
 
-    def concepts(self, embeddings: VideoEmbeddings) -> list[dict | None]:
-        """Each video's most probable actions and entities, as stored on its row; None for
-        every video when the model has no concept vocabulary."""
+    def concepts(self, units: VideoEmbeddings) -> dict | None:
+        """A video's most probable actions and entities over its units (each concept at its
+        most probable unit), as stored on its row; None when the model has no concept
+        vocabulary."""
         if self.model.vocab is None:
-            return [None] * len(embeddings)
-        top = self.model.top_concepts(embeddings, k=CONCEPTS_PER_KIND)
-        return [{kind: _as_json(found) for kind, found in video.items()} for video in top]
+            return None
+        video = dataclasses.replace(
+            units.select([0]),
+            verb_probs=units.verb_probs.amax(0, keepdim=True),
+            noun_probs=units.noun_probs.amax(0, keepdim=True),
+        )
+        top = self.model.top_concepts(video, k=CONCEPTS_PER_KIND)[0]
+        return {kind: _as_json(found) for kind, found in top.items()}
 
 
 def _as_json(concepts: list[Concept]) -> list[dict[str, str | float]]:
     return [{"name": c.name, "probability": c.probability} for c in concepts]
 
 
-def frame_times(videos: list[DecodedVideo], frames: int) -> np.ndarray:
+def frame_times(videos: list[DecodedSegment], frames: int) -> np.ndarray:
     """(N, ``frames``) float32: each decoded frame's time in seconds, zero past the last."""
     times = np.zeros((len(videos), frames), dtype=np.float32)
     for i, v in enumerate(videos):

@@ -2,13 +2,15 @@
 until stopped).
 
     claims = queue.claim(...)       db.queue: pending jobs and their media paths, leased
-    batch = reader.read(claims)     indexer.reader: PyAV decoding in worker processes
-    embedded = embedder(decoded)    indexer.embedder: the HANet video branch
-    writer.hold(embedded)           indexer.writer: the index, then the rows `indexed`
+    batch = reader.read(claims)     indexer.reader: PyAV decoding into segments, in processes
+    embedded = embedder(units)      indexer.embedder: the HANet video branch, per segment
+    writer.hold(embedded)           indexer.writer: whole videos into the index, then the rows
+                                    `indexed`
 
-Decoding of the next batch overlaps the model's work on this one. Leases are renewed while the
-worker holds the jobs; a stopped worker publishes what it embedded and hands back what it
-claimed ahead."""
+Decoding of the next batch overlaps the model's work on this one; a long video is read in
+chunks of segments, embedded as they come (memory bounded whatever its length), its progress
+written to its row. Leases are renewed while the worker holds the jobs; a stopped worker
+publishes what it finished and hands back what it claimed ahead."""
 
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ from db import queue
 from db.queue import Claim
 from index.reader import BuildError
 from index.writer import IndexWriter
-from indexer.embedder import Embedder
+from indexer.embedder import Embedder, Unit
 from indexer.reader import Decoded, ReadBatch, Reader, Undecodable
+from indexer.segments import SegmentCfg
 from indexer.writer import BatchWriter
 from model import HANet
 
@@ -45,6 +48,14 @@ class IndexingCfg:
     publish_interval_s: float = 0.0  # while more is queued, publish at most this often
     lease_s: float = 300.0  # a claimed job's lease, renewed while the worker holds it
     poll_s: float = 2.0  # how often a watching worker looks for new jobs
+    segments: SegmentCfg = field(default_factory=SegmentCfg)  # how videos are cut into units
+
+
+def reader_for(model: HANet, cfg: IndexingCfg) -> Reader:
+    """The decoding stage for ``model``'s input (T frames of its image size per segment)."""
+    return Reader(
+        model.cfg.max_frames, model.preprocess.image_size, cfg.decode_workers, cfg.segments
+    )
 
 
 @dataclass
@@ -74,7 +85,7 @@ def run_indexing(
     index = IndexWriter.open(index_dir, model.cfg, checkpoint, cfg.factory)
     jobs = _Jobs(engine, worker, cfg)
     stages = Stages(
-        Reader(model.cfg.max_frames, model.preprocess.image_size, cfg.decode_workers),
+        reader_for(model, cfg),
         Embedder(model),
         BatchWriter(engine, index, worker=worker, publish_interval_s=cfg.publish_interval_s),
     )
@@ -100,6 +111,11 @@ class _Jobs:
     def renew(self, video_ids: list[int]) -> None:
         queue.renew(self.engine, worker=self.worker, ids=video_ids, lease_s=self.cfg.lease_s)
 
+    def progress(self, video_id: int, indexed_s: float, duration_s: float) -> None:
+        queue.progress(
+            self.engine, video_id, worker=self.worker, indexed_s=indexed_s, duration_s=duration_s
+        )
+
     def release(self, video_ids: list[int]) -> None:
         queue.release(self.engine, worker=self.worker, ids=video_ids)
 
@@ -123,6 +139,7 @@ class Jobs(Protocol):
 
     def claim(self) -> list[Claim]: ...
     def renew(self, video_ids: list[int]) -> None: ...
+    def progress(self, video_id: int, indexed_s: float, duration_s: float) -> None: ...
     def release(self, video_ids: list[int]) -> None: ...
     def pending(self) -> int: ...
 
@@ -144,7 +161,7 @@ def work_queue(
                 bar.total = bar.n + jobs.pending() + len(batch)
                 continue
             following = stages.reader.read(jobs.claim())  # decodes while this one is embedded
-            _index(batch, stages, summary, more_queued=bool(following))
+            _Batch(jobs, stages, summary).index(batch, following)
             jobs.renew(following.video_ids + stages.writer.held_ids)
             bar.update(len(batch))
             bar.set_postfix(indexed=summary.indexed, failed=len(summary.failed))
@@ -165,12 +182,66 @@ def work_queue(
     return summary
 
 
-def _index(batch: ReadBatch, stages: Stages, summary: Summary, *, more_queued: bool) -> None:
-    """One batch: the undecodable recorded, the rest embedded and held, published when due."""
-    reads = list(batch)
-    failures = [r for r in reads if isinstance(r, Undecodable)]
-    summary.failed.update(stages.writer.record_failures(failures))
-    decoded = [r for r in reads if isinstance(r, Decoded)]
-    if decoded:
-        stages.writer.hold(stages.embedder(decoded))
-    summary.indexed += len(stages.writer.publish_if_due(more_queued=more_queued))
+class _Batch:
+    """One batch indexed: its reads taken as they come (a long video's chunks one after
+    another), their segments embedded by model batches of ``batch_size`` units, the videos
+    finished when their last chunk is embedded, published when due."""
+
+    def __init__(self, jobs: Jobs, stages: Stages, summary: Summary) -> None:
+        self.jobs, self.stages, self.summary = jobs, stages, summary
+        self.units: list[Unit] = []  # decoded, not yet embedded
+        self.ended: dict[int, float] = {}  # videos read to the end -> duration
+        self.reached: dict[int, float] = {}  # video -> the end of its last segment read
+        self.renewed = time.monotonic()
+
+    def index(self, batch: ReadBatch, following: ReadBatch) -> None:
+        for read in batch:
+            if isinstance(read, Undecodable):
+                self._undecodable(read)
+            else:
+                self._decoded(read)
+            if time.monotonic() - self.renewed > self.jobs.cfg.lease_s / 3:  # a long video
+                self.jobs.renew(batch.video_ids + following.video_ids + self.stages.writer.held_ids)
+                self.renewed = time.monotonic()
+        self._embed(everything=True)
+        writer = self.stages.writer
+        for video_id, duration_s in self.ended.items():
+            units = writer.units(video_id)
+            if units is None:  # nothing of it could be read after all
+                reason = "no segment of the video could be decoded"
+                self.summary.failed.update(writer.record_failures([Undecodable(video_id, reason)]))
+                continue
+            writer.finish(video_id, duration_s, self.stages.embedder.concepts(units.embeddings))
+        self.summary.indexed += len(writer.publish_if_due(more_queued=bool(following)))
+
+    def _decoded(self, read: Decoded) -> None:
+        chunk = read.chunk
+        self.units += [
+            Unit(read.video_id, read.first + i, segment) for i, segment in enumerate(chunk.segments)
+        ]
+        if chunk.segments:
+            self.reached[read.video_id] = chunk.segments[-1].end_s
+        if read.last:
+            self.ended[read.video_id] = chunk.duration_s
+        else:  # a long video: its progress on its row, its segments embedded as they come
+            self.jobs.progress(read.video_id, chunk.read_until_s, chunk.duration_s)
+            self._embed(everything=False)
+
+    def _undecodable(self, read: Undecodable) -> None:
+        if not read.first:  # nothing of it was read
+            self.summary.failed.update(self.stages.writer.record_failures([read]))
+            return
+        log.warning(  # a later chunk failed: indexed with the segments read before
+            "video %d: %s; indexed with its first %d segments",
+            read.video_id,
+            read.reason,
+            read.first,
+        )
+        self.ended[read.video_id] = self.reached[read.video_id]
+
+    def _embed(self, *, everything: bool) -> None:
+        """Embed the decoded units by full model batches (all of them with ``everything``)."""
+        size = self.jobs.cfg.batch_size
+        while self.units and (everything or len(self.units) >= size):
+            now, self.units = self.units[:size], self.units[size:]
+            self.stages.writer.hold(self.stages.embedder(now))

@@ -35,10 +35,9 @@ from db.queue import Claim
 from db.rebuilds import RebuildError, Started
 from index.reader import current_name
 from index.writer import IndexWriter, contents, delete_videos, promote, reclaim, writing
-from indexer.embedder import EmbeddedBatch, Embedder
-from indexer.job import IndexingCfg, Stages, work_queue
-from indexer.reader import Reader
-from indexer.writer import BatchWriter
+from indexer.embedder import Embedder
+from indexer.job import IndexingCfg, Stages, reader_for, work_queue
+from indexer.writer import BatchWriter, Held
 from model import HANet
 
 log = logging.getLogger(__name__)
@@ -83,6 +82,10 @@ class _Rebuild:
         if not rebuilds.renew(self.engine, self.id, worker=self.worker, lease_s=self.cfg.lease_s):
             raise RebuildError(f"rebuild #{self.id} was cancelled or taken over: stopping")
 
+    def progress(self, video_id: int, indexed_s: float, duration_s: float) -> None:
+        """A rebuild's progress is its work list's counts, not a row's (the row stays as
+        indexed by the published build meanwhile)."""
+
     def release(self, video_ids: list[int]) -> None:
         worklist.release(self.engine, self.id, worker=self.worker, video_ids=video_ids)
 
@@ -103,9 +106,10 @@ class _RebuildWriter(BatchWriter):
             self.engine, self.rebuild_id, worker=self.worker, video_id=video_id, reason=reason
         )
 
-    def _complete(self, batch: EmbeddedBatch) -> list[int]:
+    def _complete(self, done: list[Held]) -> list[int]:
+        video_ids, segments = [h.video_id for h in done], {h.video_id: h.segments for h in done}
         return worklist.done(
-            self.engine, self.rebuild_id, worker=self.worker, video_ids=batch.video_ids
+            self.engine, self.rebuild_id, worker=self.worker, video_ids=video_ids, segments=segments
         )
 
 
@@ -151,7 +155,7 @@ def _run(
         return _summarized(rebuild, summary)
     index = _open_staging(rebuild, started, model)
     stages = Stages(
-        Reader(model.cfg.max_frames, model.preprocess.image_size, rebuild.cfg.decode_workers),
+        reader_for(model, rebuild.cfg),
         Embedder(model),
         _RebuildWriter(rebuild, index),
     )

@@ -1,16 +1,17 @@
 """The indexing job's writer, and deletes: what changes the index and the rows together.
 
-``BatchWriter`` holds embedded batches, publishes them into the index together, and only then
-marks their rows indexed: a worker that dies in between leaves the rows to be claimed again,
-and re-indexing a video replaces its vectors, so nothing is lost or doubled."""
+``BatchWriter`` holds embedded units (segments) until their videos are read to the end, publishes
+whole videos into the index together, and only then marks their rows indexed: a worker that dies
+in between leaves the rows to be claimed again, and re-indexing a video replaces all its units,
+so nothing is lost or doubled."""
 
 from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
@@ -20,7 +21,6 @@ from index.reader import BuildError
 from index.writer import IndexWriter, delete_videos
 from indexer.embedder import EmbeddedBatch
 from indexer.reader import Undecodable
-from model import VideoEmbeddings
 
 # Why a video whose row exists was refused by the index: its id is tombstoned, which only an id
 # given twice explains (SQLite databases from before migration 0004 reused a deleted newest
@@ -31,30 +31,66 @@ REUSED_ID = (
 )
 
 
+@dataclass
+class Held:
+    """A video being indexed by this worker: its embedded units so far and, once its last
+    chunk was read, its duration and concepts."""
+
+    video_id: int
+    units: list[EmbeddedBatch] = field(default_factory=list)
+    finished: bool = False
+    duration_s: float = 0.0
+    concepts: dict | None = None
+
+    @property
+    def segments(self) -> int:
+        return sum(len(b) for b in self.units)
+
+
 class BatchWriter:
-    """One worker's writes: held (embedded, not yet published) batches, published at most
-    every ``publish_interval_s`` while more work is queued (each publish rewrites the level
-    indexes, which readers then reload) and at once when asked to."""
+    """One worker's writes: held (embedded, not yet published) units, published by whole
+    videos at most every ``publish_interval_s`` while more work is queued (each publish
+    rewrites the level indexes, which readers then reload) and at once when asked to."""
 
     def __init__(
         self, engine: Engine, index: IndexWriter, *, worker: str, publish_interval_s: float = 0.0
     ) -> None:
         self.engine, self.index, self.worker = engine, index, worker
         self.publish_interval_s = publish_interval_s
-        self._held: list[EmbeddedBatch] = []
+        self._held: dict[int, Held] = {}
         self._last_publish = time.monotonic()
 
     @property
     def held_ids(self) -> list[int]:
-        """Videos embedded and not yet published (their jobs' leases must be kept)."""
-        return [video_id for batch in self._held for video_id in batch.video_ids]
+        """Videos with units embedded and not yet published (their jobs' leases must be
+        kept)."""
+        return list(self._held)
 
     def record_failures(self, failures: list[Undecodable]) -> dict[int, str]:
-        """Mark videos failed with their reasons; returns those still this worker's."""
+        """Mark videos failed with their reasons (units held of them are dropped); returns
+        those still this worker's."""
+        for f in failures:
+            self._held.pop(f.video_id, None)
         return {f.video_id: f.reason for f in failures if self._fail(f.video_id, f.reason)}
 
     def hold(self, batch: EmbeddedBatch) -> None:
-        self._held.append(batch)
+        """Keep embedded units until their videos are finished and published."""
+        rows: dict[int, list[int]] = {}
+        for i, video_id in enumerate(batch.video_ids):
+            rows.setdefault(video_id, []).append(i)
+        for video_id, which in rows.items():
+            held = self._held.setdefault(video_id, Held(video_id))
+            held.units.append(batch if len(which) == len(batch) else batch.select(which))
+
+    def units(self, video_id: int) -> EmbeddedBatch | None:
+        """The units held of a video, in segment order (None: none)."""
+        held = self._held.get(video_id)
+        return None if held is None or not held.units else self.units_of(held)
+
+    def finish(self, video_id: int, duration_s: float, concepts: dict | None) -> None:
+        """A video read to its end: publishable with the units held of it."""
+        held = self._held.setdefault(video_id, Held(video_id))
+        held.finished, held.duration_s, held.concepts = True, duration_s, concepts
 
     def publish_if_due(self, *, more_queued: bool) -> list[int]:
         """``publish`` unless more work is queued and the last one is recent."""
@@ -63,72 +99,62 @@ class BatchWriter:
         return self.publish()
 
     def publish(self) -> list[int]:
-        """Publish the held videos whose rows still exist (a video deleted while held is
+        """Publish the finished videos whose rows still exist (a video deleted while held is
         dropped; one deleted after this check is refused by its tombstone), then mark the
         published ones' rows indexed (a publish that raises leaves them processing); a video
         refused by the index whose row is still there is marked failed (``REUSED_ID``), never
-        indexed without being searchable. Returns the ids marked indexed: those whose jobs this
-        worker still held."""
-        held = self._existing(self._held)
+        indexed without being searchable. Unfinished videos stay held. Returns the ids marked
+        indexed: those whose jobs this worker still held."""
+        finished = [h for h in self._held.values() if h.finished]
+        ready = self._existing([h for h in finished if h.units])
         published: set[int] = set()
-        if held:
+        if ready:
+            units = EmbeddedBatch.cat([self.units_of(h) for h in ready])
             published = set(
                 self.index.publish(
-                    [video_id for batch in held for video_id in batch.video_ids],
-                    VideoEmbeddings.cat([batch.embeddings for batch in held]),
-                    np.concatenate([batch.frame_times for batch in held]),
+                    units.video_ids, units.embeddings, units.frame_times, units.spans
                 )
             )
-        self._held, self._last_publish = [], time.monotonic()
-        refused = [v for batch in held for v in batch.video_ids if v not in published]
-        for video_id in refused:  # no row left (deleted after the check), or an id given twice
-            self._fail(video_id, REUSED_ID)
-        return [video_id for batch in held for video_id in self._complete(_only(batch, published))]
+        for held in finished:  # only now: a publish that raises leaves them held
+            del self._held[held.video_id]
+        self._last_publish = time.monotonic()
+        for held in ready:  # no row left (deleted after the check), or an id given twice
+            if held.video_id not in published:
+                self._fail(held.video_id, REUSED_ID)
+        return self._complete([h for h in ready if h.video_id in published])
 
-    def _existing(self, held: list[EmbeddedBatch]) -> list[EmbeddedBatch]:
-        """The held batches less the videos whose rows were deleted meanwhile (one query)."""
-        ids = [video_id for batch in held for video_id in batch.video_ids]
-        if not ids:
+    @staticmethod
+    def units_of(held: Held) -> EmbeddedBatch:
+        return EmbeddedBatch.cat(held.units) if len(held.units) > 1 else held.units[0]
+
+    def _existing(self, held: list[Held]) -> list[Held]:
+        """The held videos less those whose rows were deleted meanwhile (one query)."""
+        if not held:
             return []
         with Session(self.engine) as session:
+            ids = [h.video_id for h in held]
             found = set(session.scalars(select(Video.id).where(Video.id.in_(ids))))
-        if len(found) == len(ids):
-            return held
-        return [b for b in (_only(batch, found) for batch in held) if b.video_ids]
+        return [h for h in held if h.video_id in found]
 
     def _fail(self, video_id: int, reason: str) -> bool:
         """Record why a video cannot be indexed; whether its job was still this worker's."""
         return queue.fail(self.engine, video_id, worker=self.worker, reason=reason)
 
-    def _complete(self, batch: EmbeddedBatch) -> list[int]:
-        """Mark a published batch's rows indexed; returns those whose jobs were still ours."""
-        rows = zip(batch.video_ids, batch.durations_s, batch.concepts, strict=True)
+    def _complete(self, done: list[Held]) -> list[int]:
+        """Mark published videos' rows indexed; returns those whose jobs were still ours."""
         return [
-            video_id
-            for video_id, duration_s, concepts in rows
+            h.video_id
+            for h in done
             if queue.complete(
                 self.engine,
-                video_id,
+                h.video_id,
                 worker=self.worker,
-                duration_s=duration_s,
+                duration_s=h.duration_s,
                 checkpoint_sha256=self.index.checkpoint_sha256,
-                concepts=concepts,
+                concepts=h.concepts,
+                segments=h.segments,
             )
         ]
-
-
-def _only(batch: EmbeddedBatch, video_ids: set[int]) -> EmbeddedBatch:
-    """The rows of ``batch`` for these videos."""
-    keep = [i for i, video_id in enumerate(batch.video_ids) if video_id in video_ids]
-    if len(keep) == len(batch.video_ids):
-        return batch
-    return EmbeddedBatch(
-        [batch.video_ids[i] for i in keep],
-        batch.embeddings.select(keep),
-        batch.frame_times[keep],
-        [batch.durations_s[i] for i in keep],
-        [batch.concepts[i] for i in keep],
-    )
 
 
 def remove_videos(engine: Engine, index_dir: Path, video_ids: list[int]) -> list[int]:

@@ -69,11 +69,14 @@ class HANet(nn.Module):
         return next(self.parameters()).device
 
     # -- video ---------------------------------------------------------------------------
-    def encode_frames(self, pixels: Tensor, mask: Tensor) -> Tensor:
+    def encode_frames(
+        self, pixels: Tensor, mask: Tensor, following: Tensor | None = None
+    ) -> Tensor:
         """pixels (B, T, 3, H, W), mask (B, T) -> backbone features (B, T, Dc), zeros where
         padded (with keypoints or a motion stream, (B, T, Dc + cfg.frame_extras): each frame's
         keypoint positions, then its motion-stream features, follow its own). Only real frames
-        go through the image tower."""
+        go through the image tower. ``following``: each frame's successor for the motion stream
+        (``FrameDifferences``); ignored without one."""
         b, t = mask.shape
         if self.keypoints is None:
             features = encode_frames(self.clip, pixels[mask])  # (n_valid, Dc)
@@ -81,7 +84,7 @@ class HANet(nn.Module):
             features, patches = encode_frames_and_patches(self.clip, pixels[mask])
             features = torch.cat([features, self.keypoints(patches).to(features.dtype)], dim=-1)
         if self.motion_stream is not None:
-            moving = self.motion_stream(pixels, mask).to(features.dtype)
+            moving = self.motion_stream(pixels, mask, following).to(features.dtype)
             features = torch.cat([features, moving], dim=-1)
         out = features.new_zeros(b, t, features.shape[-1])
         out[mask] = features
@@ -91,8 +94,12 @@ class HANet(nn.Module):
         """Heads only, on cached backbone features (B, T, Dc): the frozen-backbone path."""
         return self.video(features, mask)
 
-    def encode_video(self, pixels: Tensor, mask: Tensor) -> VideoEmbeddings:
-        """pixels (B, T, 3, H, W) preprocessed frames, mask (B, T) bool -> VideoEmbeddings."""
+    def encode_video(
+        self, pixels: Tensor, mask: Tensor, following: Tensor | None = None
+    ) -> VideoEmbeddings:
+        """pixels (B, T, 3, H, W) preprocessed frames, mask (B, T) bool -> VideoEmbeddings.
+        ``following`` (B, T, 3, H, W), optional: each frame's successor in its video, for the
+        motion stream."""
         if pixels.dim() != 5 or mask.shape != pixels.shape[:2]:
             raise ValueError(
                 f"pixels (B, T, 3, H, W) and mask (B, T) expected, got "
@@ -100,7 +107,10 @@ class HANet(nn.Module):
             )
         if not bool(mask.any(1).all()):
             raise ValueError("every video needs at least one real frame")
-        return self.encode_video_features(self.encode_frames(pixels, mask.bool()), mask.bool())
+        if following is not None and following.shape != pixels.shape:
+            raise ValueError("following frames must have the pixels' shape")
+        features = self.encode_frames(pixels, mask.bool(), following)
+        return self.encode_video_features(features, mask.bool())
 
     # -- text ----------------------------------------------------------------------------
     def parse(self, sentences: list[str]) -> ParsedBatch:

@@ -127,7 +127,11 @@ class FrameDifferences(nn.Module):
     space (a moving object is small: a mean would dilute it) and projected to ``dim`` features.
     Where a thing went is in the sign pattern of the difference (it appears where it went and
     leaves where it was), which such filters see locally. (B, T, 3, H, W), mask (B, T) ->
-    (n_valid, dim), the real frames in ``pixels[mask]`` order."""
+    (n_valid, dim), the real frames in ``pixels[mask]`` order. ``following`` (B, T, 3, H, W),
+    when given, is each frame's own successor in its video (the indexer decodes it beside the
+    sampled frame), so the difference spans one frame interval however far apart the sampled
+    frames are (a long segment's); without it, the next sampled frame stands in (training clips,
+    whose sampled frames are adjacent or nearly)."""
 
     def __init__(self, image_size: int, dim: int, width: int = 32) -> None:
         super().__init__()
@@ -141,8 +145,11 @@ class FrameDifferences(nn.Module):
         self.net = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.out = nn.Linear(channels, dim)
 
-    def forward(self, pixels: Tensor, mask: Tensor) -> Tensor:
-        following = torch.cat([pixels[:, 1:], pixels[:, -1:]], dim=1)
-        moved = mask & torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+    def forward(self, pixels: Tensor, mask: Tensor, following: Tensor | None = None) -> Tensor:
+        if following is None:
+            following = torch.cat([pixels[:, 1:], pixels[:, -1:]], dim=1)
+            moved = mask & torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+        else:
+            moved = mask
         change = (following - pixels) * moved[..., None, None, None].to(pixels.dtype)
         return self.out(self.net(torch.cat([pixels, change], dim=2)[mask]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -40,15 +40,36 @@ _VIDEO = {
     "status": "indexed",
     "title": "red circle",
     "failure_reason": None,
-    "duration_s": 2.0,
+    "duration_s": 312.5,
+    "progress": 1.0,
+    "segments": 24,
     "concepts": _CONCEPTS,
+}
+_SCORES = {"global": 0.71, "local_action": 0.88, "fused": 0.83}
+_MOMENT = {
+    "start_s": 124.25,
+    "end_s": 126.0,
+    "score": 0.83,
+    "scores": _SCORES,
+    "segment": {"start_s": 120.0, "end_s": 130.0},
 }
 _HIT = {
     "video_id": 7,
     "title": "red circle",
     "score": 0.83,
-    "scores": {"global": 0.71, "local_action": 0.88, "fused": 0.83},
-    "moment": {"start_s": 0.25, "end_s": 1.25},
+    "scores": _SCORES,
+    "moment": {"start_s": 124.25, "end_s": 126.0},
+    "duration_s": 312.5,
+    "moments": [
+        _MOMENT,
+        {
+            **_MOMENT,
+            "start_s": 41.5,
+            "end_s": 43.0,
+            "score": 0.61,
+            "segment": {"start_s": 38.0, "end_s": 48.0},
+        },
+    ],
     "concepts": _CONCEPTS,
 }
 
@@ -95,6 +116,14 @@ class VideoPublic(BaseModel):
     title: str | None = Field(description="Title given at ingest.")
     failure_reason: str | None = Field(description="Why indexing failed, when it did.")
     duration_s: float | None = Field(description="Duration in seconds, once decoded.")
+    progress: float | None = Field(
+        default=None,
+        description="Share of the video indexed, 0 to 1: while processing, how far the indexer "
+        "has read (a long video is read in chunks of segments); 1 once indexed.",
+    )
+    segments: int | None = Field(
+        default=None, description="Once indexed: how many segments (index units) it has."
+    )
     concepts: ConceptsPublic | None = Field(
         default=None, description="When indexed: the actions and entities the model sees."
     )
@@ -110,7 +139,17 @@ class VideoList(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = _request({"query": "a red circle moves left", "top_k": 10})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"query": "a red circle moves left", "top_k": 10},
+                {"query": "a red circle moves left", "top_k": 5, "group_by": "video", "moments": 3},
+                {"query": "a blue star grows", "top_k": 20, "group_by": "moment"},
+            ]
+        },
+        strict=True,
+        extra="forbid",
+    )
 
     query: str = Field(
         min_length=1,
@@ -121,6 +160,15 @@ class SearchRequest(BaseModel):
     top_k: JsonInt = Field(default=10, ge=1, le=100, description="How many hits to return.")
     min_score: float | None = Field(
         default=None, allow_inf_nan=False, description="Drop hits scoring below this."
+    )
+    group_by: Literal["video", "moment"] = Field(
+        default="video",
+        description="`video`: the best videos, each with its best moments (a video scores as "
+        "its best segment). `moment`: the best moments across the corpus, a video possibly "
+        "several times.",
+    )
+    moments: JsonInt = Field(
+        default=3, ge=1, le=10, description="With `group_by` video: moments per hit, at most."
     )
 
 
@@ -134,6 +182,23 @@ class Moment(BaseModel):
     end_s: float = Field(description="End of the matched action segment, seconds.")
 
 
+class Span(BaseModel):
+    model_config = _example({"start_s": 120.0, "end_s": 130.0})
+
+    start_s: float = Field(description="Start, seconds.")
+    end_s: float = Field(description="End, seconds.")
+
+
+class MomentHit(BaseModel):
+    model_config = _example(_MOMENT)
+
+    start_s: float = Field(description="Start of the matched action segment, seconds.")
+    end_s: float = Field(description="End of the matched action segment, seconds.")
+    score: float = Field(description="HANet's fused score of the segment it lies in.")
+    scores: dict[str, float] = Field(description="Every alignment level's score there.")
+    segment: Span = Field(description="The segment (index unit) the moment was found in.")
+
+
 class SearchHit(BaseModel):
     model_config = _example(_HIT)
 
@@ -141,7 +206,11 @@ class SearchHit(BaseModel):
     title: str | None = Field(description="Video title.")
     score: float = Field(description="HANet's fused score (higher is better).")
     scores: dict[str, float] = Field(description="Every alignment level's score.")
-    moment: Moment = Field(description="Where in the video the sentence matched.")
+    moment: Moment = Field(description="Where in the video the sentence matched best.")
+    moments: list[MomentHit] = Field(
+        description="The video's best moments, best first (one with `group_by` moment)."
+    )
+    duration_s: float | None = Field(description="The video's duration, seconds.")
     concepts: ConceptsPublic | None = Field(description="Concepts the model sees in the video.")
 
 

@@ -1,5 +1,6 @@
-"""The search engine: a sentence -> candidates from the three level indexes -> rerank with
-HANet's own scoring code (the code evaluation uses, so serving cannot drift from training)."""
+"""The search engine: a sentence -> candidate units (videos' segments) from the three level
+indexes -> rerank with HANet's own scoring code (the code evaluation uses, so serving cannot drift
+from training) -> hits grouped by video, each with its best moments, or ranked moments."""
 
 from __future__ import annotations
 
@@ -13,16 +14,55 @@ import torch
 
 from index.live import LiveIndex
 from index.reader import Build
-from model import HANet, TextEmbeddings
+from index.vectors import video_of
+from model import HANet, TextEmbeddings, VideoEmbeddings
+
+GROUP_BY = ("video", "moment")
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Where in a video a sentence matched: the action-level key segment's stretch inside one
+    unit (segment) of the video, with the unit's scores and its own span."""
+
+    start_s: float
+    end_s: float
+    score: float
+    scores: dict[str, float]
+    segment_start_s: float
+    segment_end_s: float
 
 
 @dataclass(frozen=True)
 class Hit:
+    """A video found (``group_by`` "video": its best moments, best first) or one moment of it
+    ("moment"); ``score``, ``scores`` and the span are the best moment's."""
+
     video_id: int
     score: float
     scores: dict[str, float]
     start_s: float
     end_s: float
+    moments: tuple[Moment, ...] = ()
+
+
+@dataclass(frozen=True)
+class Query:
+    """One search: a sentence, how many hits, hits as videos or as moments, and up to how
+    many moments per video hit. ``rank_by``: the score that ranks them, HANet's fused one
+    (served) or one level's (``model.scores``' names: evaluation's ablations)."""
+
+    text: str
+    top_k: int = 10
+    group_by: str = "video"
+    moments: int = 3
+    rank_by: str = "fused"
+
+    def __post_init__(self) -> None:
+        if self.group_by not in GROUP_BY:
+            raise ValueError(f"group_by must be one of {GROUP_BY}, not {self.group_by!r}")
+        if self.top_k < 1 or self.moments < 1:
+            raise ValueError("top_k and moments must be at least 1")
 
 
 def _level_queries(text: TextEmbeddings) -> dict[str, np.ndarray]:
@@ -101,47 +141,80 @@ def batch_invariant(model: HANet) -> bool:
 
 RRF_K = 60  # reciprocal rank fusion's usual constant
 LEVEL_ORDER = ("event", "action", "entity")  # as _level_queries gives them
+# Candidate units one video may take, so that a long video's many segments cannot crowd every
+# other video out of the rerank; the level indexes are searched that much deeper (at most
+# DEEPER times) where videos have several units, so that the others still fill the budget.
+UNITS_PER_VIDEO = 8
+DEEPER = 4
 
 
-def candidates(build: Build, text: TextEmbeddings, limit: int) -> list[int]:
-    """Up to ``limit`` videos to rerank for one sentence: each level index (and each of the
-    sentence's phrases there) returns its best ``limit`` videos; the union is cut to ``limit``
-    by reciprocal rank fusion (a video ranked high at any level stays in)."""
-    return candidates_many(build, [text], [limit])[0]
+def candidates(build: Build, text: TextEmbeddings, limit: int, videos: int = 0) -> list[int]:
+    """Up to ``limit`` units to rerank for one sentence: each level index (and each of the
+    sentence's phrases there) returns its best ``limit`` units (more where videos have several:
+    ``DEEPER``); the union is cut to ``limit`` by reciprocal rank fusion (a unit ranked high at
+    any level stays in), at most ``UNITS_PER_VIDEO`` of one video, and longer where that many
+    units hold fewer than ``videos`` videos (a search for the top videos)."""
+    return candidates_many(build, [text], [limit], [videos])[0]
 
 
 def candidates_many(
-    build: Build, texts: list[TextEmbeddings], limits: list[int]
+    build: Build,
+    texts: list[TextEmbeddings],
+    limits: list[int],
+    videos: list[int] | None = None,
 ) -> list[list[int]]:
     """``candidates`` for several sentences (one row each) with one FAISS search per level
     for all their query vectors (per level and distinct limit: a search's depth is its
     limit, so each sentence gets exactly what it would alone)."""
     found: list[list[np.ndarray]] = [[] for _ in texts]  # per sentence: its found id lists
+    deeper = min(DEEPER, UNITS_PER_VIDEO, build.most_units())
     for limit in sorted(set(limits)):
         which = [i for i, lim in enumerate(limits) if lim == limit]
         queries = [_level_queries(texts[i]) for i in which]
         for level in LEVEL_ORDER:
             vectors = [q[level] for q in queries]
-            rows = build.top_videos(level, np.concatenate(vectors), limit)
+            rows = build.top_units(level, np.concatenate(vectors), limit * deeper)
             at = 0
             for i, v in zip(which, vectors, strict=True):
                 found[i].extend(ids for ids, _, _ in rows[at : at + len(v)])
                 at += len(v)
-    return [_fuse(build, lists, limit) for lists, limit in zip(found, limits, strict=True)]
+    videos = videos or [0] * len(texts)
+    return [
+        _fuse(build, lists, limit, wanted)
+        for lists, limit, wanted in zip(found, limits, videos, strict=True)
+    ]
 
 
-def _fuse(build: Build, found: list[np.ndarray], limit: int) -> list[int]:
-    """One sentence's found id lists (best first) cut to ``limit`` by reciprocal rank fusion,
-    in id order; only videos with rerank rows in ``build``."""
+def _fuse(build: Build, found: list[np.ndarray], limit: int, wanted: int = 0) -> list[int]:
+    """One sentence's found unit id lists (best first) cut to ``limit`` by reciprocal rank
+    fusion, at most ``UNITS_PER_VIDEO`` per video, then the best unit of each further video
+    until ``wanted`` videos are in, in id order; only units with rerank rows in ``build``."""
     if not found:
         return []
     weights = [1 / (RRF_K + np.arange(1, len(ids) + 1)) for ids in found]
     unique, which = np.unique(np.concatenate(found), return_inverse=True)
     fused = np.bincount(which, weights=np.concatenate(weights), minlength=len(unique))  # in order
-    known = build.known(unique)  # only videos with rerank rows in this build
+    known = build.known(unique)  # only units with rerank rows in this build
     unique, fused = unique[known], fused[known]
-    best = np.lexsort((unique, -fused))[:limit]  # highest first, ties by id
-    return sorted(unique[best].tolist())
+    order = np.lexsort((unique, -fused))  # highest first, ties by id
+    ranked = unique[order]
+    videos = video_of(ranked)
+    # each unit's place among its video's units, in this order: keep the first few per video
+    by_video = np.argsort(videos, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(videos[by_video])) + 1]
+    place = np.empty(len(ranked), np.int64)
+    place[by_video] = np.arange(len(ranked)) - np.repeat(
+        starts, np.diff(np.r_[starts, len(ranked)])
+    )
+    kept = ranked[place < UNITS_PER_VIDEO]
+    chosen, rest = kept[:limit], kept[limit:]
+    have = len(np.unique(video_of(chosen)))
+    if have < wanted and len(rest):  # the first unit of each video not in yet, best first
+        new = ~np.isin(video_of(rest), video_of(chosen))
+        rest = rest[new]
+        _, first = np.unique(video_of(rest), return_index=True)
+        chosen = np.concatenate([chosen, rest[np.sort(first)][: wanted - have]])
+    return sorted(chosen.tolist())
 
 
 def _no_lap(stage: str) -> None:
@@ -152,46 +225,49 @@ def _no_lap(stage: str) -> None:
 def search(
     model: HANet,
     build: Build,
-    query: str,
+    query: str | Query,
     top_k: int = 10,
     rerank: int = 200,
     lap: Callable[[str], None] = _no_lap,
     cache: QueryCache | None = None,
 ) -> list[Hit]:
-    """The ``top_k`` videos for ``query`` by HANet's fused score over ``rerank`` candidates,
-    with every level's score and the moment (the winning action segment's span in seconds).
-    ``lap(stage)`` is called as each stage ends (text, ann, gather, score, hits): a stopwatch
-    for benchmarks. ``cache`` (of this model) remembers recent queries' text embeddings."""
-    return search_many(model, build, [query], [top_k], rerank, lap, cache)[0]
+    """The ``top_k`` videos (or moments: ``Query.group_by``) for a sentence by HANet's fused
+    score over ``rerank`` candidate units, with every level's score and the moments (the
+    winning action segments' spans in seconds). ``lap(stage)`` is called as each stage ends
+    (text, ann, gather, score, hits): a stopwatch for benchmarks. ``cache`` (of this model)
+    remembers recent queries' text embeddings."""
+    query = query if isinstance(query, Query) else Query(query, top_k)
+    return search_many(model, build, [query], rerank, lap, cache)[0]
 
 
 @torch.inference_mode()
 def search_many(
     model: HANet,
     build: Build,
-    queries: list[str],
-    top_k: list[int],
+    queries: list[Query],
     rerank: int = 200,
     lap: Callable[[str], None] = _no_lap,
     cache: QueryCache | None = None,
 ) -> list[list[Hit]]:
-    """``search`` for several queries at once, each with its own ``top_k``: one text-branch
-    batch for them all, one FAISS search per level for all their vectors, then each query's
-    own rerank (its candidates' rows and scores: queries share few candidates, and scoring
-    every query against the union measured slower). The same hits as one ``search`` per
-    query. ``lap`` as in ``search``: text and ann once, the rest per query."""
+    """``search`` for several queries at once: one text-branch batch for them all, one FAISS
+    search per level for all their vectors, then each query's own rerank (its candidates' rows
+    and scores: queries share few candidates, and scoring every query against the union
+    measured slower). The same hits as one ``search`` per query. ``lap`` as in ``search``:
+    text and ann once, the rest per query."""
+    sentences = [q.text for q in queries]
     if cache is not None:
-        texts = cache.encode_many(queries)
+        texts = cache.encode_many(sentences)
     else:
-        texts = encode_queries(model, list(dict.fromkeys(queries)))
-        texts = [texts[i] for i in _positions(queries)]
+        texts = encode_queries(model, list(dict.fromkeys(sentences)))
+        texts = [texts[i] for i in _positions(sentences)]
     lap("text")
-    limits = [max(rerank, k) for k in top_k]
-    found = candidates_many(build, texts, limits)
+    limits = [max(rerank, q.top_k) for q in queries]
+    videos = [q.top_k if q.group_by == "video" else 0 for q in queries]
+    found = candidates_many(build, texts, limits, videos)
     lap("ann")
     return [
-        rerank_hits(model, build, t, ids, k, lap)
-        for t, ids, k in zip(texts, found, top_k, strict=True)
+        rerank_hits(model, build, t, ids, q, lap)
+        for t, ids, q in zip(texts, found, queries, strict=True)
     ]
 
 
@@ -206,40 +282,92 @@ def rerank_hits(
     build: Build,
     text: TextEmbeddings,
     ids: list[int],
-    top_k: int,
+    query: Query,
     lap: Callable[[str], None] = _no_lap,
 ) -> list[Hit]:
-    """The ``top_k`` of the candidates ``ids`` for one sentence by HANet's fused score, each
-    with its scores and moment."""
+    """The hits among the candidate units ``ids`` for one sentence by HANet's fused score:
+    the best ``top_k`` units as moments, or the best ``top_k`` videos (a video's score is its
+    best unit's) with up to ``moments`` of their units each; every moment refined inside its
+    unit to the action-level key segment."""
     if not ids:
         return []
     video, grams = build.rerank_rows(ids)
     lap("gather")
     scores = model.similarity(text, video, grams)
-    order = scores["fused"][0].argsort(descending=True)[:top_k].tolist()
+    order = scores[query.rank_by][0].argsort(descending=True).tolist()
     lap("score")
-    best = video.select(order)  # the moment: for the hits only
-    best_grams = {k: g[order] for k, g in grams.items()} if grams is not None else None
-    segments = model.best_action_segment(text, best, best_grams)[0]
-    # plain Python numbers, one conversion per array rather than per element
-    spans = best.action_spans[torch.arange(len(order)), segments].tolist()  # (hits, 2)
-    valid = best.frame_mask.sum(1).tolist()
-    hit_scores = {k: v[0, order].tolist() for k, v in scores.items()}
+    groups = _group(order, video_of(np.asarray(ids, np.int64)), query)
+    chosen = [i for group in groups for i in group]
+    units = [ids[i] for i in chosen]
+    rows = video.select(chosen)  # the moments: for the hits only
+    unit_grams = {k: g[chosen] for k, g in grams.items()} if grams is not None else None
+    unit_scores = {k: v[0, chosen].tolist() for k, v in scores.items()}
+    found = _moments(model, build, text, units, rows, unit_grams, unit_scores, query.rank_by)
+    moments = dict(zip(chosen, found, strict=True))
     hits = []
-    for j, i in enumerate(order):
-        start, end = spans[j]
-        start_s, end_s = moment_seconds(build.frame_times(ids[i])[: valid[j]], start, end)
+    for group in groups:
+        best = moments[group[0]]
         hits.append(
             Hit(
-                video_id=ids[i],
-                score=hit_scores["fused"][j],
-                scores={k: round(v[j], 4) for k, v in hit_scores.items()},
-                start_s=start_s,
-                end_s=end_s,
+                video_id=int(video_of(ids[group[0]])),
+                score=best.score,
+                scores=best.scores,
+                start_s=best.start_s,
+                end_s=best.end_s,
+                moments=tuple(moments[i] for i in group),
             )
         )
     lap("hits")
     return hits
+
+
+def _group(order: list[int], videos: np.ndarray, query: Query) -> list[list[int]]:
+    """Candidates in score order -> the hits' candidates: each of the ``top_k`` best alone
+    (moments), or the ``top_k`` best videos' best ``moments`` units each."""
+    if query.group_by == "moment":
+        return [[i] for i in order[: query.top_k]]
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        video = int(videos[i])
+        if video in groups:
+            if len(groups[video]) < query.moments:
+                groups[video].append(i)
+        elif len(groups) < query.top_k:
+            groups[video] = [i]
+    return list(groups.values())
+
+
+def _moments(
+    model: HANet,
+    build: Build,
+    text: TextEmbeddings,
+    units: list[int],
+    rows: VideoEmbeddings,
+    grams: dict[str, torch.Tensor] | None,
+    scores: dict[str, list[float]],
+    rank_by: str,
+) -> list[Moment]:
+    """Units' moments: each unit's winning action segment, in seconds inside its span, scored
+    by ``rank_by``."""
+    segments = model.best_action_segment(text, rows, grams)[0]
+    # plain Python numbers, one conversion per array rather than per element
+    spans = rows.action_spans[torch.arange(len(units)), segments].tolist()  # (units, 2)
+    valid = rows.frame_mask.sum(1).tolist()
+    out = []
+    for j, unit in enumerate(units):
+        first, last = build.span(unit)
+        start_s, end_s = moment_seconds(build.frame_times(unit)[: valid[j]], *spans[j])
+        out.append(
+            Moment(
+                start_s=round(max(start_s, first), 3),
+                end_s=round(min(end_s, last), 3),
+                score=scores[rank_by][j],
+                scores={k: round(v[j], 4) for k, v in scores.items()},
+                segment_start_s=round(first, 3),
+                segment_end_s=round(last, 3),
+            )
+        )
+    return out
 
 
 class Searcher:
@@ -248,22 +376,23 @@ class Searcher:
     def __init__(self, model: HANet, index: LiveIndex, cache: QueryCache, candidates: int) -> None:
         self.model, self.index, self.cache, self.candidates = model, index, cache, candidates
 
-    def search(self, query: str, top_k: int, lap: Callable[[str], None] = _no_lap) -> list[Hit]:
-        """The ``top_k`` hits for ``query`` in the published index ([] before the first
-        publish). Raises ``index.reader.BuildError`` when the index cannot serve this model."""
+    def search(
+        self, query: str | Query, top_k: int = 10, lap: Callable[[str], None] = _no_lap
+    ) -> list[Hit]:
+        """The hits for ``query`` in the published index ([] before the first publish).
+        Raises ``index.reader.BuildError`` when the index cannot serve this model."""
         build = self.index.current()
         if build is None:
             return []
         return search(self.model, build, query, top_k, self.candidates, lap, self.cache)
 
-    def search_many(self, queries: list[tuple[str, int]]) -> list[list[Hit]]:
-        """``search`` for several (query, top_k) at once (``service.search.search_many``),
-        on one index build. Raises ``index.reader.BuildError`` as ``search`` does."""
+    def search_many(self, queries: list[Query]) -> list[list[Hit]]:
+        """``search`` for several queries at once (``service.search.search_many``), on one
+        index build. Raises ``index.reader.BuildError`` as ``search`` does."""
         build = self.index.current()
         if build is None:
             return [[] for _ in queries]
-        texts, top_k = [q for q, _ in queries], [k for _, k in queries]
-        return search_many(self.model, build, texts, top_k, self.candidates, cache=self.cache)
+        return search_many(self.model, build, queries, self.candidates, cache=self.cache)
 
 
 def moment_seconds(times: np.ndarray, start: int, end: int) -> tuple[float, float]:

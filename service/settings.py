@@ -48,7 +48,24 @@ class HanetSettings(BaseSettings):
         description='FAISS factory string per level: "Flat", "IVF1024,Flat", '
         '"IVF4096,PQ64", "HNSW32".',
     )
-    index_batch_size: int = Field(default=16, ge=1, le=1024, description="Videos per model batch.")
+    index_batch_size: int = Field(
+        default=16, ge=1, le=1024, description="Segments (index units) per model batch."
+    )
+    segment_min_s: float = Field(
+        default=2.0, gt=0, description="Shortest segment a long video is cut into, seconds."
+    )
+    segment_max_s: float = Field(
+        default=12.0,
+        gt=0,
+        description="Longest segment, seconds: a video no longer than this is one segment, a "
+        "longer one is cut at its shots, and a shot longer than this into windows.",
+    )
+    segment_window_s: float = Field(
+        default=6.0, gt=0, description="Window length for shots longer than the maximum."
+    )
+    segment_overlap_s: float = Field(
+        default=3.0, ge=0, description="How much consecutive windows overlap, seconds."
+    )
     publish_interval_s: float = Field(
         default=10.0,
         ge=0,
@@ -132,6 +149,14 @@ class HanetSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _segments_fit(self) -> HanetSettings:
+        if self.segment_window_s + self.segment_min_s > self.segment_max_s:
+            raise ValueError("segments need segment_window_s + segment_min_s <= segment_max_s")
+        if self.segment_window_s - self.segment_overlap_s < self.segment_min_s:
+            raise ValueError("windows must advance by segment_min_s at least (window - overlap)")
+        return self
+
+    @model_validator(mode="after")
     def _reads_need_a_key(self) -> HanetSettings:
         if self.protect_reads and self.api_key is None:
             raise ValueError("protect_reads needs api_key: there is no key to ask for")
@@ -141,12 +166,19 @@ class HanetSettings(BaseSettings):
     def indexing(self) -> IndexingCfg:
         """The indexer worker's options."""
         from indexer.job import IndexingCfg
+        from indexer.segments import SegmentCfg
 
         return IndexingCfg(
             factory=self.index_factory,
             batch_size=self.index_batch_size,
             decode_workers=self.decode_workers,
             publish_interval_s=self.publish_interval_s,
+            segments=SegmentCfg(
+                min_s=self.segment_min_s,
+                max_s=self.segment_max_s,
+                window_s=self.segment_window_s,
+                overlap_s=self.segment_overlap_s,
+            ),
         )
 
     @property

@@ -40,6 +40,7 @@ app.command("demo", rich_help_panel=OPERATIONS)(ops.demo)
 app.command("synth", rich_help_panel=RESEARCH)(research.synth)
 app.command("train", rich_help_panel=RESEARCH, cls=ConfigOptionsCommand)(research.train)
 app.command("eval", rich_help_panel=RESEARCH)(research.evaluate)
+app.command("eval-moments", rich_help_panel=RESEARCH)(research.eval_moments)
 app.command("init", rich_help_panel=RESEARCH)(research.init)
 
 __all__ = ["app"]

@@ -260,6 +260,9 @@ def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     videos: Annotated[int, typer.Option(min=1, help="Size of the demo corpus.")] = 120,
+    long_videos: Annotated[
+        int, typer.Option(min=0, help="Long videos (one to two minutes) beside the clips.")
+    ] = 3,
     serve: Annotated[bool, typer.Option(help="Serve the API when the corpus is indexed.")] = True,
 ) -> None:
     """Generate (or reuse) the demo corpus, index it with the configured checkpoint (the bundled
@@ -267,4 +270,4 @@ def demo(
     from service.demo import run_demo
 
     settings = settings_with_checkpoint(ctx)
-    run_demo(settings, videos=videos, host=host, port=port, serve=serve)
+    run_demo(settings, videos=videos, long_videos=long_videos, host=host, port=port, serve=serve)

@@ -14,8 +14,16 @@ from db.connect import HitRow, HitRows
 from index.reader import BuildError
 from service.batching import Overloaded
 from service.deps import StateDep
-from service.schemas import Moment, SearchHit, SearchRequest, SearchResponse, stored_concepts
-from service.search import Hit
+from service.schemas import (
+    Moment,
+    MomentHit,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    Span,
+    stored_concepts,
+)
+from service.search import Hit, Query
 from service.state import ServiceState
 
 router = APIRouter()
@@ -69,7 +77,7 @@ def serve_searches(batch: list[PendingSearch]) -> list[SearchResponse | HTTPExce
     arrival (its wait for the batch included) to its answer."""
     state = batch[0].state
     try:
-        found = state.searcher.search_many([(p.body.query, p.body.top_k) for p in batch])
+        found = state.searcher.search_many([_query(p.body) for p in batch])
     except BuildError as exc:
         return [HTTPException(409, str(exc)) for _ in batch]
     found = [
@@ -82,6 +90,10 @@ def serve_searches(batch: list[PendingSearch]) -> list[SearchResponse | HTTPExce
         SearchResponse(hits=_hydrate(hits, rows), took_ms=round((done - p.arrived) * 1000, 2))
         for p, hits in zip(batch, found, strict=True)
     ]
+
+
+def _query(body: SearchRequest) -> Query:
+    return Query(body.query, body.top_k, body.group_by, body.moments)
 
 
 ROWS_PER_LOOKUP = 1000  # bound parameters per query: well under SQLite's and PostgreSQL's limits
@@ -103,6 +115,17 @@ def _hydrate(found: list[Hit], rows: dict[int, HitRow]) -> list[SearchHit]:
             score=round(h.score, 4),
             scores=h.scores,
             moment=Moment(start_s=h.start_s, end_s=h.end_s),
+            moments=[
+                MomentHit(
+                    start_s=m.start_s,
+                    end_s=m.end_s,
+                    score=round(m.score, 4),
+                    scores=m.scores,
+                    segment=Span(start_s=m.segment_start_s, end_s=m.segment_end_s),
+                )
+                for m in h.moments
+            ],
+            duration_s=rows[h.video_id].duration_s,
             # the video's own, as on its page (the build holds its rows rounded to float16)
             concepts=stored_concepts(rows[h.video_id].status, rows[h.video_id].concepts),
         )

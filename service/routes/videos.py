@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from db import queue
-from db.schema import Video
+from db.schema import Video, VideoStatus
 from indexer.writer import remove_videos
 from service.deps import MAX_OFFSET, StateDep, VideoDep
 from service.routes.media import drop_thumbnails
@@ -75,8 +75,19 @@ def video_public(video: Video, with_concepts: bool = False) -> VideoPublic:
         title=video.title,
         failure_reason=video.failure_reason,
         duration_s=video.duration_s,
+        progress=_progress(video),
+        segments=video.segments if video.status == VideoStatus.INDEXED.value else None,
         concepts=concepts,
     )
+
+
+def _progress(video: Video) -> float | None:
+    """1 once indexed; while processing, how far the indexer has read (None before it says)."""
+    if video.status == VideoStatus.INDEXED.value:
+        return 1.0
+    if video.status != VideoStatus.PROCESSING.value or not video.indexed_s or not video.duration_s:
+        return None
+    return round(min(0.99, video.indexed_s / video.duration_s), 3)
 
 
 @changes.post(

@@ -65,14 +65,24 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const seconds = (s) => `${s.toFixed(2)} s`;
+const percent = (share, digits = 0) =>
+  `${(Math.max(0, Math.min(1, share)) * 100).toFixed(digits)}%`;
 
-// ---- search ----
+// ---- search: hits as videos (each with its best moments) or as moments across the library ----
+const groupBy = () => $("group-by").value; // "video" or "moment", the API's group_by
+
+$("group-by").addEventListener("change", () => {
+  if ($("query").value.trim()) $("search-form").requestSubmit(); // the same query, regrouped
+});
+
 $("search-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const query = $("query").value.trim();
   const status = $("search-status");
   const results = $("results");
   if (!query) return;
+  const group = groupBy();
+  const noun = group === "moment" ? "moments" : "videos";
   results.replaceChildren();
   status.className = "";
   status.textContent = "Searching…";
@@ -81,15 +91,15 @@ $("search-form").addEventListener("submit", async (event) => {
     const response = await api("/search", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ query, top_k: 12 }),
+      body: JSON.stringify({ query, top_k: 12, group_by: group }),
     });
     if (!response.ok) throw new Error(await errorText(response));
     const body = await response.json();
     if (body.hits.length === 0) {
-      status.textContent = `No videos match "${query}".`;
+      status.textContent = `No ${noun} match "${query}".`;
       return;
     }
-    status.textContent = `${body.hits.length} videos for "${query}" (${body.took_ms} ms).`;
+    status.textContent = `${body.hits.length} ${noun} for "${query}" (${body.took_ms} ms).`;
     results.replaceChildren(...body.hits.map(hitCard));
   } catch (error) {
     status.className = "error";
@@ -101,60 +111,94 @@ $("search-form").addEventListener("submit", async (event) => {
 
 function hitCard(hit, rank) {
   const title = hit.title || `video ${hit.video_id}`;
-  const moment = hit.moment;
+  const moment = hit.moment; // the best one: the thumbnail shows its first frame
   const img = el("img", {
     src: `/videos/${hit.video_id}/thumbnail?t=${moment.start_s.toFixed(1)}`,
     alt: `${title} at ${seconds(moment.start_s)}`, loading: "lazy",
   });
+  const open = el("button", { type: "button", class: "open",
+                              "aria-label": `Play ${title} from ${seconds(moment.start_s)}` }, img);
+  open.addEventListener("click", () => play(hit.video_id, title, moment));
+  const chips = el("ul", { class: "chips", "aria-label": "concepts the model sees" });
+  const concepts = hit.concepts || { actions: [], entities: [] };
+  for (const c of concepts.actions) chips.append(el("li", { class: "chip", text: c.name }));
+  for (const c of concepts.entities) chips.append(el("li", { class: "chip entity", text: c.name }));
+  const length = hit.duration_s ? ` of ${seconds(hit.duration_s)}` : "";
+  const body = el("div", { class: "body" },
+    el("div", { class: "title", text: `${rank + 1}. ${title}` }),
+    el("div", { class: "meta", text: `score ${hit.score.toFixed(3)} · moment ` +
+      `${moment.start_s.toFixed(2)}–${seconds(moment.end_s)}${length}` }),
+    scoreBars(hit.scores), chips);
+  return el("li", { class: "hit", "data-video-id": String(hit.video_id) },
+    open, momentMarks(hit, title), body);
+}
+
+function scoreBars(scores) {
   const bars = el("div", { class: "bars" });
   for (const [name, keys] of LEVELS) {
-    const value = keys.reduce((sum, k) => sum + (hit.scores[k] ?? 0), 0) / keys.length;
+    const value = keys.reduce((sum, k) => sum + (scores[k] ?? 0), 0) / keys.length;
     const fill = el("span");
-    // through the CSSOM: the page's CSP refuses style="..." attributes
-    fill.style.width = `${(Math.max(0, Math.min(1, value)) * 100).toFixed(0)}%`;
+    fill.style.width = percent(value); // through the CSSOM: the CSP refuses style="..." attributes
     bars.append(
       el("span", { text: name }),
       el("span", { class: "bar", role: "img", "aria-label": `${name} ${value.toFixed(2)}` }, fill),
       el("span", { text: value.toFixed(2) }),
     );
   }
-  const chips = el("ul", { class: "chips", "aria-label": "concepts the model sees" });
-  const concepts = hit.concepts || { actions: [], entities: [] };
-  for (const c of concepts.actions) chips.append(el("li", { class: "chip", text: c.name }));
-  for (const c of concepts.entities) chips.append(el("li", { class: "chip entity", text: c.name }));
-  const open = el("button", { type: "button", class: "open",
-                              "aria-label": `Play ${title} from ${seconds(moment.start_s)}` },
-    img,
-    el("div", { class: "body" },
-      el("div", { class: "title", text: `${rank + 1}. ${title}` }),
-      el("div", { class: "meta", text: `score ${hit.score.toFixed(3)} · moment ` +
-        `${moment.start_s.toFixed(2)}–${seconds(moment.end_s)}` }),
-      bars));
-  open.addEventListener("click", () => play(hit, title));
-  const card = el("li", { class: "hit", "data-video-id": String(hit.video_id) }, open);
-  card.querySelector(".body").append(chips);
-  return card;
+  return bars;
 }
 
-function play(hit, title) {
+// The hit's moments as marks on a bar standing for the whole video, best first in tab order;
+// each mark is a button that plays from its moment.
+function momentMarks(hit, title) {
+  const moments = hit.moments && hit.moments.length ? hit.moments : [hit.moment];
+  // the video's duration; a server without it gives at least the span the moments cover
+  const duration = hit.duration_s || Math.max(...moments.map((m) => m.end_s)) || 1;
+  const track = el("div", { class: "marks", role: "group",
+                            "aria-label": `Moments in ${title}, best first` });
+  moments.forEach((m, i) => {
+    const span = `${seconds(m.start_s)} to ${seconds(m.end_s)}`;
+    const score = m.score === undefined ? "" : `, score ${m.score.toFixed(3)}`;
+    const mark = el("button", {
+      type: "button", class: i === 0 ? "mark best" : "mark", title: span,
+      "data-start-s": String(m.start_s),
+      "aria-label": `Play ${title} from ${span} (moment ${i + 1} of ${moments.length}${score})`,
+    });
+    mark.style.left = percent(m.start_s / duration, 2);
+    mark.style.width = percent((m.end_s - m.start_s) / duration, 2);
+    mark.addEventListener("click", () => play(hit.video_id, title, m));
+    track.append(mark);
+  });
+  return track;
+}
+
+// Opens the player at `moment` ({start_s, end_s}) and plays from its start; a video already
+// loaded is only moved to it.
+function play(videoId, title, moment) {
   const video = $("video");
-  const { start_s: start, end_s: end } = hit.moment;
+  const { start_s: start, end_s: end } = moment;
   $("player").hidden = false;
   $("player-title").textContent = title;
   $("moment-text").textContent = `The moment: ${seconds(start)} to ${seconds(end)}.`;
-  video.dataset.videoId = String(hit.video_id);
   const showMoment = () => {
     const duration = video.duration || end || 1;
     const bar = $("moment-bar");
     bar.style.left = `${(100 * start) / duration}%`;
     bar.style.width = `${Math.max(1, (100 * (end - start)) / duration)}%`;
   };
-  video.onloadedmetadata = () => {
+  const playFromStart = () => {
     video.currentTime = start;
     showMoment();
     video.play().catch(() => { /* autoplay refused: the user presses play */ });
   };
-  video.src = `/videos/${hit.video_id}/file`;
+  if (video.dataset.videoId === String(videoId) && video.readyState >= 1) {
+    video.onloadedmetadata = null;
+    playFromStart();
+  } else {
+    video.dataset.videoId = String(videoId);
+    video.onloadedmetadata = playFromStart;
+    video.src = `/videos/${videoId}/file`;
+  }
   $("player").scrollIntoView({ block: "nearest" });
   video.focus();
 }
@@ -215,12 +259,23 @@ async function follow(video, line, name) {
       refreshLibrary();
       return;
     }
-    setStatus(line, `${name}: ${video.status} (video ${video.id})`, video.status);
+    setStatus(line, `${name}: ${stateText(video)} (video ${video.id})`, video.status);
+    showLibraryState(video);
     await new Promise((r) => setTimeout(r, 1000));
     const response = await api(`/videos/${video.id}`);
     if (!response.ok) throw new Error(await errorText(response));
     video = await response.json();
   }
+}
+
+// A video's state in words: "processing 42%" while the indexer reports how far it has read.
+function stateText(video) {
+  if (video.status === "failed") return `failed: ${video.failure_reason}`;
+  if (video.status === "processing" && typeof video.progress === "number") {
+    return `processing ${percent(video.progress)}`;
+  }
+  if (video.status === "indexed" && video.segments > 1) return `indexed, ${video.segments} segments`;
+  return video.status;
 }
 
 function setStatus(line, text, status) {
@@ -253,12 +308,19 @@ function libraryRow(video) {
     if (response.ok) refreshLibrary();
     else $("library-status").textContent = `Delete failed: ${await errorText(response)}`;
   });
-  const state = video.status === "failed" ? `failed: ${video.failure_reason}` : video.status;
   return el("tr", { "data-video-id": String(video.id) },
     el("td", { text: String(video.id) }),
     el("td", { text: video.title || "" }),
-    el("td", { class: `status-${video.status}`, text: state }),
+    el("td", { class: `status-${video.status}`, text: stateText(video) }),
     el("td", {}, remove));
+}
+
+// A followed upload's state, also on its library row when the list shows it.
+function showLibraryState(video) {
+  const cell = document.querySelector(`#library tr[data-video-id="${video.id}"] td:nth-child(3)`);
+  if (!cell) return;
+  cell.className = `status-${video.status}`;
+  cell.textContent = stateText(video);
 }
 
 $("refresh").addEventListener("click", refreshLibrary);

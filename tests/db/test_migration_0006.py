@@ -11,16 +11,6 @@ import migrations
 from db.connect import make_engine
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'm.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-        yield url
-        migrations.downgrade(url, "base")
-
-
 def _rebuild(conn, state: str) -> None:
     conn.execute(
         text(

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from index.reader import BuildError, load_current
-from index.vectors import INDEX_FILES, LEVELS
+from index.vectors import INDEX_FILES, LEVELS, unit_id
 from index.writer import IndexWriter, compact, delete_videos
 from tests.index.conftest import CHECKPOINT, add, times, videos
 
@@ -43,17 +43,20 @@ def test_the_reader_api_against_what_was_written(index_dir, cfg) -> None:
     build = load_current(index_dir, expect_checkpoint=CHECKPOINT)
     assert len(build) == 12 and build.video_ids() == list(range(1, 13))
     assert 5 in build and 13 not in build
-    assert build.known(np.array([3, 13, 12, 0])).tolist() == [True, False, True, False]
+    assert build.units(5) == [unit_id(5, 0)] and build.units(13) == []
+    known = build.known(np.array([unit_id(3, 0), unit_id(13, 0), unit_id(12, 0), 3, 0]))
+    assert known.tolist() == [True, False, True, False, False]  # unit ids, not video ids
     written = videos(cfg, [9, 2])
-    stored = build.embeddings([9, 2])
+    stored = build.embeddings([unit_id(9, 0), unit_id(2, 0)])
     assert stored.global_.dtype == torch.float16
     assert torch.equal(stored.global_, written.global_.half())
     assert torch.equal(stored.noun_probs, written.noun_probs.half().float())
-    rows, grams = build.rerank_rows([9, 2])
+    rows, grams = build.rerank_rows([unit_id(9, 0), unit_id(2, 0)])
     assert torch.equal(rows.action_segments, stored.action_segments) and grams is not None
-    assert np.array_equal(build.frame_times(4), times(cfg, 1)[0])
+    assert np.array_equal(build.frame_times(unit_id(4, 0)), times(cfg, 1)[0])
+    assert build.span(unit_id(4, 0)) == (0.0, 2.0)  # half a spacing past the last frame
     with pytest.raises(BuildError):
-        build.frame_times(13)
+        build.frame_times(unit_id(13, 0))
     # exact (Flat) search against brute force over the event vectors
     everything = videos(cfg, list(range(1, 13))).global_.numpy()
     query = videos(cfg, [5]).global_.numpy()
@@ -68,6 +71,7 @@ def test_the_reader_api_against_what_was_written(index_dir, cfg) -> None:
         "checkpoint_sha256": CHECKPOINT,
         "factory": "Flat",
         "videos": 12,
+        "units": 12,
         "vectors": {
             "event": 12,
             "action": 12 * cfg.num_action_segments,
@@ -163,7 +167,9 @@ def test_compaction_drops_tombstoned_vectors_and_rows(index_dir, cfg) -> None:
     assert meta["counts"]["action"] == 9 * cfg.num_action_segments
     for f in INDEX_FILES:  # rewritten, not linked
         assert _inode(after.root / "vectors" / f) != linked[f]
-    assert torch.equal(after.embeddings([12]).global_, before.embeddings([12]).global_)
+    assert torch.equal(
+        after.embeddings(after.units(12)).global_, before.embeddings([unit_id(12, 0)]).global_
+    )
     assert not {2, 5, 11} & (_found(after, 2) | _found(after, 5) | _found(after, 11))
 
 
@@ -176,7 +182,9 @@ def test_a_deleted_id_published_again_stays_deleted(index_dir, cfg) -> None:
     latest = load_current(index_dir)
     assert 6 not in latest and 13 in latest and 6 not in _found(latest, 6, 1)
     assert 6 not in _found(latest, 6) and 13 in _found(latest, 13, 1)
-    assert torch.equal(latest.embeddings([13]).global_, videos(cfg, [13], 1).global_.half())
+    assert torch.equal(
+        latest.embeddings(latest.units(13)).global_, videos(cfg, [13], 1).global_.half()
+    )
     assert latest.summary()["vectors"]["event"] == 13  # 6's old vectors, until compaction
     name = latest.name
     add(writer, [6], seed=1)  # only a tombstoned video: no new version at all
@@ -192,4 +200,41 @@ def test_a_build_written_before_gram_matrices_takes_tombstones(index_dir) -> Non
     name = delete_videos(index_dir, [7])
     after = load_current(index_dir)
     assert after.name == name and 7 not in after and 7 not in _found(after, 7)
-    assert after.rerank_rows([1, 12])[1] is None and len(after) == 11
+    assert after.rerank_rows([unit_id(1, 0), unit_id(12, 0)])[1] is None and len(after) == 11
+
+
+def test_a_long_videos_segments_are_units_replaced_and_deleted_with_it(index_dir, cfg) -> None:
+    """Video 20 published as four segments (consecutive rows of one publish, with their
+    spans): four units in order, each with its rows and span; published again with two
+    segments, its other units are gone from the rows and the indexes; compaction keeps units
+    and spans; a delete drops every unit."""
+    writer = IndexWriter.open(index_dir, cfg, CHECKPOINT, "Flat")
+    spans = np.array([[0, 10], [10, 20], [20, 30], [30, 41.5]], np.float32)
+    seg = videos(cfg, [101, 102, 103, 104])
+    writer.publish([20] * 4, seg, times(cfg, 4) + spans[:, :1], spans)
+    build = load_current(index_dir)
+    units = build.units(20)
+    assert units == [unit_id(20, s) for s in range(4)] and len(build) == 13
+    assert build.span(units[3]) == (30.0, 41.5)
+    assert build.frame_times(units[1])[0] == pytest.approx(10.125)
+    assert torch.equal(build.embeddings(units).global_, seg.global_.half())
+    assert build.most_units() == 4 and build.summary()["units"] == 16
+    writer.publish([20, 20], videos(cfg, [105, 106]), times(cfg, 2), spans[:2])
+    again = load_current(index_dir)
+    assert again.units(20) == units[:2] and again.vectors.count("event") == 14
+    assert torch.equal(
+        again.embeddings(again.units(20)).global_, videos(cfg, [105, 106]).global_.half()
+    )
+    compacted = compact(index_dir)
+    latest = load_current(index_dir)
+    assert latest.units(20) == units[:2] and latest.span(units[1]) == (10.0, 20.0)
+    assert (
+        compacted.manifest["parts"] == latest.manifest["parts"]
+        and len(latest.manifest["parts"]) == 1
+    )
+    delete_videos(index_dir, [20])
+    gone = load_current(index_dir)
+    assert gone.units(20) == [] and 20 not in gone and len(gone) == 12
+    assert not gone.known(np.array(units)).any()
+    with pytest.raises(BuildError, match="consecutive"):
+        writer.publish([21, 22, 21], videos(cfg, [1, 2, 3]), times(cfg, 3))

@@ -18,8 +18,9 @@ from db.connect import make_engine
 from db.schema import Video
 from index.reader import Build, load_current
 from index.writer import IndexWriter, compact, delete_videos
-from indexer.embedder import EmbeddedBatch, Embedder
-from indexer.reader import read_video
+from indexer.embedder import EmbeddedBatch, Embedder, Unit
+from indexer.reader import Where, read_video
+from indexer.segments import SegmentCfg
 from indexer.writer import BatchWriter, remove_videos
 from model import HANet, create_model
 from tests.index.conftest import CHECKPOINT, add, videos
@@ -46,9 +47,18 @@ def model(tmp_path_factory) -> HANet:
 
 
 def _embed(model: HANet, claims: list[queue.Claim]) -> EmbeddedBatch:
-    """The reader's and the embedder's stages for these claims."""
+    """The reader's and the embedder's stages for these claims (clips: one segment each)."""
     t, size = model.cfg.max_frames, model.preprocess.image_size
-    return Embedder(model)([read_video(c, t, size) for c in claims])
+    reads = [read_video(c, t, size, SegmentCfg(), Where()) for c in claims]
+    assert all(r.last and len(r.chunk.segments) == 1 for r in reads)
+    return Embedder(model)([Unit(r.video_id, 0, r.chunk.segments[0]) for r in reads])
+
+
+def _hold(writer: BatchWriter, batch: EmbeddedBatch) -> None:
+    """What the job does with a batch of clips read to their end: held, then finished."""
+    writer.hold(batch)
+    for video_id in batch.video_ids:
+        writer.finish(video_id, 2.0, None)
 
 
 def _writer(engine: Engine, model: HANet, index_dir: Path) -> BatchWriter:
@@ -59,7 +69,7 @@ def _writer(engine: Engine, model: HANet, index_dir: Path) -> BatchWriter:
 def _start(engine: Engine, model: HANet, index_dir: Path) -> tuple[BatchWriter, list]:
     """Video 1 indexed and published (a build exists); then videos 2..4 claimed."""
     writer = _writer(engine, model, index_dir)
-    writer.hold(_embed(model, queue.claim(engine, worker=WORKER, limit=1)))
+    _hold(writer, _embed(model, queue.claim(engine, worker=WORKER, limit=1)))
     assert writer.publish() == [1]
     claims = queue.claim(engine, worker=WORKER, limit=10)
     assert [c.video_id for c in claims] == [2, 3, 4]
@@ -95,7 +105,7 @@ def test_deleted_after_the_claim_before_decoding(engine, model, tmp_path) -> Non
     writer, claims = _start(engine, model, tmp_path / "index")
     assert remove_videos(engine, tmp_path / "index", [GONE]) == [GONE]
     batch = _embed(model, claims)  # the reader still decodes the file it was given
-    writer.hold(batch)
+    _hold(writer, batch)
     assert writer.publish() == [2, 4]
     _assert_the_delete_won(engine, tmp_path / "index", batch)
 
@@ -103,7 +113,7 @@ def test_deleted_after_the_claim_before_decoding(engine, model, tmp_path) -> Non
 def test_deleted_while_held(engine, model, tmp_path) -> None:
     writer, claims = _start(engine, model, tmp_path / "index")
     batch = _embed(model, claims)
-    writer.hold(batch)
+    _hold(writer, batch)
     assert remove_videos(engine, tmp_path / "index", [GONE]) == [GONE]
     assert writer.publish() == [2, 4]
     _assert_the_delete_won(engine, tmp_path / "index", batch)
@@ -111,7 +121,7 @@ def test_deleted_while_held(engine, model, tmp_path) -> None:
 
 def test_a_held_batch_deleted_entirely_publishes_nothing(engine, model, tmp_path) -> None:
     writer, claims = _start(engine, model, tmp_path / "index")
-    writer.hold(_embed(model, claims))
+    _hold(writer, _embed(model, claims))
     name = load_current(tmp_path / "index").name
     assert remove_videos(engine, tmp_path / "index", [2, 3, 4]) == [2, 3, 4]
     assert writer.publish() == [] and writer.held_ids == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from index.live import LiveIndex
-from index.vectors import LEVELS
+from index.vectors import LEVELS, UNIT_BITS
 from index.writer import IndexWriter, compact, delete_videos
 from tests.index.conftest import CHECKPOINT, add, videos
 
@@ -25,7 +25,7 @@ def test_a_tombstone_only_version_reuses_what_is_loaded(index_dir, cfg) -> None:
     query = videos(cfg, [5]).global_.numpy()
     assert first.top_videos("event", query, 1)[0][0].tolist() == [5]
     assert 5 not in second.top_videos("event", query, 12)[0][0].tolist()
-    assert np.array_equal(second.frame_times(6), first.frame_times(6))
+    assert np.array_equal(second.frame_times(6 << UNIT_BITS), first.frame_times(6 << UNIT_BITS))
     assert second.summary()["deleted_pending_compaction"] == 1
     delete_videos(index_dir, [6])  # a chain of deletes keeps sharing
     third = live.current(wait=True)

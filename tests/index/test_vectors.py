@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.vectors import SEGMENT_SLOTS, FaissStore, VectorStoreError, vector_ids
+from index.vectors import (
+    SEGMENT_SLOTS,
+    FaissStore,
+    VectorStoreError,
+    unit_id,
+    vector_ids,
+    video_of,
+)
 
 DIM = 32
 
@@ -147,3 +154,40 @@ def test_ids_and_errors() -> None:
     with pytest.raises(VectorStoreError, match="dim"):
         store.add(1, {"event": np.zeros((1, DIM + 1), np.float32)})
     assert store.search("event", np.zeros(DIM, np.float32), 3) == [[]]
+
+
+def test_a_videos_units_are_found_apart_replaced_together_and_deleted_together() -> None:
+    """A video of several units (segments): each unit is a hit of its own at the unit level
+    and its id tells the video and the segment; at the video level the video comes once, at
+    its best unit. Re-adding it with fewer units drops the others; a delete hides them all."""
+    rng = np.random.default_rng(5)
+    long = [
+        {"event": _unit(rng, 1), "action": _unit(rng, 3), "entity": _unit(rng, 2)} for _ in range(5)
+    ]
+    store = _store(_corpus(20), "Flat")
+    store.add(99, long)
+    query = long[3]["event"]
+    units, scores, _ = store.top_units("event", query, 3)[0]
+    assert units[0] == unit_id(99, 3) and video_of(int(units[0])) == 99
+    assert scores[0] == pytest.approx(1.0, abs=1e-5)
+    videos, _, _ = store.top_videos("event", query, 3)[0]
+    assert videos[0] == 99 and list(videos).count(99) == 1
+    hit = store.search("action", long[2]["action"][1], 1)[0][0]
+    assert (hit.video_id, hit.unit, hit.segment) == (99, unit_id(99, 2), 1)
+    assert store.count("action") == 20 * 4 + 5 * 3
+    store.add(99, long[:2])  # indexed again with two segments
+    assert store.count("action") == 20 * 4 + 2 * 3 and store.count("event") == 22
+    assert unit_id(99, 3) not in store.top_units("event", query, 22)[0][0]
+    store.delete([99])
+    for level in ("event", "action", "entity"):
+        found = store.top_units(level, long[0][level], 100)[0][0]
+        assert not any(video_of(int(u)) == 99 for u in found)
+    store.compact()
+    assert store.count("event") == 20
+
+
+def test_unit_ids_keep_videos_apart() -> None:
+    assert unit_id(7, 0) != unit_id(0, 7) and video_of(unit_id(7, 5)) == 7
+    assert video_of(np.array([unit_id(1, 0), unit_id(2, 9)])).tolist() == [1, 2]
+    with pytest.raises(VectorStoreError):
+        unit_id(1, 1 << 20)

@@ -16,7 +16,7 @@ from indexer.job import IndexingCfg, run_indexing
 def test_delete_is_immediate_and_compaction_drops_the_rows(
     tmp_path, fill, model, monkeypatch
 ) -> None:
-    from index import writer as build_module
+    from index import parts as build_module
     from index.writer import compact, delete_videos
 
     engine = fill()
@@ -24,7 +24,7 @@ def test_delete_is_immediate_and_compaction_drops_the_rows(
     run_indexing(engine, model, tmp_path / "index", cfg, progress=False)
     before = load_current(tmp_path / "index")
     victim = before.video_ids()[3]
-    query = before.embeddings([victim]).global_.numpy()
+    query = before.embeddings(before.units(victim)).global_.numpy()
     assert before.vectors.search("event", query, 1)[0][0].video_id == victim
     delete_videos(tmp_path / "index", [victim])
     after = load_current(tmp_path / "index")
@@ -37,9 +37,9 @@ def test_delete_is_immediate_and_compaction_drops_the_rows(
     assert compacted.manifest["counts"]["event"] == 11 and len(compacted.manifest["parts"]) == 1
     again = load_current(tmp_path / "index")
     assert again.video_ids() == sorted(set(before.video_ids()) - {victim})
-    keep = again.video_ids()[0]
-    assert torch.equal(again.embeddings([keep]).global_, before.embeddings([keep]).global_)
-    live = again.video_ids()
+    keep = again.units(again.video_ids()[0])
+    assert torch.equal(again.embeddings(keep).global_, before.embeddings(keep).global_)
+    live = sorted(again.rows)  # the units of the videos left
     rewritten, original = again.grams(live), before.grams(live)
     assert rewritten is not None and original is not None
     assert all(torch.equal(rewritten[k], original[k]) for k in original)
@@ -54,12 +54,14 @@ def test_search_with_enough_candidates_equals_full_scoring(tmp_path, fill, model
     build = load_current(tmp_path / "index")
     query = "a small red star moves left, then a blue circle grows"
     hits = search(model, build, query, top_k=12, rerank=12)
-    everything = build.video_ids()
+    everything = [u for v in build.video_ids() for u in build.units(v)]  # clips: one unit each
+    assert len(everything) == 12
     with torch.inference_mode():
         text = model.encode_text([query])
         full = model.similarity(text, build.embeddings(everything))["fused"][0]
-    expected = [everything[i] for i in full.argsort(descending=True).tolist()]
+    expected = [build.video_ids()[i] for i in full.argsort(descending=True).tolist()]
     assert [h.video_id for h in hits] == expected
+    assert all(len(h.moments) == 1 and h.moments[0].score == h.score for h in hits)
     assert hits[0].score == pytest.approx(float(full.max()), abs=1e-6)
     assert all(0 <= h.start_s < h.end_s <= 2.0 for h in hits)
     # a build written before the Gram matrices were stored scores the same from its rows

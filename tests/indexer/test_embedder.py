@@ -1,45 +1,46 @@
-"""The embedder on its own: decoded videos -> embeddings, frame times and concepts."""
+"""The embedder on its own: decoded segments (index units) -> embeddings, frame times and
+spans; a video's concepts over its units."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from indexer.decode import decode_video
-from indexer.embedder import EmbeddedBatch, Embedder
-from indexer.reader import Decoded
-from model import HANet, VideoEmbeddings
+from indexer.embedder import EmbeddedBatch, Embedder, Unit
+from indexer.segments import SegmentCfg, decode_segments, plan_segments
+from model import ConceptVocab, HANet, VideoEmbeddings, get_config
 from model.preprocess import normalize_frames
 
 
-def _decoded(model: HANet, corpus, count: int, frames: int | None = None) -> list[Decoded]:
+def _units(
+    model: HANet, corpus, count: int, frames: int | None = None, first_id: int = 10
+) -> list[Unit]:
+    """The first ``count`` corpus videos (2 s each: one segment), decoded for ``model``."""
     paths = sorted(p for p in corpus.iterdir() if p.name != "broken.mp4")[:count]
     t, size = frames or model.cfg.max_frames, model.preprocess.image_size
-    return [Decoded(10 + i, decode_video(p, t, size)) for i, p in enumerate(paths)]
+    units = []
+    for i, path in enumerate(paths):
+        (segment,) = decode_segments(path, t, size).segments
+        units.append(Unit(first_id + i, 0, segment))
+    return units
 
 
-def _direct(model: HANet, decoded: Decoded) -> VideoEmbeddings:
-    """The model's own video branch on one video's frames, unpadded."""
-    frames = decoded.video.frames
+def _direct(model: HANet, unit: Unit, following: bool = True) -> VideoEmbeddings:
+    """The model's own video branch on one unit's frames (and their successors), unpadded."""
+    frames, after = unit.decoded.frames, unit.decoded.following
     with torch.inference_mode():
         pixels = normalize_frames(torch.from_numpy(frames), model.preprocess)[None]
-        return model.encode_video(pixels, torch.ones(1, len(frames), dtype=torch.bool))
+        moved = normalize_frames(torch.from_numpy(after), model.preprocess)[None]
+        mask = torch.ones(1, len(frames), dtype=torch.bool)
+        return model.encode_video(pixels, mask, moved if following else None)
 
 
-def test_embeddings_are_the_model_s_on_the_same_frames(corpus, model) -> None:
-    """A batch of videos, one shorter than T frames (padded and masked in the batch), gives
-    each video what the model's encode_video gives it alone."""
-    decoded = _decoded(model, corpus, 3)
-    short = _decoded(model, corpus, 1, frames=5)[0]
-    decoded.append(Decoded(20, short.video))
-    batch = Embedder(model)(decoded)
-    assert isinstance(batch, EmbeddedBatch) and batch.video_ids == [10, 11, 12, 20]
-    out = batch.embeddings
-    assert out.global_.dtype == torch.float32 and out.global_.device.type == "cpu"
-    assert len(out) == 4
-    for i, d in enumerate(decoded):
-        alone, n = _direct(model, d), len(d.video.frames)
+def _assert_rows_are_alone(model: HANet, out: VideoEmbeddings, units: list[Unit]) -> None:
+    for i, u in enumerate(units):
+        alone, n = _direct(model, u), len(u.decoded.frames)
         row = out.select(slice(i, i + 1))
         assert torch.allclose(row.global_, alone.global_, atol=1e-5)
         assert torch.allclose(row.action_segments, alone.action_segments, atol=1e-5)
@@ -50,68 +51,147 @@ def test_embeddings_are_the_model_s_on_the_same_frames(corpus, model) -> None:
         assert not row.frame_mask[0, n:].any()
 
 
-def test_frame_times_and_durations_come_from_the_decoded_videos(corpus, model) -> None:
-    decoded = _decoded(model, corpus, 2)
-    decoded.append(Decoded(30, _decoded(model, corpus, 1, frames=3)[0].video))
-    batch = Embedder(model)(decoded)
+def test_embeddings_are_the_model_s_on_the_same_frames(corpus, model) -> None:
+    """A batch of units, one shorter than T frames (padded and masked in the batch), gives
+    each unit what the model's encode_video gives it alone."""
+    units = _units(model, corpus, 3)
+    short = _units(model, corpus, 1, frames=5)[0]
+    units.append(Unit(20, 3, short.decoded))
+    batch = Embedder(model)(units)
+    assert isinstance(batch, EmbeddedBatch) and batch.video_ids == [10, 11, 12, 20]
+    assert batch.segments == [0, 0, 0, 3] and len(batch) == 4
+    out = batch.embeddings
+    assert out.global_.dtype == torch.float32 and out.global_.device.type == "cpu"
+    assert len(out) == 4
+    _assert_rows_are_alone(model, out, units)
+
+
+@pytest.fixture
+def motion_model(tmp_path) -> HANet:
+    """A tiny model with a motion stream (which reads each frame's successor), its temporal
+    convolution random (it starts at zero, where the motion stream changes nothing)."""
+    m = HANet(dataclasses.replace(get_config("tiny"), motion_stream=4)).eval()
+    torch.nn.init.normal_(m.video.motion.weight, std=0.2)
+    m.save(str(tmp_path / "motion.pt"))
+    return m
+
+
+def test_the_motion_stream_reads_each_frame_s_successor(corpus, motion_model) -> None:
+    """With a motion stream, the decoded successors are what the model compares each frame to
+    (not the next sampled frame, as it would without them)."""
+    units = _units(motion_model, corpus, 2)
+    short = _units(motion_model, corpus, 1, frames=3)[0]
+    units.append(Unit(30, 0, short.decoded))
+    out = Embedder(motion_model)(units).embeddings
+    _assert_rows_are_alone(motion_model, out, units)
+    without = _direct(motion_model, units[0], following=False)  # motion feeds the action level
+    assert not torch.allclose(out.select([0]).action_segments, without.action_segments, atol=1e-3)
+
+
+def test_frame_times_and_spans_come_from_the_decoded_segments(corpus, model) -> None:
+    units = _units(model, corpus, 2)
+    units.append(Unit(30, 0, _units(model, corpus, 1, frames=3)[0].decoded))
+    path = sorted(corpus.iterdir())[3]  # a 2 s video cut into windows: three units
+    cfg = SegmentCfg(min_s=0.5, max_s=1.0, window_s=0.5, overlap_s=0.0)
+    windows = decode_segments(path, model.cfg.max_frames, model.preprocess.image_size, cfg)
+    assert [(s.start_s, s.end_s) for s in windows.segments] == plan_segments([], 2.0, cfg)
+    units += [Unit(40, i, s) for i, s in enumerate(windows.segments)]
+    batch = Embedder(model)(units)
     t = model.cfg.max_frames
-    assert batch.frame_times.shape == (3, t) and batch.frame_times.dtype == np.float32
-    for row, d in zip(batch.frame_times, decoded, strict=True):
-        n = len(d.video.timestamps_s)
-        assert np.allclose(row[:n], d.video.timestamps_s) and not row[n:].any()
-    assert batch.durations_s == [d.video.duration_s for d in decoded]
+    assert batch.frame_times.shape == (6, t) and batch.frame_times.dtype == np.float32
+    for row, u in zip(batch.frame_times, units, strict=True):
+        n = len(u.decoded.timestamps_s)
+        assert np.allclose(row[:n], u.decoded.timestamps_s) and not row[n:].any()
+    assert batch.spans.shape == (6, 2) and batch.spans.dtype == np.float32
+    expected = [[u.decoded.start_s, u.decoded.end_s] for u in units]
+    assert np.allclose(batch.spans, expected)
+    assert np.allclose(batch.spans[3:], [[0, 0.5], [0.5, 1], [1, 2]])
+    assert batch.video_ids == [10, 11, 30, 40, 40, 40]
+    assert batch.segments == [0, 0, 0, 0, 1, 2]
+    picked = batch.select([4, 1])  # rows of a batch, kept together
+    assert picked.video_ids == [40, 11] and picked.segments == [1, 0]
+    assert np.array_equal(picked.spans, batch.spans[[4, 1]])
+    assert np.array_equal(picked.frame_times, batch.frame_times[[4, 1]])
+    assert torch.equal(picked.embeddings.global_, batch.embeddings.global_[[4, 1]])
+    both = EmbeddedBatch.cat([picked, batch.select([0])])
+    assert both.video_ids == [40, 11, 10] and both.segments == [1, 0, 0]
+    assert np.array_equal(both.spans, batch.spans[[4, 1, 0]])
+
+
+def _as_json(found) -> list[dict]:
+    return [{"name": c.name, "probability": c.probability} for c in found]
 
 
 def test_concepts_are_the_model_s_top_three_or_none_without_a_vocabulary(
     corpus, model, vocab_model
 ) -> None:
-    assert Embedder(model)(_decoded(model, corpus, 2)).concepts == [None, None]
-    batch = Embedder(vocab_model)(_decoded(vocab_model, corpus, 2))
+    embed = Embedder(model)
+    assert embed.concepts(embed(_units(model, corpus, 2)).embeddings) is None
+    batch = Embedder(vocab_model)(_units(vocab_model, corpus, 2))
     top = vocab_model.top_concepts(batch.embeddings, k=3)
-    assert len(batch.concepts) == 2
-    rows = zip(batch.concepts, top, batch.embeddings.verb_probs, strict=True)
-    for stored, expected, probs in rows:
+    for i, expected in enumerate(top):  # a video of one unit: that unit's top concepts
+        stored = Embedder(vocab_model).concepts(batch.embeddings.select([i]))
         assert stored is not None and set(stored) == {"actions", "entities"}
-        assert stored["actions"] == [
-            {"name": c.name, "probability": c.probability} for c in expected["actions"]
-        ]
-        assert stored["entities"] == [
-            {"name": c.name, "probability": c.probability} for c in expected["entities"]
-        ]
+        assert stored["actions"] == _as_json(expected["actions"])
+        assert stored["entities"] == _as_json(expected["entities"])
+        probs = batch.embeddings.verb_probs[i]
         assert stored["actions"][0]["name"] == f"verb{int(probs.argmax())}"
         ranked = [c["probability"] for c in stored["actions"]]
         assert len(ranked) == 3 and ranked == sorted(ranked, reverse=True)
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_every_video(corpus, model, caplog) -> None:
-    """The GPU path's retry, on the CPU: a batch larger than 2 videos raises CUDA's
+def test_a_video_s_concepts_are_each_at_its_most_probable_unit(corpus, tmp_path) -> None:
+    """Several units: a concept's probability is its highest over the units, so a concept
+    that one unit is sure of ranks first even when the others are not."""
+    cfg = get_config("tiny")
+    vocab = ConceptVocab(
+        tuple(f"verb{i}" for i in range(cfg.num_verbs)),
+        tuple(f"noun{i}" for i in range(cfg.num_nouns)),
+    )
+    model = HANet(cfg, vocab).eval()
+    embed = Embedder(model)
+    units = embed(_units(model, corpus, 4)).embeddings
+    verbs = torch.full_like(units.verb_probs, 0.01)
+    verbs[0, 5], verbs[2, 7], verbs[3, 9], verbs[1, 5] = 0.4, 0.9, 0.6, 0.2
+    nouns = torch.full_like(units.noun_probs, 0.01)
+    nouns[1, 3], nouns[3, 4], nouns[0, 11] = 0.8, 0.7, 0.3
+    units = dataclasses.replace(units, verb_probs=verbs, noun_probs=nouns)
+    concepts = embed.concepts(units)
+    assert [c["name"] for c in concepts["actions"]] == ["verb7", "verb9", "verb5"]
+    assert [c["probability"] for c in concepts["actions"]] == pytest.approx([0.9, 0.6, 0.4])
+    assert [c["name"] for c in concepts["entities"]] == ["noun3", "noun4", "noun11"]
+    assert [c["probability"] for c in concepts["entities"]] == pytest.approx([0.8, 0.7, 0.3])
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_unit(corpus, model, caplog) -> None:
+    """The GPU path's retry, on the CPU: a batch larger than 2 units raises CUDA's
     out-of-memory error; the embedder splits it until it fits, in order, losing nothing."""
-    decoded = _decoded(model, corpus, 5)
+    units = _units(model, corpus, 5)
     embed = Embedder(model)
     real, sizes = embed.encode, []
 
-    def tight(videos):
-        sizes.append(len(videos))
-        if len(videos) > 2:
+    def tight(segments):
+        sizes.append(len(segments))
+        if len(segments) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(videos)
+        return real(segments)
 
     embed.encode = tight
     with caplog.at_level("WARNING"):
-        out = embed(decoded).embeddings
+        out = embed(units).embeddings
     assert sizes == [5, 2, 3, 1, 2]  # 5 -> 2 + 3 -> 2 + (1 + 2)
     assert "out of GPU memory at batch 5" in caplog.text
-    whole = real([d.video for d in decoded])
+    whole = real([u.decoded for u in units])
     assert torch.allclose(out.global_, whole.global_, atol=1e-5)
     assert torch.equal(out.action_spans, whole.action_spans)
 
 
-def test_one_video_that_does_not_fit_is_an_error(corpus, model) -> None:
+def test_one_unit_that_does_not_fit_is_an_error(corpus, model) -> None:
     embed = Embedder(model)
 
-    def never(videos):
+    def never(segments):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     embed.encode = never
     with pytest.raises(torch.OutOfMemoryError):
-        embed(_decoded(model, corpus, 3))
+        embed(_units(model, corpus, 3))

@@ -47,18 +47,20 @@ def test_index_everything_with_reasons_for_failures(tmp_path, corpus, fill, mode
     with torch.inference_mode():
         pixels = normalize_frames(torch.from_numpy(decoded.frames), model.preprocess)[None]
         direct = model.encode_video(pixels, torch.ones(1, len(decoded.frames), dtype=torch.bool))
-    stored = build.embeddings([video_id])  # kept in float16: within its rounding
+    stored = build.embeddings(build.units(video_id))  # kept in float16: within its rounding
     assert stored.action_frames.dtype == torch.float16  # multiplied as stored, not copied
     assert stored.verb_probs.dtype == torch.float32
     assert torch.allclose(stored.global_.float(), direct.global_, atol=1e-3)
     assert torch.allclose(stored.entity_frames.float(), direct.entity_frames, atol=1e-3)
     # the stored Gram matrices are those of the stored rows
-    grams = build.grams([video_id])
+    grams = build.grams(build.units(video_id))
     assert grams is not None and set(grams) == set(UNIT_FIELDS)
     for name, gram in grams.items():
         units = getattr(stored, name).float()
         assert torch.allclose(gram, units @ units.transpose(1, 2), atol=1e-5)
-    assert np.allclose(build.frame_times(video_id)[: len(decoded.frames)], decoded.timestamps_s)
+    assert np.allclose(
+        build.frame_times(build.units(video_id)[0])[: len(decoded.frames)], decoded.timestamps_s
+    )
 
 
 def test_the_rows_keep_the_concepts_of_the_stored_embeddings(tmp_path, fill, vocab_model) -> None:
@@ -71,7 +73,7 @@ def test_the_rows_keep_the_concepts_of_the_stored_embeddings(tmp_path, fill, voc
     with Session(engine) as session:
         rows = {v.id: v for v in session.query(Video).filter(Video.status == "indexed")}
     assert sorted(rows) == build.video_ids() and len(rows) == 12
-    stored = build.embeddings(build.video_ids())
+    stored = build.embeddings([u for v in build.video_ids() for u in build.units(v)])
     vocab = vocab_model.vocab
     for i, video_id in enumerate(build.video_ids()):
         row = rows[video_id]

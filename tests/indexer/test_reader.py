@@ -1,4 +1,5 @@
-"""The reader on its own: claims -> decoded videos (in worker processes) or the reasons why not."""
+"""The reader on its own: claims -> decoded segments of videos (in worker processes) or the
+reasons why not. Long videos read in chunks are in test_long_videos.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from db.queue import Claim
 from indexer import reader as reader_module
 from indexer.decode import decode_video
 from indexer.reader import Decoded, Reader, Undecodable
+from indexer.segments import decode_segments
 
 FRAMES, SIZE = 8, 32
 
@@ -25,11 +27,16 @@ def _claims(paths: list[Path], first_id: int = 1) -> list[Claim]:
 
 
 def _assert_decoded_as_in_process(read: Decoded | Undecodable, path: Path) -> None:
+    """A short video: read whole, as one segment sampled as decode_video samples it."""
     assert isinstance(read, Decoded), read
+    assert read.first == 0 and read.last and read.following() is None
     direct = decode_video(path, FRAMES, SIZE)
-    assert np.array_equal(read.video.frames, direct.frames)
-    assert np.array_equal(read.video.timestamps_s, direct.timestamps_s)
-    assert read.video.duration_s == direct.duration_s
+    (segment,) = read.chunk.segments
+    assert np.array_equal(segment.frames, direct.frames)
+    assert np.array_equal(segment.timestamps_s, direct.timestamps_s)
+    assert segment.following.shape == segment.frames.shape
+    assert (segment.start_s, segment.end_s) == (0.0, direct.duration_s)
+    assert read.chunk.duration_s == direct.duration_s
 
 
 def test_each_claim_gives_its_video_or_the_reason_in_claim_order(corpus) -> None:
@@ -43,6 +50,7 @@ def test_each_claim_gives_its_video_or_the_reason_in_claim_order(corpus) -> None
     broken, *videos, gone = reads
     assert isinstance(broken, Undecodable) and "not a readable media file" in broken.reason
     assert isinstance(gone, Undecodable) and gone.reason == "file not found: gone.mp4"
+    assert broken.first == gone.first == 0  # nothing of them was read
     for read, path in zip(videos, paths[1:], strict=True):
         _assert_decoded_as_in_process(read, path)
 
@@ -58,12 +66,12 @@ def test_the_next_batch_decodes_while_this_one_is_used(corpus) -> None:
     assert all(isinstance(r, Decoded) for r in got)
 
 
-def _decode_or_die(path, num_frames, size, fps=None):
-    """decode_video, except that a file named crash.mp4 kills its process (as a segfault in
+def _decode_or_die(path, num_frames, size, cfg, start_s=0.0):
+    """decode_segments, except that a file named crash.mp4 kills its process (as a segfault in
     the decoder, or the kernel's out-of-memory killer, would)."""
     if Path(path).name == "crash.mp4":
         os._exit(139)
-    return decode_video(path, num_frames, size, fps)
+    return decode_segments(path, num_frames, size, cfg, start_s)
 
 
 @pytest.mark.skipif(
@@ -71,7 +79,7 @@ def _decode_or_die(path, num_frames, size, fps=None):
 )
 @pytest.mark.slow
 def test_a_file_that_kills_its_decoder_costs_that_video_only(corpus, monkeypatch) -> None:
-    monkeypatch.setattr(reader_module, "decode_video", _decode_or_die)
+    monkeypatch.setattr(reader_module, "decode_segments", _decode_or_die)
     paths = sorted(corpus.iterdir())[1:5]
     crash = corpus.parent / "crash.mp4"
     crash.write_bytes(b"")
@@ -82,6 +90,7 @@ def test_a_file_that_kills_its_decoder_costs_that_video_only(corpus, monkeypatch
     assert [r.video_id for r in reads] == [1, 2, 3, 4, 5]
     dead = reads[2]
     assert isinstance(dead, Undecodable) and "decoder process died" in dead.reason
+    assert dead.first == 0
     for read, path in zip([*reads[:2], *reads[3:]], paths, strict=True):
         _assert_decoded_as_in_process(read, path)
     for read, path in zip(after, paths, strict=True):

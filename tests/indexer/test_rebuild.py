@@ -22,8 +22,10 @@ from db.connect import make_engine
 from db.rebuilds import RebuildRunning
 from db.schema import Video
 from index.reader import Build, BuildError, load_current
+from index.vectors import unit_id
 from indexer.job import IndexingCfg, run_indexing
 from indexer.rebuild import run_rebuild, staging_dir
+from indexer.segments import SegmentCfg
 from indexer.writer import remove_videos
 from model import HANet, create_model
 
@@ -59,6 +61,11 @@ def _new_model(tmp_path: Path) -> HANet:
 def _rows(engine: Engine, status: str) -> set[int]:
     with Session(engine) as session:
         return set(session.scalars(select(Video.id).where(Video.status == status)))
+
+
+def _units(video_ids) -> np.ndarray:
+    """The unit ids of these videos, one unit each (the corpus's 2 s videos)."""
+    return np.array([unit_id(v, 0) for v in sorted(video_ids)], np.int64)
 
 
 def _searchable(build: Build) -> set[int]:
@@ -139,7 +146,7 @@ def test_a_rebuild_beside_a_serving_worker_uploads_and_deletes_loses_nothing(
     indexed = _rows(engine, "indexed")
     assert indexed == before - deleted | (set(uploads + last) - deleted)
     assert set(build.video_ids()) == indexed and _searchable(build) == indexed
-    assert not build.known(np.array(sorted(deleted))).any()
+    assert not build.known(_units(deleted)).any() and build.known(_units(indexed)).all()
     assert rebuilds.running(engine) is None and not staging_dir(index).exists()
 
 
@@ -168,9 +175,29 @@ def test_a_worker_of_the_old_checkpoint_gives_its_jobs_back_after_the_swap(
     with Session(engine) as session:
         assert {v.claimed_by for v in session.query(Video).filter(Video.id.in_(late))} == {None}
     build = load_current(index, expect_checkpoint=new.checkpoint_sha256)
-    assert not build.known(np.array(late)).any()
+    assert not build.known(_units(late)).any() and build.known(_units(range(1, 7))).all()
     run_indexing(engine, new, index, _cfg(), progress=False)
     assert set(load_current(index).video_ids()) == _rows(engine, "indexed") == set(range(1, 9))
+
+
+def test_a_rebuild_with_other_segment_settings_gives_the_rows_their_new_units(
+    tmp_path, corpus, model, db_url
+) -> None:
+    """Rebuilt with settings that cut the corpus's 2 s videos into windows: each video has
+    several units in the new build, and its row says how many."""
+    engine, index = make_engine(db_url), tmp_path / "index"
+    _Uploads(engine, corpus)(2)
+    run_indexing(engine, model, index, _cfg(), progress=False)
+    assert [len(load_current(index).units(v)) for v in (1, 2)] == [1, 1]
+    windows = SegmentCfg(min_s=0.5, max_s=1.0, window_s=0.5, overlap_s=0.0)
+    summary = run_rebuild(engine, model, index, _cfg(segments=windows), progress=False)
+    assert summary.indexed == 2 and not summary.failed
+    build = load_current(index)
+    units = {v: len(build.units(v)) for v in (1, 2)}
+    assert units == {1: 3, 2: 3}  # 0-0.5, 0.5-1, 1-2
+    with Session(engine) as session:
+        rows = {v.id: v.segments for v in session.query(Video)}
+    assert rows == units
 
 
 def test_a_second_rebuild_is_refused_while_one_runs(
@@ -246,6 +273,7 @@ def _hanet(tmp_path: Path, checkpoint: Path) -> tuple[list[str], dict, Path]:
         "HANET_DATA_DIR": str(tmp_path / "data"),
         "HANET_CHECKPOINT": str(checkpoint),
         "HANET_INDEX_BATCH_SIZE": "1",  # a slow rebuild: the kill falls midway
+        "HANET_PUBLISH_INTERVAL_S": "0",  # every video published (and marked done) on its own
         "HANET_DECODE_WORKERS": "1",
     }
     env.pop("HANET_TEST_DATABASE_URL", None)  # not a setting: its warning would fill stderr

@@ -1,4 +1,5 @@
-"""The writer on its own: held batches -> the index, and only then the rows; failures; deletes."""
+"""The writer on its own: held units -> the index by whole finished videos, and only then the
+rows; failures; deletes."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from db import queue
 from db.schema import Video
 from index.reader import BuildError, load_current
+from index.vectors import unit_id
 from index.writer import IndexWriter, promote
-from indexer.decode import decode_video
-from indexer.embedder import EmbeddedBatch, Embedder
-from indexer.reader import Decoded, Undecodable
+from indexer.embedder import EmbeddedBatch, Embedder, Unit
+from indexer.reader import Undecodable
+from indexer.segments import SegmentCfg, decode_segments
 from indexer.writer import BatchWriter, remove_videos
 from model import HANet, create_model
 
@@ -23,11 +26,21 @@ WORKER = "host:1:writer"
 
 
 def _embedded(model: HANet, corpus: Path, video_ids: list[int]) -> EmbeddedBatch:
-    """These queued videos (ids in corpus name order, 1 = broken.mp4) decoded and embedded."""
+    """These queued videos (ids in corpus name order, 1 = broken.mp4) decoded and embedded,
+    one unit each (2 s videos)."""
     paths = sorted(corpus.iterdir())
     t, size = model.cfg.max_frames, model.preprocess.image_size
-    decoded = [Decoded(i, decode_video(paths[i - 1], t, size)) for i in video_ids]
-    return Embedder(model)(decoded)
+    units = [Unit(i, 0, decode_segments(paths[i - 1], t, size).segments[0]) for i in video_ids]
+    return Embedder(model)(units)
+
+
+def _finish(writer: BatchWriter, model: HANet, video_ids: list[int]) -> None:
+    """These held videos read to their end (where their last unit ends), with their concepts
+    (as the job finishes them)."""
+    for video_id in video_ids:
+        units = writer.units(video_id)
+        duration_s = float(units.spans[-1, 1])
+        writer.finish(video_id, duration_s, Embedder(model).concepts(units.embeddings))
 
 
 def _writer(engine: Engine, model: HANet, index_dir: Path, interval_s: float = 0.0) -> BatchWriter:
@@ -49,8 +62,10 @@ def test_rows_are_marked_indexed_only_after_the_publish(
     writer = _writer(engine, vocab_model, index_dir, interval_s=3600)
     first, second = _embedded(vocab_model, corpus, [2, 3]), _embedded(vocab_model, corpus, [4])
     writer.hold(first)
+    _finish(writer, vocab_model, [2, 3])
     assert writer.publish_if_due(more_queued=True) == []  # held: published recently
     writer.hold(second)
+    _finish(writer, vocab_model, [4])
     assert writer.held_ids == [2, 3, 4]
     assert {v.status for v in _rows(engine, [2, 3, 4]).values()} == {"processing"}
     with pytest.raises(BuildError):  # nothing published yet
@@ -59,14 +74,53 @@ def test_rows_are_marked_indexed_only_after_the_publish(
     assert writer.held_ids == []
     build = load_current(index_dir, expect_checkpoint=vocab_model.checkpoint_sha256)
     assert build.video_ids() == [2, 3, 4] and build.manifest["version"] == 1
+    assert [build.units(v) for v in (2, 3, 4)] == [[unit_id(v, 0)] for v in (2, 3, 4)]
     rows = _rows(engine, [2, 3, 4])
+    embed = Embedder(vocab_model)
     for batch in (first, second):
         for i, video_id in enumerate(batch.video_ids):
             row = rows[video_id]
             assert row.status == "indexed" and row.claimed_by is None
-            assert row.duration_s == batch.durations_s[i] == 2.0
+            assert row.duration_s == row.indexed_s == batch.spans[i, 1] == 2.0
+            assert row.segments == 1
             assert row.checkpoint_sha256 == vocab_model.checkpoint_sha256
-            assert row.concepts == batch.concepts[i] and row.concepts is not None
+            concepts = embed.concepts(batch.embeddings.select([i]))
+            assert row.concepts == concepts and row.concepts is not None
+
+
+def test_a_video_is_published_once_finished_with_all_its_units(
+    tmp_path, corpus, fill, model
+) -> None:
+    """A video held in pieces (its units embedded in two batches, beside another video) is
+    published only when finished, all its units at once, in segment order."""
+    engine, index_dir = fill(), tmp_path / "index"
+    writer = _writer(engine, model, index_dir)
+    t, size = model.cfg.max_frames, model.preprocess.image_size
+    cfg = SegmentCfg(min_s=0.5, max_s=1.0, window_s=0.5, overlap_s=0.0)  # a 2 s video in windows
+    segments = decode_segments(sorted(corpus.iterdir())[4], t, size, cfg).segments
+    assert len(segments) == 3
+    units, embed = [Unit(5, i, s) for i, s in enumerate(segments)], Embedder(model)
+    writer.hold(EmbeddedBatch.cat([embed(units[:2]), _embedded(model, corpus, [2])]))
+    _finish(writer, model, [2])
+    assert writer.publish() == [2]  # video 5 is not read to its end: held
+    assert writer.held_ids == [5] and 5 not in load_current(index_dir)
+    assert _rows(engine, [5])[5].status == "processing"
+    writer.hold(embed(units[2:]))
+    held = writer.units(5)
+    assert held.video_ids == [5, 5, 5] and held.segments == [0, 1, 2]
+    spans = [[s.start_s, s.end_s] for s in segments]
+    assert np.allclose(held.spans, spans)
+    writer.finish(5, 2.0, None)
+    assert writer.publish() == [5]
+    assert writer.held_ids == [] and writer.units(5) is None
+    build = load_current(index_dir)
+    assert build.video_ids() == [2, 5] and build.manifest["counts"]["event"] == 4
+    assert build.units(5) == [unit_id(5, i) for i in range(3)]
+    assert np.allclose([build.span(u) for u in build.units(5)], spans)
+    stored = build.embeddings(build.units(5)).global_.float()
+    assert torch.allclose(stored, embed(units).embeddings.global_, atol=1e-3)
+    row = _rows(engine, [5])[5]
+    assert row.status == "indexed" and row.segments == 3 and row.duration_s == 2.0
 
 
 def test_a_row_the_index_refuses_is_failed_not_indexed(tmp_path, corpus, fill, model) -> None:
@@ -77,9 +131,11 @@ def test_a_row_the_index_refuses_is_failed_not_indexed(tmp_path, corpus, fill, m
     engine, index_dir = fill(), tmp_path / "index"
     writer = _writer(engine, model, index_dir)
     writer.hold(_embedded(model, corpus, [2]))
+    _finish(writer, model, [2])
     assert writer.publish() == [2]
     delete_videos(index_dir, [3])  # the deletion of an earlier video that had id 3
     writer.hold(_embedded(model, corpus, [3, 4]))
+    _finish(writer, model, [3, 4])
     assert writer.publish() == [4]
     rows = _rows(engine, [3, 4])
     assert rows[4].status == "indexed"
@@ -94,8 +150,10 @@ def test_without_an_interval_every_batch_is_published(tmp_path, corpus, fill, mo
     engine, index_dir = fill(), tmp_path / "index"
     writer = _writer(engine, model, index_dir)
     writer.hold(_embedded(model, corpus, [2]))
+    _finish(writer, model, [2])
     assert writer.publish_if_due(more_queued=True) == [2]
     writer.hold(_embedded(model, corpus, [3, 4]))
+    _finish(writer, model, [3, 4])
     assert writer.publish_if_due(more_queued=True) == [3, 4]
     build = load_current(index_dir)
     assert build.manifest["version"] == 2 and len(build) == 3
@@ -110,6 +168,7 @@ def test_a_publish_that_raises_leaves_the_rows_processing(tmp_path, corpus, fill
     engine, index_dir = fill(), tmp_path / "index"
     writer = _writer(engine, model, index_dir)
     writer.hold(_embedded(model, corpus, [2]))
+    _finish(writer, model, [2])
     assert writer.publish() == [2]
     other = create_model("tiny")
     other.save(str(tmp_path / "other.pt"))
@@ -117,12 +176,13 @@ def test_a_publish_that_raises_leaves_the_rows_processing(tmp_path, corpus, fill
     rebuilt.publish([2], _embedded(other, corpus, [2]).embeddings, np.zeros((1, 8), np.float32))
     promote(tmp_path / "staging", index_dir)
     writer.hold(_embedded(model, corpus, [3, 4]))
+    _finish(writer, model, [3, 4])
     with pytest.raises(BuildError, match="hanet index rebuild"):
         writer.publish()
     rows = _rows(engine, [3, 4])
     assert {v.status for v in rows.values()} == {"processing"}
     assert all(v.claimed_by == WORKER and v.checkpoint_sha256 is None for v in rows.values())
-    assert writer.held_ids == [3, 4]
+    assert writer.held_ids == [3, 4]  # still held, still to be released by the job
     assert 3 not in load_current(index_dir)
 
 
@@ -141,6 +201,7 @@ def test_a_writer_with_a_stale_build_keeps_the_tombstones(tmp_path, corpus, fill
     engine, index = fill(), tmp_path / "index"
     writer = _writer(engine, model, index)
     writer.hold(_embedded(model, corpus, [2, 3, 4, 5, 6, 7]))
+    _finish(writer, model, [2, 3, 4, 5, 6, 7])
     writer.publish()
     stale = load_current(index)  # a worker's copy, read before the delete below
     gone = stale.video_ids()[0]
@@ -148,17 +209,20 @@ def test_a_writer_with_a_stale_build_keeps_the_tombstones(tmp_path, corpus, fill
     again = stale.video_ids()[1]  # re-indexing a video publishes from the stale copy
     held = EmbeddedBatch(
         [again],
-        stale.embeddings([again]),
+        [0],
+        stale.embeddings(stale.units(again)),
         np.zeros((1, model.cfg.max_frames), np.float32),
-        [2.0],
-        [None],
+        np.array([[0.0, 2.0]], np.float32),
     )
     stale_writer = BatchWriter(engine, IndexWriter(index, stale), worker="w")
     stale_writer.hold(held)
+    stale_writer.finish(again, 2.0, None)
     stale_writer.publish()
     latest = load_current(index)
     assert gone not in latest and again in latest
     assert gone in latest.vectors.deleted
+    assert not latest.known(np.array([unit_id(gone, 0)])).any()
+    assert latest.known(np.array([unit_id(again, 0)])).all()
 
 
 def test_remove_videos_deletes_the_rows_it_finds(tmp_path, fill) -> None:

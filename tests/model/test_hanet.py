@@ -241,6 +241,29 @@ def test_motion_stream_starts_as_a_no_op_and_reads_each_frame_with_the_next() ->
     assert all(p.grad.abs().sum() > 0 for p in stream.parameters())
 
 
+def test_motion_stream_reads_given_successors_instead_of_the_next_sampled_frame() -> None:
+    """With ``following`` (each frame's own successor, as the indexer decodes for a long
+    segment), the difference is taken to it, not to the next sampled frame: a successor equal
+    to its frame reads as a frame alone, and the next sampled frame as successor gives what the
+    implicit pairing gives."""
+    torch.manual_seed(0)
+    model = HANet(replace(get_config("tiny"), motion_levels="all", motion_stream=8)).eval()
+    t = model.cfg.max_frames
+    pixels, mask = random_pixels(model, 1, t), torch.ones(1, t, dtype=torch.bool)
+    stream = model.motion_stream
+    one = torch.ones(1, 1, dtype=torch.bool)
+    with torch.no_grad():
+        resting = stream(pixels, mask, following=pixels.clone())
+        alone = torch.cat([stream(pixels[:, i : i + 1], one) for i in range(t)])
+        implicit = stream(pixels, mask)
+        explicit = stream(pixels, mask, torch.cat([pixels[:, 1:], pixels[:, -1:]], dim=1))
+    assert torch.allclose(resting, alone, atol=1e-5)
+    assert torch.allclose(implicit, explicit, atol=1e-5)
+    assert not torch.allclose(resting[:-1], implicit[:-1], atol=1e-3)
+    with pytest.raises(ValueError, match="following"):
+        model.encode_video(pixels, mask, following=pixels[:, :2])
+
+
 @pytest.mark.parametrize("levels", ["all", "action"])
 def test_keypoints_start_as_a_no_op_then_train(levels: str) -> None:
     """The keypoints' positions follow the frame features and reach the temporal convolution

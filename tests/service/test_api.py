@@ -193,9 +193,19 @@ def test_ingest_index_search_delete(client, corpus) -> None:
     found = client.post("/search", json={"query": "a red star moves left", "top_k": 3}).json()
     assert len(found["hits"]) == 3 and found["took_ms"] > 0
     hit = found["hits"][0]
-    assert set(hit) == {"video_id", "title", "score", "scores", "moment", "concepts"}
+    keys = {"video_id", "title", "score", "scores", "moment", "moments", "duration_s", "concepts"}
+    assert set(hit) == keys and hit["duration_s"] == pytest.approx(2.0)
     assert {"global", "local_action", "fused"} <= set(hit["scores"])
     assert 0 <= hit["moment"]["start_s"] <= hit["moment"]["end_s"] <= 2.0
+    # a clip is one segment: its one moment is the hit's, inside the whole clip
+    (moment,) = hit["moments"]
+    assert (moment["start_s"], moment["end_s"]) == (
+        hit["moment"]["start_s"],
+        hit["moment"]["end_s"],
+    )
+    assert moment["score"] == hit["score"] and moment["segment"]["start_s"] == 0.0
+    assert moment["segment"]["end_s"] == pytest.approx(2.0)
+    assert one["segments"] == 1 and one["progress"] == 1.0
     for h in found["hits"]:  # a hit's concepts are the video's own
         assert h["concepts"] == client.get(f"/videos/{h['video_id']}").json()["concepts"]
     scores = [h["score"] for h in found["hits"]]

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from indexer.job import IndexingCfg, run_indexing
 from service.app import create_app
 from service.batching import Batcher, Overloaded
-from service.search import QueryCache, batch_invariant, search, search_many
+from service.search import Query, QueryCache, batch_invariant, search, search_many
 from service.settings import HanetSettings
 
 
@@ -170,6 +170,9 @@ def served(request, tmp_path, synth_corpus, vocab_checkpoint):
         state = client.app.state.hanet
         cfg = IndexingCfg(batch_size=4, decode_workers=1)
         run_indexing(state.engine, state.searcher.model, settings.index_dir, cfg, progress=False)
+        # the last version, on the spot: a watcher may have loaded the first batch's meanwhile,
+        # and the searches compared must all see the same build
+        assert len(state.searcher.index.current(wait=True)) == 6
         yield client
 
 
@@ -195,15 +198,16 @@ def test_a_batch_finds_what_each_search_finds_alone(served, int8) -> None:
         assert not batch_invariant(model) and batch_invariant(state.searcher.model)
     top_k = [3, 5, 2, 6, 1]
     alone = [search(model, build, q, k, rerank=4) for q, k in zip(QUERIES, top_k, strict=True)]
-    batched = search_many(model, build, QUERIES, top_k, rerank=4)
+    queries = [Query(q, k) for q, k in zip(QUERIES, top_k, strict=True)]
+    batched = search_many(model, build, queries, rerank=4)
     assert [len(h) for h in batched] == [3, 5, 2, 6, 1]
     for b, a in zip(batched, alone, strict=True):
         _same_hits(b, a)
     # the query cache: the batch's unknown sentences encoded together, repeats counted as hits
     cache = QueryCache(model, size=8)
-    cached = search_many(model, build, QUERIES, top_k, rerank=4, cache=cache)
+    cached = search_many(model, build, queries, rerank=4, cache=cache)
     assert (cache.hits, cache.misses) == (1, 4)
-    again = search_many(model, build, QUERIES[:2], top_k[:2], rerank=4, cache=cache)
+    again = search_many(model, build, queries[:2], rerank=4, cache=cache)
     assert (cache.hits, cache.misses) == (3, 4)
     for b, a in zip(cached + again, alone + alone[:2], strict=True):
         _same_hits(b, a)

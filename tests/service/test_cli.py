@@ -82,14 +82,17 @@ def test_demo_indexes_the_corpus_once_and_searches(tmp_path, monkeypatch) -> Non
     monkeypatch.setenv("HANET_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("HANET_DATABASE_URL", raising=False)
     monkeypatch.delenv("HANET_CHECKPOINT", raising=False)
-    first = runner.invoke(app, ["demo", "--videos", "4", "--no-serve"])
+    args = ["demo", "--videos", "4", "--long-videos", "1", "--no-serve"]
+    first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert "indexed 4 new videos" in first.output and "4 searchable, 0 failed" in first.output
-    assert "which ranks" in first.output and "  1. video " in first.output
-    again = runner.invoke(app, ["demo", "--videos", "4", "--no-serve"])
+    assert "indexed 5 new videos" in first.output and "5 searchable, 0 failed" in first.output
+    assert first.output.count("which ranks") == 2 and "  1. video " in first.output
+    assert "(it happens at " in first.output  # the long video's event, and the moments found
+    again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert "indexed 0 new videos" in again.output and "4 searchable" in again.output
+    assert "indexed 0 new videos" in again.output and "5 searchable" in again.output
     assert len(list((tmp_path / "data" / "demo-corpus" / "videos").iterdir())) == 4
+    assert len(list((tmp_path / "data" / "demo-long" / "videos").iterdir())) == 1
 
 
 def test_an_unknown_setting_is_warned_about_once(tmp_path, monkeypatch, caplog) -> None:

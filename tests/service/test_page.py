@@ -327,3 +327,162 @@ def test_scripts_in_uploaded_files_never_run(browser, server, tmp_path) -> None:
     assert opened["video.html"] == (200, "video/mp4")
     assert dialogs == []
     context.close()
+
+
+# ---- long videos: a hit's moments as marks on its timeline ----
+
+# Records each play() call's currentTime instead of playing (headless: no autoplay to wait on).
+RECORD_PLAYS = """
+window.plays = [];
+HTMLMediaElement.prototype.play = function () {
+  window.plays.push(this.currentTime); return Promise.resolve(); };
+"""
+
+
+@pytest.fixture(scope="module")
+def long_server(tmp_path_factory):
+    """A server whose library holds a 30 s video (two shots: a 25 s one with a long still
+    stretch, then an empty one) indexed as several short segments, and one short video."""
+    from corpus.long import plan_long_corpus, render_segments, write_mp4
+    from db import queue
+    from model import file_sha256
+
+    root = tmp_path_factory.mktemp("long")
+    long = root / "long.mp4"
+    write_mp4(
+        long, render_segments(plan_long_corpus(1, seed=21, min_minutes=0.5, max_minutes=0.5)[0])
+    )
+    short = generate_corpus(root / "c", 1, seed=22, workers=1, progress=False).parent
+    short = short / "videos" / "synth000000.mp4"
+    settings = HanetSettings(
+        data_dir=root / "data",
+        segment_min_s=1.0,
+        segment_max_s=6.0,
+        segment_window_s=3.0,
+        segment_overlap_s=0.0,
+    )
+    with serve(settings) as (app, url):
+        engine = app.state.hanet.engine
+        ids = {}
+        for name, path in (("long", long), ("short", short)):
+            ids[name], _ = queue.enqueue(
+                engine, media_path=str(path), sha256=file_sha256(path), title=name
+            )
+        deadline = time.monotonic() + 120
+        while queue.counts(engine)["indexed"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert queue.counts(engine)["indexed"] == 2
+        yield {"url": url, "ids": ids}
+
+
+def _search_and_read(page, query: str, group: str = "video") -> dict:
+    """Search from the page (grouping by ``group``); the response body the page got."""
+    page.select_option("#group-by", group)
+    page.get_by_label("Describe what happens in the video").fill(query)
+    with page.expect_response("**/search") as answer:
+        page.keyboard.press("Enter")
+    noun = "moments" if group == "moment" else "videos"
+    page.wait_for_function(
+        f"() => document.getElementById('search-status').textContent.includes('{noun} for')"
+    )
+    return answer.value.json()
+
+
+def test_a_long_videos_moments_are_marks_that_play_from_their_start(browser, long_server):
+    video = long_server["ids"]["long"]
+    context = browser.new_context()
+    context.add_init_script(RECORD_PLAYS)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    shown = page.request.get(f"{long_server['url']}/videos/{video}").json()
+    assert shown["segments"] >= 3 and shown["progress"] == 1.0
+    page.goto(long_server["url"] + "/")
+    body = _search_and_read(page, "a red circle moves left")
+    hit = next(h for h in body["hits"] if h["video_id"] == video)
+    assert hit["duration_s"] == pytest.approx(30.0, abs=0.2)
+    moments = hit["moments"]
+    assert len(moments) == 3  # the default per hit: three of its segments
+    assert moments[0]["start_s"] == hit["moment"]["start_s"]
+    card = page.locator(f"#results li.hit[data-video-id='{video}']")
+    marks = card.locator(".marks button.mark")
+    assert marks.count() == 3
+    lefts = marks.evaluate_all("els => els.map(e => parseFloat(e.style.left))")
+    assert lefts == pytest.approx(
+        [100 * m["start_s"] / hit["duration_s"] for m in moments], abs=0.01
+    )
+    thumbnail = card.locator("img").get_attribute("src")
+    assert thumbnail.endswith(f"?t={moments[0]['start_s']:.1f}")  # the best moment's frame
+    # keyboard: the marks follow the card's play button in tab order, best first
+    card.locator("button.open").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.classList.contains('best')")
+    page.keyboard.press("Tab")
+    second = moments[1]
+    label = page.evaluate("document.activeElement.getAttribute('aria-label')")
+    assert f"from {second['start_s']:.2f} s to {second['end_s']:.2f} s" in label
+    page.keyboard.press("Enter")
+    _wait_at(page, second["start_s"])
+    assert page.locator("#player").is_visible()
+    assert page.locator("#player-title").inner_text() == "long"
+    assert page.evaluate("window.plays") == [pytest.approx(second["start_s"], abs=0.25)]
+    third = moments[2]  # the video already loaded: the player only moves
+    marks.nth(2).click()
+    _wait_at(page, third["start_s"])
+    plays = page.evaluate("window.plays")
+    assert len(plays) == 2 and plays[1] == pytest.approx(third["start_s"], abs=0.25)
+    assert f"{third['start_s']:.2f} s to {third['end_s']:.2f} s" in page.inner_text("#moment-text")
+    context.close()
+
+
+def _wait_at(page, start_s: float) -> None:
+    page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+    page.wait_for_function(
+        f"() => Math.abs(document.getElementById('video').currentTime - {start_s}) < 0.25"
+    )
+
+
+def test_grouping_by_moment_lists_a_video_once_per_moment(browser, long_server) -> None:
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(long_server["url"] + "/")
+    with page.expect_request("**/search") as asked:
+        body = _search_and_read(page, "a blue square grows", group="moment")
+    assert asked.value.post_data_json["group_by"] == "moment"
+    video = long_server["ids"]["long"]
+    theirs = [h for h in body["hits"] if h["video_id"] == video]
+    assert len(theirs) >= 2  # several of its segments, each a hit of its own
+    cards = page.locator(f"#results li.hit[data-video-id='{video}']")
+    assert cards.count() == len(theirs)
+    for i, hit in enumerate(theirs):
+        mark = cards.nth(i).locator(".marks button.mark")
+        assert mark.count() == 1
+        assert float(mark.get_attribute("data-start-s")) == hit["moments"][0]["start_s"]
+    # back to videos: the same query again, one card per video
+    with page.expect_request("**/search") as asked:
+        page.select_option("#group-by", "video")
+    assert asked.value.post_data_json["group_by"] == "video"
+    page.wait_for_function(
+        "() => document.getElementById('search-status').textContent.includes('videos for')"
+    )
+    assert page.locator(f"#results li.hit[data-video-id='{video}']").count() == 1
+    page.close()
+
+
+def test_the_library_shows_how_far_a_video_is_indexed(browser, tmp_path) -> None:
+    """A video the indexer has read 12 s of 30 s into shows as processing 40%."""
+    from db import queue
+    from model import file_sha256
+
+    video = generate_corpus(tmp_path / "c", 1, seed=23, workers=1, progress=False).parent
+    video = video / "videos" / "synth000000.mp4"
+    with serve(HanetSettings(data_dir=tmp_path / "data"), with_indexer=False) as (app, url):
+        engine = app.state.hanet.engine
+        video_id, _ = queue.enqueue(engine, media_path=str(video), sha256=file_sha256(video))
+        assert [c.video_id for c in queue.claim(engine, worker="test", limit=1)] == [video_id]
+        assert queue.progress(engine, video_id, worker="test", indexed_s=12.0, duration_s=30.0)
+        page = browser.new_page()
+        page.goto(url + "/")
+        cell = page.locator(f"#library tr[data-video-id='{video_id}'] td").nth(2)
+        cell.wait_for()
+        assert cell.inner_text() == "processing 40%"
+        page.close()

@@ -1,4 +1,5 @@
-"""Candidate selection: the level indexes' best videos, cut to the rerank budget by rank fusion."""
+"""Candidate selection: the level indexes' best units (videos' segments), cut to the rerank budget
+by rank fusion, a few per video at most."""
 
 from __future__ import annotations
 
@@ -8,11 +9,22 @@ import numpy as np
 import torch
 
 from index.reader import Build
-from index.vectors import FaissStore
+from index.vectors import FaissStore, unit_id, video_of
 from model import TextEmbeddings
-from service.search import candidates, candidates_many
+from service.search import UNITS_PER_VIDEO, candidates, candidates_many
 
 DIM = 16
+
+
+def _videos(units: list[int]) -> list[int]:
+    """The videos of candidate units (one unit each in these tests: segment 0)."""
+    assert all(u == unit_id(video_of(u), 0) for u in units)
+    return [video_of(u) for u in units]
+
+
+def _rows(videos) -> dict[int, tuple[int, int]]:
+    """Rerank rows of one-unit videos 1..n at (part 0, row v - 1)."""
+    return {unit_id(v, 0): (0, v - 1) for v in videos}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -47,11 +59,11 @@ def test_candidates_fuse_the_levels_and_keep_each_levels_best() -> None:
     }
     for video_id, vecs in vectors.items():
         store.add(video_id, vecs)
-    build = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in vectors})
+    build = Build(Path("."), {}, store, rows=_rows(vectors))
     # the sentence matches video 7's event vector, the verb video 20's action, the argument 33's
     text = _text(vectors[7]["event"][0], vectors[20]["action"][1], vectors[33]["entity"][2])
-    assert candidates(build, text, 100) == list(range(1, 51))  # everything when the budget allows
-    few = candidates(build, text, 3)
+    assert _videos(candidates(build, text, 100)) == list(range(1, 51))  # all when the budget allows
+    few = _videos(candidates(build, text, 3))
     assert len(few) == 3 and {7, 20, 33} == set(few)
     # reciprocal rank fusion by its definition: sum of 1 / (60 + rank) over the levels' lists
     fused: dict[int, float] = {}
@@ -63,14 +75,15 @@ def test_candidates_fuse_the_levels_and_keep_each_levels_best() -> None:
         for rank, hit in enumerate(store.search(level, query.numpy(), 12)[0], start=1):
             fused[hit.video_id] = fused.get(hit.video_id, 0.0) + 1 / (60 + rank)
     expected = sorted(sorted(fused, key=lambda v: (-fused[v], v))[:12])
-    assert candidates(build, text, 12) == expected and len(set(fused)) > 12
+    assert _videos(candidates(build, text, 12)) == expected and len(set(fused)) > 12
     # a video with vectors but no rerank rows in the build is no candidate
-    rowless = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in vectors if v != 20})
-    assert candidates(rowless, text, 100) == [v for v in vectors if v != 20]
+    rowless = Build(Path("."), {}, store, rows=_rows(v for v in vectors if v != 20))
+    assert _videos(candidates(rowless, text, 100)) == [v for v in vectors if v != 20]
     # nor is a tombstoned one, though its vectors are still in the index
     store.delete([33])
-    tombstoned = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in vectors if v != 33})
-    assert 33 not in candidates(tombstoned, text, 100) and 20 in candidates(tombstoned, text, 3)
+    tombstoned = Build(Path("."), {}, store, rows=_rows(v for v in vectors if v != 33))
+    assert 33 not in _videos(candidates(tombstoned, text, 100))
+    assert 20 in _videos(candidates(tombstoned, text, 3))
 
 
 def test_candidates_of_several_sentences_at_once_are_each_sentences_own() -> None:
@@ -86,7 +99,7 @@ def test_candidates_of_several_sentences_at_once_are_each_sentences_own() -> Non
                 for lv, n in (("event", 1), ("action", 3), ("entity", 4))
             },
         )
-    build = Build(Path("."), {}, store, rows={v: (0, v - 1) for v in range(1, 41)})
+    build = Build(Path("."), {}, store, rows=_rows(range(1, 41)))
     texts = [  # one to three phrases of each kind
         _text(*(_unit(rng.normal(size=(n, DIM))) for n in (1, 1 + i % 2, 3 - i % 3)))
         for i in range(4)
@@ -95,3 +108,49 @@ def test_candidates_of_several_sentences_at_once_are_each_sentences_own() -> Non
     together = candidates_many(build, texts, limits)
     assert together == [candidates(build, t, k) for t, k in zip(texts, limits, strict=True)]
     assert [len(c) for c in together] == [5, 12, 5, 40] and together[0] != together[2]
+
+
+def test_a_long_videos_segments_take_a_few_candidate_places_at_most() -> None:
+    """Video 1 has 30 segments all close to the sentence; with a budget of 12 it takes
+    ``UNITS_PER_VIDEO`` places (its best segments), and the other videos the rest."""
+    rng = np.random.default_rng(2)
+    store = FaissStore(DIM)
+    target = _unit(rng.normal(size=DIM))
+    near = [_unit(target + 0.05 * rng.normal(size=DIM)) for _ in range(30)]
+    store.add(1, [{"event": v[None], "action": v[None], "entity": v[None]} for v in near])
+    for video_id in range(2, 21):
+        store.add(
+            video_id, {lv: _unit(rng.normal(size=(2, DIM))) for lv in ("event", "action", "entity")}
+        )
+    rows = {unit_id(1, s): (0, s) for s in range(30)}
+    rows.update({unit_id(v, 0): (0, 30 + v) for v in range(2, 21)})
+    build = Build(Path("."), {}, store, rows=rows)
+    found = candidates(build, _text(target, target, target), 12)
+    mine = [u for u in found if video_of(u) == 1]
+    assert len(found) == 12 and len(mine) == UNITS_PER_VIDEO
+    # its best segments: those nearest the sentence
+    nearest = np.argsort([-(v @ target) for v in near])[:UNITS_PER_VIDEO]
+    assert sorted(u - unit_id(1, 0) for u in mine) == sorted(nearest.tolist())
+
+
+def test_a_search_for_videos_takes_more_units_until_it_has_enough_videos() -> None:
+    """Three videos of five close segments each: a budget of 4 units holds one video; asking
+    for three videos adds the best unit of each of the other two."""
+    rng = np.random.default_rng(4)
+    store = FaissStore(DIM)
+    target = _unit(rng.normal(size=DIM))
+    rows = {}
+    for video_id in (1, 2, 3):
+        spread = {1: 0.01, 2: 0.4, 3: 0.6}[video_id]  # video 1 nearest by far
+        near = [_unit(target + spread * rng.normal(size=DIM)) for _ in range(5)]
+        store.add(
+            video_id, [{"event": v[None], "action": v[None], "entity": v[None]} for v in near]
+        )
+        rows.update({unit_id(video_id, s): (0, 5 * video_id + s) for s in range(5)})
+    build = Build(Path("."), {}, store, rows=rows)
+    text = _text(target, target, target)
+    few = candidates(build, text, 4)
+    assert len(few) == 4 and {video_of(u) for u in few} == {1}
+    enough = candidates(build, text, 4, videos=3)
+    assert len(enough) == 6 and {video_of(u) for u in enough} == {1, 2, 3}
+    assert set(few) <= set(enough)
