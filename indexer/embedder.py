@@ -111,7 +111,7 @@ class Embedder:
             n = len(v.frames)
             frames[0, i, :n], mask[i, :n] = v.frames, True
             if moving:
-                frames[1, i, :n] = v.following
+                frames[1, i, :n] = motion_partners(v)
         device = model.device
         pixels = normalize_frames(torch.from_numpy(frames).to(device), model.preprocess)
         following = pixels[1] if moving else None
@@ -136,6 +136,23 @@ class Embedder:
 
 def _as_json(concepts: list[Concept]) -> list[dict[str, str | float]]:
     return [{"name": c.name, "probability": c.probability} for c in concepts]
+
+
+# Sampled frames at most this far apart are each other's motion partners, as in the clips the
+# model was trained on (the next sampled frame); further apart, each frame's own successor.
+DENSE_S = 0.25
+
+
+def motion_partners(segment: DecodedSegment) -> np.ndarray:
+    """(n, S, S, 3): the frame each sampled frame's motion is read against. In a segment
+    sampled as densely as training clips (a short clip), the next sampled frame (the last
+    frame: itself, no motion), exactly what the model saw in training; in a sparser one (a
+    long segment), each frame's decoded successor, so that motion spans one frame interval
+    rather than seconds."""
+    times = segment.timestamps_s
+    if len(times) > 1 and float(np.median(np.diff(times))) > DENSE_S:
+        return segment.following
+    return np.concatenate([segment.frames[1:], segment.frames[-1:]])
 
 
 def frame_times(videos: list[DecodedSegment], frames: int) -> np.ndarray:

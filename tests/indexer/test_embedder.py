@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.embedder import EmbeddedBatch, Embedder, Unit
+from indexer.embedder import DENSE_S, EmbeddedBatch, Embedder, Unit, motion_partners
 from indexer.segments import SegmentCfg, decode_segments, plan_segments
 from model import ConceptVocab, HANet, VideoEmbeddings, get_config
 from model.preprocess import normalize_frames
@@ -29,8 +29,9 @@ def _units(
 
 
 def _direct(model: HANet, unit: Unit, following: bool = True) -> VideoEmbeddings:
-    """The model's own video branch on one unit's frames (and their successors), unpadded."""
-    frames, after = unit.decoded.frames, unit.decoded.following
+    """The model's own video branch on one unit's frames (and their motion partners), unpadded;
+    without ``following``, the model's own pairing of each frame with the next sampled one."""
+    frames, after = unit.decoded.frames, motion_partners(unit.decoded)
     with torch.inference_mode():
         pixels = normalize_frames(torch.from_numpy(frames), model.preprocess)[None]
         moved = normalize_frames(torch.from_numpy(after), model.preprocess)[None]
@@ -76,16 +77,25 @@ def motion_model(tmp_path) -> HANet:
     return m
 
 
-def test_the_motion_stream_reads_each_frame_s_successor(corpus, motion_model) -> None:
-    """With a motion stream, the decoded successors are what the model compares each frame to
-    (not the next sampled frame, as it would without them)."""
+def test_the_motion_stream_reads_successors_only_where_samples_are_sparse(
+    corpus, motion_model
+) -> None:
+    """A clip sampled as densely as training clips pairs each frame with the next sampled one
+    (what the model was trained on: the embeddings are those without successors); a sparse
+    sample (3 frames over 2 s, as in a long segment) pairs each frame with its decoded
+    successor, which changes the embeddings."""
     units = _units(motion_model, corpus, 2)
-    short = _units(motion_model, corpus, 1, frames=3)[0]
-    units.append(Unit(30, 0, short.decoded))
+    sparse = _units(motion_model, corpus, 1, frames=3)[0]
+    assert np.median(np.diff(sparse.decoded.timestamps_s)) > DENSE_S
+    assert np.median(np.diff(units[0].decoded.timestamps_s)) <= DENSE_S
+    units.append(Unit(30, 0, sparse.decoded))
     out = Embedder(motion_model)(units).embeddings
     _assert_rows_are_alone(motion_model, out, units)
-    without = _direct(motion_model, units[0], following=False)  # motion feeds the action level
-    assert not torch.allclose(out.select([0]).action_segments, without.action_segments, atol=1e-3)
+    trained = _direct(motion_model, units[0], following=False)
+    assert torch.allclose(out.select([0]).action_segments, trained.action_segments, atol=1e-5)
+    assert np.array_equal(motion_partners(sparse.decoded), sparse.decoded.following)
+    paired = _direct(motion_model, units[2], following=False)  # motion feeds the action level
+    assert not torch.allclose(out.select([2]).action_segments, paired.action_segments, atol=1e-3)
 
 
 def test_frame_times_and_spans_come_from_the_decoded_segments(corpus, model) -> None:
