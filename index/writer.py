@@ -234,7 +234,9 @@ def publish(
 def _add_vectors(build: Build, videos: np.ndarray, video: VideoEmbeddings) -> None:
     """Each video's units' level vectors into the build's store (replacing any it had; the
     part being written replaces its rows, ``index.reader._rows``)."""
-    starts = np.flatnonzero(np.r_[True, videos[1:] != videos[:-1]]) if len(videos) else []
+    if not len(videos):  # an empty first version (a rebuild of an empty library)
+        return
+    starts = np.flatnonzero(np.r_[True, videos[1:] != videos[:-1]])
     ends = [*starts[1:], len(videos)]
     for start, end in zip(starts, ends, strict=True):
         video_id = int(videos[start])

@@ -238,3 +238,13 @@ def test_a_long_videos_segments_are_units_replaced_and_deleted_with_it(index_dir
     assert not gone.known(np.array(units)).any()
     with pytest.raises(BuildError, match="consecutive"):
         writer.publish([21, 22, 21], videos(cfg, [1, 2, 3]), times(cfg, 3))
+
+
+def test_an_empty_first_version_is_published_for_an_empty_library(tmp_path, cfg) -> None:
+    """A rebuild of a library with no videos still publishes a build of its checkpoint."""
+    writer = IndexWriter.open(tmp_path / "index", cfg, CHECKPOINT, "Flat")
+    writer.publish_empty()
+    build = load_current(tmp_path / "index", expect_checkpoint=CHECKPOINT)
+    assert len(build) == 0 and build.rows == {} and build.manifest["version"] == 1
+    add(writer, [3])  # and videos go on top of it
+    assert load_current(tmp_path / "index").video_ids() == [3]
