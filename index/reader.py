@@ -107,16 +107,22 @@ class Build:
 
     def most_units(self) -> int:
         """The most units one live video has (1 for a library of short clips)."""
-        return max(map(len, self._units_by_video().values()), default=1)
+        return self._by_video()[1]
 
     def _units_by_video(self) -> dict[int, list[int]]:
-        cached = self.__dict__.get("_by_video")
+        return self._by_video()[0]
+
+    def _by_video(self) -> tuple[dict[int, list[int]], int]:
+        """Each live video's units and the most any has, computed once per set of rows (a
+        search asks for the most on every query)."""
+        cached = self.__dict__.get("_units_cache")
         if cached is None or cached[0] is not self.rows or cached[1] != len(self.rows):
             by_video: dict[int, list[int]] = {}
             for unit in sorted(self.rows):
                 by_video.setdefault(unit >> UNIT_BITS, []).append(unit)
-            cached = self.__dict__["_by_video"] = (self.rows, len(self.rows), by_video)
-        return cached[2]
+            most = max(map(len, by_video.values()), default=1)
+            cached = self.__dict__["_units_cache"] = (self.rows, len(self.rows), by_video, most)
+        return cached[2], cached[3]
 
     def known(self, unit_ids: np.ndarray) -> np.ndarray:
         """(N,) bool: which of these units are in this build and not deleted."""

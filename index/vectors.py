@@ -52,11 +52,6 @@ def video_of(unit_ids: np.ndarray | int) -> np.ndarray | int:
     return np.asarray(unit_ids, dtype=np.int64) >> UNIT_BITS
 
 
-def segment_of(unit_ids: np.ndarray | int) -> np.ndarray | int:
-    """Each unit's segment number in its video."""
-    return unit_ids & (MAX_UNITS - 1)
-
-
 def vector_ids(unit: int, count: int) -> np.ndarray:
     if not 0 < count <= SEGMENT_SLOTS:
         raise VectorStoreError(f"a unit holds 1 to {SEGMENT_SLOTS} vectors per level")
