@@ -20,17 +20,8 @@ from indexer.segments import (
     decode_segments,
     plan_segments,
 )
-
-MEDIA = Path(__file__).resolve().parents[3] / "shared" / "media"
-REAL_VIDEOS = [
-    "av1_video.mkv",
-    "bt709_full_range.mp4",
-    "h264_10bits.mp4",
-    "h265_10bits.mp4",
-    "h265_video.mp4",
-    "nasa_13013.mp4",
-]
-needs_media = pytest.mark.skipif(not MEDIA.is_dir(), reason=f"{MEDIA} is absent")
+from tests.indexer.test_decode import MEDIA, needs_media  # the shared real files
+from tests.indexer.test_decode import VIDEOS as REAL_VIDEOS
 
 FPS = 12
 SIDE = 96  # generated frames are SIDE x SIDE; decoded at the same size, so pixels stay sharp
