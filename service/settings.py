@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +47,25 @@ class HanetSettings(BaseSettings):
         default="Flat",
         description='FAISS factory string per level: "Flat", "IVF1024,Flat", '
         '"IVF4096,PQ64", "HNSW32".',
+    )
+    vector_store: Literal["faiss", "milvus"] = Field(
+        default="faiss",
+        description='Where the level vectors and rerank rows live: "faiss" (index builds in '
+        'data_dir, shared by every process through the file system) or "milvus" (a Milvus '
+        "server or Milvus Lite file; no shared folder needed).",
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description='Milvus to use with vector_store "milvus": "http://milvus:19530" for a '
+        "server, a local path ending in .db for Milvus Lite; unset: milvus.db in data_dir.",
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None, description='Milvus credentials ("user:password" or an API token).'
+    )
+    milvus_collection: str = Field(
+        default="hanet",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="Prefix of this library's Milvus collections and alias.",
     )
     index_batch_size: int = Field(
         default=16, ge=1, le=1024, description="Segments (index units) per model batch."
@@ -188,6 +207,10 @@ class HanetSettings(BaseSettings):
     @property
     def upload_dir(self) -> Path:
         return self.data_dir / "media"
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
 
     @property
     def resolved_database_url(self) -> str:
