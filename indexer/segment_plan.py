@@ -32,6 +32,10 @@ class SegmentCfg:
     chunk_s: float = 60.0  # at most about this much video decoded per call (memory bound)
     sample_fps: float = 8.0  # candidate frames kept per second of the open segment
     detect_width: int = 128  # frames shrink to this width (aspect kept) for shot detection
+    # A video longer than max_s is decoded without its non-reference frames (most B-frames):
+    # far less decoding where a codec has them; a sampled frame's successor is then the next
+    # decoded frame, still a few frames away. A shorter video decodes every frame.
+    skip_nonref: bool = True
 
     def __post_init__(self) -> None:
         finite = (self.min_s, self.max_s, self.window_s, self.overlap_s, self.threshold)

@@ -383,5 +383,8 @@ def decode_segments(
         stream = pick_video_stream(container)
         stream.thread_type = "AUTO"
         reader = _SegmentReader(container, stream, num_frames, size, cfg, float(start_s))
+        declared = reader.declared
+        if cfg.skip_nonref and (declared is None or declared > cfg.max_s):
+            stream.codec_context.skip_frame = "NONREF"
         reader.run()
         return reader.chunk()

@@ -159,6 +159,7 @@ def evaluate_moments(
     start = time.monotonic()
     folder = "-".join(f"{v:g}" for v in (cfg.min_s, cfg.max_s, cfg.window_s, cfg.overlap_s))
     folder += "-nocuts" if cfg.threshold >= NO_CUTS else ""
+    folder += "" if cfg.skip_nonref else "-allframes"
     build, ids = index_corpus(manifest_path, model, work_dir / folder, cfg)
     indexed_s = time.monotonic() - start
     queries = truths(manifest_path, split, per_event)

@@ -255,15 +255,36 @@ def test_frames_are_sampled_inside_each_segment(whole: SegmentChunk) -> None:
         assert [_index(f) for f in segment.frames] == np.round(times * FPS).astype(int).tolist()
 
 
-def test_following_frames_are_the_successors(whole: SegmentChunk) -> None:
+def test_following_frames_are_the_successors(cut_video: Path) -> None:
+    every = decode_segments(cut_video, 6, SIDE, _cfg(chunk_s=float("inf"), skip_nonref=False))
     last = round(DURATION_S * FPS) - 1
-    for segment in whole.segments:
+    for segment in every.segments:
         for frame, following in zip(segment.frames, segment.following, strict=True):
             assert _index(following) == min(_index(frame) + 1, last)
 
 
+def _reference_frames(path: Path) -> list[int]:
+    """The indexes of the frames a decoder told to skip non-reference frames outputs."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        return [round(float(f.pts * f.time_base) * FPS) for f in container.decode(stream)]
+
+
+def test_without_non_reference_frames_the_successor_is_the_next_decoded_one(
+    cut_video: Path, whole: SegmentChunk
+) -> None:
+    decoded = _reference_frames(cut_video)
+    assert 0 < len(decoded) < 0.8 * round(DURATION_S * FPS)  # the encoder made B-frames
+    successor = dict(zip(decoded, [*decoded[1:], decoded[-1]], strict=True))
+    for segment in whole.segments:
+        indexes = [_index(f) for f in segment.frames]
+        assert set(indexes) <= set(decoded)
+        assert [_index(f) for f in segment.following] == [successor[i] for i in indexes]
+
+
 def test_with_a_candidate_for_every_frame_the_nearest_frames_are_sampled(cut_video: Path) -> None:
-    cfg = _cfg(sample_fps=FPS, chunk_s=float("inf"))
+    cfg = _cfg(sample_fps=FPS, chunk_s=float("inf"), skip_nonref=False)
     segments = decode_segments(cut_video, 7, SIDE, cfg).segments
     for segment in segments:
         a, b = segment.start_s, segment.end_s
