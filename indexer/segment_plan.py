@@ -36,6 +36,10 @@ class SegmentCfg:
     # far less decoding where a codec has them; a sampled frame's successor is then the next
     # decoded frame, still a few frames away. A shorter video decodes every frame.
     skip_nonref: bool = True
+    # A sampled frame's motion partner: the first decoded frame at least this much later (0:
+    # the next decoded frame). A model learns motion at the spacing of its training frames:
+    # the default is the demo recipe's (2-second clips, 8 frames); docs/benchmarks.md.
+    partner_s: float = 0.25
 
     def __post_init__(self) -> None:
         finite = (self.min_s, self.max_s, self.window_s, self.overlap_s, self.threshold)
@@ -50,6 +54,8 @@ class SegmentCfg:
             problems.append("window_s + min_s must not exceed max_s")
         if not (self.threshold > 0 and self.chunk_s > 0 and self.sample_fps > 0):
             problems.append("threshold, chunk_s and sample_fps must be > 0")
+        if not 0 <= self.partner_s < math.inf:
+            problems.append(f"partner_s must be finite and >= 0, not {self.partner_s}")
         if not self.detect_width >= 8:
             problems.append(f"detect_width must be >= 8, not {self.detect_width}")
         if problems:

@@ -98,38 +98,51 @@ class _Pick:
 
 class _NearestPicker:
     """For each of an increasing sequence of target times, the decoded frame nearest it (a tie
-    goes to the earlier frame, as in ``decode_video``) with its successor, converted by
+    goes to the earlier frame, as in ``decode_video``) with its motion partner: the first
+    decoded frame at least ``partner_s`` after it (0: its successor), both converted by
     ``convert``. Frames are pushed in stream order; a frame nearest several targets is kept
     once."""
 
-    def __init__(self, targets: Iterator[float], convert: Callable) -> None:
+    def __init__(self, targets: Iterator[float], convert: Callable, partner_s: float = 0.0) -> None:
         self._targets = targets
         self._target = next(targets, None)
         self._convert = convert
+        self._partner_s = partner_s
         self._prev: tuple[float, av.VideoFrame] | None = None
-        self._waiting: _Pick | None = None  # the latest pick, until its successor comes
+        self._waiting: list[_Pick] = []  # picks whose partner has not come yet, oldest first
         self.picks: list[_Pick] = []
 
     def push(self, time_s: float, frame: av.VideoFrame) -> None:
         """The next decoded frame."""
-        if self._waiting is not None:
-            self._waiting.following = self._convert(frame)
-            self._waiting = None
+        self._partner(time_s, frame)
         while self._target is not None and time_s + TIE_S >= self._target:
             prev = self._prev
             if prev is not None and self._target - prev[0] <= time_s - self._target + TIE_S:
-                self._add(*prev, following=frame)
+                self._add(*prev)
+                self._partner(time_s, frame)
             else:
                 self._add(time_s, frame)
             self._target = next(self._targets, None)
         self._prev = (time_s, frame)
 
+    def _partner(self, time_s: float, frame: av.VideoFrame) -> None:
+        """``frame`` is the partner of the waiting picks it comes late enough after."""
+        while (
+            self._waiting
+            and time_s > self._waiting[0].time_s + TIE_S
+            and (time_s + TIE_S >= self._waiting[0].time_s + self._partner_s)
+        ):
+            self._waiting.pop(0).following = self._convert(frame)
+
     def finish(self) -> None:
-        """The stream ended: targets left get the last frame, which is its own successor."""
+        """The stream ended: targets left get the last frame; picks still waiting get the last
+        frame as their partner (the last frame is its own)."""
         if self._target is not None and self._prev is not None:
             self._add(*self._prev)
-        if self._waiting is not None:
-            self._waiting.following = self._waiting.frame
+        for pick in self._waiting:
+            last_s, last = self._prev
+            pick.following = self._convert(last) if last_s > pick.time_s else pick.frame
+        self._waiting = []
 
     def prune(self, before_s: float) -> None:
         """Forget picks before ``before_s``, except the last one (the frame on screen then)."""
@@ -137,14 +150,11 @@ class _NearestPicker:
         keep_from = len(self.picks) - 1 if first is None else max(0, first - 1)
         del self.picks[:keep_from]
 
-    def _add(self, time_s: float, frame: av.VideoFrame, following=None) -> None:
+    def _add(self, time_s: float, frame: av.VideoFrame) -> None:
         if self.picks and self.picks[-1].time_s >= time_s:
             return
         pick = _Pick(time_s, self._convert(frame))
-        if following is None:
-            self._waiting = pick
-        else:
-            pick.following = self._convert(following)
+        self._waiting.append(pick)
         self.picks.append(pick)
 
 
@@ -230,7 +240,8 @@ class _SegmentReader:
         self.detector = _ShotDetector(cfg, stream)
         squares = _Squares(size)
         first_tick = math.ceil(max(0.0, start_s - _LOOKBACK_S) * cfg.sample_fps)
-        self.grid = _NearestPicker((k / cfg.sample_fps for k in count(first_tick)), squares)
+        ticks = (k / cfg.sample_fps for k in count(first_tick))
+        self.grid = _NearestPicker(ticks, squares, cfg.partner_s)
         self.exact: _NearestPicker | None = None
         if start_s == 0 and self.declared is not None and 0 < self.declared <= cfg.max_s:
             self.exact = _NearestPicker(iter(sample_times(self.declared, num_frames)), squares)

@@ -160,6 +160,7 @@ def evaluate_moments(
     folder = "-".join(f"{v:g}" for v in (cfg.min_s, cfg.max_s, cfg.window_s, cfg.overlap_s))
     folder += "-nocuts" if cfg.threshold >= NO_CUTS else ""
     folder += "" if cfg.skip_nonref else "-allframes"
+    folder += f"-partner{cfg.partner_s:g}" if cfg.partner_s else ""
     build, ids = index_corpus(manifest_path, model, work_dir / folder, cfg)
     indexed_s = time.monotonic() - start
     queries = truths(manifest_path, split, per_event)

@@ -4,6 +4,7 @@ files (hard cuts, variable frame rate, a lying header, corrupt data) and on ../s
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -138,6 +139,8 @@ def test_random_plans_tile_the_video_within_the_bounds(cfg: SegmentCfg) -> None:
         {"sample_fps": float("nan")},
         {"max_s": float("inf")},
         {"detect_width": 4},
+        {"partner_s": -0.1},
+        {"partner_s": float("inf")},
     ],
 )
 def test_bad_config_is_refused(bad: dict) -> None:
@@ -256,11 +259,24 @@ def test_frames_are_sampled_inside_each_segment(whole: SegmentChunk) -> None:
 
 
 def test_following_frames_are_the_successors(cut_video: Path) -> None:
-    every = decode_segments(cut_video, 6, SIDE, _cfg(chunk_s=float("inf"), skip_nonref=False))
+    cfg = _cfg(chunk_s=float("inf"), skip_nonref=False, partner_s=0.0)
+    every = decode_segments(cut_video, 6, SIDE, cfg)
     last = round(DURATION_S * FPS) - 1
     for segment in every.segments:
         for frame, following in zip(segment.frames, segment.following, strict=True):
             assert _index(following) == min(_index(frame) + 1, last)
+
+
+def test_a_motion_partner_at_least_partner_s_later(cut_video: Path) -> None:
+    cfg = _cfg(chunk_s=float("inf"), skip_nonref=False, partner_s=0.25)
+    last = round(DURATION_S * FPS) - 1
+    segments = decode_segments(cut_video, 6, SIDE, cfg).segments
+    gaps = set()
+    for segment in segments:
+        for frame, following in zip(segment.frames, segment.following, strict=True):
+            gaps.add(_index(following) - _index(frame))
+            assert _index(following) == min(_index(frame) + math.ceil(0.25 * FPS), last)
+    assert gaps == {math.ceil(0.25 * FPS)}  # no segment ends within partner_s of the video's end
 
 
 def _reference_frames(path: Path) -> list[int]:
@@ -272,12 +288,13 @@ def _reference_frames(path: Path) -> list[int]:
 
 
 def test_without_non_reference_frames_the_successor_is_the_next_decoded_one(
-    cut_video: Path, whole: SegmentChunk
+    cut_video: Path,
 ) -> None:
     decoded = _reference_frames(cut_video)
     assert 0 < len(decoded) < 0.8 * round(DURATION_S * FPS)  # the encoder made B-frames
     successor = dict(zip(decoded, [*decoded[1:], decoded[-1]], strict=True))
-    for segment in whole.segments:
+    cfg = _cfg(chunk_s=float("inf"), partner_s=0.0)
+    for segment in decode_segments(cut_video, 6, SIDE, cfg).segments:
         indexes = [_index(f) for f in segment.frames]
         assert set(indexes) <= set(decoded)
         assert [_index(f) for f in segment.following] == [successor[i] for i in indexes]
