@@ -41,13 +41,7 @@ from indexer.decode import (
 )
 from indexer.segment_plan import TIE_S, SegmentCfg, SegmentPlanner, plan_segments
 
-__all__ = [
-    "DecodedSegment",
-    "SegmentCfg",
-    "SegmentChunk",
-    "decode_segments",
-    "plan_segments",
-]
+__all__ = ["DecodedSegment", "SegmentCfg", "SegmentChunk", "decode_segments", "plan_segments"]
 
 log = logging.getLogger(__name__)
 
