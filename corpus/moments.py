@@ -9,7 +9,7 @@ or with one span predicted in the true video, or both:
   R@K at IoU >= t = 100 * |{q : r_q <= K}| / Q.
 - video retrieval read from the same list: videos in the order of their first moment, each
   once; with n_q the rank of v_q (infinite when absent), R@K = 100 * |{q : n_q <= K}| / Q and
-  MedR the lower median of the n_q.
+  MedR the median of the n_q (NumPy's: the mean of the two middle ones for an even Q).
 - localisation in the true video: with IoU_q that of the predicted span,
   mIoU = 100 * mean_q IoU_q and R@1 at IoU >= t = 100 * |{q : IoU_q >= t}| / Q.
 
@@ -95,9 +95,9 @@ def recall_at(ranks: np.ndarray, ks: Sequence[int] = RECALLS) -> dict[str, float
 
 
 def median_rank(ranks: np.ndarray) -> float | None:
-    """The lower median rank (as ``model.metrics``: the smaller middle value for an even
-    count); None when it is a query whose video was never ranked (infinite)."""
-    middle = float(np.sort(ranks)[(len(ranks) - 1) // 2])
+    """The median rank, NumPy's (as ``model.metrics``: the mean of the two middle ranks for an
+    even count); None when a query whose video was never ranked (infinite) is in the middle."""
+    middle = float(np.median(ranks))
     return None if np.isinf(middle) else middle
 
 
@@ -114,7 +114,7 @@ def corpus_moment_recall(
 def video_recall(
     truth: Sequence[Moment], ranked: Sequence[Sequence[Moment]], ks: Sequence[int] = RECALLS
 ) -> dict:
-    """{"R@K": percent, "MedR": lower median rank or None, "found": queries whose video is in
+    """{"R@K": percent, "MedR": median rank or None, "found": queries whose video is in
     their list}: video retrieval read from ranked moments."""
     ranks = video_ranks(truth, ranked)
     return {

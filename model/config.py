@@ -48,6 +48,11 @@ ROLES: tuple[str, ...] = (
 
 # Where the temporal convolution adds motion (see HANetCfg.motion_levels).
 MOTION_LEVELS: tuple[str, ...] = ("action", "all")
+# Edges of the sentence graph (see HANetCfg.text_graph).
+TEXT_GRAPHS: tuple[str, ...] = ("reference", "extended")
+# Fields that checkpoints written before the field existed lack, with the value that rebuilds
+# the model they were trained as (the dataclass default is what new models get).
+LEGACY_DEFAULTS: dict[str, Any] = {"text_graph": "extended"}
 
 
 class ConfigError(ValueError):
@@ -106,6 +111,12 @@ class HANetCfg:
     motion_stream: int = 0
     max_verbs: int = 4
     max_args: int = 6
+    # The sentence graph's edges. "reference": the reference code's (root -> verb, verb <-> its
+    # arguments, no self-loops; an argument without a verb is isolated, and the root receives
+    # nothing, so the sentence's global vector is its own). "extended": this project's first
+    # graph (self-loops, root <-> verb both ways, arguments without a verb tied to the root),
+    # which checkpoints written before this field was added were trained with.
+    text_graph: str = "reference"
     dropout: float = 0.2
     gcn_dropout: float = 0.5
     attention_scale: float = 4.0  # softmax temperature of the cross-attention scores
@@ -127,6 +138,8 @@ class HANetCfg:
             raise ConfigError(
                 f"motion_levels must be one of {MOTION_LEVELS}, not {self.motion_levels!r}"
             )
+        if self.text_graph not in TEXT_GRAPHS:
+            raise ConfigError(f"text_graph must be one of {TEXT_GRAPHS}, not {self.text_graph!r}")
         if self.keypoints < 0 or (self.keypoints and not self.motion_kernel):
             raise ConfigError("keypoints must be 0 (off), or positive with a motion_kernel")
         if self.motion_stream < 0 or (self.motion_stream and not self.motion_kernel):
@@ -151,12 +164,14 @@ class HANetCfg:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HANetCfg:
-        """Strict inverse of ``to_dict``: unknown or missing required keys are errors."""
+        """Strict inverse of ``to_dict``: unknown or missing required keys are errors. A key in
+        ``LEGACY_DEFAULTS`` that ``data`` lacks (an older checkpoint's config) takes the value
+        that model was built with, not today's default."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown config keys: {sorted(unknown)}")
-        values = dict(data)
+        values = {**LEGACY_DEFAULTS, **data}
         if "preprocess" in values:
             p = values["preprocess"]
             values["preprocess"] = PreprocessCfg(

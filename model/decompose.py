@@ -33,10 +33,12 @@ AUX = frozenset(
     "were will would".split()
 )
 CONJ = frozenset("after and as before but or so then until when while".split())
+# Question words ("shows how to serve it"): neither an entity nor a verb.
+WH = frozenset("how what where whether why".split())
 ADP = frozenset(
-    "about above across against along at behind below beside between by for from in inside into "
-    "near of on onto outside over past through to toward towards under upon with within "
-    "without".split()
+    "about above across against along among at behind below beside between by during for from "
+    "in inside into near of on onto outside over past through to toward towards under upon "
+    "with within without".split()
 )
 # Words that, right after a verb, say where it goes: they belong to the verb span, since they
 # tell mirrored actions apart ("moves left" / "moves right").
@@ -44,13 +46,18 @@ DIRECTIONS = frozenset(
     "anticlockwise around away back backward backwards clockwise counterclockwise down downward "
     "downwards forward forwards left off out right sideways up upward upwards".split()
 )
+# Directions that, before a determiner and not after a verb, are prepositions: "drives a car
+# down the highway" (a verb's "moves down" stays a particle).
+PREPOSITIONAL_DIRECTIONS = frozenset("around down off out up".split())
 # A direction said as a noun ("to the left") joins the verb span too.
 DIRECTION_NOUNS = frozenset("bottom center centre left middle right side top".split())
 
 _LOCATIVE = frozenset(
     "above against at behind below beside in inside near on outside over under upon within".split()
 )
-_DIRECTIONAL = frozenset("across along from into onto past through to toward towards".split())
+_DIRECTIONAL = frozenset(
+    "across along around down from into off onto out past through to toward towards up".split()
+)
 _ADP_ROLE = {"with": "ARGM-COM", "for": "ARGM-PRP", "by": "ARG0", "about": "ARG1", "of": "ARG1"}
 _VERB_ENDINGS = ("s", "ed", "ing")
 _NEGATIONS = frozenset({"not", "never", "n't"})
@@ -60,7 +67,7 @@ _IRREGULAR_PLURALS = frozenset("children feet geese men mice people teeth women"
 @dataclass(frozen=True)
 class TaggedWord:
     text: str
-    pos: str  # DET NUM PRON AUX CONJ ADP PUNCT NOUN ADJ VERB ADV PART
+    pos: str  # DET NUM PRON AUX CONJ ADP WH PUNCT NOUN ADJ VERB ADV PART
     lemma: str
 
 
@@ -94,6 +101,7 @@ def _closed_class(word: str, prev: str | None = None) -> str | None:
         ("AUX", AUX),
         ("CONJ", CONJ),
         ("ADP", ADP),
+        ("WH", WH),
     ):
         if word in lexicon:
             return tag
@@ -119,6 +127,36 @@ def _readings(word: str) -> dict[str, str]:
     return {"NOUN": word}
 
 
+def _is_preposition(words: list[str], i: int) -> bool:
+    """A direction word used as a preposition: a determiner follows ("down the highway")."""
+    return words[i] in PREPOSITIONAL_DIRECTIONS and i + 1 < len(words) and words[i + 1] in DET
+
+
+def _is_infinitive(words: list[str], i: int) -> bool:
+    """A bare verb after "to" with its object next: "to catch a ball", "how to serve it"
+    ("goes to school" keeps its noun: no object follows)."""
+    readings = _readings(words[i])
+    return (
+        i > 0
+        and words[i - 1] == "to"
+        and readings.get("VERB") == words[i]
+        and i + 1 < len(words)
+        and _closed_class(words[i + 1]) in {"DET", "PRON", "NUM"}
+    )
+
+
+def _is_gerund_modifier(words: list[str], i: int, prev: str) -> bool:
+    """An -ing word between a determiner or adjective and a noun modifies the noun: "a boxing
+    ring", "the swimming pool"."""
+    return (
+        prev in {"DET", "ADJ", "NUM"}
+        and words[i].endswith("ing")
+        and i + 1 < len(words)
+        and _closed_class(words[i + 1]) is None
+        and "NOUN" in _readings(words[i + 1])
+    )
+
+
 def _is_inflected_verb(word: str, readings: dict[str, str]) -> bool:
     return "VERB" in readings and (
         "NOUN" not in readings or (word.endswith(_VERB_ENDINGS) and readings["VERB"] != word)
@@ -139,7 +177,10 @@ def _tag_run(words: list[str], start: int, tags: list[str]) -> int:
     the first one ends the run as its verb ("a big green square slides"). Returns the next index."""
     end = start
     while (
-        end < len(words) and _closed_class(words[end]) is None and _nominal(_readings(words[end]))
+        end < len(words)
+        and _closed_class(words[end]) is None
+        and not _is_preposition(words, end)
+        and _nominal(_readings(words[end]))
     ):
         end += 1
     verb_at = next(
@@ -174,35 +215,47 @@ def tag_words(words: list[str]) -> list[TaggedWord]:
     tags: list[str] = []
     i = 0
     while i < len(words):
-        word = words[i]
-        prev = tags[-1] if tags else "START"
-        closed = _closed_class(word, prev)
-        last_content = next((t for t in reversed(tags) if t not in {"CONJ", "PUNCT"}), "START")
-        if closed is not None:
-            tags.append(closed)
-        elif word in DIRECTIONS and (
-            prev in {"VERB", "PART"} or (prev == "CONJ" and last_content == "PART")
-        ):
-            tags.append("PART")
-        else:
-            readings = _readings(word)
-            if "VERB" in readings and (
-                prev in {"AUX", "NOUN", "PRON"}
-                or (i > 0 and words[i - 1] in _NEGATIONS)
-                or (prev == "CONJ" and _coordinated_verb(words, i, last_content))
-            ):
-                tags.append("VERB")
-            elif set(readings) == {"ADV"} or (
-                prev in {"VERB", "PART"} and "ADV" in readings and not _nominal(readings)
-            ):
-                tags.append("ADV")
-            elif _nominal(readings):
-                i = _tag_run(words, i, tags)
-                continue
-            else:
-                tags.append("VERB" if "VERB" in readings else next(iter(readings)))
+        tag = _tag_in_context(words, i, tags)
+        if tag is None:  # adjectives and nouns, perhaps ending in a verb: tagged as a run
+            i = _tag_run(words, i, tags)
+            continue
+        tags.append(tag)
         i += 1
     return [TaggedWord(w, t, _lemma(w, t)) for w, t in zip(words, tags, strict=True)]
+
+
+def _tag_in_context(words: list[str], i: int, tags: list[str]) -> str | None:
+    """The tag of word ``i`` after ``tags`` (the words before it), or None when it starts a
+    run of adjective/noun-capable words (``_tag_run`` tags those)."""
+    word = words[i]
+    prev = tags[-1] if tags else "START"
+    closed = _closed_class(word, prev)
+    last_content = next((t for t in reversed(tags) if t not in {"CONJ", "PUNCT"}), "START")
+    if closed is not None:
+        return closed
+    if word in DIRECTIONS and (
+        prev in {"VERB", "PART"} or (prev == "CONJ" and last_content == "PART")
+    ):
+        return "PART"
+    if _is_preposition(words, i):
+        return "ADP"
+    readings = _readings(word)
+    if "VERB" in readings and (
+        prev in {"AUX", "NOUN", "PRON"}
+        or (i > 0 and words[i - 1] in _NEGATIONS)
+        or (prev == "CONJ" and _coordinated_verb(words, i, last_content))
+        or _is_infinitive(words, i)
+    ):
+        return "VERB"
+    if set(readings) == {"ADV"} or (
+        prev in {"VERB", "PART"} and "ADV" in readings and not _nominal(readings)
+    ):
+        return "ADV"
+    if _is_gerund_modifier(words, i, prev):
+        return "ADJ"
+    if _nominal(readings):
+        return None
+    return "VERB" if "VERB" in readings else next(iter(readings))
 
 
 def _coordinated_verb(words: list[str], i: int, last_content: str) -> bool:
@@ -217,6 +270,7 @@ def _coordinated_verb(words: list[str], i: int, last_content: str) -> bool:
         "ADP",
         "PUNCT",
         "NUM",
+        "WH",
         "END",
     }
 

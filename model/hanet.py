@@ -56,7 +56,7 @@ class HANet(nn.Module):
             self.motion_stream = FrameDifferences(cfg.preprocess.image_size, cfg.motion_stream)
         self.video = VideoHeads(cfg)
         self.text = TextHeads(cfg)
-        self.parser = SentenceParser(cfg.max_words, cfg.max_verbs, cfg.max_args)
+        self.parser = SentenceParser(cfg.max_words, cfg.max_verbs, cfg.max_args, cfg.text_graph)
         self.checkpoint_sha256: str | None = None  # set by save / load_checkpoint
 
     @property

@@ -95,10 +95,13 @@ class AttentionGCN(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
-        """x (B, N, D), adjacency (B, N, N) bool (self-loops included) -> (B, N, D)."""
+        """x (B, N, D), adjacency (B, N, N) bool, [b, i, j]: node i receives from node j ->
+        (B, N, D). A node that receives from no one gets no update, only the norm (the
+        reference's W has no bias, so its update is zero there; ours has one)."""
         logits = self.query(x) @ self.key(x).transpose(1, 2) / x.shape[-1] ** 0.5
         attn = masked_softmax(logits, adjacency)
-        return self.norm(x + self.drop(self.out(attn @ x)))
+        hears = adjacency.any(dim=-1, keepdim=True).to(x.dtype)  # (B, N, 1)
+        return self.norm(x + self.drop(self.out(attn @ x)) * hears)
 
 
 class SpatialSoftArgmax(nn.Module):

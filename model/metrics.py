@@ -21,7 +21,9 @@ def best_positive_ranks(scores: Tensor, positives: Tensor) -> Tensor:
 def summarize(ranks: Tensor) -> dict[str, float]:
     r = ranks.double()
     out = {f"R@{k}": round(100.0 * float((r <= k).double().mean()), 2) for k in RECALLS}
-    out["MedR"] = float(r.median())  # lower median for an even count, as in the reference code
+    # The reference's np.median (evaluation.py, eval_q2m): for an even count, the mean of the
+    # two middle ranks (torch's median would take the lower one).
+    out["MedR"] = float(r.quantile(0.5))
     out["MeanR"] = round(float(r.mean()), 2)
     return out
 

@@ -9,7 +9,7 @@ import torch
 from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor
 
-from model.config import ROLES
+from model.config import ROLES, TEXT_GRAPHS
 from model.decompose import Decomposition, Phrase, decompose
 
 ROLE_IDS = {role: i for i, role in enumerate(ROLES)}
@@ -23,7 +23,9 @@ class ParsedBatch:
     token_ids (N, L) long; word_mask (N, L) bool: word tokens (not SOT/EOT/padding);
     eot_index (N,) long; verb_spans (N, Pv, L) / arg_spans (N, Pa, L) bool token membership;
     verb_mask (N, Pv) / arg_mask (N, Pa) bool; arg_roles (N, Pa) long;
-    adjacency (N, 1 + Pv + Pa, 1 + Pv + Pa) bool, node 0 the root, self-loops on every node."""
+    adjacency (N, 1 + Pv + Pa, 1 + Pv + Pa) bool, node 0 the root, then the verb slots, then
+    the argument slots; adjacency[n, i, j] says node i receives a message from node j (the
+    parser's ``graph`` says which edges there are)."""
 
     token_ids: Tensor
     word_mask: Tensor
@@ -43,11 +45,15 @@ class ParsedBatch:
 
 class SentenceParser:
     """Splits text the way CLIP's BPE tokenizer does, so each word's tokens are known, and
-    decomposes the words into verb and argument phrases."""
+    decomposes the words into verb and argument phrases joined by ``graph``'s edges
+    (``HANetCfg.text_graph``: "reference" or "extended")."""
 
-    def __init__(self, max_tokens: int, max_verbs: int, max_args: int) -> None:
+    def __init__(self, max_tokens: int, max_verbs: int, max_args: int, graph: str) -> None:
+        if graph not in TEXT_GRAPHS:
+            raise ValueError(f"graph must be one of {TEXT_GRAPHS}, not {graph!r}")
         self.tokenizer = SimpleTokenizer(context_length=max_tokens)
         self.max_tokens, self.max_verbs, self.max_args = max_tokens, max_verbs, max_args
+        self.graph = graph
         # Each word's BPE pieces, remembered: words repeat across queries and captions, and
         # the tokenizer cleans every word again (ftfy) before encoding it.
         self._known: dict[str, tuple[int, ...]] = {}
@@ -76,7 +82,7 @@ class SentenceParser:
             verb_mask=torch.zeros(n, pv, dtype=torch.bool),
             arg_mask=torch.zeros(n, pa, dtype=torch.bool),
             arg_roles=torch.zeros(n, pa, dtype=torch.long),
-            adjacency=torch.eye(1 + pv + pa, dtype=torch.bool).repeat(n, 1, 1),
+            adjacency=_empty_graph(n, 1 + pv + pa, self_loops=self.graph == "extended"),
             decompositions=[r[2] for r in rows],
         )
         for i, (ids, word_tokens, dec) in enumerate(rows):
@@ -106,17 +112,24 @@ class SentenceParser:
         def tokens(phrase: Phrase) -> slice:
             return slice(word_tokens[phrase.start][0], word_tokens[phrase.end - 1][1])
 
-        pv = self.max_verbs
+        pv, adjacency = self.max_verbs, batch.adjacency[i]
+        extended = self.graph == "extended"
         for v, verb in enumerate(dec.verbs):
             batch.verb_spans[i, v, tokens(verb)] = True
             batch.verb_mask[i, v] = True
-            _connect(batch.adjacency[i], 0, 1 + v)
+            adjacency[1 + v, 0] = True  # the verb hears the root (rolegraphs.py: root -> verb)
+            adjacency[0, 1 + v] = extended  # the root hears its verbs: extended graph only
         for a, arg in enumerate(dec.args):
             batch.arg_spans[i, a, tokens(arg)] = True
             batch.arg_mask[i, a] = True
             batch.arg_roles[i, a] = ROLE_IDS[arg.role]
-            _connect(batch.adjacency[i], 0 if arg.parent < 0 else 1 + arg.parent, 1 + pv + a)
+            if arg.parent >= 0 or extended:  # reference: an argument without a verb is isolated
+                head = 0 if arg.parent < 0 else 1 + arg.parent
+                adjacency[head, 1 + pv + a] = adjacency[1 + pv + a, head] = True
 
 
-def _connect(adjacency: Tensor, a: int, b: int) -> None:
-    adjacency[a, b] = adjacency[b, a] = True
+def _empty_graph(n: int, nodes: int, self_loops: bool) -> Tensor:
+    """(n, nodes, nodes) bool adjacency with no edges, or only self-loops."""
+    if self_loops:
+        return torch.eye(nodes, dtype=torch.bool).repeat(n, 1, 1)
+    return torch.zeros(n, nodes, nodes, dtype=torch.bool)

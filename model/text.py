@@ -45,7 +45,10 @@ class TextHeads(nn.Module):
             ],
             dim=1,
         )  # (N, 1 + Pv + Pa)
-        nodes = torch.cat([root, verb_phrases, arg_phrases], dim=1) * self.roles(role_ids)
+        scale = self.roles(role_ids)  # (N, 1 + Pv + Pa, D)
+        if self.cfg.text_graph == "reference":  # mlsent.py: only phrase nodes are role-scaled
+            scale = torch.cat([torch.ones_like(scale[:, :1]), scale[:, 1:]], dim=1)
+        nodes = torch.cat([root, verb_phrases, arg_phrases], dim=1) * scale
         nodes = self.gcn(nodes, parsed.adjacency)  # (N, 1 + Pv + Pa, D)
 
         verb_probs = topk_pool(

@@ -21,92 +21,18 @@ from torch import Tensor
 from tqdm import tqdm
 
 from model.backbone import autocast, encode_tokens
+from model.batches import Pair, epoch_batches, true_negatives
 from model.config import GLOBAL_ONLY_FUSION, SPEC_FUSION, HANetCfg
+from model.embeddings import TextEmbeddings, VideoEmbeddings
 from model.evaluate import evaluate
 from model.hanet import HANet
-from model.losses import LossWeights, contrast_hinge, hanet_loss, triplet_all, triplet_hardest
+from model.losses import LossWeights, contrast_hinge, hanet_loss, ranking_loss
 from model.negatives import contrast_caption
 from model.preprocess import normalize_frames
+from model.train_cfg import TrainCfg
 
 log = logging.getLogger(__name__)
-OBJECTIVES = ("hanet", "global", "global-motion")
-LR_SCHEDULES = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class TrainCfg:
-    """Training settings (not architecture). ``objective`` "global" trains the CLIP4Clip
-    "meanP"-style baseline: mean-pooled frames against the sentence, global score only (the
-    temporal convolution stays at its zero start). "global-motion" is that baseline over
-    motion-aware frames: the temporal convolution (with ``motion_levels`` "all", and any
-    keypoints or motion stream) trains, the pooling stays the mean, the score the global one;
-    a control that tells what the motion input gives from what the hierarchy gives.
-
-    Each field's ``metadata`` says what it does (``help``) and, for numbers, its smallest useful
-    value (``min``): ``hanet train`` builds its options from them."""
-
-    epochs: int = field(
-        default=50, metadata={"help": "Passes over the training set (at most).", "min": 1}
-    )
-    batch_size: int = field(
-        default=64, metadata={"help": "Videos per step (each ranked against the others).", "min": 2}
-    )
-    lr: float = field(default=1e-4, metadata={"help": "Learning rate (Adam).", "min": 0.0})
-    patience: int = field(
-        default=10,
-        metadata={
-            "help": "Stop after this many epochs without a better validation rsum.",
-            "min": 1,
-        },
-    )
-    objective: str = field(
-        default="hanet",
-        metadata={
-            "help": "hanet; global (the meanP baseline); or global-motion (that baseline with the "
-            "temporal convolution trained: a control for the motion input)."
-        },
-    )
-    frozen_backbone: bool = field(
-        default=False, metadata={"help": "Cache frame features once; train the heads only."}
-    )
-    time_budget_s: float | None = field(
-        default=None, metadata={"help": "Stop training after this long (none: no limit)."}
-    )
-    seed: int = field(default=0, metadata={"help": "Random seed (weights, batches, captions)."})
-    save_half: bool = field(
-        default=False, metadata={"help": "Store weights as float16 (half the size)."}
-    )
-    warmup_epochs: int = field(
-        default=0,
-        metadata={
-            "help": "Epochs ranking against every negative before the hardest only.",
-            "min": 0,
-        },
-    )
-    lr_schedule: str = field(
-        default="constant",
-        metadata={"help": "constant (the spec's), or cosine: decays to 0 over the epochs."},
-    )
-    # not in the spec, off by default (model.negatives)
-    hard_negatives: bool = field(
-        default=False,
-        metadata={
-            "help": "Also rank each caption above a contrast caption made from it by one word "
-            "swap (opposite direction or change, events reversed)."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
-
-    def lr_at(self, step: int, total: int) -> float:
-        """The learning rate of optimiser step ``step`` (0-based) of ``total``."""
-        if self.lr_schedule == "cosine":
-            return self.lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        return self.lr
+__all__ = ["SplitData", "TrainCfg", "check_compatible", "prepare", "train"]
 
 
 @dataclass
@@ -175,26 +101,29 @@ def _batch_targets(data: SplitData, videos: list[int], picks: list[int], device)
     }
 
 
-def _step_loss(
-    model: HANet,
-    cfg: TrainCfg,
-    data: SplitData,
-    videos: list[int],
-    features: Tensor | None,
-    rng: random.Random,
-    hardest: bool = True,
-) -> Tensor:
-    device = model.device
-    picks = [rng.randrange(len(data.captions[v])) for v in videos]
+def _batch_texts(
+    cfg: TrainCfg, data: SplitData, batch: list[Pair], rng: random.Random
+) -> tuple[list[int], list[int], list[str], list[int]]:
+    """The batch's videos, caption picks (drawn now where the plan left them open), texts (the
+    captions, then any contrast captions) and, per contrast caption, the row of its video."""
+    videos = [v for v, _ in batch]
+    picks = [rng.randrange(len(data.captions[v])) if c is None else c for v, c in batch]
     texts = [data.captions[v][c] for v, c in zip(videos, picks, strict=True)]
-    b, contrasts, video_of = len(videos), [], []
+    contrasts, video_of = [], []
     if cfg.hard_negatives:  # extra text rows B.. with no positive video in the batch
         for i, caption in enumerate(texts):
             contrast = contrast_caption(caption, rng)
             if contrast is not None:
                 contrasts.append(contrast)
                 video_of.append(i)
-    texts = texts + contrasts
+    return videos, picks, texts + contrasts, video_of
+
+
+def _batch_scores(
+    model: HANet, data: SplitData, videos: list[int], texts: list[str], features: Tensor | None
+) -> tuple[dict[str, Tensor], VideoEmbeddings, TextEmbeddings]:
+    """Every level's (texts, videos) scores in float32, and the embeddings they came from."""
+    device = model.device
     mask = data.mask[videos].to(device)
     with autocast(device):
         if features is not None:
@@ -208,12 +137,31 @@ def _step_loss(
             video = model.encode_video(pixels, mask)
             text = model.encode_text(texts)
         scores = model.similarity(text, video)
+    return {k: v.float() for k, v in scores.items()}, video, text
+
+
+def _step_loss(
+    model: HANet,
+    cfg: TrainCfg,
+    data: SplitData,
+    batch: list[Pair],
+    features: Tensor | None,
+    rng: random.Random,
+    hardest: bool = True,
+) -> Tensor:
+    """The loss of one batch of (video, caption) entries."""
+    device = model.device
+    videos, picks, texts, video_of = _batch_texts(cfg, data, batch, rng)
+    b = len(videos)
+    scores, video, text = _batch_scores(model, data, videos, texts, features)
     positives = torch.eye(b, dtype=torch.bool, device=device)
+    negatives = true_negatives(videos, texts[:b], cfg.mask_duplicates).to(device)
+    temperature = cfg.temperature if cfg.loss == "infonce" else None
     weights = LossWeights()
-    scores = {k: v.float() for k, v in scores.items()}
     if cfg.objective != "hanet":
-        ranking = triplet_hardest if hardest else triplet_all
-        loss = ranking(scores["global"][:b], positives, weights.margin)
+        loss = ranking_loss(
+            scores["global"][:b], positives, weights, hardest, negatives, temperature
+        )
         contrast_level = "global"
     else:
         targets = _batch_targets(data, videos, picks, device)
@@ -227,8 +175,10 @@ def _step_loss(
             }
             probs = {k: v.float() for k, v in probs.items()}
         own = {k: v[:b] for k, v in scores.items()}
-        loss = hanet_loss(own, positives, probs, targets or {}, weights, hardest)["total"]
-        contrast_level = "embedding"
+        parts = hanet_loss(
+            own, positives, probs, targets or {}, weights, hardest, negatives, temperature
+        )
+        loss, contrast_level = parts["total"], "embedding"
     if video_of:
         index = torch.tensor(video_of, device=device)
         loss = loss + weights.contrast * contrast_hinge(
@@ -270,19 +220,39 @@ def train(
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path = work_dir / "train_state.pt"
     prepare(model, cfg)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
+    optimizer = torch.optim.Adam(_param_groups(model, cfg))
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     run = _Progress()
     if resume and state_path.exists():
         run = _resume(state_path, cfg, model, optimizer, rng)
     features = cache_frame_features(model, train_data) if cfg.frozen_backbone else None
+    if cfg.validate_first and not run.history:  # the start as "epoch 0": it may stay the best
+        _end_epoch(model, cfg, val_data, [], run, out_path, work_dir)
+        _save_state(state_path, _state(model, optimizer, rng, run, cfg))
     while run.epoch < cfg.epochs and run.bad_epochs < cfg.patience and not run.out_of_time:
         losses = _train_epoch(model, cfg, train_data, features, optimizer, rng, run, progress)
         _end_epoch(model, cfg, val_data, losses, run, out_path, work_dir)
         _save_state(state_path, _state(model, optimizer, rng, run, cfg))
     return run.history
+
+
+def _param_groups(model: HANet, cfg: TrainCfg) -> list[dict]:
+    """The trainable parameters in two groups: the open_clip backbone at ``backbone_lr`` (when
+    set) and everything else, the heads, at ``lr``. Each group keeps its peak rate in
+    "peak_lr", which the schedule scales."""
+    backbone = {id(p) for p in model.clip.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    backbone_lr = cfg.lr if cfg.backbone_lr is None else cfg.backbone_lr
+    groups = [
+        ("backbone", [p for p in trainable if id(p) in backbone], backbone_lr),
+        ("heads", [p for p in trainable if id(p) not in backbone], cfg.lr),
+    ]
+    return [
+        {"params": params, "lr": lr, "peak_lr": lr, "name": name}
+        for name, params, lr in groups
+        if params
+    ]
 
 
 def _resume(
@@ -316,22 +286,20 @@ def _train_epoch(
     run: _Progress,
     progress: bool,
 ) -> list[float]:
-    """One pass over the training videos in shuffled batches; the batches' losses. Stops early
-    (``run.out_of_time``) when the time budget runs out."""
+    """One pass over the training set (``cfg.epoch_unit``: its videos or its pairs) in shuffled
+    batches; the batches' losses. Stops early (``run.out_of_time``) when the time budget runs
+    out."""
     model.train()
     start = time.monotonic()
-    n = len(data.frames)
-    order = list(range(n))
-    rng.shuffle(order)
-    batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-    batches = [b for b in batches if len(b) > 1]  # a ranking loss needs negatives
+    batches = epoch_batches(data.captions, cfg.batch_size, cfg.epoch_unit, rng)
+    total, warmup = cfg.epochs * len(batches), round(cfg.lr_warmup_epochs * len(batches))
     losses = []
     bar = tqdm(batches, desc=f"epoch {run.epoch + 1}", unit="batch", disable=not progress)
-    for step, videos in enumerate(bar, start=run.epoch * len(batches)):
+    for step, batch in enumerate(bar, start=run.epoch * len(batches)):
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(step, cfg.epochs * len(batches))
+            group["lr"] = group["peak_lr"] * cfg.lr_factor(step, total, warmup)
         hardest = run.epoch >= cfg.warmup_epochs
-        loss = _step_loss(model, cfg, data, videos, features, rng, hardest)
+        loss = _step_loss(model, cfg, data, batch, features, rng, hardest)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -354,11 +322,12 @@ def _end_epoch(
     out_path: Path,
     work_dir: Path,
 ) -> None:
-    """Validate, keep the checkpoint when it is the best so far, and log the epoch."""
+    """Validate, keep the checkpoint when it is the best so far, and log the epoch (epoch 0:
+    the model before any training)."""
     metrics = evaluate(model, val_data.frames, val_data.mask, val_data.captions)
     record = {
         "epoch": run.epoch,
-        "loss": sum(losses) / max(1, len(losses)),
+        "loss": sum(losses) / len(losses) if losses else None,  # None: before training
         "val_rsum": metrics["rsum"],
         "val_t2v_R@1": metrics["t2v"]["R@1"],
         "elapsed_s": round(run.elapsed_s, 1),

@@ -24,6 +24,11 @@ CONFIG_OPTIONS = "hanet.config_options"  # key of their values in the context's 
 OTHER_UNITS: dict[str, tuple[str, float]] = {"time_budget_s": ("time_budget_min", 60.0)}
 # HANetCfg fields a run may override (unset: the named architecture's value), with their help
 ARCH_OVERRIDES: dict[str, dict[str, Any]] = {
+    "text_graph": {
+        "help": "Sentence-graph edges: reference (the reference code's: root -> verb, verb <-> "
+        "argument, no self-loops) or extended (self-loops, root <-> verb, verbless arguments "
+        "tied to the root); default: the architecture's (reference)."
+    },
     "motion_levels": {
         "help": "Temporal convolution on the action level, or on all three levels' input; "
         "default: the architecture's (action)."
@@ -76,9 +81,12 @@ def _parameter(
     )
 
 
-def train_settings(arch: str, values: dict[str, Any]) -> tuple[TrainCfg, HANetCfg]:
+def train_settings(
+    arch: str, values: dict[str, Any], pretrained: str | None = None
+) -> tuple[TrainCfg, HANetCfg]:
     """The training settings and the architecture (``arch`` with the overrides given) that the
-    config options' ``values`` (by option name) say. ValueError for values they refuse."""
+    config options' ``values`` (by option name) say; with ``pretrained``, ``arch`` is an
+    open_clip architecture (``model.pretrained``). ValueError for values they refuse."""
     from model import get_config
     from model.config import HANetCfg
     from model.train import TrainCfg
@@ -90,7 +98,12 @@ def train_settings(arch: str, values: dict[str, Any]) -> tuple[TrainCfg, HANetCf
             train[f.name] = None if values[option] is None else values[option] * factor
         else:
             train[f.name] = values[f.name]
-    cfg = get_config(arch)
+    if pretrained is None:
+        cfg = get_config(arch)
+    else:
+        from model.pretrained import hanet_config
+
+        cfg = hanet_config(arch, pretrained)
     changes = {k: values[k] for k in ARCH_OVERRIDES if values[k] is not None}
     if changes:
         cfg = HANetCfg.from_dict({**cfg.to_dict(), **changes})

@@ -20,21 +20,45 @@ log = logging.getLogger(__name__)
 
 def init(
     out: Annotated[Path, typer.Option(help="Where to write the HANet checkpoint.")],
-    arch: Annotated[str, typer.Option(help="HANet architecture name.")] = "ViT-B-32",
+    arch: Annotated[
+        str,
+        typer.Option(
+            help="HANet architecture name (tiny, ViT-B-32), or with --pretrained an open_clip "
+            "architecture: RN50, ViT-B-32, ViT-B-32-quickgelu, ViT-B-16, ViT-L-14."
+        ),
+    ] = "ViT-B-32",
     clip_weights: Annotated[
         Path | None, typer.Option(help="open_clip weights file (.pt, .bin or .safetensors).")
+    ] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="open_clip pretrained weights for --arch: a tag of its registry (e.g. openai, "
+            "laion2b_s34b_b79k; downloaded once into open_clip's cache) or a weights file."
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="open_clip's download cache (default: its own).")
     ] = None,
 ) -> None:
     """Make a HANet checkpoint, from published open_clip weights when given (zero-shot start:
     scores like CLIP with mean-pooled frames until trained)."""
     from model import CheckpointError, ConfigError, create_model
 
+    if pretrained is not None and clip_weights is not None:
+        raise typer.BadParameter("give --pretrained or --clip-weights, not both")
     try:
-        model = create_model(arch, clip_weights=str(clip_weights) if clip_weights else None)
+        if pretrained is not None:
+            from model.pretrained import create_pretrained
+
+            model = create_pretrained(arch, pretrained, str(cache_dir) if cache_dir else None)
+        else:
+            model = create_model(arch, clip_weights=str(clip_weights) if clip_weights else None)
     except (CheckpointError, ConfigError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     digest = model.save(str(out))
-    typer.echo(f"wrote {out} ({arch}, sha256 {digest[:16]})")
+    source = f", weights {pretrained}" if pretrained else ""
+    typer.echo(f"wrote {out} ({arch}{source}, sha256 {digest[:16]})")
 
 
 def synth(
@@ -86,6 +110,13 @@ def train(
     clip_weights: Annotated[
         Path | None, typer.Option(help="open_clip weights to start from.")
     ] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from open_clip's pretrained weights for --arch (an open_clip "
+            "architecture then): a registry tag or a weights file, as for hanet init."
+        ),
+    ] = None,
     video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from work-dir's saved state.")] = False,
 ) -> None:
@@ -94,18 +125,21 @@ def train(
 
     from corpus.datasets import DatasetError, load_dataset
     from corpus.prepare import split_data, vocab_from
+    from model import CheckpointError
     from model.train import check_compatible
     from model.train import train as run_training
 
+    if pretrained is not None and clip_weights is not None:
+        raise typer.BadParameter("give --pretrained or --clip-weights, not both")
     try:
-        cfg_train, cfg = train_settings(arch, ctx.meta[CONFIG_OPTIONS])
+        cfg_train, cfg = train_settings(arch, ctx.meta[CONFIG_OPTIONS], pretrained)
         torch.manual_seed(cfg_train.seed)
         check_compatible(cfg, cfg_train)
         dataset = load_dataset(data, video_dir)
         vocab, cfg = vocab_from(dataset, cfg)
-    except (DatasetError, ValueError) as exc:
+        model = _new_model(cfg, vocab, clip_weights, pretrained)
+    except (DatasetError, ValueError, CheckpointError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    model = _new_model(cfg, vocab, clip_weights)
     log.info(
         "training %s (%s objective) on %s, vocabulary %d verbs / %d nouns",
         arch,
@@ -118,21 +152,30 @@ def train(
     val_data, _ = split_data(dataset, "val", cfg, None, work_dir / "cache")
     history = run_training(model, train_data, val_data, cfg_train, work_dir, out, resume)
     best = max(history, key=lambda r: r["val_rsum"]) if history else None
+    trained = history[-1]["epoch"] if history else 0  # epoch 0: validation before training
     typer.echo(
-        f"done: {len(history)} epochs, best validation rsum "
-        f"{best['val_rsum'] if best else 'n/a'}; checkpoint {out}"
+        f"done: {trained} epochs, best validation rsum "
+        f"{best['val_rsum'] if best else 'n/a'} (epoch {best['epoch'] if best else 'n/a'}); "
+        f"checkpoint {out}"
     )
 
 
-def _new_model(cfg: HANetCfg, vocab: ConceptVocab, clip_weights: Path | None) -> HANet:
-    """HANet for ``cfg`` with ``vocab``, from open_clip weights when given, on the GPU when
-    there is one."""
+def _new_model(
+    cfg: HANetCfg, vocab: ConceptVocab, clip_weights: Path | None, pretrained: str | None
+) -> HANet:
+    """HANet for ``cfg`` with ``vocab``, from open_clip weights when given (a file, or what
+    open_clip's registry names), on the GPU when there is one."""
     import torch
 
     from model import HANet
     from model.backbone import load_clip_weights
 
-    model = HANet(cfg, vocab)
+    if pretrained is not None:
+        from model.pretrained import from_open_clip, load_open_clip
+
+        model = from_open_clip(cfg, load_open_clip(cfg, pretrained), vocab)
+    else:
+        model = HANet(cfg, vocab)
     if clip_weights is not None:
         load_clip_weights(model.clip, clip_weights)
     return model.to("cuda" if torch.cuda.is_available() else "cpu")

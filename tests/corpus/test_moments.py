@@ -87,9 +87,13 @@ def test_video_retrieval_counts_each_video_once() -> None:
         "R@1": 25.0,
         "R@5": 75.0,
         "R@10": 75.0,
-        "MedR": 2.0,  # lower median of 1, 2, 2, 11
+        "MedR": 2.0,  # median of 1, 2, 2, 11
         "found": 4,
     }
+    # an even count averages the two middle ranks (1, 2, 11, 11 -> 6.5); an unranked video in
+    # the middle gives no median
+    assert median_rank(np.array([1.0, 11.0, 2.0, 11.0])) == 6.5
+    assert median_rank(np.array([1.0, np.inf, 2.0, np.inf])) is None
     repeated = [[("a", 0, 1), ("a", 1, 2), ("a", 2, 3), ("b", 0, 1)]]
     assert video_ranks([("b", 0, 1)], repeated).tolist() == [2.0]  # not 4
 
@@ -108,7 +112,7 @@ def test_no_hits_at_all() -> None:
     assert corpus_moment_recall(truth, ranked)["IoU>=0.5"] == {"R@1": 0.0, "R@5": 0.0, "R@10": 0.0}
     ranks = video_ranks(truth, ranked)
     np.testing.assert_array_equal(ranks, [2, np.inf])
-    assert median_rank(ranks) == 2.0  # lower median of 2 and inf
+    assert median_rank(ranks) is None  # the mean of 2 and inf: no finite median
     assert median_rank(np.array([np.inf, 1.0, np.inf])) is None
     assert video_recall(truth, ranked)["found"] == 1
 

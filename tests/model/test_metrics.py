@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from model.metrics import best_positive_ranks, pairwise_accuracy, retrieval_metrics
+from model.metrics import best_positive_ranks, pairwise_accuracy, retrieval_metrics, summarize
 
 
 def test_ranks_with_several_positives_and_ties() -> None:
@@ -45,10 +46,22 @@ def test_metrics_by_hand() -> None:
     m = retrieval_metrics(scores, positives)
     # t2v ranks: [1, 3, 1, 3]; v2t: video 0 best caption 0 (0.9) -> 1; video 1: caption 2 (0.8)
     # -> 1; video 2: caption 3 (0.5), above it caption 0 (0.2)? no; caption 1 0.2, caption 2 0.1
-    # -> rank 1
-    assert m["t2v"] == {"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "MedR": 1.0, "MeanR": 2.0}
+    # -> rank 1. MedR of [1, 3, 1, 3]: the mean of the two middle ranks 1 and 3
+    assert m["t2v"] == {"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "MedR": 2.0, "MeanR": 2.0}
     assert m["v2t"]["R@1"] == 100.0 and m["v2t"]["MeanR"] == 1.0
     assert m["rsum"] == pytest.approx(50 + 100 + 100 + 300)
+
+
+@pytest.mark.parametrize(
+    "ranks", [[1, 2, 7, 9], [4, 1], [1, 2, 3], [5, 5, 6, 8, 1, 2], list(range(1, 101))]
+)
+def test_median_rank_is_numpys_median(ranks: list[int]) -> None:
+    """Even counts average the two middle ranks (the reference takes np.median)."""
+    m = summarize(torch.tensor(ranks))
+    assert m["MedR"] == float(np.median(ranks))
+    if len(ranks) % 2 == 0:  # not the lower middle value
+        middle = sorted(ranks)[len(ranks) // 2 - 1 : len(ranks) // 2 + 1]
+        assert m["MedR"] == sum(middle) / 2
 
 
 def test_needs_a_positive_per_query() -> None:

@@ -9,32 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from corpus.datasets import load_generic
-from corpus.prepare import split_data, vocab_from
-from corpus.synth import generate_corpus
-from model import HANet, get_config, load_checkpoint
+from model import HANet, load_checkpoint
 from model.negatives import contrast_edits
 from model.train import SplitData, TrainCfg, _step_loss, prepare, train
 
 pytestmark = pytest.mark.slow  # every test here trains
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("train")
-    dataset = load_generic(generate_corpus(root / "c", 60, seed=2, workers=2, progress=False))
-    vocab, cfg = vocab_from(dataset, get_config("tiny"))
-    train_data, _ = split_data(dataset, "train", cfg, vocab, progress=False)
-    val_data, _ = split_data(dataset, "val", cfg, None, progress=False)
-    return {"vocab": vocab, "cfg": cfg, "train": train_data, "val": val_data}
-
-
 def _fixed_loss(model: HANet, cfg: TrainCfg, data: SplitData) -> float:
     model.eval()
     with torch.no_grad():
-        return _step_loss(
-            model, cfg, data, list(range(len(data.frames))), None, random.Random(0)
-        ).item()
+        batch = [(v, None) for v in range(len(data.frames))]  # each video, a random caption
+        return _step_loss(model, cfg, data, batch, None, random.Random(0)).item()
 
 
 def test_vocabulary_comes_from_training_captions(corpus: dict) -> None:
@@ -62,10 +48,12 @@ def test_training_lowers_the_loss_and_saves_the_best(corpus: dict, tmp_path: Pat
     )
     after = _fixed_loss(model, cfg, corpus["train"])
     assert after < before * 0.9, (before, after)
-    assert len(history) == 4 and any(r.get("saved") for r in history)
+    assert len(history) == 5  # epoch 0 (validation before training) and four epochs
+    assert history[0]["epoch"] == 0 and history[0]["loss"] is None
+    assert any(r.get("saved") for r in history[1:])
     best = load_checkpoint(tmp_path / "best.pt")
     assert best.vocab == corpus["vocab"]
-    assert (tmp_path / "w" / "metrics.jsonl").read_text().count("\n") == 4
+    assert (tmp_path / "w" / "metrics.jsonl").read_text().count("\n") == 5
 
 
 def test_resume_continues_where_it_stopped(corpus: dict, tmp_path: Path) -> None:

@@ -91,7 +91,13 @@ def test_train_with_unknown_split_or_data_says_why(tmp_path) -> None:
         ],
     )
     assert result.exit_code != 0 and "cannot read" in result.output
-    for option, value in (("--motion-levels", "event"), ("--lr-schedule", "step")):
+    for option, value in (
+        ("--motion-levels", "event"),
+        ("--lr-schedule", "step"),
+        ("--epoch-unit", "frames"),
+        ("--loss", "triplet"),
+        ("--text-graph", "full"),
+    ):
         result = runner.invoke(
             app,
             [
@@ -140,7 +146,8 @@ def test_train_options_are_the_training_config_fields() -> None:
         "--data --out --work-dir --arch --clip-weights --video-dir --resume --motion-levels "
         "--keypoints --motion-stream --epochs --batch-size --lr --patience --objective "
         "--frozen-backbone --time-budget-min --seed --save-half --warmup-epochs --lr-schedule "
-        "--hard-negatives --help".split()
+        "--hard-negatives --help --text-graph --backbone-lr --epoch-unit --mask-duplicates "
+        "--validate-first --loss --temperature --lr-warmup-epochs --pretrained".split()
     )
     types = get_type_hints(TrainCfg)
     for f in fields(TrainCfg):
@@ -157,7 +164,7 @@ def test_train_options_are_the_training_config_fields() -> None:
     minimums = {f.name: f.metadata.get("min") for f in fields(TrainCfg)}
     assert minimums["epochs"] == 1 and minimums["batch_size"] == 2 and minimums["lr"] == 0.0
     assert minimums["patience"] == 1 and minimums["warmup_epochs"] == 0
-    for name in ("motion_levels", "keypoints", "motion_stream"):
+    for name in ("text_graph", "motion_levels", "keypoints", "motion_stream"):
         assert name in {f.name for f in fields(HANetCfg)} and options[name].default is None
     for flag in ("--keypoints", "--motion-stream"):
         assert _accepts(flag, "0") and not _accepts(flag, "-1")
@@ -174,6 +181,9 @@ def test_train_options_make_the_configs() -> None:
                 *REQUIRED,
                 *("--time-budget-min", "2", "--warmup-epochs", "3", "--lr-schedule", "cosine"),
                 *("--save-half", "--hard-negatives", "--epochs", "7", "--keypoints", "2"),
+                *("--backbone-lr", "1e-6", "--epoch-unit", "pairs", "--no-mask-duplicates"),
+                *("--no-validate-first", "--loss", "infonce", "--temperature", "0.02"),
+                *("--lr-warmup-epochs", "0.5", "--text-graph", "extended"),
             ],
         )
         .params
@@ -186,8 +196,30 @@ def test_train_options_make_the_configs() -> None:
         save_half=True,
         hard_negatives=True,
         epochs=7,
+        backbone_lr=1e-6,
+        epoch_unit="pairs",
+        mask_duplicates=False,
+        validate_first=False,
+        loss="infonce",
+        temperature=0.02,
+        lr_warmup_epochs=0.5,
     )
-    assert cfg == HANetCfg.from_dict({**get_config("tiny").to_dict(), "keypoints": 2})
+    expected = {**get_config("tiny").to_dict(), "keypoints": 2, "text_graph": "extended"}
+    assert cfg == HANetCfg.from_dict(expected)
+
+
+def test_train_options_with_pretrained_use_open_clips_config() -> None:
+    """--pretrained makes --arch an open_clip architecture, its config from open_clip's."""
+    from model.pretrained import hanet_config
+
+    defaults = _train_command().make_context("train", list(REQUIRED)).params
+    cfg_train, cfg = train_settings("ViT-B-32", defaults, "openai")
+    assert cfg == hanet_config("ViT-B-32", "openai") and cfg.clip["quick_gelu"] is True
+    assert cfg_train == TrainCfg()
+    result = runner.invoke(
+        app, ["train", *REQUIRED, "--arch", "ViT-H-14-quickgelu", "--pretrained", "dfn5b"]
+    )
+    assert result.exit_code != 0 and "not supported" in result.output, result.output
 
 
 def test_train_refuses_values_below_the_field_minimum(tmp_path) -> None:
