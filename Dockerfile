@@ -34,11 +34,12 @@ COPY corpus ./corpus
 COPY indexer ./indexer
 COPY service ./service
 COPY migrations ./migrations
-RUN pip install . \
+# with the Milvus client (HANET_VECTOR_STORE=milvus: docker-compose's "milvus" profile)
+RUN pip install ".[milvus]" \
  && if [ "$DEVICE" = cuda ]; then \
       pip uninstall -y faiss-cpu && pip install "faiss-gpu>=1.8,<2"; \
     fi \
- && python -c "import faiss, av, open_clip, torch; print('torch', torch.__version__, 'faiss', faiss.__version__)"
+ && python -c "import faiss, av, open_clip, torch, pymilvus; print('torch', torch.__version__, 'faiss', faiss.__version__)"
 
 # ---- runtime: the environment, a non-root user, one data volume ----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from index.milvus import MilvusTarget, resolve
 from index.parts import unit_rows, write_part
 from index.reader import (
     FIELDS,
@@ -51,7 +52,14 @@ class IndexWriter:
     def open(
         cls, index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: str
     ) -> IndexWriter:
-        """Raises BuildError when the published build belongs to another checkpoint."""
+        """Raises BuildError when the published build belongs to another checkpoint. An index
+        folder registered as served by Milvus (``index.milvus.use_milvus``) gives a
+        ``MilvusWriter``, the same interface."""
+        target = resolve(index_dir)
+        if isinstance(target, MilvusTarget):
+            from index.milvus_index import MilvusWriter
+
+            return MilvusWriter.open(target, cfg, checkpoint_sha256, factory)  # type: ignore[return-value]
         try:
             return cls(index_dir, load_current(index_dir, expect_checkpoint=checkpoint_sha256))
         except BuildError:
@@ -295,6 +303,11 @@ def reclaim(staging: Path, index_dir: Path) -> None:
 def contents(index_dir: Path) -> tuple[set[int], set[int]]:
     """The published version's live videos and its tombstones, from its id lists alone (no
     FAISS index read); empty sets when nothing is published."""
+    target = resolve(index_dir)
+    if isinstance(target, MilvusTarget):
+        from index.milvus_index import contents as milvus_contents
+
+        return milvus_contents(target)
     name = current_name(index_dir)
     if name is None:
         return set(), set()
@@ -311,7 +324,13 @@ def delete_videos(index_dir: Path, video_ids: list[int]) -> str:
     small write: the new version links the current one's FAISS files and rerank parts and lists
     the videos as deleted; no FAISS index is read or written. Returns the published version's
     name ("<build>/v<n>"; the current one when every video was tombstoned already). Raises
-    BuildError before any publish."""
+    BuildError before any publish. In Milvus (``index.milvus.resolve``): tombstoned and
+    removed there (``index.milvus_index.delete_videos``)."""
+    target = resolve(index_dir)
+    if isinstance(target, MilvusTarget):
+        from index.milvus_index import delete_videos as delete_in_milvus
+
+        return delete_in_milvus(target, video_ids)
     with writing(index_dir):
         name = current_name(index_dir)
         if name is None:

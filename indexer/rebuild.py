@@ -33,6 +33,7 @@ from tqdm import tqdm
 from db import queue, rebuilds, worklist
 from db.queue import Claim
 from db.rebuilds import RebuildError, Started
+from index.milvus import MilvusTarget, resolve
 from index.reader import current_name
 from index.writer import IndexWriter, contents, delete_videos, promote, reclaim, writing
 from indexer.embedder import Embedder
@@ -124,6 +125,8 @@ def run_rebuild(
 ) -> RebuildSummary:
     """Rebuild the index with ``model`` (a new rebuild, or the running one resumed when its
     holder is gone). Raises RebuildRunning when another live process holds the running one."""
+    if isinstance(resolve(index_dir), MilvusTarget):
+        raise RebuildError("rebuild is not yet implemented for the Milvus vector store")
     start, worker = time.monotonic(), queue.worker_name()
     checkpoint = model.checkpoint_sha256 or "unsaved"
     started = rebuilds.start(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.settings import HanetSettings
@@ -14,6 +15,7 @@ from service.settings import HanetSettings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from index.milvus import MilvusTarget
     from model import HANet
     from service.search import Searcher
 
@@ -83,12 +85,33 @@ def load_model(settings: HanetSettings, *, device: str = "cpu", serving: bool = 
     return model
 
 
+def index_target(settings: HanetSettings) -> Path | MilvusTarget:
+    """Where the index lives: the index folder (FAISS files, ``vector_store`` "faiss"), or
+    Milvus, which this process then also uses for every entry point that names the index
+    folder (the indexer job, deletes: ``index.milvus.use_milvus``)."""
+    from index.milvus import MilvusTarget, use_milvus
+
+    if settings.vector_store != "milvus":
+        use_milvus(settings.index_dir, None)
+        return settings.index_dir
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    target = MilvusTarget(settings.resolved_milvus_uri, token, settings.milvus_collection)
+    use_milvus(settings.index_dir, target)
+    return target
+
+
 def build_searcher(settings: HanetSettings, model: HANet) -> Searcher:
-    """The search engine over the published index, for ``model`` (a serving model)."""
+    """The search engine over the published index, for ``model`` (a serving model): FAISS
+    builds in the index folder, or the build published in Milvus."""
     from index.live import LiveIndex
+    from index.milvus_index import MilvusLive
     from service.search import QueryCache, Searcher
 
-    index = LiveIndex(settings.index_dir, expect_checkpoint=model.checkpoint_sha256)
+    target = index_target(settings)
+    if isinstance(target, Path):
+        index = LiveIndex(target, expect_checkpoint=model.checkpoint_sha256)
+    else:
+        index = MilvusLive(target, expect_checkpoint=model.checkpoint_sha256)  # same interface
     cache = QueryCache(model, settings.query_cache_size)
     return Searcher(model, index, cache, candidates=settings.search_candidates)
 

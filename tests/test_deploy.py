@@ -56,7 +56,9 @@ def compose() -> dict:
 
 
 def test_compose_is_valid_and_wires_the_services(compose) -> None:
-    services = compose["services"]
+    services = {
+        name: s for name, s in compose["services"].items() if "milvus" not in s.get("profiles", [])
+    }
     assert set(services) == {"db", "migrate", "api", "indexer"}
     assert services["migrate"]["command"] == ["hanet", "db", "upgrade"]
     assert services["indexer"]["command"] == ["hanet", "index", "run", "--watch"]
@@ -72,7 +74,39 @@ def test_compose_is_valid_and_wires_the_services(compose) -> None:
         assert env["HANET_AUTO_MIGRATE"] == "false"  # the migrate service's job, once
     assert "/ready" in json.dumps(services["api"]["healthcheck"]["test"])
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
-    assert set(compose["volumes"]) == {"pgdata", "hanet-data"}
+    assert {"pgdata", "hanet-data"} <= set(compose["volumes"])
+
+
+MILVUS_PROFILE = {"milvus-etcd", "milvus-minio", "milvus", "api-milvus", "indexer-milvus"}
+
+
+def test_the_milvus_profile_shares_no_index_directory(compose) -> None:
+    """Milvus standalone (etcd + MinIO), two API replicas and three workers, every one with a
+    healthcheck, none with a volume for the index: each has its own /data."""
+    services = compose["services"]
+    profiled = {name for name, s in services.items() if s.get("profiles") == ["milvus"]}
+    assert profiled == MILVUS_PROFILE
+    assert services["api-milvus"]["deploy"]["replicas"] == 2
+    assert services["indexer-milvus"]["deploy"]["replicas"] == 3
+    for name in MILVUS_PROFILE:
+        check = services[name]["healthcheck"]
+        assert not check.get("disable") and check["test"][0] == "CMD", name
+    milvus = services["milvus"]
+    assert milvus["command"] == ["milvus", "run", "standalone"]
+    assert milvus["environment"]["ETCD_ENDPOINTS"] == "milvus-etcd:2379"
+    assert milvus["environment"]["MINIO_ADDRESS"] == "milvus-minio:9000"
+    for dep in ("milvus-etcd", "milvus-minio"):
+        assert milvus["depends_on"][dep]["condition"] == "service_healthy"
+    for name in ("api-milvus", "indexer-milvus"):
+        service = services[name]
+        env = service["environment"]
+        assert env["HANET_VECTOR_STORE"] == "milvus"
+        assert env["HANET_MILVUS_URI"] == "http://milvus:19530"
+        assert service["depends_on"]["milvus"]["condition"] == "service_healthy"
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        mounts = [v.split(":")[1] for v in service.get("volumes", [])]
+        assert "/data" not in mounts and mounts == ["/media"]  # media read-only, nothing else
+        assert service["volumes"][0].endswith(":ro")
 
 
 def test_compose_environment_is_valid_settings(compose, monkeypatch) -> None:
@@ -84,3 +118,8 @@ def test_compose_environment_is_valid_settings(compose, monkeypatch) -> None:
     settings = HanetSettings()
     assert settings.api_key is None and str(settings.data_dir) == "/data"
     assert settings.auto_migrate is False
+    for key, value in compose["services"]["indexer-milvus"]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    settings = HanetSettings()
+    assert settings.vector_store == "milvus" and settings.milvus_token is None
+    assert settings.resolved_milvus_uri == "http://milvus:19530"

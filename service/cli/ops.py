@@ -107,6 +107,7 @@ def index_run(
     from indexer.job import run_indexing
 
     settings = settings_of(ctx)
+    runtime.index_target(settings)  # in Milvus mode, the index folder resolves to Milvus
     stop = threading.Event()  # SIGTERM (docker stop): finish the batch in hand, then exit
     with database(settings) as engine:
         model = indexing_model(settings)
@@ -139,6 +140,13 @@ def index_rebuild(
     from indexer.rebuild import run_rebuild
 
     settings = settings_of(ctx)
+    if settings.vector_store == "milvus":
+        typer.echo(
+            "rebuild is not yet implemented for vector_store milvus: index into a new "
+            "HANET_MILVUS_COLLECTION prefix with the new checkpoint, then switch the API to it",
+            err=True,
+        )
+        raise typer.Exit(1)
     if cancel:
         _cancel_rebuild(settings)
         return
@@ -188,6 +196,7 @@ def index_delete(
     from indexer.writer import remove_videos
 
     settings = settings_of(ctx)
+    runtime.index_target(settings)
     with database(settings) as engine:
         gone = remove_videos(engine, settings.index_dir, video_ids)
     typer.echo(f"deleted {len(gone)} of {len(video_ids)} videos")
@@ -199,8 +208,15 @@ def index_compact(ctx: typer.Context) -> None:
     from index.reader import BuildError
     from index.writer import compact
 
+    target = runtime.index_target(settings_of(ctx))
     try:
-        build = compact(settings_of(ctx).index_dir)
+        if not isinstance(target, Path):
+            from index.milvus_index import compact as compact_milvus
+
+            summary = compact_milvus(target).summary()
+            typer.echo(f"compaction asked of Milvus: {summary['videos']} videos")
+            return
+        build = compact(target)
     except BuildError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"compacted: {build.manifest['videos']} videos, vectors {build.manifest['counts']}")
@@ -220,8 +236,14 @@ def index_status(
         rebuild = rebuilds.running(engine)
     if rebuild is not None:
         status["rebuild"] = rebuild.to_json()
+    target = runtime.index_target(settings)
     with contextlib.suppress(BuildError):  # none published yet
-        status["build"] = load_current(settings.index_dir).summary()
+        if isinstance(target, Path):
+            status["build"] = load_current(target).summary()
+        else:
+            from index.milvus_index import load_current as load_from_milvus
+
+            status["build"] = load_from_milvus(target).summary()
     if json_out:
         typer.echo(json.dumps(status, indent=1))
         return
