@@ -54,6 +54,8 @@ class HitRow:
     status: str
     concepts: dict | None  # as the indexer stored them (db.schema.Video.concepts)
     duration_s: float | None
+    tags: list | None = None  # labels given at ingest or by PATCH
+    meta: dict | None = None  # key/value metadata
 
 
 class HitRows:
@@ -101,6 +103,14 @@ def hit_rows(engine: Engine, video_ids: list[int]) -> dict[int, HitRow]:
 
 
 def _read_rows(conn: Connection, video_ids: list[int]) -> dict[int, HitRow]:
-    query = select(Video.id, Video.title, Video.status, Video.concepts, Video.duration_s)
+    query = select(
+        Video.id,
+        Video.title,
+        Video.status,
+        Video.concepts,
+        Video.duration_s,
+        Video.tags,
+        Video.meta,
+    )
     rows = conn.execute(query.where(Video.id.in_(video_ids)))
     return {int(row[0]): HitRow(*row[1:]) for row in rows}

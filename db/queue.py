@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db import outbox
 from db.schema import Video, VideoStatus
 
 PENDING, PROCESSING = VideoStatus.PENDING.value, VideoStatus.PROCESSING.value
@@ -42,6 +43,8 @@ def enqueue(
     sha256: str,
     title: str | None = None,
     media_type: str | None = None,
+    tags: list[str] | None = None,
+    meta: dict[str, str] | None = None,
 ) -> tuple[int, bool]:
     """Add a video by content hash, with its file's HTTP media type when known; the same content
     again returns the existing id (and gives that row the media type if it had none).
@@ -52,7 +55,12 @@ def enqueue(
             _fill_media_type(session, existing, media_type)
             return existing, False
         video = Video(
-            content_sha256=sha256, media_path=media_path, title=title, media_type=media_type
+            content_sha256=sha256,
+            media_path=media_path,
+            title=title,
+            media_type=media_type,
+            tags=tags,
+            meta=meta,
         )
         session.add(video)
         try:
@@ -61,6 +69,62 @@ def enqueue(
             session.rollback()
             return session.scalar(select(Video.id).where(Video.content_sha256 == sha256)), False
         return video.id, True
+
+
+def enqueue_url(
+    engine: Engine,
+    url: str,
+    *,
+    title: str | None = None,
+    tags: list[str] | None = None,
+    meta: dict[str, str] | None = None,
+) -> tuple[int, bool]:
+    """Add a video to be downloaded from ``url`` by the worker that claims it (no file nor
+    content hash until then). The same URL while an earlier ingest of it has not failed
+    returns that video. Returns (video id, created)."""
+    with Session(engine) as session, session.begin():
+        existing = session.scalar(
+            select(Video.id)
+            .where(Video.source_url == url, Video.status != FAILED)
+            .order_by(Video.id)
+            .limit(1)
+        )
+        if existing is not None:
+            return existing, False
+        video = Video(
+            content_sha256=None, media_path="", source_url=url, title=title, tags=tags, meta=meta
+        )
+        session.add(video)
+        session.flush()
+        return video.id, True
+
+
+def fetched(
+    engine: Engine,
+    video_id: int,
+    *,
+    worker: str,
+    media_path: str,
+    sha256: str,
+    media_type: str,
+) -> int | None:
+    """Record the file a worker downloaded for a video ingested by URL, while it holds the job.
+    Returns None when recorded, else the id of the video that already has this content (the
+    row is left without a file: fail it)."""
+    same = select(Video.id).where(Video.content_sha256 == sha256)
+    try:
+        with Session(engine) as session, session.begin():
+            if (existing := session.scalar(same)) is not None:
+                return existing
+            session.execute(
+                update(Video)
+                .where(Video.id == video_id, Video.claimed_by == worker, Video.status == PROCESSING)
+                .values(content_sha256=sha256, media_path=media_path, media_type=media_type)
+            )
+    except IntegrityError:  # another process stored the same content just now
+        with Session(engine) as session:
+            return session.scalar(same)
+    return None
 
 
 def _fill_media_type(session: Session, video_id: int, media_type: str | None) -> None:
@@ -82,10 +146,12 @@ def set_media_type(engine: Engine, video_id: int, media_type: str) -> None:
 
 @dataclass(frozen=True)
 class Claim:
-    """A job a worker took: the video and where its media file is."""
+    """A job a worker took: the video and where its media file is; ``source_url`` for a video
+    ingested by URL that is still to be downloaded (``media_path`` is empty until then)."""
 
     video_id: int
     media_path: str
+    source_url: str | None = None
 
 
 def claim(engine: Engine, *, worker: str, limit: int, lease_s: float = 60.0) -> list[Claim]:
@@ -96,10 +162,18 @@ def claim(engine: Engine, *, worker: str, limit: int, lease_s: float = 60.0) -> 
         (Video.status == PROCESSING) & (Video.lease_expires_at < now)
     )
     with Session(engine) as session, session.begin():
-        query = select(Video.id, Video.media_path).where(claimable).order_by(Video.id).limit(limit)
+        query = (
+            select(Video.id, Video.media_path, Video.source_url, Video.content_sha256)
+            .where(claimable)
+            .order_by(Video.id)
+            .limit(limit)
+        )
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        claims = [Claim(video_id, path) for video_id, path in session.execute(query)]
+        claims = [
+            Claim(video_id, path, url if sha is None else None)
+            for video_id, path, url, sha in session.execute(query)
+        ]
         if claims:
             session.execute(
                 update(Video)
@@ -126,13 +200,29 @@ def renew(engine: Engine, *, worker: str, ids: list[int], lease_s: float = 60.0)
         return result.rowcount
 
 
+def renew_all(engine: Engine, *, worker: str, lease_s: float = 60.0) -> int:
+    """Extend the lease on every job this worker holds (during a long download, which holds
+    up the batches around it); returns how many it holds."""
+    with Session(engine) as session, session.begin():
+        result = session.execute(
+            update(Video)
+            .where(Video.claimed_by == worker, Video.status == PROCESSING)
+            .values(lease_expires_at=_now() + timedelta(seconds=lease_s))
+        )
+        return result.rowcount
+
+
 def _finish(engine: Engine, video_id: int, worker: str, **values) -> bool:
+    """End a job this worker holds; on a ``db.outbox.notifying`` engine, its webhook event is
+    written in the same transaction."""
     with Session(engine) as session, session.begin():
         result = session.execute(
             update(Video)
             .where(Video.id == video_id, Video.claimed_by == worker, Video.status == PROCESSING)
             .values(claimed_by=None, lease_expires_at=None, **values)
         )
+        if result.rowcount == 1 and outbox.writes_events(engine):
+            outbox.add_event(session, video_id)
         return result.rowcount == 1
 
 

@@ -56,9 +56,16 @@ class Video(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    content_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    # None only for a video ingested by URL that the worker has not downloaded yet
+    content_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Where the media file is; empty for a video ingested by URL until it is downloaded.
     media_path: Mapped[str] = mapped_column(Text, nullable=False)
+    # The http(s) URL a video was ingested from (None: uploaded or ingested by path).
+    source_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     title: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Free labels and key/value metadata given at ingest or by PATCH /videos/{id}.
+    tags: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    meta: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     status: Mapped[str] = mapped_column(
         String(16), nullable=False, default=VideoStatus.PENDING.value, index=True
     )
@@ -155,3 +162,49 @@ class RebuildVideo(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # done: the video's units in the new build (its row's ``segments`` once swapped in)
     segments: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class DeliveryStatus(str, enum.Enum):
+    """A webhook delivery's life: pending (due now or after a back-off) -> delivered | failed
+    (given up after the last attempt)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: one event (a video indexed or failed) to POST to the configured URL,
+    written in the transaction that changes the video's status, so that an event is never
+    lost nor sent for a change that did not commit. Deliverers claim rows through a lease like
+    the queue's. No foreign key to ``videos``: the event outlives a deleted video."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'delivered', 'failed')", name="ck_webhook_deliveries_status"
+        ),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(32), nullable=False)  # video.indexed | video.failed
+    video_id: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    payload: Mapped[dict] = mapped_column(JSON, nullable=False)  # the POSTed body's JSON
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=DeliveryStatus.PENDING.value
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=_utcnow
+    )
+    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=_utcnow
+    )
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

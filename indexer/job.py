@@ -16,24 +16,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from db import queue
+from db import outbox, queue
 from db.queue import Claim
 from index.reader import BuildError
 from index.writer import IndexWriter
+from indexer.decode import DecodeError, probe_media
 from indexer.embedder import Embedder, Unit
+from indexer.fetch_url import FetchCfg, FetchError, download
 from indexer.reader import Decoded, ReadBatch, Reader, Undecodable
 from indexer.segments import SegmentCfg
 from indexer.writer import BatchWriter
-from model import HANet
+from model import HANet, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ class IndexingCfg:
     lease_s: float = 300.0  # a claimed job's lease, renewed while the worker holds it
     poll_s: float = 2.0  # how often a watching worker looks for new jobs
     segments: SegmentCfg = field(default_factory=SegmentCfg)  # how videos are cut into units
+    fetch: FetchCfg | None = None  # how videos ingested by URL are downloaded (None: they fail)
+    events: bool = False  # write a webhook event (db.outbox) when a video is indexed or fails
 
 
 def reader_for(model: HANet, cfg: IndexingCfg) -> Reader:
@@ -78,6 +85,7 @@ def run_indexing(
     """Index queued videos until the queue is empty (or, with ``watch``, until ``stop``).
     Raises ``BuildError`` when the published build belongs to another checkpoint."""
     start, worker = time.monotonic(), queue.worker_name()
+    engine = outbox.notifying(engine) if cfg.events else engine
     released = queue.release_dead_workers(engine)
     if released:
         log.info("took back %d jobs of dead workers on this host", released)
@@ -105,8 +113,12 @@ class _Jobs:
     cfg: IndexingCfg
 
     def claim(self) -> list[Claim]:
+        """Jobs to read, the videos ingested by URL among them downloaded first (those that
+        fail to are failed with the reason, and left out)."""
         limit, lease_s = self.cfg.batch_size, self.cfg.lease_s
-        return queue.claim(self.engine, worker=self.worker, limit=limit, lease_s=lease_s)
+        claims = queue.claim(self.engine, worker=self.worker, limit=limit, lease_s=lease_s)
+        fetched = (fetch_claim(self.engine, self.worker, c, self.cfg) for c in claims)
+        return [c for c in fetched if c is not None]
 
     def renew(self, video_ids: list[int]) -> None:
         queue.renew(self.engine, worker=self.worker, ids=video_ids, lease_s=self.cfg.lease_s)
@@ -121,6 +133,72 @@ class _Jobs:
 
     def pending(self) -> int:
         return queue.counts(self.engine)["pending"]
+
+
+def fetch_claim(engine: Engine, worker: str, claim: Claim, cfg: IndexingCfg) -> Claim | None:
+    """A claimed video ingested by URL, downloaded, checked to be a video and recorded: its
+    claim with the file (other claims as they are); None when that failed (its row says why,
+    as for a refused upload). The worker's leases are renewed while a long download runs."""
+    if claim.source_url is None:
+        return claim
+    if cfg.fetch is None:
+        reason = "this indexer worker is not set up to download videos ingested by URL"
+        queue.fail(engine, claim.video_id, worker=worker, reason=reason)
+        return None
+    renewed = time.monotonic()
+
+    def keep_leases(_size: int) -> None:
+        nonlocal renewed
+        if time.monotonic() - renewed > cfg.lease_s / 3:
+            queue.renew_all(engine, worker=worker, lease_s=cfg.lease_s)
+            renewed = time.monotonic()
+
+    try:
+        path, sha256, media_type, new_file = fetch_video(claim.source_url, cfg.fetch, keep_leases)
+    except FetchError as exc:
+        queue.fail(engine, claim.video_id, worker=worker, reason=str(exc))
+        return None
+    same = queue.fetched(
+        engine,
+        claim.video_id,
+        worker=worker,
+        media_path=str(path),
+        sha256=sha256,
+        media_type=media_type,
+    )
+    if same is not None:
+        if new_file:
+            path.unlink(missing_ok=True)
+        reason = f"the same video is already ingested, as video {same}"
+        queue.fail(engine, claim.video_id, worker=worker, reason=reason)
+        return None
+    return Claim(claim.video_id, str(path))
+
+
+def fetch_video(
+    url: str, cfg: FetchCfg, on_progress: Callable[[int], None] | None = None
+) -> tuple[Path, str, str, bool]:
+    """Download ``url`` and keep it, if it is a video (the checks of an upload), in the
+    upload folder as ``<sha256><suffix>``: (path, sha256, media type, whether the file is new
+    there). FetchError with the reason otherwise; nothing is kept then."""
+    part = download(url, cfg, on_progress)
+    try:
+        media = probe_media(part)
+        sha256 = file_sha256(part)
+        final = cfg.download_dir / (sha256 + _suffix(url))
+        new_file = not final.exists()
+        os.replace(part, final)  # a rename: the bytes are written once
+    except DecodeError as exc:
+        raise FetchError(f"not a video: {exc}") from exc
+    finally:
+        part.unlink(missing_ok=True)  # refused (renamed away otherwise)
+    return final, sha256, media.media_type, new_file
+
+
+def _suffix(url: str) -> str:
+    """The stored file's suffix: the URL path's (".mp4"), when it looks like one."""
+    suffix = Path(urlsplit(url).path).suffix.lower()
+    return suffix if suffix[1:].isalnum() and len(suffix) <= 10 else ".video"
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from service import runtime
 from service.deps import KeyDep, ReadDep
 from service.headers import HanetAPI
 from service.metrics import install_metrics
-from service.routes import access, media, page, search, videos
+from service.routes import access, media, page, search, videos, webhooks
 from service.settings import HanetSettings
 from service.state import open_state
+from service.webhooks import WebhookCfg, start_delivery
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def create_app(settings: HanetSettings | None = None, with_indexer: bool = False
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["X-API-Key", "Content-Type"],
             max_age=600,
         )
@@ -74,6 +75,7 @@ def include_routers(app: FastAPI, reads: list, keyed: list) -> None:
     for router in (videos.router, media.router):
         app.include_router(router, dependencies=reads, responses=read_401)
     app.include_router(videos.changes, dependencies=keyed, responses=KEY_NEEDED if keyed else {})
+    app.include_router(webhooks.router, dependencies=keyed, responses=KEY_NEEDED if keyed else {})
     if keyed:
         app.include_router(access.router, dependencies=keyed, responses=KEY_NEEDED)
         app.include_router(access.logout)
@@ -106,11 +108,15 @@ def _lifespan(
         stop = threading.Event()
         watcher = state.searcher.index.watch(stop)  # new index versions serve without a request
         worker = start_indexer(settings, stop) if with_indexer else None
+        hooks = WebhookCfg.of(settings)
+        deliverer = start_delivery(state.engine, hooks, stop) if hooks else None
         try:
             yield
         finally:
             stop.set()
             watcher.join(timeout=5)
+            if deliverer is not None:
+                deliverer.join(timeout=30)
             if worker is not None:
                 worker.join(timeout=30)
             state.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -30,15 +31,29 @@ JsonInt = Annotated[int, BeforeValidator(_whole_number)]  # 10 or 10.0; never tr
 # A video's title: what a database text column holds (PostgreSQL refuses NUL characters)
 TITLE_MAX_CHARS = 500
 Title = Annotated[str, Field(max_length=TITLE_MAX_CHARS, pattern=r"^[^\x00]*$")]
+# Labels and key/value metadata: short texts a database column holds, in bounded numbers
+Tag = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00]*$")]
+MetaKey = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00]*$")]
+MetaValue = Annotated[str, Field(max_length=1000, pattern=r"^[^\x00]*$")]
+Tags = Annotated[list[Tag], Field(max_length=50)]
+Metadata = Annotated[dict[MetaKey, MetaValue], Field(max_length=50)]
+VideoUrl = Annotated[
+    str, Field(min_length=8, max_length=2000, pattern=r"^[hH][tT][tT][pP][sS]?://\S+$")
+]
 
 _CONCEPTS = {
     "actions": [{"name": "move", "probability": 0.91}],
     "entities": [{"name": "circle", "probability": 0.88}],
 }
+_TAGS = ["demo", "shapes"]
+_METADATA = {"camera": "synthetic", "licence": "CC0"}
 _VIDEO = {
     "id": 7,
     "status": "indexed",
     "title": "red circle",
+    "source_url": None,
+    "tags": _TAGS,
+    "metadata": _METADATA,
     "failure_reason": None,
     "duration_s": 312.5,
     "progress": 1.0,
@@ -84,6 +99,42 @@ class VideoByPath(BaseModel):
         examples=["clips/dog.mp4"],
     )
     title: Title | None = Field(default=None, description="Optional title.")
+    tags: Tags | None = Field(default=None, description="Optional labels (50 at most).")
+    metadata: Metadata | None = Field(
+        default=None, description="Optional key/value texts (50 at most)."
+    )
+
+
+class VideoByUrl(BaseModel):
+    model_config = _request(
+        {
+            "url": "https://media.example.com/clips/dog.mp4",
+            "title": "the dog",
+            "tags": ["pets"],
+            "metadata": {"source": "example"},
+        }
+    )
+
+    url: VideoUrl = Field(
+        description="An http(s) URL the indexer worker downloads the video from (within the "
+        "upload size limit; non-public addresses are refused unless allowed by the settings).",
+        examples=["https://media.example.com/clips/dog.mp4"],
+    )
+    title: Title | None = Field(default=None, description="Optional title.")
+    tags: Tags | None = Field(default=None, description="Optional labels (50 at most).")
+    metadata: Metadata | None = Field(
+        default=None, description="Optional key/value texts (50 at most)."
+    )
+
+
+class VideoPatch(BaseModel):
+    model_config = _request({"title": "the dog, again", "tags": ["pets", "garden"]})
+
+    title: Title | None = Field(default=None, description="New title (null removes it).")
+    tags: Tags | None = Field(default=None, description="New labels, replacing the old ones.")
+    metadata: Metadata | None = Field(
+        default=None, description="New key/value texts, replacing the old ones."
+    )
 
 
 class ConceptPublic(BaseModel):
@@ -114,6 +165,13 @@ class VideoPublic(BaseModel):
     id: int = Field(description="Video id.")
     status: str = Field(description="pending, processing, indexed or failed.")
     title: str | None = Field(description="Title given at ingest.")
+    source_url: str | None = Field(
+        default=None, description="The URL it was ingested from (ingest by URL only)."
+    )
+    tags: list[str] = Field(default=[], description="Labels given at ingest or by PATCH.")
+    metadata: dict[str, str] = Field(
+        default={}, description="Key/value texts given at ingest or by PATCH."
+    )
     failure_reason: str | None = Field(description="Why indexing failed, when it did.")
     duration_s: float | None = Field(description="Duration in seconds, once decoded.")
     progress: float | None = Field(
@@ -222,3 +280,43 @@ class SearchResponse(BaseModel):
         description="Server time from the request's arrival to its answer (its wait for a "
         "batch included), milliseconds."
     )
+
+
+_DELIVERY = {
+    "id": 42,
+    "event": "video.indexed",
+    "video_id": 7,
+    "status": "pending",
+    "attempts": 2,
+    "next_attempt_at": "2026-12-01T10:00:40Z",
+    "response_status": 503,
+    "last_error": "HTTP 503 Service Unavailable",
+    "created_at": "2026-12-01T10:00:00Z",
+    "delivered_at": None,
+    "payload": {"event": "video.indexed", "video": {"id": 7, "status": "indexed"}},
+}
+
+
+class WebhookDeliveryPublic(BaseModel):
+    model_config = _example(_DELIVERY)
+
+    id: int = Field(description="Delivery id (the X-Hanet-Delivery header).")
+    event: str = Field(description="video.indexed or video.failed.")
+    video_id: int = Field(description="The video the event is about.")
+    status: str = Field(description="pending (due, or waiting to retry), delivered or failed.")
+    attempts: int = Field(description="POSTs made so far.")
+    next_attempt_at: datetime | None = Field(description="While pending: when it is due.")
+    response_status: int | None = Field(description="The last attempt's HTTP status, if any.")
+    last_error: str | None = Field(description="Why the last attempt failed.")
+    created_at: datetime = Field(description="When the event happened.")
+    delivered_at: datetime | None = Field(description="When it was delivered.")
+    payload: dict = Field(description="The JSON body POSTed.")
+
+
+class WebhookDeliveryList(BaseModel):
+    model_config = _example({"items": [_DELIVERY], "total": 1, "offset": 0, "limit": 50})
+
+    items: list[WebhookDeliveryPublic] = Field(description="Deliveries, newest first.")
+    total: int = Field(description="Deliveries matching the filters.")
+    offset: int = Field(description="Offset of the first item.")
+    limit: int = Field(description="Page size asked for.")

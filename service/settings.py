@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -152,6 +153,54 @@ class HanetSettings(BaseSettings):
         "tower); 0 keeps none.",
     )
 
+    webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        max_length=2000,
+        description="URL that receives a signed POST when a video is indexed or fails "
+        "(docs: the X-Hanet-Signature header); unset: no webhooks.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the webhooks' HMAC-SHA256 signature (16+ characters); required with "
+        "webhook_url.",
+    )
+    webhook_max_attempts: int = Field(
+        default=10, ge=1, le=100, description="Attempts per webhook event before it is failed."
+    )
+    webhook_retry_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=86400,
+        description="Wait before a webhook's second attempt, seconds; doubled after each "
+        "failure, up to an hour.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="How long one webhook POST may take, seconds."
+    )
+    url_ingest: bool = Field(
+        default=True, description='Whether POST /videos accepts {"url": ...} (http/https).'
+    )
+    url_allow_private: bool = Field(
+        default=False,
+        description="Let ingest by URL reach private, loopback, link-local and other "
+        "non-public addresses (only for a trusted network: it opens the server to SSRF).",
+    )
+    url_allow_networks: list[str] = Field(
+        default=[],
+        description="Non-public networks ingest by URL may reach anyway (JSON list of CIDRs, "
+        'e.g. ["10.1.2.0/24"]: an internal media server).',
+    )
+    url_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Ingest by URL: longest wait to connect or for the next bytes, seconds.",
+    )
+    url_max_s: float = Field(
+        default=3600.0, gt=0, description="Ingest by URL: longest a whole download may take."
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -175,6 +224,26 @@ class HanetSettings(BaseSettings):
             raise ValueError("windows must advance by segment_min_s at least (window - overlap)")
         return self
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("webhook_secret must be at least 16 characters")
+        return value
+
+    @field_validator("url_allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> HanetSettings:
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise ValueError("webhook_url needs webhook_secret: every delivery is signed")
+        return self
+
     @model_validator(mode="after")
     def _reads_need_a_key(self) -> HanetSettings:
         if self.protect_reads and self.api_key is None:
@@ -184,10 +253,20 @@ class HanetSettings(BaseSettings):
     @property
     def indexing(self) -> IndexingCfg:
         """The indexer worker's options."""
+        from indexer.fetch_url import AddressPolicy, FetchCfg
         from indexer.job import IndexingCfg
         from indexer.segments import SegmentCfg
 
+        fetch = FetchCfg(
+            download_dir=self.upload_dir,
+            max_bytes=self.max_upload_bytes,
+            policy=AddressPolicy.of(self.url_allow_private, self.url_allow_networks),
+            timeout_s=self.url_timeout_s,
+            max_s=self.url_max_s,
+        )
         return IndexingCfg(
+            fetch=fetch if self.url_ingest else None,
+            events=self.webhook_url is not None,
             factory=self.index_factory,
             batch_size=self.index_batch_size,
             decode_workers=self.decode_workers,

@@ -1,24 +1,34 @@
-"""The videos: ingest (upload or path), list, one video's state, delete."""
+"""The videos: ingest (upload, path or URL), list, one video's state, its metadata, delete."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import TypeAdapter
-from sqlalchemy import func, select
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from db import queue
 from db.schema import Video, VideoStatus
+from indexer.fetch_url import AddressPolicy, FetchError, checked_addresses, parse_url
 from indexer.writer import remove_videos
 from service.deps import MAX_OFFSET, StateDep, VideoDep
 from service.routes.media import drop_thumbnails
-from service.schemas import Title, VideoByPath, VideoList, VideoPublic, stored_concepts
+from service.schemas import (
+    Title,
+    VideoByPath,
+    VideoByUrl,
+    VideoList,
+    VideoPatch,
+    VideoPublic,
+    stored_concepts,
+)
 from service.state import ServiceState
 from service.uploads import Received, receive_by_path, receive_upload
 
@@ -39,14 +49,30 @@ _INGEST_BODY = {
                     },
                 }
             },
-            "application/json": {"schema": VideoByPath.model_json_schema()},
+            "application/json": {
+                "schema": {
+                    "oneOf": [VideoByPath.model_json_schema(), VideoByUrl.model_json_schema()]
+                },
+                "examples": {
+                    "path": {"value": {"path": "clips/dog.mp4", "title": "the dog"}},
+                    "url": {
+                        "value": {
+                            "url": "https://media.example.com/clips/dog.mp4",
+                            "tags": ["pets"],
+                            "metadata": {"source": "example"},
+                        }
+                    },
+                },
+            },
         }
     }
 }
 _INGEST_RESPONSES = {
     400: {
-        "description": "A body that is not JSON, a malformed multipart body, or ingest by path "
-        "while it is off."
+        "description": "A body that is not JSON, a malformed multipart body, ingest by path or "
+        "by URL while it is off, or a URL refused: its host cannot be resolved or is a "
+        "private, loopback, link-local, multicast or other non-public address (the detail "
+        "says which; HANET_URL_ALLOW_PRIVATE / HANET_URL_ALLOW_NETWORKS allow them)."
     },
     403: {"description": "A path that leaves the media root."},
     404: {"description": "No such file under the media root."},
@@ -73,6 +99,9 @@ def video_public(video: Video, with_concepts: bool = False) -> VideoPublic:
         id=video.id,
         status=video.status,
         title=video.title,
+        source_url=video.source_url,
+        tags=video.tags or [],
+        metadata=video.meta or {},
         failure_reason=video.failure_reason,
         duration_s=video.duration_s,
         progress=_progress(video),
@@ -94,25 +123,74 @@ def _progress(video: Video) -> float | None:
     "/videos",
     status_code=202,
     response_model=VideoPublic,
-    summary="Ingest a video: multipart upload (field `file`, optional `title`) or "
-    'JSON {"path": ...} under the media root.',
+    summary="Ingest a video: multipart upload (field `file`, optional `title`), "
+    'JSON {"path": ...} under the media root, or JSON {"url": ...} (http/https, downloaded '
+    "by the indexer worker: GET /videos/{id} shows its state and any failure's reason).",
     responses=_INGEST_RESPONSES,
     openapi_extra=_INGEST_BODY,
 )
 async def create_video(request: Request, state: StateDep) -> VideoPublic:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
-        received = await receive_by_path(await request.body(), state.settings)
-    elif kind == "multipart/form-data":
+        body = await request.body()
+        given = _json_object(body)
+        if "url" in given:
+            return await run_in_threadpool(enqueue_url, state, _by_url(given))
+        received = await receive_by_path(body, state.settings)
+        extra = VideoByPath.model_validate(given)  # valid: receive_by_path checked it
+        return await run_in_threadpool(enqueue, state, received, extra.tags, extra.metadata)
+    if kind == "multipart/form-data":
         received = await receive_upload(request, state.settings)
-    else:
-        raise HTTPException(
-            415, 'send multipart/form-data (field `file`) or application/json ({"path": ...})'
-        )
-    return await run_in_threadpool(enqueue, state, received)
+        return await run_in_threadpool(enqueue, state, received)
+    raise HTTPException(
+        415,
+        'send multipart/form-data (field `file`) or application/json ({"path": ...} or '
+        '{"url": ...})',
+    )
 
 
-def enqueue(state: ServiceState, received: Received) -> VideoPublic:
+def _json_object(body: bytes) -> dict:
+    """The JSON body as an object ({} for anything else, which the by-path parser refuses)."""
+    try:
+        given = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return given if isinstance(given, dict) else {}
+
+
+def _by_url(given: dict) -> VideoByUrl:
+    try:
+        return VideoByUrl.model_validate(given)
+    except ValidationError as exc:
+        raise HTTPException(422, exc.errors(include_url=False)) from exc
+
+
+def enqueue_url(state: ServiceState, given: VideoByUrl) -> VideoPublic:
+    """Queue a video to be downloaded from a URL, once its host resolves to addresses the
+    settings allow (400 with the reason otherwise; the worker checks again when it connects).
+    Blocking (name resolution): call it in the thread pool."""
+    settings = state.settings
+    if not settings.url_ingest:
+        raise HTTPException(400, "ingest by URL is off: HANET_URL_INGEST is false")
+    policy = AddressPolicy.of(settings.url_allow_private, settings.url_allow_networks)
+    try:
+        parse_url(given.url)
+        checked_addresses(given.url, policy)
+    except FetchError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    video_id, _created = queue.enqueue_url(
+        state.engine, given.url, title=given.title, tags=given.tags, meta=given.metadata
+    )
+    with Session(state.engine) as session:
+        return video_public(session.get(Video, video_id))
+
+
+def enqueue(
+    state: ServiceState,
+    received: Received,
+    tags: list[str] | None = None,
+    meta: dict[str, str] | None = None,
+) -> VideoPublic:
     """Queue a received file for indexing (its existing row when the same content is known).
     A new upload is removed again when its row cannot be written; 507 when the database's
     disk is full."""
@@ -123,6 +201,8 @@ def enqueue(state: ServiceState, received: Received) -> VideoPublic:
             sha256=received.sha256,
             title=received.title,
             media_type=received.media.media_type,
+            tags=tags,
+            meta=meta,
         )
     except BaseException as exc:
         if received.new_file:
@@ -159,6 +239,30 @@ def get_video(video: VideoDep) -> VideoPublic:
     return video_public(video, with_concepts=True)
 
 
+@changes.patch(
+    "/videos/{video_id}",
+    response_model=VideoPublic,
+    summary="Change a video's title, tags or metadata (the fields sent replace the old ones).",
+    responses={**NO_VIDEO, 422: {"description": "A field of the wrong shape or too long."}},
+)
+def patch_video(video: VideoDep, change: VideoPatch, state: StateDep) -> VideoPublic:
+    values = {}
+    sent = change.model_fields_set
+    if "title" in sent:
+        values["title"] = change.title
+    if "tags" in sent:
+        values["tags"] = change.tags
+    if "metadata" in sent:
+        values["meta"] = change.metadata
+    with Session(state.engine) as session, session.begin():
+        if values:
+            session.execute(update(Video).where(Video.id == video.id).values(**values))
+        row = session.get(Video, video.id)
+        if row is None:  # deleted meanwhile
+            raise HTTPException(404, f"no video {video.id}")
+        return video_public(row, with_concepts=True)
+
+
 @changes.delete(
     "/videos/{video_id}",
     status_code=204,
@@ -168,8 +272,9 @@ def get_video(video: VideoDep) -> VideoPublic:
 def delete_video(video: VideoDep, state: StateDep) -> Response:
     if not remove_videos(state.engine, state.settings.index_dir, [video.id]):
         raise HTTPException(404, f"no video {video.id}")
-    drop_thumbnails(state.settings, video.content_sha256)
+    if video.content_sha256 is not None:  # None: ingested by URL, never downloaded
+        drop_thumbnails(state.settings, video.content_sha256)
     media = Path(video.media_path)
-    if media.resolve().parent == state.settings.upload_dir.resolve():
+    if video.media_path and media.resolve().parent == state.settings.upload_dir.resolve():
         media.unlink(missing_ok=True)  # an upload is ours; a file ingested by path is not
     return Response(status_code=204)
