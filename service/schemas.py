@@ -270,6 +270,8 @@ class SearchHit(BaseModel):
     )
     duration_s: float | None = Field(description="The video's duration, seconds.")
     concepts: ConceptsPublic | None = Field(description="Concepts the model sees in the video.")
+    tags: list[str] = Field(default=[], description="The video's tags (ingest or PATCH).")
+    metadata: dict[str, str] = Field(default={}, description="The video's key/value metadata.")
 
 
 class SearchResponse(BaseModel):

@@ -128,6 +128,8 @@ def _hydrate(found: list[Hit], rows: dict[int, HitRow]) -> list[SearchHit]:
             duration_s=rows[h.video_id].duration_s,
             # the video's own, as on its page (the build holds its rows rounded to float16)
             concepts=stored_concepts(rows[h.video_id].status, rows[h.video_id].concepts),
+            tags=rows[h.video_id].tags or [],
+            metadata=rows[h.video_id].meta or {},
         )
         for h in found
         if h.video_id in rows

@@ -121,6 +121,15 @@ def test_a_video_served_over_http_is_downloaded_indexed_and_found(
     assert again["failure_reason"] == f"the same video is already ingested, as video {first['id']}"
     [hit] = client.post("/search", json={"query": "a red circle"}).json()["hits"]
     assert hit["video_id"] == first["id"] and hit["title"] == "three"
+    assert (hit["tags"], hit["metadata"]) == (["demo"], {"src": "test"})
+    patched = client.patch(f"/videos/{first['id']}", json={"tags": ["kept", "new"]})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["title"], patched.json()["tags"]) == ("three", ["kept", "new"])
+    assert patched.json()["metadata"] == {"src": "test"}  # fields not sent stay
+    assert client.patch(f"/videos/{first['id']}", json={"tags": "one"}).status_code == 422
+    assert client.patch("/videos/999999", json={"title": "x"}).status_code == 404
+    [hit] = client.post("/search", json={"query": "a red circle"}).json()["hits"]
+    assert hit["tags"] == ["kept", "new"]
     served = client.get(f"/videos/{first['id']}/file")
     assert served.status_code == 200 and served.content == video
 
