@@ -105,6 +105,7 @@ def index_run(
     """Index queued videos (decode -> HANet video branch -> FAISS + rerank store)."""
     from index.reader import BuildError
     from indexer.job import run_indexing
+    from service.webhooks import WebhookCfg, start_delivery
 
     settings = settings_of(ctx)
     runtime.index_target(settings)  # in Milvus mode, the index folder resolves to Milvus
@@ -112,12 +113,18 @@ def index_run(
     with database(settings) as engine:
         model = indexing_model(settings)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        hooks = WebhookCfg.of(settings) if watch else None  # a watching worker delivers too
+        deliverer = start_delivery(engine, hooks, stop) if hooks else None
         try:
             summary = run_indexing(
                 engine, model, settings.index_dir, settings.indexing, watch=watch, stop=stop
             )
         except BuildError as exc:
             raise typer.BadParameter(str(exc)) from exc
+        finally:
+            stop.set()
+            if deliverer is not None:
+                deliverer.join(timeout=15)
     typer.echo(
         f"indexed {summary.indexed}, failed {len(summary.failed)} in {summary.seconds:.1f} s"
     )

@@ -191,3 +191,36 @@ def _wait(condition, deadline_s: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < end, "the condition never held"
         time.sleep(0.1)
+
+
+def test_a_watching_worker_delivers_without_an_api(tmp_path, synth_corpus, vocab_checkpoint):
+    """`hanet index run --watch` alone (no API process) posts the events it writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with Receiver() as receiver:
+        env = {
+            **os.environ,
+            "HANET_DATA_DIR": str(tmp_path / "data"),
+            "HANET_CHECKPOINT": str(vocab_checkpoint),
+            "HANET_WEBHOOK_URL": f"{receiver.base}/hooks",
+            "HANET_WEBHOOK_SECRET": SECRET,
+            "HANET_DECODE_WORKERS": "1",
+        }
+        env.pop("HANET_DATABASE_URL", None)
+        hanet = [str(Path(sys.executable).with_name("hanet"))]
+        video = str(synth_corpus / "synth000002.mp4")
+        subprocess.run([*hanet, "index", "add", video], env=env, check=True, capture_output=True)
+        worker = subprocess.Popen([*hanet, "index", "run", "--watch"], env=env)
+        try:
+            _wait(lambda: len(receiver.got) >= 1, deadline_s=120)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0
+    [posted] = receiver.got
+    event = json.loads(posted.body)
+    assert event["event"] == "video.indexed" and event["video"]["status"] == "indexed"
+    assert _receiver_check(posted.headers["X-Hanet-Signature"], posted.body)
