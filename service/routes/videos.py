@@ -243,7 +243,11 @@ def get_video(video: VideoDep) -> VideoPublic:
     "/videos/{video_id}",
     response_model=VideoPublic,
     summary="Change a video's title, tags or metadata (the fields sent replace the old ones).",
-    responses={**NO_VIDEO, 422: {"description": "A field of the wrong shape or too long."}},
+    responses={
+        **NO_VIDEO,
+        400: {"description": "A body that is not JSON."},
+        422: {"description": "A field of the wrong shape or too long."},
+    },
 )
 def patch_video(video: VideoDep, change: VideoPatch, state: StateDep) -> VideoPublic:
     values = {}
