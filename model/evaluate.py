@@ -10,7 +10,7 @@ from model import scores as scoring
 from model.config import SCORE_NAMES, SPEC_FUSION
 from model.embeddings import TextEmbeddings, VideoEmbeddings
 from model.hanet import HANet
-from model.metrics import pairwise_accuracy, retrieval_metrics
+from model.metrics import best_positive_ranks, pairwise_accuracy, retrieval_metrics
 from model.preprocess import normalize_frames
 
 
@@ -68,15 +68,20 @@ def evaluate(
     mask: Tensor,
     captions: list[list[str]],
     hard_pairs: dict[str, list[tuple[int, str, str]]] | None = None,
+    with_ranks: bool = False,
 ) -> dict:
     """The model's own fused score under the paper's protocol, plus ``ablation`` (each level
     alone and in combination, re-weighted from the same per-level scores) and ``hard``
-    (accuracy of true vs distractor captions, e.g. mirrored actions, per ablation)."""
+    (accuracy of true vs distractor captions, e.g. mirrored actions, per ablation).
+    ``with_ranks``: also ``t2v_ranks``, each unique caption's rank of its best video under the
+    fused score (in ``caption_index`` order), for intervals over queries (model.bootstrap)."""
     model.eval()
     video = encode_videos(model, frames, mask)
     texts, positives = caption_index(captions)
     levels = model.similarity(encode_texts(model, texts), video)
     result = retrieval_metrics(levels["fused"].cpu(), positives)
+    if with_ranks:
+        result["t2v_ranks"] = best_positive_ranks(levels["fused"].cpu(), positives).tolist()
     result["ablation"] = {
         name: retrieval_metrics(scoring.fuse(levels, w).cpu(), positives)
         for name, w in ABLATIONS.items()

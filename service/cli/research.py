@@ -206,7 +206,12 @@ def evaluate(
     if torch.cuda.is_available():
         model.to("cuda")
     result = run_evaluation(
-        model, data_split.frames, data_split.mask, data_split.captions, hard_pairs(items)
+        model,
+        data_split.frames,
+        data_split.mask,
+        data_split.captions,
+        hard_pairs(items),
+        with_ranks=json_out is not None,  # per-caption ranks: for intervals (model.bootstrap)
     )
     result["checkpoint_sha256"] = model.checkpoint_sha256
     result["split"], result["videos"] = split, len(items)

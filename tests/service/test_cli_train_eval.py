@@ -74,6 +74,11 @@ def test_synth_train_eval(tmp_path) -> None:
     assert set(metrics["t2v"]) == {"R@1", "R@5", "R@10", "MedR", "MeanR"}
     assert {"global", "global+individual", "global+local", "full"} <= set(metrics["ablation"])
     assert "mirrored" in metrics["hard"]
+    ranks = metrics["t2v_ranks"]  # per caption, for intervals: they give the summary back
+    assert (
+        min(ranks) >= 1
+        and round(100 * sum(r <= 5 for r in ranks) / len(ranks), 2) == (metrics["t2v"]["R@5"])
+    )
     assert "model (fused)" in result.output
 
 
