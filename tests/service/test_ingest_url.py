@@ -13,20 +13,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import migrations
 from indexer.fetch_url import AddressPolicy, FetchCfg, FetchError, download
 from indexer.job import run_indexing
 from service.app import create_app
 from service.settings import HanetSettings
 from tests.service.receiver import Receiver
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request) -> str | None:
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    yield url
-    if url:
-        migrations.downgrade(url, "base")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from fastapi.testclient import TestClient
 
-import migrations
 from db import outbox, queue
 from db.connect import make_engine
 from indexer.job import run_indexing
@@ -117,14 +116,6 @@ def test_an_unreachable_receiver_is_given_up_after_the_last_attempt(db_url) -> N
     assert "ConnectionRefusedError" in row.last_error
     assert deliver_due(engine, cfg, worker="d", now=now + timedelta(days=1)) == 0
     engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request) -> str | None:
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    yield url
-    if url:
-        migrations.downgrade(url, "base")
 
 
 def test_indexed_and_failed_videos_are_posted_over_http(
