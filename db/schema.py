@@ -70,7 +70,7 @@ class Video(Base):
         String(16), nullable=False, default=VideoStatus.PENDING.value, index=True
     )
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
     # The HTTP media type of the file, from its probed container ("video/mp4"), set at ingest;
     # None on rows ingested before it was stored (the file route probes those once).
     media_type: Mapped[str | None] = mapped_column(String(100), nullable=True)
@@ -90,10 +90,27 @@ class Video(Base):
     indexed_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     segments: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=_utcnow
+        DateTime(timezone=True), nullable=False, default=_utcnow, index=True
     )
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, default=_utcnow, onupdate=_utcnow
+    )
+
+
+# A video's metadata values longer than this (UTF-8 bytes) have no label row (index key size)
+LABEL_MAX_BYTES = 512
+
+
+class VideoLabel(Base):
+    """One tag (``key`` "") or metadata pair of a video, for search filters: written by
+    database triggers from ``Video.tags`` and ``Video.meta`` (migration 0009), never by code."""
+
+    __tablename__ = "video_labels"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    video_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, index=True
     )
 
 

@@ -24,7 +24,16 @@ import uuid
 
 import numpy as np
 
-from index.milvus import Meta, MilvusStore, MilvusTarget, _query_all, insert
+from index.milvus import (
+    MAX_TOPK,
+    STRONG,
+    Meta,
+    MilvusStore,
+    MilvusTarget,
+    _query_all,
+    insert,
+    int_list,
+)
 from index.milvus_build import MilvusBuild, payload_rows
 from index.parts import unit_rows
 from index.reader import FORMAT, UNITS_FORMAT, BuildError
@@ -325,3 +334,36 @@ class MilvusLive:
         thread = threading.Thread(target=loop, name="hanet-milvus-watcher", daemon=True)
         thread.start()
         return thread
+
+
+def top_units_among(
+    store: MilvusStore, level: str, queries: np.ndarray, k: int, videos: np.ndarray
+) -> list[tuple]:
+    """``MilvusStore.top_units`` among ``videos`` only (a filtered search): the filter
+    expression ``video in [...]`` is applied by Milvus before the top ``k`` are taken, so the
+    list is as long as those videos allow. Per query: unit ids, scores, key segment indexes."""
+    q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    if len(videos) == 0:
+        empty = np.zeros(0, np.int64)
+        return [(empty, np.zeros(0, np.float32), empty) for _ in q]
+    params: dict = {"metric_type": "IP"}
+    if store.index_type == "HNSW":
+        params["params"] = {"ef": max(store.ef_search, min(k, MAX_TOPK))}
+    kwargs = {} if level == "event" else {"group_by_field": "unit"}
+    result = store.client.search(
+        store.collection(level),
+        data=list(q),
+        limit=max(1, min(k, MAX_TOPK)),
+        filter=f"video in {int_list(np.asarray(videos).tolist())}",
+        search_params=params,
+        consistency_level=STRONG,
+        **kwargs,
+    )
+    out = []
+    for row in result:
+        ids = np.array([h["id"] for h in row], np.int64)
+        scores = np.array([h["distance"] for h in row], np.float32)
+        order = np.argsort(-scores, kind="stable")
+        ids, scores = ids[order], scores[order]
+        out.append((ids // SEGMENT_SLOTS, scores, ids % SEGMENT_SLOTS))
+    return out

@@ -14,6 +14,7 @@ from index.live import LiveIndex
 from index.reader import Build
 from index.vectors import video_of
 from model import HANet, TextEmbeddings, VideoEmbeddings
+from service.filters import top_units
 from service.queries import QueryCache, batch_invariant, encode_queries
 
 __all__ = ["QueryCache", "batch_invariant", "encode_queries"]  # and what is defined below
@@ -48,22 +49,37 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Like:
+    """A "more like this" query: a video (optionally one stretch of it, in seconds) instead
+    of a sentence."""
+
+    video_id: int
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
 class Query:
-    """One search: a sentence, how many hits, hits as videos or as moments, and up to how
-    many moments per video hit. ``rank_by``: the score that ranks them, HANet's fused one
-    (served) or one level's (``model.scores``' names: evaluation's ablations)."""
+    """One search: a sentence (or ``like``: a video), how many hits, hits as videos or as
+    moments, and up to how many moments per video hit. ``rank_by``: the score that ranks
+    them, HANet's fused one (served) or one level's (``model.scores``' names: evaluation's
+    ablations). ``videos``: the ids the hits may come from (a filter's matches), all if None."""
 
     text: str
     top_k: int = 10
     group_by: str = "video"
     moments: int = 3
     rank_by: str = "fused"
+    videos: np.ndarray | None = None
+    like: Like | None = None
 
     def __post_init__(self) -> None:
         if self.group_by not in GROUP_BY:
             raise ValueError(f"group_by must be one of {GROUP_BY}, not {self.group_by!r}")
         if self.top_k < 1 or self.moments < 1:
             raise ValueError("top_k and moments must be at least 1")
+        if not self.text and self.like is None:
+            raise ValueError("a query needs a sentence or a video")
 
 
 def _level_queries(text: TextEmbeddings) -> dict[str, np.ndarray]:
@@ -88,32 +104,44 @@ UNITS_PER_VIDEO = 8
 DEEPER = 4
 
 
-def candidates(build: Build, text: TextEmbeddings, limit: int, videos: int = 0) -> list[int]:
+def candidates(
+    build: Build,
+    text: TextEmbeddings,
+    limit: int,
+    videos: int = 0,
+    among: np.ndarray | None = None,
+) -> list[int]:
     """Up to ``limit`` units to rerank for one sentence: each level index (and each of the
     sentence's phrases there) returns its best ``limit`` units (more where videos have several:
     ``DEEPER``); the union is cut to ``limit`` by reciprocal rank fusion (a unit ranked high at
     any level stays in), at most ``UNITS_PER_VIDEO`` of one video, and longer where that many
-    units hold fewer than ``videos`` videos (a search for the top videos)."""
-    return candidates_many(build, [text], [limit], [videos])[0]
+    units hold fewer than ``videos`` videos (a search for the top videos). ``among``: units of
+    these videos only (a filtered search)."""
+    return candidates_many(build, [text], [limit], [videos], [among])[0]
 
 
 def candidates_many(
     build: Build,
-    texts: list[TextEmbeddings],
+    texts: list[TextEmbeddings] | list[dict[str, np.ndarray]],
     limits: list[int],
     videos: list[int] | None = None,
+    among: list[np.ndarray | None] | None = None,
 ) -> list[list[int]]:
-    """``candidates`` for several sentences (one row each) with one FAISS search per level
-    for all their query vectors (per level and distinct limit: a search's depth is its
-    limit, so each sentence gets exactly what it would alone)."""
+    """``candidates`` for several sentences (one row each; or level query vectors as
+    ``_level_queries`` gives them) with one FAISS search per level for all their query vectors
+    (per level and distinct limit: a search's depth is its limit, so each sentence gets
+    exactly what it would alone; a filtered one is searched on its own)."""
     found: list[list[np.ndarray]] = [[] for _ in texts]  # per sentence: its found id lists
     deeper = min(DEEPER, UNITS_PER_VIDEO, build.most_units())
-    for limit in sorted(set(limits)):
-        which = [i for i, lim in enumerate(limits) if lim == limit]
-        queries = [_level_queries(texts[i]) for i in which]
+    among = among or [None] * len(texts)
+    groups: dict[tuple[int, int], list[int]] = {}  # (limit, -1 or the filtered query) -> queries
+    for i, (limit, only) in enumerate(zip(limits, among, strict=True)):
+        groups.setdefault((limit, -1 if only is None else i), []).append(i)
+    for (limit, _), which in sorted(groups.items()):
+        queries = [_vectors(texts[i]) for i in which]
         for level in LEVEL_ORDER:
             vectors = [q[level] for q in queries]
-            rows = build.top_units(level, np.concatenate(vectors), limit * deeper)
+            rows = top_units(build, level, np.concatenate(vectors), limit * deeper, among[which[0]])
             at = 0
             for i, v in zip(which, vectors, strict=True):
                 found[i].extend(ids for ids, _, _ in rows[at : at + len(v)])
@@ -123,6 +151,10 @@ def candidates_many(
         _fuse(build, lists, limit, wanted)
         for lists, limit, wanted in zip(found, limits, videos, strict=True)
     ]
+
+
+def _vectors(query: TextEmbeddings | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return query if isinstance(query, dict) else _level_queries(query)
 
 
 def _fuse(build: Build, found: list[np.ndarray], limit: int, wanted: int = 0) -> list[int]:
@@ -193,22 +225,31 @@ def search_many(
     search per level for all their vectors, then each query's own rerank (its candidates' rows
     and scores: queries share few candidates, and scoring every query against the union
     measured slower). The same hits as one ``search`` per query. ``lap`` as in ``search``:
-    text and ann once, the rest per query."""
-    sentences = [q.text for q in queries]
+    text and ann once, the rest per query. "More like this" queries (``Query.like``) are
+    answered by ``service.similar``. Raises ``service.similar.UnknownVideo``."""
+    from service.similar import similar  # it ranks with this module's grouping
+
+    out: list[list[Hit]] = [
+        similar(build, q, rerank) if q.like is not None else [] for q in queries
+    ]
+    queries_at = [i for i, q in enumerate(queries) if q.like is None]
+    if not queries_at:
+        return out
+    sentences = [queries[i].text for i in queries_at]
     if cache is not None:
         texts = cache.encode_many(sentences)
     else:
         texts = encode_queries(model, list(dict.fromkeys(sentences)))
         texts = [texts[i] for i in _positions(sentences)]
     lap("text")
-    limits = [max(rerank, q.top_k) for q in queries]
-    videos = [q.top_k if q.group_by == "video" else 0 for q in queries]
-    found = candidates_many(build, texts, limits, videos)
+    chosen = [queries[i] for i in queries_at]
+    limits = [max(rerank, q.top_k) for q in chosen]
+    videos = [q.top_k if q.group_by == "video" else 0 for q in chosen]
+    found = candidates_many(build, texts, limits, videos, [q.videos for q in chosen])
     lap("ann")
-    return [
-        rerank_hits(model, build, t, ids, q, lap)
-        for t, ids, q in zip(texts, found, queries, strict=True)
-    ]
+    for i, t, ids, q in zip(queries_at, texts, found, chosen, strict=True):
+        out[i] = rerank_hits(model, build, t, ids, q, lap)
+    return out
 
 
 def _positions(queries: list[str]) -> list[int]:
@@ -236,7 +277,7 @@ def rerank_hits(
     scores = model.similarity(text, video, grams)
     order = scores[query.rank_by][0].argsort(descending=True).tolist()
     lap("score")
-    groups = _group(order, video_of(np.asarray(ids, np.int64)), query)
+    groups = group_units(order, video_of(np.asarray(ids, np.int64)), query)
     chosen = [i for group in groups for i in group]
     units = [ids[i] for i in chosen]
     rows = video.select(chosen)  # the moments: for the hits only
@@ -261,7 +302,7 @@ def rerank_hits(
     return hits
 
 
-def _group(order: list[int], videos: np.ndarray, query: Query) -> list[list[int]]:
+def group_units(order: list[int], videos: np.ndarray, query: Query) -> list[list[int]]:
     """Candidates in score order -> the hits' candidates: each of the ``top_k`` best alone
     (moments), or the ``top_k`` best videos' best ``moments`` units each."""
     if query.group_by == "moment":

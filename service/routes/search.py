@@ -1,19 +1,24 @@
-"""POST /search: a sentence in, the best videos and their moments out. Searches that arrive
-while one runs are served together in the next batch (service.batching); one that waits too
-long for its turn is answered 503 with Retry-After."""
+"""POST /search: a sentence (or a video: more like this) in, the best videos and their moments
+out, optionally among the videos that pass filters, a page at a time (``service.paging``).
+Searches that arrive while one runs are served together in the next batch (service.batching);
+one that waits too long for its turn is answered 503 with Retry-After."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from db.connect import HitRow, HitRows
 from index.reader import BuildError
+from service import paging
 from service.batching import Overloaded
 from service.deps import StateDep
+from service.filters import VideoFilter, matching_videos
+from service.paging import BadCursor, SearchCursor
 from service.schemas import (
     Moment,
     MomentHit,
@@ -21,14 +26,18 @@ from service.schemas import (
     SearchRequest,
     SearchResponse,
     Span,
+    as_utc,
     stored_concepts,
 )
-from service.search import Hit, Query
+from service.search import Hit, Like, Query
+from service.similar import EmptyStretch, UnknownVideo
 from service.state import ServiceState
 
 router = APIRouter()
 
 RESPONSES = {
+    400: {"description": "A cursor this service did not make, or made for another query."},
+    404: {"description": "More like this: the video is not in the index."},
     409: {"description": "The published index was built by another model than the served one."},
     503: {
         "description": "Too busy: the search waited longer than HANET_SEARCH_WAIT_S for its "
@@ -45,18 +54,43 @@ RESPONSES = {
 
 @dataclass(frozen=True)
 class PendingSearch:
-    """A search waiting for its batch: the request, and when it arrived (for ``took_ms``)."""
+    """A search waiting for its batch: the request, its query (as deep as its page needs),
+    its cursor and fingerprint, and when it arrived (for ``took_ms``)."""
 
     state: ServiceState
     body: SearchRequest
     arrived: float  # time.perf_counter()
+    query: Query | None = None
+    cursor: SearchCursor | None = None
+    fingerprint: str = ""
 
 
 @router.post(
-    "/search", response_model=SearchResponse, summary="Search with a sentence.", responses=RESPONSES
+    "/search",
+    response_model=SearchResponse,
+    summary="Search with a sentence, or for more like a video.",
+    responses=RESPONSES,
 )
 async def search_route(body: SearchRequest, state: StateDep) -> Response:
-    pending = PendingSearch(state, body, time.perf_counter())
+    arrived = time.perf_counter()
+    where = _filter(body)
+    fp = paging.fingerprint(
+        body.query,
+        body.video_id,
+        body.start_s,
+        body.end_s,
+        where.key(),
+        body.group_by,
+        body.moments,
+        body.min_score,
+    )
+    try:
+        cursor = paging.decode_search_cursor(body.cursor, fp) if body.cursor else None
+    except BadCursor as exc:
+        raise HTTPException(400, str(exc)) from exc
+    videos = await run_in_threadpool(matching_videos, state.reader, where) if where else None
+    query = _query(body, paging.depth(cursor, body.top_k), videos)
+    pending = PendingSearch(state, body, arrived, query, cursor, fp)
     try:
         # on the search thread (service.state.open_state says why), never on the event loop
         result = await state.searches.submit(serve_searches, pending)
@@ -77,23 +111,84 @@ def serve_searches(batch: list[PendingSearch]) -> list[SearchResponse | HTTPExce
     arrival (its wait for the batch included) to its answer."""
     state = batch[0].state
     try:
-        found = state.searcher.search_many([_query(p.body) for p in batch])
+        found = _search(state, [p.query for p in batch])
     except BuildError as exc:
         return [HTTPException(409, str(exc)) for _ in batch]
-    found = [
-        [h for h in hits if p.body.min_score is None or h.score >= p.body.min_score]
-        for p, hits in zip(batch, found, strict=True)
-    ]
-    rows = _rows(state.hit_rows, sorted({h.video_id for hits in found for h in hits}))
+    try:
+        pages = [
+            hits if isinstance(hits, HTTPException) else _page(state, p, hits)
+            for p, hits in zip(batch, found, strict=True)
+        ]
+    except BuildError as exc:
+        return [HTTPException(409, str(exc)) for _ in batch]
+    shown = {h.video_id for page in pages if isinstance(page, tuple) for h in page[0]}
+    rows = _rows(state.hit_rows, sorted(shown))
     done = time.perf_counter()
     return [
-        SearchResponse(hits=_hydrate(hits, rows), took_ms=round((done - p.arrived) * 1000, 2))
-        for p, hits in zip(batch, found, strict=True)
+        page
+        if isinstance(page, HTTPException)
+        else SearchResponse(
+            hits=_hydrate(page[0], rows),
+            took_ms=round((done - p.arrived) * 1000, 2),
+            next_cursor=page[1],
+        )
+        for p, page in zip(batch, pages, strict=True)
     ]
 
 
-def _query(body: SearchRequest) -> Query:
-    return Query(body.query, body.top_k, body.group_by, body.moments)
+def _page(state: ServiceState, p: PendingSearch, hits: list[Hit]) -> tuple[list[Hit], str | None]:
+    """This page's hits and the next cursor. Where videos ingested since the cursor was made
+    rank above it and fill the search's depth, the search goes deeper (doubling, up to
+    ``paging.MAX_DEPTH``) until the page is full or the hits run out."""
+    query = p.query
+    while True:
+        kept = [h for h in hits if p.body.min_score is None or h.score >= p.body.min_score]
+        chosen, cursor = paging.page(kept, p.cursor, p.body.top_k, p.fingerprint)
+        full = len(hits) >= query.top_k  # there may be more beyond this depth
+        if cursor or not full or p.cursor is None or query.top_k >= paging.MAX_DEPTH:
+            return chosen, cursor
+        query = replace(query, top_k=min(2 * query.top_k, paging.MAX_DEPTH))
+        hits = state.searcher.search_many([query])[0]
+
+
+def _search(state: ServiceState, queries: list[Query]) -> list[list[Hit] | HTTPException]:
+    """The sentences' hits in one batch; each "more like this" on its own (its video may be
+    unknown: a 404 for it alone)."""
+    texts = [i for i, q in enumerate(queries) if q.like is None]
+    out: list[list[Hit] | HTTPException] = [[] for _ in queries]
+    found = state.searcher.search_many([queries[i] for i in texts]) if texts else []
+    for i, hits in zip(texts, found, strict=True):
+        out[i] = hits
+    for i, q in enumerate(queries):
+        if q.like is None:
+            continue
+        try:
+            out[i] = state.searcher.search_many([q])[0]
+        except UnknownVideo as exc:
+            out[i] = HTTPException(404, str(exc))
+        except EmptyStretch as exc:
+            out[i] = HTTPException(422, str(exc))
+    return out
+
+
+def _filter(body: SearchRequest) -> VideoFilter:
+    f = body.filters
+    if f is None:
+        return VideoFilter()
+    return VideoFilter(
+        tags_all=tuple(sorted(set(f.tags_all))),
+        tags_any=tuple(sorted(set(f.tags_any))),
+        metadata=tuple(sorted(f.metadata.items())),
+        duration_min_s=f.duration_min_s,
+        duration_max_s=f.duration_max_s,
+        ingested_after=as_utc(f.ingested_after) if f.ingested_after else None,
+        ingested_before=as_utc(f.ingested_before) if f.ingested_before else None,
+    )
+
+
+def _query(body: SearchRequest, top_k: int, videos) -> Query:
+    like = None if body.video_id is None else Like(body.video_id, body.start_s, body.end_s)
+    return Query(body.query or "", top_k, body.group_by, body.moments, videos=videos, like=like)
 
 
 ROWS_PER_LOOKUP = 1000  # bound parameters per query: well under SQLite's and PostgreSQL's limits

@@ -19,6 +19,7 @@ from db.schema import Video, VideoStatus
 from indexer.fetch_url import AddressPolicy, FetchError, checked_addresses, parse_url
 from indexer.writer import remove_videos
 from service.deps import MAX_OFFSET, StateDep, VideoDep
+from service.paging import BadCursor, decode_video_cursor, encode_video_cursor
 from service.routes.media import drop_thumbnails
 from service.schemas import (
     Title,
@@ -214,19 +215,48 @@ def enqueue(
         return video_public(session.get(Video, video_id))
 
 
-@router.get("/videos", response_model=VideoList, summary="List videos, newest first.")
+@router.get(
+    "/videos",
+    response_model=VideoList,
+    summary="List videos, newest first.",
+    responses={
+        400: {"description": "A cursor this service did not make, or a cursor with an offset."}
+    },
+)
 def list_videos(
     state: StateDep,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="The previous page's `next_cursor` (keyset paging: stable while "
+            "videos are ingested, and as fast deep in the list as at its start).",
+        ),
+    ] = None,
 ) -> VideoList:
+    query = select(Video).order_by(Video.id.desc())
+    if cursor is not None:
+        if offset:
+            raise HTTPException(400, "give `cursor` or `offset`, not both")
+        try:
+            query = query.where(Video.id < decode_video_cursor(cursor))
+        except BadCursor as exc:
+            raise HTTPException(400, str(exc)) from exc
     with Session(state.reader) as session:
         total = session.scalar(select(func.count()).select_from(Video)) or 0
-        rows = session.scalars(
-            select(Video).order_by(Video.id.desc()).offset(offset).limit(limit)
-        ).all()
-        items = [video_public(v) for v in rows]
-    return VideoList(items=items, total=total, offset=offset, limit=limit)
+        rows = session.scalars(query.offset(offset).limit(limit + 1)).all()
+        items = [video_public(v) for v in rows[:limit]]
+    more = len(rows) > limit
+    return VideoList(
+        items=items,
+        total=total,
+        offset=offset,
+        limit=limit,
+        next_cursor=encode_video_cursor(items[-1].id) if more else None,
+    )
 
 
 @router.get(

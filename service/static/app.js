@@ -75,15 +75,48 @@ $("group-by").addEventListener("change", () => {
   if ($("query").value.trim()) $("search-form").requestSubmit(); // the same query, regrouped
 });
 
-$("search-form").addEventListener("submit", async (event) => {
+// Filters from the form: only those filled in; a bad one is the API's 422, shown as it says.
+const list = (id) => $(id).value.split(",").map((t) => t.trim()).filter(Boolean);
+function filters() {
+  const out = {};
+  if (list("tags-all").length) out.tags_all = list("tags-all");
+  if (list("tags-any").length) out.tags_any = list("tags-any");
+  const pairs = list("meta").map((p) => p.split("="));
+  if (pairs.length) out.metadata = Object.fromEntries(pairs.map(([k, ...v]) => [k.trim(), v.join("=").trim()]));
+  if ($("duration-min").value !== "") out.duration_min_s = Number($("duration-min").value);
+  if ($("duration-max").value !== "") out.duration_max_s = Number($("duration-max").value);
+  if ($("after").value) out.ingested_after = `${$("after").value}T00:00:00Z`;
+  if ($("before").value) out.ingested_before = `${$("before").value}T00:00:00Z`;
+  return Object.keys(out).length ? { filters: out } : {};
+}
+
+const perPage = () => Math.max(1, Math.min(100, Math.round(Number($("per-page").value) || 12)));
+
+// The search on screen: its request (for the next page) and what it is about (for the status).
+let shown = { request: null, about: "", cursor: null, count: 0 };
+
+$("search-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const query = $("query").value.trim();
+  if (!query) return;
+  search({ query, top_k: perPage(), group_by: groupBy(), ...filters() }, `"${query}"`);
+});
+
+function moreLike(hit, title) {
+  search({ video_id: hit.video_id, top_k: perPage(), group_by: groupBy(), ...filters() },
+         `more like ${title}`);
+}
+
+$("more").addEventListener("click", () => {
+  if (shown.cursor) search({ ...shown.request, cursor: shown.cursor }, shown.about, true);
+});
+
+async function search(request, about, append = false) {
   const status = $("search-status");
   const results = $("results");
-  if (!query) return;
-  const group = groupBy();
-  const noun = group === "moment" ? "moments" : "videos";
-  results.replaceChildren();
+  const noun = request.group_by === "moment" ? "moments" : "videos";
+  if (!append) results.replaceChildren();
+  $("more").hidden = true;
   status.className = "";
   status.textContent = "Searching…";
   results.setAttribute("aria-busy", "true");
@@ -91,23 +124,28 @@ $("search-form").addEventListener("submit", async (event) => {
     const response = await api("/search", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ query, top_k: 12, group_by: group }),
+      body: JSON.stringify(request),
     });
     if (!response.ok) throw new Error(await errorText(response));
     const body = await response.json();
-    if (body.hits.length === 0) {
-      status.textContent = `No ${noun} match "${query}".`;
+    const { cursor: _, ...first } = request;
+    const count = (append ? shown.count : 0) + body.hits.length;
+    shown = { request: first, about, cursor: body.next_cursor, count };
+    if (count === 0) {
+      status.textContent = `No ${noun} match ${about}.`;
       return;
     }
-    status.textContent = `${body.hits.length} ${noun} for "${query}" (${body.took_ms} ms).`;
-    results.replaceChildren(...body.hits.map(hitCard));
+    const offset = count - body.hits.length;
+    results.append(...body.hits.map((hit, i) => hitCard(hit, offset + i)));
+    status.textContent = `${count} ${noun} for ${about} (${body.took_ms} ms).`;
+    $("more").hidden = !body.next_cursor;
   } catch (error) {
     status.className = "error";
     status.textContent = `Search failed: ${error.message}`;
   } finally {
     results.removeAttribute("aria-busy");
   }
-});
+}
 
 function hitCard(hit, rank) {
   const title = hit.title || `video ${hit.video_id}`;
@@ -129,6 +167,10 @@ function hitCard(hit, rank) {
     el("div", { class: "meta", text: `score ${hit.score.toFixed(3)} · moment ` +
       `${moment.start_s.toFixed(2)}–${seconds(moment.end_s)}${length}` }),
     scoreBars(hit.scores), chips);
+  const like = el("button", { type: "button", class: "secondary like",
+                              "aria-label": `More like ${title}`, text: "More like this" });
+  like.addEventListener("click", () => moreLike(hit, title));
+  body.append(like);
   return el("li", { class: "hit", "data-video-id": String(hit.video_id) },
     open, momentMarks(hit, title), body);
 }
@@ -285,15 +327,22 @@ function setStatus(line, text, status) {
 }
 
 // ---- the library: every video with its status, and delete ----
-async function refreshLibrary() {
+let olderCursor = null; // the video list's next page
+
+async function refreshLibrary(append = false) {
   const status = $("library-status");
   try {
-    const response = await api("/videos?limit=100");
+    const page = append && olderCursor ? `&cursor=${encodeURIComponent(olderCursor)}` : "";
+    const response = await api(`/videos?limit=100${page}`);
     if (!response.ok) throw new Error(await errorText(response));
     const body = await response.json();
-    $("library").replaceChildren(...body.items.map(libraryRow));
-    status.textContent = body.total > body.items.length
-      ? `Showing the newest ${body.items.length} of ${body.total} videos.`
+    if (append) $("library").append(...body.items.map(libraryRow));
+    else $("library").replaceChildren(...body.items.map(libraryRow));
+    olderCursor = body.next_cursor;
+    $("older").hidden = !olderCursor;
+    const rows = $("library").children.length;
+    status.textContent = body.total > rows
+      ? `Showing the newest ${rows} of ${body.total} videos.`
       : `${body.total} videos.`;
   } catch (error) {
     status.textContent = `Could not list the videos: ${error.message}`;
@@ -323,5 +372,6 @@ function showLibraryState(video) {
   cell.textContent = stateText(video);
 }
 
-$("refresh").addEventListener("click", refreshLibrary);
+$("refresh").addEventListener("click", () => refreshLibrary());
+$("older").addEventListener("click", () => refreshLibrary(true));
 refreshLibrary();

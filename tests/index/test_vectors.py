@@ -191,3 +191,39 @@ def test_unit_ids_keep_videos_apart() -> None:
     assert video_of(np.array([unit_id(1, 0), unit_id(2, 9)])).tolist() == [1, 2]
     with pytest.raises(VectorStoreError):
         unit_id(1, 1 << 20)
+
+
+def test_a_filtered_search_equals_brute_force_over_the_allowed_videos() -> None:
+    corpus = _corpus()
+    store = _store(corpus, "Flat")
+    store.delete([5, 9])  # tombstones still hide videos inside the allowed set
+    allowed = np.array([250, 5, 9, 17, 3, 120, 64, 299, 41, 88, 7, 2, 150])  # any order
+    queries = _unit(np.random.default_rng(3), 3)
+    for level in ("event", "action", "entity"):
+        rows = store.top_units(level, queries, 8, videos=allowed)
+        for q, (units, scores, _) in zip(queries, rows, strict=True):
+            subset = {v: corpus[v] for v in allowed.tolist()}
+            expected = _brute(subset, level, q, 8, skip={5, 9})
+            assert video_of(units).tolist() == [v for v, _ in expected]
+            assert scores.tolist() == pytest.approx([s for _, s in expected], abs=1e-5)
+    # as many as the allowed videos hold, not fewer: 11 live ones, each one unit
+    units, _, _ = store.top_units("event", queries[:1], 50, videos=allowed)[0]
+    assert sorted(video_of(units).tolist()) == sorted(set(allowed.tolist()) - {5, 9})
+    assert len(store.top_units("event", queries[:1], 5, videos=np.array([], np.int64))[0][0]) == 0
+    # videos that are not stored select nothing; the selector follows added videos
+    assert len(store.top_units("event", queries[:1], 5, videos=np.array([999]))[0][0]) == 0
+    store.add(999, corpus[1])
+    units, _, _ = store.top_units("event", queries[:1], 5, videos=np.array([999]))[0]
+    assert video_of(units).tolist() == [999]
+
+
+def test_a_narrow_filter_searches_an_ivf_index_deeper_not_shorter() -> None:
+    corpus = _corpus()
+    store = _store(corpus, "IVF16,Flat", nprobe=1)
+    assert "action" not in store.staged  # trained: 1,200 action vectors
+    allowed = np.arange(10, 300, 29)  # 10 of 300 videos
+    query = _unit(np.random.default_rng(5), 1)
+    units, scores, _ = store.top_units("action", query, 10, videos=allowed)[0]
+    expected = _brute({v: corpus[v] for v in allowed.tolist()}, "action", query[0], 10)
+    assert video_of(units).tolist() == [v for v, _ in expected]  # all 10, the true best
+    assert scores.tolist() == pytest.approx([s for _, s in expected], abs=1e-5)

@@ -486,3 +486,33 @@ def test_the_library_shows_how_far_a_video_is_indexed(browser, tmp_path) -> None
         cell.wait_for()
         assert cell.inner_text() == "processing 40%"
         page.close()
+
+
+def test_filters_more_results_and_more_like_this(page, server) -> None:
+    import httpx
+
+    ids = [v["id"] for v in httpx.get(server["url"] + "/videos").json()["items"]]
+    tagged = ids[-1]
+    assert httpx.patch(f"{server['url']}/videos/{tagged}", json={"tags": ["garden"]}).is_success
+    page.get_by_text("Filters").click()
+    page.get_by_label("Has all tags").fill("garden")
+    _search(page, "a big red circle moves left")
+    cards = page.locator("#results li.hit")
+    assert cards.count() == 1 and cards.first.get_attribute("data-video-id") == str(tagged)
+    assert page.locator("#more").is_hidden()
+    page.get_by_label("Has all tags").fill("")
+    page.get_by_label("per page").fill("3")
+    _search(page, "a big red circle moves left")
+    assert cards.count() == 3 and page.locator("#more").is_visible()
+    page.locator("#more").click()
+    page.wait_for_function("() => document.querySelectorAll('#results li.hit').length === 4")
+    assert page.locator("#more").is_hidden()
+    shown = [cards.nth(i).get_attribute("data-video-id") for i in range(4)]
+    assert sorted(shown) == sorted(map(str, ids))  # each video once, over two pages
+    source = shown[0]
+    cards.first.get_by_role("button", name="More like").click()
+    page.wait_for_function(
+        "() => document.getElementById('search-status').textContent.includes('more like')"
+    )
+    page.wait_for_function("() => document.querySelectorAll('#results li.hit').length === 3")
+    assert source not in [cards.nth(i).get_attribute("data-video-id") for i in range(3)]
