@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from index import rows
 from index.reader import FIELDS, GRAM_CHUNK, GRAM_FILES, BuildError
+from index.rows import DEFAULT_ROW_FORMAT
 from index.vectors import unit_id
 from model import VideoEmbeddings
 from model.scores import unit_grams
@@ -19,20 +21,34 @@ def write_part(
     video: VideoEmbeddings,
     frame_times: np.ndarray,
     spans: np.ndarray,
+    fmt: str = DEFAULT_ROW_FORMAT,
 ) -> None:
-    """One part of rerank rows in ``folder``: each field (float ones in float16: half the disk
-    and page cache to rerank), the Gram matrices of the rows as stored, frame times, spans and
-    unit ids."""
-    rows = {}
+    """One part of rerank rows in ``folder``: each field in the row format ``fmt``
+    (``index.rows``: float16, or int8 vectors with per-vector scales), the Gram matrices of the
+    rows as stored (decoded), frame times, spans and unit ids."""
+    stored = {}
     for name in FIELDS:
-        array = getattr(video, name).detach().cpu().numpy()
-        rows[name] = array.astype(np.float16) if array.dtype.kind == "f" else array
-        np.save(folder / f"{name}.npy", rows[name])
-    stored = VideoEmbeddings(**{name: torch.from_numpy(a) for name, a in rows.items()})
+        stored.update(rows.encode(name, getattr(video, name).detach().cpu().numpy(), fmt))
+    write_stored(folder, stored, frame_times, spans, units)
+
+
+def write_stored(
+    folder: Path,
+    stored: dict[str, np.ndarray],
+    frame_times: np.ndarray,
+    spans: np.ndarray,
+    units: np.ndarray,
+) -> None:
+    """A part from rows already in a row format (``rows.encode``'s files, or a build's own:
+    compaction moves them without coding them again), with their Gram matrices."""
+    for name, array in stored.items():
+        np.save(folder / f"{name}.npy", array)
+    video = VideoEmbeddings(
+        **{n: rows.decode(n, stored[n], stored.get(n + rows.SCALE)) for n in FIELDS}
+    )
     # of the rows as stored, a bounded float32 copy at a time
     chunks = [
-        unit_grams(stored.select(slice(i, i + GRAM_CHUNK)))
-        for i in range(0, len(units), GRAM_CHUNK)
+        unit_grams(video.select(slice(i, i + GRAM_CHUNK))) for i in range(0, len(units), GRAM_CHUNK)
     ]
     for name, file in GRAM_FILES.items():
         np.save(folder / f"{file}.npy", torch.cat([c[name] for c in chunks]).numpy())

@@ -4,10 +4,12 @@
     index/builds/<build>/<version>/    one immutable version of a build:
         manifest.json                  checkpoint hash and config, factory, parts, counts
         vectors/                       FAISS indexes per level (+ tombstones)
-        parts/<n>/<field>.npy          rerank rows, one per unit (a video's segment), float16,
-                                       memory-mapped by readers, linked from earlier versions,
-                                       never rewritten; unit_ids.npy and spans.npy (each
-                                       unit's start and end in its video, seconds) beside them
+        parts/<n>/<field>.npy          rerank rows, one per unit (a video's segment), in the
+                                       build's row format (index.rows: int8 with per-vector
+                                       scales in <field>.scale.npy, or float16), memory-mapped
+                                       by readers, linked from earlier versions, never
+                                       rewritten; unit_ids.npy and spans.npy (each unit's
+                                       start and end in its video, seconds) beside them
         parts/<n>/gram_<units>.npy     their units' Gram matrices (float32; parts written
                                        before these existed have none, and still work)
 
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from index import rows as formats
 from index.vectors import INDEX_FILES, LEVELS, UNIT_BITS, FaissStore, read_meta, video_of
 from model import VideoEmbeddings
 from model.scores import UNIT_FIELDS
@@ -57,6 +60,7 @@ HALF_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments", "
 # rerank reads each unit vector once (docs/design.md, "Serving path").
 GRAM_FILES = {name: f"gram_{name}" for name in UNIT_FIELDS}
 GRAM_CHUNK = 4096  # videos whose Gram matrices are computed at once (compaction writes all)
+_NOT_ROWS = {"frame_times", "spans", *GRAM_FILES.values()}  # part files beside the rows
 
 
 class BuildError(Exception):
@@ -159,7 +163,8 @@ class Build:
 
     def embeddings(self, unit_ids: list[int]) -> VideoEmbeddings:
         """The stored VideoEmbeddings of these units, in this order: the embedding vectors
-        (HALF_FIELDS) in float16, the concept probabilities in float32."""
+        (HALF_FIELDS) in float16, the concept probabilities in float32, decoded from the
+        parts' row format (``index.rows``)."""
         return self._embeddings_at(self._where(unit_ids))
 
     def rerank_rows(
@@ -170,12 +175,38 @@ class Build:
         return self._embeddings_at(where), self._grams_at(where)
 
     def _embeddings_at(self, where: np.ndarray) -> VideoEmbeddings:
-        values = {}
-        for name in FIELDS:
-            tensor = torch.from_numpy(self._gather(name, where))
-            half = name in HALF_FIELDS or not tensor.is_floating_point()
-            values[name] = tensor if half else tensor.float()
-        return VideoEmbeddings(**values)
+        return VideoEmbeddings(**{name: self._decoded(name, where) for name in FIELDS})
+
+    def _decoded(self, name: str, where: np.ndarray) -> torch.Tensor:
+        """One field's rows at (part, row) pairs as a rerank takes them (``index.rows.decode``:
+        each part in its own row format), one gather per part."""
+        parts = np.unique(where[:, 0]).tolist() or [0]
+        if len(parts) == 1:  # the usual case (one part after compaction): no second copy
+            return self._decode_part(name, parts[0], where[:, 1])
+        out = None
+        for part in parts:
+            chosen = where[:, 0] == part
+            got = self._decode_part(name, part, where[chosen, 1])
+            if out is None:
+                out = torch.empty((len(where), *got.shape[1:]), dtype=got.dtype)
+            out[torch.from_numpy(chosen)] = got
+        return out
+
+    def _decode_part(self, name: str, part: int, at: np.ndarray) -> torch.Tensor:
+        arrays = self.parts[part]
+        scales = arrays.get(name + formats.SCALE)
+        return formats.decode(name, arrays[name][at], None if scales is None else scales[at])
+
+    def stored(self, unit_ids: list[int], fmt: str) -> dict[str, np.ndarray] | None:
+        """These units' rows as their parts store them (``index.rows``; by file name, Gram
+        matrices, frame times and spans left out), in this order, when every part holding
+        them is in row format ``fmt``; else None (compaction then codes them again)."""
+        where = self._where(unit_ids)
+        used = [self.parts[p] for p in set(where[:, 0].tolist())]
+        if not used or any(part_format(p) != fmt for p in used):
+            return None
+        names = [n for n in used[0] if n not in _NOT_ROWS]
+        return {name: self._gather(name, where) for name in names}
 
     def grams(self, unit_ids: list[int]) -> dict[str, torch.Tensor] | None:
         """The stored Gram matrices of these units' vectors (``model.scores.unit_grams``), in
@@ -276,6 +307,11 @@ class Build:
         return Build(root, manifest, vectors, self.parts, rows, dict(self.file_ids))
 
 
+def part_format(part: dict[str, np.ndarray]) -> str:
+    """A loaded part's row format (``index.rows``), from its files."""
+    return "int8" if "global_" + formats.SCALE in part else "float16"
+
+
 def _available_memory() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -342,11 +378,12 @@ def _load(root: Path, manifest: dict) -> Build:
     parts = []
     for part in manifest["parts"]:
         folder = root / "parts" / part
+        optional = [*GRAM_FILES.values(), *(f + formats.SCALE for f in formats.VECTOR_FIELDS)]
         names = [
             *FIELDS,
             "frame_times",
             "spans",
-            *(f for f in GRAM_FILES.values() if (folder / f"{f}.npy").exists()),
+            *(f for f in optional if (folder / f"{f}.npy").exists()),
         ]
         parts.append({f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in names})
         for f in [*names, "unit_ids"]:

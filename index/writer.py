@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from index.milvus import MilvusTarget, resolve
-from index.parts import unit_rows, write_part
+from index.parts import unit_rows, write_part, write_stored
 from index.reader import (
     FIELDS,
     FORMAT,
@@ -30,6 +30,7 @@ from index.reader import (
     read_manifest,
     without_videos,
 )
+from index.rows import DEFAULT_ROW_FORMAT, check_format
 from index.vectors import (
     INDEX_FILES,
     SEGMENT_SLOTS,
@@ -50,11 +51,17 @@ class IndexWriter:
 
     @classmethod
     def open(
-        cls, index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: str
+        cls,
+        index_dir: Path,
+        cfg: HANetCfg,
+        checkpoint_sha256: str,
+        factory: str,
+        rows: str = DEFAULT_ROW_FORMAT,
     ) -> IndexWriter:
-        """Raises BuildError when the published build belongs to another checkpoint. An index
-        folder registered as served by Milvus (``index.milvus.use_milvus``) gives a
-        ``MilvusWriter``, the same interface."""
+        """Raises BuildError when the published build belongs to another checkpoint. ``rows``:
+        the rerank row format of a new build (``index.rows``; a published build keeps its
+        own). An index folder registered as served by Milvus (``index.milvus.use_milvus``)
+        gives a ``MilvusWriter``, the same interface."""
         target = resolve(index_dir)
         if isinstance(target, MilvusTarget):
             from index.milvus_index import MilvusWriter
@@ -65,7 +72,7 @@ class IndexWriter:
         except BuildError:
             if (index_dir / "CURRENT").exists():
                 raise
-            return cls(index_dir, new_build(index_dir, cfg, checkpoint_sha256, factory))
+            return cls(index_dir, new_build(index_dir, cfg, checkpoint_sha256, factory, rows))
 
     @property
     def checkpoint_sha256(self) -> str:
@@ -98,8 +105,15 @@ class IndexWriter:
             )
 
 
-def new_build(index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: str) -> Build:
-    """An empty build (not yet published) for a checkpoint."""
+def new_build(
+    index_dir: Path,
+    cfg: HANetCfg,
+    checkpoint_sha256: str,
+    factory: str,
+    rows: str = DEFAULT_ROW_FORMAT,
+) -> Build:
+    """An empty build (not yet published) for a checkpoint; its parts are written in the
+    rerank row format ``rows`` (``index.rows``; manifest "rows", float16 when absent)."""
     most = max(cfg.num_action_segments, cfg.num_entity_segments)
     if most > SEGMENT_SLOTS:
         raise BuildError(
@@ -114,6 +128,7 @@ def new_build(index_dir: Path, cfg: HANetCfg, checkpoint_sha256: str, factory: s
         "checkpoint_sha256": checkpoint_sha256,
         "config": cfg.to_dict(),
         "factory": factory,
+        "rows": check_format(rows),
         "parts": [],
         "videos": 0,
     }
@@ -195,12 +210,14 @@ def publish(
     frame_times: np.ndarray,
     spans: np.ndarray,
     add_vectors: bool = True,
+    stored: dict[str, np.ndarray] | None = None,
 ) -> Build:
     """Add units (of whole videos, consecutive per video; their embeddings, frame times (N, T)
     and spans (N, 2)) and publish the next version. Tombstoned videos (deleted, possibly before
     they were ever published) are skipped: a delete always wins over a worker that still held
     the video. ``add_vectors`` False writes rerank rows only (compaction: the vectors are
-    there)."""
+    there); ``stored``, the units' rows already in a row format (``Build.stored``), are written
+    as they are rather than coded from ``video`` (compaction)."""
     units = np.asarray(units, dtype=np.int64)
     videos = video_of(units)
     if add_vectors and build.vectors.deleted.intersection(videos.tolist()):
@@ -222,7 +239,12 @@ def publish(
         part = f"{version:06d}"
         folder = tmp / "parts" / part
         folder.mkdir(parents=True)
-        write_part(folder, units, video, frame_times, spans)
+        if stored is not None:
+            write_stored(folder, stored, frame_times, spans, units)
+        else:
+            write_part(
+                folder, units, video, frame_times, spans, build.manifest.get("rows", "float16")
+            )
         manifest["parts"] = [*manifest["parts"], part]
     build.vectors.save(tmp / "vectors")
     live = build.vectors.videos - build.vectors.deleted
@@ -386,13 +408,16 @@ def compact(index_dir: Path) -> Build:
         build = load_current(index_dir)
         build.vectors.compact()
         live = sorted(build.rows)
-        video = build.embeddings(live) if live else _empty_like(build)
+        fmt = build.manifest.get("rows", "float16")
+        stored = build.stored(live, fmt) if live else None  # moved as stored, not coded again
+        video = build.embeddings(live) if live and stored is None else _empty_like(build)
         times = (
             np.stack([build.frame_times(u) for u in live]) if live else np.zeros((0, 1), np.float32)
         )
         spans = np.array([build.span(u) for u in live], np.float32).reshape(-1, 2)
         build.manifest = {**build.manifest, "parts": []}
-        return publish(index_dir, build, np.array(live, np.int64), video, times, spans, False)
+        units = np.array(live, np.int64)
+        return publish(index_dir, build, units, video, times, spans, False, stored)
 
 
 def _empty_like(build: Build) -> VideoEmbeddings:

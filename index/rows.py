@@ -1,0 +1,88 @@
+"""Rerank row formats: how a part stores its units' embedding vectors and concept probabilities.
+
+    float16   each vector and probability as float16, 2 bytes each (every part written
+              before formats existed is one)
+    int8      each vector as int8 codes with one float32 scale per vector (x ~ scale * code,
+              scale = max|x| / 127: <field>.npy int8 and <field>.scale.npy), 1 byte per
+              dimension; probabilities as uint8 codes (p ~ code / 255)
+
+A part's format is read from its files (an int8 array with a scale beside it; uint8
+probabilities), so builds mixing parts of both formats serve. Either way a rerank gets the
+vectors in float16 and the probabilities in float32, and the Gram matrices written beside the
+rows are those of the decoded vectors, so ``model.similarity`` with or without them agrees.
+Decoding costs one multiply per gathered element, on the candidates only (docs/capacity.md
+has the measured fidelity, memory and speed of each format).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ROW_FORMATS = ("float16", "int8")
+DEFAULT_ROW_FORMAT = "float16"  # what new builds get unless asked: see docs/capacity.md
+# The embedding vectors (float16, or int8 + scale) and the concept probabilities (float16, or uint8)
+VECTOR_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments", "entity_segments")
+PROB_FIELDS = ("verb_probs", "noun_probs")
+SCALE = ".scale"  # "<field>.scale": an int8 field's per-vector scales, (N, ...) float32
+PROB_LEVELS = 255
+
+
+class RowFormatError(ValueError):
+    """An unknown rerank row format."""
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in ROW_FORMATS:
+        raise RowFormatError(f"rerank row format must be one of {ROW_FORMATS}, not {fmt!r}")
+    return fmt
+
+
+def encode(name: str, array: np.ndarray, fmt: str) -> dict[str, np.ndarray]:
+    """One field's rows as a part stores them, by file name (without ".npy"): the field itself
+    and, for int8 vectors, its scales. Fields other than vectors and probabilities as given."""
+    check_format(fmt)
+    if name in VECTOR_FIELDS:
+        x = np.asarray(array, np.float32)
+        if fmt == "float16":
+            return {name: x.astype(np.float16)}
+        scale = np.abs(x).max(-1) / 127  # (N, ...) one per vector
+        safe = np.where(scale > 0, scale, 1).astype(np.float32)
+        codes = np.clip(np.rint(x / safe[..., None]), -127, 127).astype(np.int8)
+        return {name: codes, name + SCALE: scale.astype(np.float32)}
+    if name in PROB_FIELDS:
+        p = np.asarray(array, np.float32)
+        if fmt == "float16":
+            return {name: p.astype(np.float16)}
+        return {name: np.rint(np.clip(p, 0, 1) * PROB_LEVELS).astype(np.uint8)}
+    return {name: np.asarray(array)}
+
+
+def decode(name: str, stored: np.ndarray, scale: np.ndarray | None) -> torch.Tensor:
+    """Rows as a rerank takes them: vectors float16, probabilities float32, other fields as
+    stored. ``stored``, ``scale``: gathered rows of the field and its scales (None: a float
+    part)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(stored))
+    if name in VECTOR_FIELDS:
+        if scale is None:
+            return tensor if tensor.dtype == torch.float16 else tensor.half()
+        s = torch.from_numpy(np.ascontiguousarray(scale, np.float32))
+        return (tensor.float() * s.unsqueeze(-1)).half()
+    if name in PROB_FIELDS:
+        if tensor.dtype == torch.uint8:
+            return tensor.float() / PROB_LEVELS
+        return tensor.float()
+    return tensor
+
+
+def bytes_per_unit(fmt: str, dims: dict[str, tuple[int, ...]]) -> int:
+    """Bytes one unit's vectors and probabilities take in ``fmt`` (``dims``: per field, its
+    shape without the unit axis): for capacity estimates."""
+    total = 0
+    for name, shape in dims.items():
+        n = int(np.prod(shape))
+        if name in VECTOR_FIELDS:
+            total += n * 2 if fmt == "float16" else n + n // shape[-1] * 4
+        elif name in PROB_FIELDS:
+            total += n * 2 if fmt == "float16" else n
+    return total
