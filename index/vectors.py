@@ -24,6 +24,8 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from index.id_ranges import both, deeper, ids_in_ranges, sorted_ids
+
 LEVELS = ("event", "action", "entity")
 SEGMENT_SLOTS = 64  # vectors per unit and level (a checkpoint's key segments fit: config checks)
 UNIT_BITS = 20  # segments per video: 2**20
@@ -195,26 +197,24 @@ class FaissStore:
         self, level: str, videos: np.ndarray | None = None
     ) -> tuple[faiss.SearchParameters | None, tuple]:
         """Per-call search parameters, and the objects they point to (which must outlive the
-        search: FAISS holds raw pointers); ``videos``: only these videos' vectors. An
-        approximate index searches a filtered level as much deeper as the filter is narrow
-        (nprobe, efSearch divided by the share of vectors it keeps), so that it meets about as
-        many allowed vectors as an unfiltered search meets vectors."""
+        search: FAISS holds raw pointers); ``videos``: only these videos' vectors, searched
+        deeper by an approximate index as the filter narrows (``id_ranges.deeper``)."""
         sel, refs = self.tombstone_selector(level)
         share = 1.0
         if videos is not None:
             only, only_refs = self.video_selector(level, videos)
             share = len(only_refs[0]) / max(1, self._index(level).ntotal)
-            sel, refs = (only, only_refs) if sel is None else _both(sel, only, refs + only_refs)
+            sel, refs = (only, only_refs) if sel is None else both(sel, only, refs + only_refs)
         inner = faiss.downcast_index(faiss.downcast_index(self.indexes[level]).index)
         if isinstance(inner, faiss.IndexIVF):
             # Split a search over the probed lists, not over the queries: the service asks one
             # to three queries at a time, and per query FAISS would use one thread (measured
             # faster: docs/benchmarks.md).
             inner.parallel_mode = 1
-            nprobe = min(inner.nlist, _deeper(self.nprobe, share))
+            nprobe = min(inner.nlist, deeper(self.nprobe, share))
             return faiss.SearchParametersIVF(sel=sel, nprobe=nprobe), refs
         if isinstance(inner, faiss.IndexHNSW):
-            ef = min(MAX_EF_SEARCH, _deeper(self.ef_search, share))
+            ef = min(MAX_EF_SEARCH, deeper(self.ef_search, share))
             return faiss.SearchParametersHNSW(sel=sel, efSearch=ef), refs
         return (faiss.SearchParameters(sel=sel) if sel is not None else None), refs
 
@@ -235,27 +235,13 @@ class FaissStore:
         return cached[1], cached[2]
 
     def video_selector(self, level: str, videos: np.ndarray) -> tuple[faiss.IDSelector, tuple]:
-        """A selector of the stored vectors of ``videos`` (ids, any order) at one level: each
-        video's vectors are one id range, found in the level's sorted ids (sorted once per
-        index size) with two binary searches per video."""
-        stored = self._sorted_ids(level)
+        """A selector of the stored vectors of ``videos`` (any order) at one level: one id
+        range per video in the level's sorted ids (sorted once per index size)."""
+        stored = sorted_ids(self._index(level), self._selector_cache, ("sorted", level))
         first = np.asarray(videos, np.int64).reshape(-1) * (SEGMENT_SLOTS << UNIT_BITS)
-        starts = np.searchsorted(stored, first)
-        ends = np.searchsorted(stored, first + (SEGMENT_SLOTS << UNIT_BITS))
-        inside = np.zeros(len(stored) + 1, np.int32)  # +1 at each range's start, -1 past its end
-        np.add.at(inside, starts, 1)
-        np.add.at(inside, ends, -1)
-        ids = np.ascontiguousarray(stored[np.cumsum(inside[:-1]) > 0])
+        ids = ids_in_ranges(stored, first, SEGMENT_SLOTS << UNIT_BITS)
         batch = faiss.IDSelectorBatch(ids)
         return batch, (ids, batch)
-
-    def _sorted_ids(self, level: str) -> np.ndarray:
-        index = self._index(level)
-        cached = self._selector_cache.get(("sorted", level))
-        if cached is None or cached[0] is not index or cached[1] != index.ntotal:
-            ids = np.sort(faiss.vector_to_array(faiss.downcast_index(index).id_map))
-            cached = self._selector_cache[("sorted", level)] = (index, index.ntotal, ids)
-        return cached[2]
 
     def search(self, level: str, queries: np.ndarray, k: int) -> list[list[VideoHit]]:
         """Top ``k`` videos per query at one level, each with its best vector's score."""
@@ -279,17 +265,11 @@ class FaissStore:
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per query, the best ``k`` units (segments of videos): their unit ids, best vectors'
         scores and key segment indexes, best first (the service's candidate search: no object
-        per hit). ``videos``: the best among these videos' units only (a filtered search: an
-        IDSelector over their vector ids, so the list is as long as they allow)."""
+        per hit). ``videos``: among these videos' units only (an IDSelector: a full list)."""
         return self._top(level, queries, k, by_video=False, videos=videos)
 
     def _top(
-        self,
-        level: str,
-        queries: np.ndarray,
-        k: int,
-        by_video: bool,
-        videos: np.ndarray | None = None,
+        self, level: str, queries: np.ndarray, k: int, by_video: bool, videos=None
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         index = self._index(level)
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -398,15 +378,6 @@ def _train_size(index: faiss.Index) -> int:
     else:
         centroids = 256  # scalar quantisers and others: a reasonable sample
     return 40 * centroids
-
-
-def _deeper(depth: int, share: float) -> int:
-    return int(np.ceil(depth / max(share, 1e-9)))
-
-
-def _both(a: faiss.IDSelector, b: faiss.IDSelector, refs: tuple) -> tuple[faiss.IDSelector, tuple]:
-    sel = faiss.IDSelectorAnd(a, b)
-    return sel, (*refs, sel)
 
 
 def _group(

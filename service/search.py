@@ -225,31 +225,25 @@ def search_many(
     search per level for all their vectors, then each query's own rerank (its candidates' rows
     and scores: queries share few candidates, and scoring every query against the union
     measured slower). The same hits as one ``search`` per query. ``lap`` as in ``search``:
-    text and ann once, the rest per query. "More like this" queries (``Query.like``) are
-    answered by ``service.similar``. Raises ``service.similar.UnknownVideo``."""
-    from service.similar import similar  # it ranks with this module's grouping
-
-    out: list[list[Hit]] = [
-        similar(build, q, rerank) if q.like is not None else [] for q in queries
-    ]
-    queries_at = [i for i, q in enumerate(queries) if q.like is None]
-    if not queries_at:
-        return out
-    sentences = [queries[i].text for i in queries_at]
+    text and ann once, the rest per query. Sentences only: ``service.similar`` answers
+    "more like this" queries (``Query.like``)."""
+    if any(q.like is not None for q in queries):
+        raise ValueError("search_many takes sentences; service.similar.similar takes videos")
+    sentences = [q.text for q in queries]
     if cache is not None:
         texts = cache.encode_many(sentences)
     else:
         texts = encode_queries(model, list(dict.fromkeys(sentences)))
         texts = [texts[i] for i in _positions(sentences)]
     lap("text")
-    chosen = [queries[i] for i in queries_at]
-    limits = [max(rerank, q.top_k) for q in chosen]
-    videos = [q.top_k if q.group_by == "video" else 0 for q in chosen]
-    found = candidates_many(build, texts, limits, videos, [q.videos for q in chosen])
+    limits = [max(rerank, q.top_k) for q in queries]
+    videos = [q.top_k if q.group_by == "video" else 0 for q in queries]
+    found = candidates_many(build, texts, limits, videos, [q.videos for q in queries])
     lap("ann")
-    for i, t, ids, q in zip(queries_at, texts, found, chosen, strict=True):
-        out[i] = rerank_hits(model, build, t, ids, q, lap)
-    return out
+    return [
+        rerank_hits(model, build, t, ids, q, lap)
+        for t, ids, q in zip(texts, found, queries, strict=True)
+    ]
 
 
 def _positions(queries: list[str]) -> list[int]:

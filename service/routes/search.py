@@ -23,14 +23,13 @@ from service.schemas import (
     Moment,
     MomentHit,
     SearchHit,
-    SearchRequest,
     SearchResponse,
     Span,
-    as_utc,
     stored_concepts,
 )
 from service.search import Hit, Like, Query
-from service.similar import EmptyStretch, UnknownVideo
+from service.search_schemas import SearchRequest, as_utc
+from service.similar import EmptyStretch, UnknownVideo, similar
 from service.state import ServiceState
 
 router = APIRouter()
@@ -148,7 +147,7 @@ def _page(state: ServiceState, p: PendingSearch, hits: list[Hit]) -> tuple[list[
         if cursor or not full or p.cursor is None or query.top_k >= paging.MAX_DEPTH:
             return chosen, cursor
         query = replace(query, top_k=min(2 * query.top_k, paging.MAX_DEPTH))
-        hits = state.searcher.search_many([query])[0]
+        hits = _search(state, [query])[0]
 
 
 def _search(state: ServiceState, queries: list[Query]) -> list[list[Hit] | HTTPException]:
@@ -163,7 +162,10 @@ def _search(state: ServiceState, queries: list[Query]) -> list[list[Hit] | HTTPE
         if q.like is None:
             continue
         try:
-            out[i] = state.searcher.search_many([q])[0]
+            build = state.searcher.index.current()
+            if build is None:
+                raise UnknownVideo(f"video {q.like.video_id} is not in the index (none yet)")
+            out[i] = similar(build, q, state.searcher.candidates)
         except UnknownVideo as exc:
             out[i] = HTTPException(404, str(exc))
         except EmptyStretch as exc:
