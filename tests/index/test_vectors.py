@@ -227,3 +227,26 @@ def test_a_narrow_filter_searches_an_ivf_index_deeper_not_shorter() -> None:
     expected = _brute({v: corpus[v] for v in allowed.tolist()}, "action", query[0], 10)
     assert video_of(units).tolist() == [v for v, _ in expected]  # all 10, the true best
     assert scores.tolist() == pytest.approx([s for _, s in expected], abs=1e-5)
+
+
+@pytest.mark.slow  # Milvus Lite starts a server: ~20 s on a loaded 2-core machine
+def test_milvus_filters_by_a_video_expression_like_the_faiss_selector(tmp_path) -> None:
+    pytest.importorskip("pymilvus")
+    from index.milvus import MilvusStore, MilvusTarget
+    from index.milvus_index import top_units_among
+
+    corpus = _corpus(60)
+    store = MilvusStore(MilvusTarget(str(tmp_path / "m.db"), prefix="f"), "b1", DIM)
+    store.add_many({v: [vecs] for v, vecs in corpus.items()})
+    store.flush()
+    faiss_store = _store(corpus, "Flat")
+    allowed = np.array([3, 7, 11, 42, 59])
+    queries = _unit(np.random.default_rng(4), 2)
+    for level in ("event", "action", "entity"):
+        got = top_units_among(store, level, queries, 4, allowed)
+        want = faiss_store.top_units(level, queries, 4, videos=allowed)
+        for (units, scores, _), (w_units, w_scores, _) in zip(got, want, strict=True):
+            assert units.tolist() == w_units.tolist()
+            assert scores.tolist() == pytest.approx(w_scores.tolist(), abs=1e-5)
+    nothing = top_units_among(store, "event", queries, 4, np.array([], np.int64))
+    assert [len(units) for units, _, _ in nothing] == [0, 0]
