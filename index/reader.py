@@ -26,6 +26,7 @@ they have loaded (same files: same (st_dev, st_ino)).
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import os
@@ -162,9 +163,10 @@ class Build:
         }
 
     def embeddings(self, unit_ids: list[int]) -> VideoEmbeddings:
-        """The stored VideoEmbeddings of these units, in this order: the embedding vectors
-        (HALF_FIELDS) in float16, the concept probabilities in float32, decoded from the
-        parts' row format (``index.rows``)."""
+        """The stored VideoEmbeddings of these units, in this order, decoded from the parts'
+        row format (``index.rows.decode``): the embedding vectors (HALF_FIELDS) in float16
+        (float32 where an int8 part holds one of them), the concept probabilities in
+        float32."""
         return self._embeddings_at(self._where(unit_ids))
 
     def rerank_rows(
@@ -183,13 +185,11 @@ class Build:
         parts = np.unique(where[:, 0]).tolist() or [0]
         if len(parts) == 1:  # the usual case (one part after compaction): no second copy
             return self._decode_part(name, parts[0], where[:, 1])
-        out = None
-        for part in parts:
-            chosen = where[:, 0] == part
-            got = self._decode_part(name, part, where[chosen, 1])
-            if out is None:
-                out = torch.empty((len(where), *got.shape[1:]), dtype=got.dtype)
-            out[torch.from_numpy(chosen)] = got
+        got = {p: self._decode_part(name, p, where[where[:, 0] == p, 1]) for p in parts}
+        dtype = functools.reduce(torch.promote_types, [g.dtype for g in got.values()])
+        out = torch.empty((len(where), *got[parts[0]].shape[1:]), dtype=dtype)
+        for part, rows in got.items():  # float16 and int8 parts: float32
+            out[torch.from_numpy(where[:, 0] == part)] = rows.to(dtype)
         return out
 
     def _decode_part(self, name: str, part: int, at: np.ndarray) -> torch.Tensor:

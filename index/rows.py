@@ -7,11 +7,12 @@
               dimension; probabilities as uint8 codes (p ~ code / 255)
 
 A part's format is read from its files (an int8 array with a scale beside it; uint8
-probabilities), so builds mixing parts of both formats serve. Either way a rerank gets the
-vectors in float16 and the probabilities in float32, and the Gram matrices written beside the
-rows are those of the decoded vectors, so ``model.similarity`` with or without them agrees.
-Decoding costs one multiply per gathered element, on the candidates only (docs/capacity.md
-has the measured fidelity, memory and speed of each format).
+probabilities), so builds mixing parts of both formats serve. A rerank gets float16 vectors
+from a float16 part (multiplied as they are) and float32 ones from an int8 part (decoding
+writes a copy anyway: one pass, one multiply per gathered element, on the candidates only),
+the probabilities in float32; the Gram matrices written beside the rows are those of the
+decoded vectors, so ``model.similarity`` with or without them agrees. docs/capacity.md has
+the measured fidelity, memory and speed of each format.
 """
 
 from __future__ import annotations
@@ -59,18 +60,20 @@ def encode(name: str, array: np.ndarray, fmt: str) -> dict[str, np.ndarray]:
 
 
 def decode(name: str, stored: np.ndarray, scale: np.ndarray | None) -> torch.Tensor:
-    """Rows as a rerank takes them: vectors float16, probabilities float32, other fields as
-    stored. ``stored``, ``scale``: gathered rows of the field and its scales (None: a float
-    part)."""
+    """Rows as a rerank takes them: vectors as stored in float16, or decoded from int8 to
+    float32 (one pass, in NumPy: a float16 result would take a second), probabilities float32,
+    other fields as stored. ``stored``, ``scale``: gathered rows of the field and its scales
+    (None: a float part)."""
+    if name in VECTOR_FIELDS and scale is not None:
+        x = np.asarray(stored).astype(np.float32)
+        x *= np.asarray(scale, np.float32)[..., None]
+        return torch.from_numpy(x)
+    if name in PROB_FIELDS and np.asarray(stored).dtype == np.uint8:
+        return torch.from_numpy(np.asarray(stored, np.float32) / np.float32(PROB_LEVELS))
     tensor = torch.from_numpy(np.ascontiguousarray(stored))
     if name in VECTOR_FIELDS:
-        if scale is None:
-            return tensor if tensor.dtype == torch.float16 else tensor.half()
-        s = torch.from_numpy(np.ascontiguousarray(scale, np.float32))
-        return (tensor.float() * s.unsqueeze(-1)).half()
+        return tensor if tensor.dtype == torch.float16 else tensor.half()
     if name in PROB_FIELDS:
-        if tensor.dtype == torch.uint8:
-            return tensor.float() / PROB_LEVELS
         return tensor.float()
     return tensor
 

@@ -33,10 +33,10 @@ def test_int8_codes_round_to_within_half_a_step_of_each_vector() -> None:
     coded = rows.encode("action_frames", x, "int8")
     assert coded["action_frames"].dtype == np.int8 and coded["action_frames.scale"].shape == (5, 3)
     back = rows.decode("action_frames", coded["action_frames"], coded["action_frames.scale"])
-    assert back.dtype == torch.float16 and torch.equal(back[0, 1], torch.zeros(64).half())
+    assert back.dtype == torch.float32 and torch.equal(back[0, 1], torch.zeros(64))
     step = np.abs(x).max(-1, keepdims=True) / 127
     err = np.abs(back.float().numpy() - x)
-    assert (err <= step / 2 + np.abs(x) * 2**-10 + 1e-7).all() and err.max() > 0
+    assert (err <= step / 2 * (1 + 1e-5)).all() and err.max() > 0
     p = g.random((4, 9)).astype(np.float32)
     probs = rows.decode("verb_probs", rows.encode("verb_probs", p, "int8")["verb_probs"], None)
     assert probs.dtype == torch.float32 and (probs - torch.from_numpy(p)).abs().max() <= 0.5 / 255
@@ -56,7 +56,7 @@ def test_an_int8_build_serves_its_decoded_rows_and_their_grams(tmp_path, cfg) ->
     assert np.load(part / "noun_probs.npy").dtype == np.uint8
     written = videos(cfg, [5, 1])
     stored, grams = build.rerank_rows(_units([5, 1]))  # across both parts
-    assert stored.global_.dtype == torch.float16 and stored.verb_probs.dtype == torch.float32
+    assert stored.global_.dtype == torch.float32 and stored.verb_probs.dtype == torch.float32
     for name in ("global_", "action_frames", "entity_segments"):
         diff = (getattr(stored, name).float() - getattr(written, name)).abs().max()
         assert 0 < diff < 0.01
@@ -79,7 +79,8 @@ def test_a_build_with_float16_and_int8_parts_serves_and_compacts_to_one_format(
     build = load_current(index_dir)
     stored, grams = build.rerank_rows(_units([13, 2, 14, 9]))
     written = videos(cfg, [13, 2, 14, 9])
-    assert torch.equal(stored.global_[[1, 3]], written.global_[[1, 3]].half())  # float16 parts
+    assert stored.global_.dtype == torch.float32  # float16 and int8 parts together
+    assert torch.equal(stored.global_[[1, 3]], written.global_[[1, 3]].half().float())
     int8_diff = (stored.global_[[0, 2]].float() - written.global_[[0, 2]]).abs().max()
     assert 0 < int8_diff < 0.01 and grams is not None
     assert torch.equal(grams["action_frames"], unit_grams(stored)["action_frames"])
