@@ -26,6 +26,7 @@ class EmptyStretch(ValueError):
 
 
 LEVEL_SCORES = ("event", "action", "entity")
+QUERY_UNITS = 16  # a long video queries with this many of its units at most
 
 
 def similar(build, query: Query, rerank: int = 200) -> list[Hit]:
@@ -84,8 +85,13 @@ def _unit(x: torch.Tensor) -> np.ndarray:
 
 def _query_vectors(source: VideoEmbeddings, keep: np.ndarray) -> dict[str, np.ndarray]:
     """Level query vectors: the kept units' event vectors, their kept action segments, their
-    entity segments."""
-    units = keep.any(1)
+    entity segments; of at most ``QUERY_UNITS`` units, evenly spread (a long video)."""
+    chosen = np.flatnonzero(keep.any(1))
+    if len(chosen) > QUERY_UNITS:
+        chosen = chosen[np.linspace(0, len(chosen) - 1, QUERY_UNITS).round().astype(int)]
+    units = np.zeros(len(keep), bool)
+    units[chosen] = True
+    keep = keep & units[:, None]
     return {
         "event": _unit(source.global_[torch.from_numpy(units)]),
         "action": _unit(source.action_segments[torch.from_numpy(keep)]),
