@@ -60,10 +60,11 @@ class Like:
 
 @dataclass(frozen=True, eq=False)
 class Query:
-    """One search: a sentence (or ``like``: a video), how many hits, hits as videos or as
-    moments, and up to how many moments per video hit. ``rank_by``: the score that ranks
-    them, HANet's fused one (served) or one level's (``model.scores``' names: evaluation's
-    ablations). ``videos``: the ids the hits may come from (a filter's matches), all if None."""
+    """One search: a sentence (or ``like``: a video; or neither: an image, service.similar),
+    how many hits, hits as videos or as moments, and up to how many moments per video hit.
+    ``rank_by``: the score that ranks them, HANet's fused one (served) or one level's
+    (``model.scores``' names: evaluation's ablations). ``videos``: the ids the hits may come
+    from (a filter's matches), all if None."""
 
     text: str
     top_k: int = 10
@@ -78,8 +79,6 @@ class Query:
             raise ValueError(f"group_by must be one of {GROUP_BY}, not {self.group_by!r}")
         if self.top_k < 1 or self.moments < 1:
             raise ValueError("top_k and moments must be at least 1")
-        if not self.text and self.like is None:
-            raise ValueError("a query needs a sentence or a video")
 
 
 def _level_queries(text: TextEmbeddings) -> dict[str, np.ndarray]:

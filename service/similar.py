@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from index.vectors import video_of
-from model import VideoEmbeddings
+from model import HANet, VideoEmbeddings
+from model.preprocess import frames_to_pixels
 from service.search import Hit, Moment, Query, candidates_many, group_units, moment_seconds
 
 
@@ -42,10 +43,28 @@ def similar(build, query: Query, rerank: int = 200) -> list[Hit]:
         last = build.span(units[-1])[1]
         raise EmptyStretch(f"video {like.video_id} has no segment in that stretch (0..{last} s)")
     vectors = _query_vectors(source, keep)
+    return ranked(build, vectors, query, rerank, exclude=like.video_id, extra=len(units))
+
+
+def image_vectors(model: HANet, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Level query vectors of one image (H, W, 3) uint8: the image as a one-frame video
+    through the video branch (the image tower, then the heads): its event vector, key action
+    segments and key entity segments."""
+    pixels = frames_to_pixels(image[None], model.preprocess)  # (1, 3, S, S)
+    with torch.inference_mode():
+        video = model.encode_video(pixels[None], torch.ones(1, 1, dtype=torch.bool))
+    return _query_vectors(video, np.ones(video.action_spans.shape[:2], bool))
+
+
+def ranked(
+    build, vectors: dict[str, np.ndarray], query: Query, rerank: int, exclude=None, extra=0
+) -> list[Hit]:
+    """The ``query.top_k`` videos (or moments) best matching level query ``vectors`` among
+    ``query.videos`` (all when None), ``exclude`` (a video id) left out."""
     wanted = query.top_k + 1 if query.group_by == "video" else 0
-    limit = max(rerank, query.top_k) + len(units)
+    limit = max(rerank, query.top_k) + extra
     found = candidates_many(build, [vectors], [limit], [wanted], [query.videos])[0]
-    found = [u for u in found if video_of(u) != like.video_id]
+    found = [u for u in found if video_of(u) != exclude]
     if not found:
         return []
     rows = build.embeddings(found)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException
+import numpy as np
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -18,6 +20,7 @@ from service import paging
 from service.batching import Overloaded
 from service.deps import StateDep
 from service.filters import VideoFilter, matching_videos
+from service.images import MAX_IMAGE_BYTES, NotAnImage, decode_image
 from service.paging import BadCursor, SearchCursor
 from service.schemas import (
     Moment,
@@ -29,7 +32,7 @@ from service.schemas import (
 )
 from service.search import Hit, Like, Query
 from service.search_schemas import SearchRequest, as_utc
-from service.similar import EmptyStretch, UnknownVideo, similar
+from service.similar import EmptyStretch, UnknownVideo, image_vectors, ranked, similar
 from service.state import ServiceState
 
 router = APIRouter()
@@ -194,6 +197,84 @@ def _query(body: SearchRequest, top_k: int, videos) -> Query:
 
 
 ROWS_PER_LOOKUP = 1000  # bound parameters per query: well under SQLite's and PostgreSQL's limits
+
+
+IMAGE_RESPONSES = {
+    409: RESPONSES[409],
+    413: {"description": f"An image file over {MAX_IMAGE_BYTES:,} bytes."},
+    415: {
+        "description": "A file that is not an image this server can decode (JPEG, PNG, WebP, "
+        "GIF, BMP, TIFF...), an empty file, or one with too many pixels: the detail says why."
+    },
+    503: RESPONSES[503],
+}
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    state: ServiceState
+    image: np.ndarray  # (H, W, 3) uint8
+    query: Query
+    arrived: float
+
+
+@router.post(
+    "/search/image",
+    response_model=SearchResponse,
+    summary="Search with an image.",
+    description="The image goes through the model's video branch as a one-frame video (the "
+    "CLIP image tower, then HANet's heads); its event vector and key segments are the query, "
+    "as for more like this. One page: `next_cursor` is always null.",
+    responses=IMAGE_RESPONSES,
+)
+async def search_image_route(
+    state: StateDep,
+    file: Annotated[UploadFile, File(description="An image (JPEG, PNG, WebP...).")],
+    top_k: Annotated[int, Form(ge=1, le=100, description="How many hits.")] = 10,
+    group_by: Annotated[
+        Literal["video", "moment"], Form(description="`video` or `moment`, as for /search.")
+    ] = "video",
+    moments: Annotated[int, Form(ge=1, le=10, description="Moments per video hit.")] = 3,
+) -> Response:
+    arrived = time.perf_counter()
+    data = await file.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise HTTPException(413, f"the image is over {MAX_IMAGE_BYTES:,} bytes")
+    try:
+        image = await run_in_threadpool(decode_image, data)
+    except NotAnImage as exc:
+        raise HTTPException(415, str(exc)) from exc
+    pending = PendingImage(state, image, Query("", top_k, group_by, moments), arrived)
+    try:
+        result = await state.searches.submit(serve_images, pending)
+    except Overloaded as exc:
+        raise HTTPException(
+            503,
+            f"the server is busy: this search {exc}; retry in {exc.retry_after_s} s",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from exc
+    if isinstance(result, HTTPException):
+        raise result
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+def serve_images(batch: list[PendingImage]) -> list[SearchResponse | HTTPException]:
+    """Image searches, on the search thread, one by one."""
+    state = batch[0].state
+    try:
+        build = state.searcher.index.current()
+    except BuildError as exc:
+        return [HTTPException(409, str(exc)) for _ in batch]
+    out: list[SearchResponse | HTTPException] = []
+    for p in batch:
+        hits = []
+        if build is not None:
+            vectors = image_vectors(state.searcher.model, p.image)
+            hits = ranked(build, vectors, p.query, state.searcher.candidates)
+        rows = _rows(state.hit_rows, sorted({h.video_id for h in hits}))
+        took = round((time.perf_counter() - p.arrived) * 1000, 2)
+        out.append(SearchResponse(hits=_hydrate(hits, rows), took_ms=took))
+    return out
 
 
 def _rows(hit_rows: HitRows, video_ids: list[int]) -> dict[int, HitRow]:

@@ -191,6 +191,43 @@ def test_bad_more_like_this_requests(client, body, status) -> None:
     assert response.status_code == status and response.json()["detail"], response.text
 
 
+def _png(seed: int, size=(48, 64)) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_search_by_image_and_what_is_not_an_image(client, synth_corpus) -> None:
+    image = {"file": ("frame.png", _png(0), "image/png")}
+    found = client.post("/search/image", files=image, data={"top_k": "4"})
+    assert found.status_code == 200, found.text
+    hits = found.json()["hits"]
+    assert len(hits) == 4 and set(_ids(found.json())) <= set(client.ids)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    again = client.post("/search/image", files=image, data={"top_k": "4"}).json()
+    assert _ids(again) == _ids(found.json())  # the same image, the same answer
+    moments = client.post("/search/image", files=image, data={"group_by": "moment"})
+    assert moments.status_code == 200 and moments.json()["hits"]
+    with open(synth_corpus / "synth000001.mp4", "rb") as f:
+        video = client.post("/search/image", files={"file": ("v.png", f, "image/png")})
+    for response in (
+        video,  # a video named .png
+        client.post("/search/image", files={"file": ("n.png", b"not an image", "image/png")}),
+        client.post("/search/image", files={"file": ("e.png", b"", "image/png")}),
+        client.post("/search/image", files={"file": ("t.png", _png(1)[:60], "image/png")}),
+    ):
+        assert response.status_code == 415 and "image" in response.json()["detail"]
+    assert client.post("/search/image", data={"top_k": "3"}).status_code == 422  # no file
+    bad_k = client.post("/search/image", files=image, data={"top_k": "0"})
+    assert bad_k.status_code == 422
+
+
 def test_openapi_documents_the_new_fields(client) -> None:
     spec = client.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
@@ -200,6 +237,7 @@ def test_openapi_documents_the_new_fields(client) -> None:
             assert prop.get("description"), (name, field)
     assert {"400", "404", "409", "422", "503"} <= set(spec["paths"]["/search"]["post"]["responses"])
     assert "400" in spec["paths"]["/videos"]["get"]["responses"]
+    assert {"413", "415", "422"} <= set(spec["paths"]["/search/image"]["post"]["responses"])
 
 
 def test_pages_stay_stable_while_videos_are_ingested(client, synth_corpus) -> None:
