@@ -107,28 +107,41 @@ function moreLike(hit, title) {
          `more like ${title}`);
 }
 
+// Search by image: the picked file as multipart (one page: no filters, no cursor).
+$("image-query").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file);
+  form.append("top_k", String(perPage()));
+  form.append("group_by", groupBy());
+  search(form, `the image ${file.name}`, false, "/search/image");
+});
+
 $("more").addEventListener("click", () => {
   if (shown.cursor) search({ ...shown.request, cursor: shown.cursor }, shown.about, true);
 });
 
-async function search(request, about, append = false) {
+async function search(request, about, append = false, path = "/search") {
   const status = $("search-status");
   const results = $("results");
-  const noun = request.group_by === "moment" ? "moments" : "videos";
+  const image = request instanceof FormData;
+  const grouping = image ? request.get("group_by") : request.group_by;
+  const noun = grouping === "moment" ? "moments" : "videos";
   if (!append) results.replaceChildren();
   $("more").hidden = true;
   status.className = "";
   status.textContent = "Searching…";
   results.setAttribute("aria-busy", "true");
   try {
-    const response = await api("/search", {
+    const response = await api(path, image ? { method: "POST", body: request } : {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(request),
     });
     if (!response.ok) throw new Error(await errorText(response));
     const body = await response.json();
-    const { cursor: _, ...first } = request;
+    const { cursor: _, ...first } = image ? {} : request;
     const count = (append ? shown.count : 0) + body.hits.length;
     shown = { request: first, about, cursor: body.next_cursor, count };
     if (count === 0) {

@@ -516,3 +516,21 @@ def test_filters_more_results_and_more_like_this(page, server) -> None:
     )
     page.wait_for_function("() => document.querySelectorAll('#results li.hit').length === 3")
     assert source not in [cards.nth(i).get_attribute("data-video-id") for i in range(3)]
+
+
+def test_search_with_an_image(page, server) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    page.set_input_files(
+        "#image-query", files=[{"name": "x.png", "mimeType": "image/png", "buffer": png.getvalue()}]
+    )
+    page.wait_for_function(
+        "() => document.getElementById('search-status').textContent.includes('the image x.png')"
+    )
+    assert page.locator("#results li.hit").count() == 4 and page.locator("#more").is_hidden()
