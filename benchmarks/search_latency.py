@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from index import rows  # noqa: E402
 from index.reader import FIELDS, GRAM_FILES  # noqa: E402
 from index.vectors import unit_id  # noqa: E402
 from index.writer import new_build, publish  # noqa: E402
@@ -59,54 +60,28 @@ def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def build_index(
-    work: Path, units: int, factory: str, chunk: int = 2000, units_per_video: int = 1
+    work: Path,
+    units: int,
+    factory: str,
+    chunk: int = 2000,
+    units_per_video: int = 1,
+    rows_format: str = "float16",
 ) -> Path:
     """Checkpoint, database rows and a published index build for ``units`` index units: as
     many one-unit videos, or ``units / units_per_video`` videos of ``units_per_video``
     consecutive 10-second segments each. The vectors are the same whatever the layout (one
-    random stream, drawn unit by unit); only which video each unit belongs to differs."""
-    from sqlalchemy import insert
-
-    from db.schema import Video
-    from service.runtime import open_database
-    from service.settings import HanetSettings
-
+    random stream, drawn unit by unit); only which video each unit belongs to differs. The
+    rerank rows are written in ``rows_format`` (``index.rows``), as the writer would."""
     per = units_per_video
     if per < 1 or units % per:
         raise SystemExit(f"{units} units do not split into videos of {per} units")
     videos, chunk = units // per, max(per, chunk // per * per)  # a chunk holds whole videos
-    ckpt = work / "vitb32-random.pt"
-    cfg_vocab = create_model("ViT-B-32").cfg
-    vocab = ConceptVocab(
-        tuple(f"verb{i}" for i in range(cfg_vocab.num_verbs)),
-        tuple(f"noun{i}" for i in range(cfg_vocab.num_nouns)),
-    )
-    model = create_model("ViT-B-32", vocab=vocab)
-    sha = model.save(str(ckpt), dtype=torch.float16)
-    cfg = model.cfg
-    engine = open_database(HanetSettings(data_dir=work), migrate=True)  # as the service's
-    with engine.begin() as conn:
-        for start in range(1, videos + 1, 10000):
-            conn.execute(
-                insert(Video),
-                [
-                    {
-                        "id": i,
-                        "content_sha256": f"{i:064x}",
-                        "media_path": f"/media/{i}.mp4",
-                        "title": f"video {i}",
-                        "status": "indexed",
-                        "duration_s": 10.0 * per,
-                        "segments": per,
-                        "checkpoint_sha256": sha,
-                    }
-                    for i in range(start, min(videos, start + 9999) + 1)
-                ],
-            )
-    engine.dispose()
+    ckpt, model = random_checkpoint(work)
+    sha, cfg = model.checkpoint_sha256, model.cfg
+    insert_videos(work, videos, per, sha)
 
     index_dir = work / "index"
-    build = new_build(index_dir, cfg, sha, factory)
+    build = new_build(index_dir, cfg, sha, factory, rows_format)
     folder = build.root / "parts" / "000000"
     folder.mkdir(parents=True)
     t, d, sa, se = cfg.max_frames, cfg.embed_dim, cfg.num_action_segments, cfg.num_entity_segments
@@ -122,11 +97,16 @@ def build_index(
         "noun_probs": (cfg.num_nouns,),
     }
     kinds = {"frame_mask": np.bool_, "action_spans": np.int64}
-    out = {
-        f: np.lib.format.open_memmap(
-            folder / f"{f}.npy", "w+", kinds.get(f, np.float16), (units, *shapes[f])
-        )
+    first_rows = {  # what each stored file looks like: its dtype, per unit shape
+        file: (array.dtype, array.shape[1:])
         for f in FIELDS
+        for file, array in rows.encode(
+            f, np.zeros((1, *shapes[f]), kinds.get(f, np.float32)), rows_format
+        ).items()
+    }
+    out = {
+        file: np.lib.format.open_memmap(folder / f"{file}.npy", "w+", dtype, (units, *shape))
+        for file, (dtype, shape) in first_rows.items()
     }
     grams = {  # as publish writes them: of the float16 rows
         f: np.lib.format.open_memmap(
@@ -138,7 +118,7 @@ def build_index(
     began = time.perf_counter()
     for lo in range(0, units, chunk):
         n = min(chunk, units - lo)
-        rows = {
+        made = {
             f: _unit(rng, (n, *shapes[f]))
             for f in (
                 "global_",
@@ -148,21 +128,26 @@ def build_index(
                 "entity_segments",
             )
         }
-        rows["frame_mask"] = np.ones((n, t), bool)
+        made["frame_mask"] = np.ones((n, t), bool)
         first = rng.integers(0, t - cfg.action_window + 1, size=(n, sa))
-        rows["action_spans"] = np.stack([first, first + cfg.action_window - 1], axis=-1)
-        rows["verb_probs"] = rng.random((n, cfg.num_verbs), dtype=np.float32)
-        rows["noun_probs"] = rng.random((n, cfg.num_nouns), dtype=np.float32)
+        made["action_spans"] = np.stack([first, first + cfg.action_window - 1], axis=-1)
+        made["verb_probs"] = rng.random((n, cfg.num_verbs), dtype=np.float32)
+        made["noun_probs"] = rng.random((n, cfg.num_nouns), dtype=np.float32)
         for f in FIELDS:
-            out[f][lo : lo + n] = rows[f]
+            for file, array in rows.encode(f, made[f], rows_format).items():
+                out[file][lo : lo + n] = array
         for f in UNIT_FIELDS:
-            grams[f][lo : lo + n] = gram(torch.from_numpy(out[f][lo : lo + n]), torch.float32)
+            scale = out.get(f + rows.SCALE)
+            stored = rows.decode(
+                f, out[f][lo : lo + n], None if scale is None else scale[lo : lo + n]
+            )
+            grams[f][lo : lo + n] = gram(stored, torch.float32)
         for first in range(0, n, per):  # one video: its units' vectors in segment order
             video_units = [
                 {
-                    "event": rows["global_"][i : i + 1],
-                    "action": rows["action_segments"][i],
-                    "entity": rows["entity_segments"][i],
+                    "event": made["global_"][i : i + 1],
+                    "action": made["action_segments"][i],
+                    "entity": made["entity_segments"][i],
                 }
                 for i in range(first, first + per)
             ]
@@ -189,6 +174,49 @@ def build_index(
     # the vectors and rows are in place: publish only writes the version around them
     publish(index_dir, build, nothing, empty, no_times, no_spans, add_vectors=False)
     return ckpt
+
+
+def random_checkpoint(work: Path):
+    """A random-weights ViT-B-32 checkpoint in ``work`` (float16), and its model."""
+    ckpt = work / "vitb32-random.pt"
+    cfg_vocab = create_model("ViT-B-32").cfg
+    vocab = ConceptVocab(
+        tuple(f"verb{i}" for i in range(cfg_vocab.num_verbs)),
+        tuple(f"noun{i}" for i in range(cfg_vocab.num_nouns)),
+    )
+    model = create_model("ViT-B-32", vocab=vocab)
+    model.save(str(ckpt), dtype=torch.float16)
+    return ckpt, model
+
+
+def insert_videos(work: Path, videos: int, per: int, sha: str) -> None:
+    """Database rows (the service's database under ``work``) of videos 1..``videos``, indexed
+    by checkpoint ``sha``, of ``per`` 10-second segments each."""
+    from sqlalchemy import insert
+
+    from db.schema import Video
+    from service.runtime import open_database
+
+    engine = open_database(HanetSettings(data_dir=work), migrate=True)  # as the service's
+    with engine.begin() as conn:
+        for start in range(1, videos + 1, 10000):
+            conn.execute(
+                insert(Video),
+                [
+                    {
+                        "id": i,
+                        "content_sha256": f"{i:064x}",
+                        "media_path": f"/media/{i}.mp4",
+                        "title": f"video {i}",
+                        "status": "indexed",
+                        "duration_s": 10.0 * per,
+                        "segments": per,
+                        "checkpoint_sha256": sha,
+                    }
+                    for i in range(start, min(videos, start + 9999) + 1)
+                ],
+            )
+    engine.dispose()
 
 
 def sentences(count: int, seed: int = 1) -> list[str]:
@@ -305,7 +333,7 @@ def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -
                         out[name]["wall"].append(elapsed)
                         out[name]["took"].append(answer["took_ms"])
                         out[name]["hits"].append(len(answer["hits"]))
-        rss = _rss_mb(server.pid)
+        rss = rss_parts_mb(server.pid)
     finally:
         plain.close()
         server.terminate()
@@ -342,10 +370,19 @@ def under_load(
 
 
 def _rss_mb(pid: int) -> float:
+    return rss_parts_mb(pid)["VmRSS"]
+
+
+def rss_parts_mb(pid: int) -> dict[str, float]:
+    """A process's resident memory, MB: in all (VmRSS), its own (RssAnon: heap, FAISS
+    indexes) and mapped files' pages (RssFile: page cache the kernel may take back, e.g.
+    memory-mapped rerank rows)."""
+    out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        key = line.split(":")[0]
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            out[key] = int(line.split()[1]) / 1024
+    return out
 
 
 class Laps:
@@ -399,6 +436,9 @@ def main() -> None:
     )
     parser.add_argument("--work", type=Path, default=ROOT / "hanet-data" / "bench-search")
     parser.add_argument("--factory", default="IVF512,Flat")
+    parser.add_argument(
+        "--rows", default="float16", choices=rows.ROW_FORMATS, help="rerank row format"
+    )
     parser.add_argument("--rerank", type=int, default=200)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
@@ -422,12 +462,14 @@ def main() -> None:
     work = args.work / f"{args.videos}-{args.factory.replace(',', '_')}"
     if per != 1:
         work = work.with_name(f"{work.name}-{per}-per-video")
+    if args.rows != "float16":
+        work = work.with_name(f"{work.name}-{args.rows}")
     ckpt = work / "vitb32-random.pt"
     if not (work / "index" / "CURRENT").exists():
         print(f"building an index of {layout} in {work} ...")
         work.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
-        build_index(work, args.videos, args.factory, units_per_video=per)
+        build_index(work, args.videos, args.factory, units_per_video=per, rows_format=args.rows)
         print(f"  built in {time.perf_counter() - began:.0f} s")
     int8 = not args.fp32_text
     settings = HanetSettings(
@@ -454,7 +496,7 @@ def main() -> None:
     http = over_http(env, args.port, queries, args.warmup)
     parts = stages(settings, queries)
     print(
-        f"\n{layout}, ViT-B-32 (random weights), factory {args.factory}, "
+        f"\n{layout}, ViT-B-32 (random weights), factory {args.factory}, rows {args.rows}, "
         f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "
         f"{len(queries)} queries, two clients taking turns, {os.cpu_count()} CPUs"
     )
@@ -465,7 +507,11 @@ def main() -> None:
             f"{pct(wall, 99):6.1f} ms   (server took_ms p50 {pct(took, 50):.1f}, "
             f"p99 {pct(took, 99):.1f})"
         )
-    print(f"server RSS {http['rss_mb']:.0f} MB")
+    rss = http["rss_mb"]
+    print(
+        f"server RSS {rss['VmRSS']:.0f} MB (own {rss['RssAnon']:.0f} MB, mapped files "
+        f"{rss['RssFile']:.0f} MB)"
+    )
     print("where the time goes (in-process, median / p99 ms):")
     for key, values in parts["times"].items():
         print(f"  {key:9s} {pct(values, 50):6.2f} / {pct(values, 99):6.2f}")

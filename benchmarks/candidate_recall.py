@@ -1,0 +1,200 @@
+"""Recall of the candidate stage against exhaustive HANet scoring, on trained-model embeddings.
+
+The search reranks only the units that ``service.search.candidates`` nominates (each level
+index's best, fused by reciprocal rank). Here every caption of a demo corpus (the bundled demo
+model over `hanet synth` corpora, ``demo_corpus.py``) is scored against every unit in float32
+with the model's own fused score, and for K in 50, 100, 200, 800:
+
+    recall@K    the share of the exhaustive top 10 units among the K candidates
+    top1@K      how often the exhaustive best unit is among them
+    overlap@10  the share of the exhaustive top 10 in the served top 10 (the K candidates'
+                stored rows reranked with the build's row format), for K = --rerank
+
+and the same with a fourth, concept-aware candidate list fused in (the units whose concept
+probabilities best match the sentence's, by soft Jaccard: what an index over concepts would
+nominate; measured here exhaustively, a proposal for service/search.py).
+
+    .venv/bin/python benchmarks/candidate_recall.py CORPUS [CORPUS ...] --cache EMB.pt \\
+        --work /work/bench-19/recall --rows int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from demo_corpus import DEMO, encode_corpora  # noqa: E402
+
+from index import rows as formats  # noqa: E402
+from index.reader import Build  # noqa: E402
+from model import TextEmbeddings, VideoEmbeddings  # noqa: E402
+from model import scores as scoring  # noqa: E402
+
+KS = (50, 100, 200, 800)
+Chunks = Callable[[], Iterator[tuple[np.ndarray, VideoEmbeddings]]]  # (unit ids, float32 rows)
+
+
+def exhaustive_top(
+    chunks: Chunks, text: TextEmbeddings, fusion: tuple, scale: float, k: int = 10
+) -> np.ndarray:
+    """(Q, k) the best ``k`` units per sentence by the fused score over every unit (float32)."""
+    best_s = np.full((len(text), 0), -np.inf, np.float32)
+    best_u = np.zeros((len(text), 0), np.int64)
+    for units, video in chunks():
+        fused = scoring.similarity(text, video, fusion, scale, chunk=16)["fused"].numpy()
+        s = np.concatenate([best_s, fused], 1)
+        u = np.concatenate([best_u, np.broadcast_to(units, fused.shape)], 1)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        best_s, best_u = np.take_along_axis(s, order, 1), np.take_along_axis(u, order, 1)
+    return best_u
+
+
+def concept_list(probs: tuple[np.ndarray, np.ndarray], text: TextEmbeddings, i: int, k: int):
+    """Sentence ``i``'s best ``k`` units by the mean of its verb and noun soft Jaccard."""
+    verbs, nouns = probs
+    tv, tn = text.verb_probs[i : i + 1].float(), text.noun_probs[i : i + 1].float()
+    score = scoring.jaccard(tv, torch.from_numpy(verbs)) + scoring.jaccard(
+        tn, torch.from_numpy(nouns)
+    )
+    return np.argsort(-score[0].numpy(), kind="stable")[:k]
+
+
+def candidate_sets(
+    build: Build,
+    text: TextEmbeddings,
+    limit: int,
+    concepts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> list[list[int]]:
+    """Per sentence, the units ``service.search.candidates`` nominates for a top-10 video
+    search of ``limit`` candidates; with ``concepts`` (unit ids, verb and noun probabilities
+    of every unit), a concept list fused in as a fourth source."""
+    from service.search import DEEPER, UNITS_PER_VIDEO, _fuse, _level_queries, candidates
+
+    out = []
+    for i in range(len(text)):
+        t = text.select([i])
+        if concepts is None:
+            out.append(candidates(build, t, limit, 10))
+            continue
+        deeper = min(DEEPER, UNITS_PER_VIDEO, build.most_units())
+        lists = [
+            ids
+            for level, q in _level_queries(t).items()
+            for ids, _, _ in build.top_units(level, q, limit * deeper)
+        ]
+        lists.append(concepts[0][concept_list(concepts[1:], text, i, limit * deeper)])
+        out.append(_fuse(build, lists, limit, 10))
+    return out
+
+
+def served_top(
+    build: Build, text: TextEmbeddings, ids: list[list[int]], fusion: tuple, scale: float
+) -> np.ndarray:
+    """(Q, 10) the served top 10 units: each sentence's candidates' stored rows, reranked."""
+    out = []
+    for i, units in enumerate(ids):
+        video, grams = build.rerank_rows(units)
+        fused = scoring.similarity(text.select([i]), video, fusion, scale, grams=grams)["fused"]
+        order = fused[0].argsort(descending=True)[:10].tolist()
+        out.append([units[j] for j in order])
+    return np.array(out)
+
+
+def share(found: list[list[int]] | np.ndarray, truth: np.ndarray, k: int = 10) -> float:
+    """Mean over sentences of the share of ``truth[:, :k]`` in ``found``."""
+    return float(
+        np.mean([len(set(f) & set(t[:k].tolist())) / k for f, t in zip(found, truth, strict=True)])
+    )
+
+
+def report(
+    build: Build,
+    text: TextEmbeddings,
+    truth: np.ndarray,
+    fusion: tuple,
+    scale: float,
+    rerank: int,
+    concepts: tuple | None = None,
+) -> dict:
+    """Recall@K and top1@K per K, overlap@10 at ``rerank``, printed and returned."""
+    result = {}
+    for label, extra in (("levels", None), ("levels+concepts", concepts)):
+        if label != "levels" and extra is None:
+            continue
+        began = time.process_time()
+        for k in KS:
+            found = candidate_sets(build, text, k, extra)
+            result[(label, k)] = (share(found, truth), share(found, truth, 1))
+            if k == rerank:
+                result[(label, "overlap")] = share(
+                    served_top(build, text, found, fusion, scale), truth
+                )
+        cells = "  ".join(
+            f"@{k} {result[(label, k)][0]:.3f} ({result[(label, k)][1]:.2f})" for k in KS
+        )
+        print(
+            f"  {label:16s} recall (top1) {cells}   overlap@10 at {rerank}: "
+            f"{result[(label, 'overlap')]:.3f}   [{time.process_time() - began:.0f} CPU s]"
+        )
+    return result
+
+
+def _publish_corpus(work: Path, video: VideoEmbeddings, factory: str, fmt: str) -> Build:
+    """The corpus's videos 1..B published through the index writer (one part)."""
+    from index.reader import load_current
+    from index.writer import IndexWriter, new_build
+    from model import load_checkpoint
+
+    folder = work / "index"
+    if not (folder / "CURRENT").exists():
+        model = load_checkpoint(DEMO)
+        build = new_build(folder, model.cfg, model.checkpoint_sha256, factory, fmt)
+        times = np.tile(np.arange(model.cfg.max_frames, dtype=np.float32), (len(video), 1))
+        IndexWriter(folder, build).publish(list(range(1, len(video) + 1)), video, times)
+    return load_current(folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpora", type=Path, nargs="+", help="`hanet synth` folders")
+    parser.add_argument("--cache", type=Path, required=True, help="embeddings (demo_corpus.py)")
+    parser.add_argument("--work", type=Path, required=True, help="for the index build")
+    parser.add_argument("--factory", default="IVF64,Flat")
+    parser.add_argument("--rows", default="int8", choices=formats.ROW_FORMATS)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--rerank", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # no timings here; a shared machine: no waiting thread pool
+    from model import load_checkpoint
+
+    cfg = load_checkpoint(DEMO).cfg
+    fusion, scale = cfg.fusion, cfg.attention_scale
+    corpus = encode_corpora(args.corpora, args.cache)
+    work = args.work / f"{len(corpus.captions)}-{args.factory.replace(',', '_')}-{args.rows}"
+    build = _publish_corpus(work, corpus.video, args.factory, args.rows)
+    rng = np.random.default_rng(0)
+    rows = sorted(rng.choice(len(corpus.captions), args.queries, replace=False).tolist())
+    text = corpus.text.select(rows)
+    units = np.array([build.units(v)[0] for v in range(1, len(corpus.captions) + 1)])
+    truth = exhaustive_top(lambda: iter([(units, corpus.video)]), text, fusion, scale)
+    probs = (units, corpus.video.verb_probs.numpy(), corpus.video.noun_probs.numpy())
+    print(
+        f"{len(units)} videos of the demo corpus (demo model, D {cfg.embed_dim}), factory "
+        f"{args.factory}, rows {args.rows}, {len(rows)} captions as queries; recall of the "
+        "exhaustive top 10 (float32, fused score)"
+    )
+    report(build, text, truth, fusion, scale, args.rerank, probs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""A library of N ViT-B-32-shaped videos made from trained-model embeddings (demo_corpus.py's
+lift of the demo model's corpus, with noise), built with bounded memory, then served and
+measured: build time, disk per video, server RSS (own and mapped files), HTTP /search p50/p99,
+candidate recall@K against exhaustive float32 scoring, and the served top-10's overlap with it.
+
+The build writes the rows a chunk at a time straight into the part's memory-mapped files (in
+``--rows``, index.rows) and adds each video's level vectors to the FAISS store, as the indexer
+would; the database rows and a random-weights ViT-B-32 checkpoint come from search_latency.py
+(the HTTP figures time the service; the recall figures use the demo model's text embeddings,
+lifted the same way, in-process).
+
+    .venv/bin/python benchmarks/million.py --videos 100000 --factory IVF1024,PQ64 --rows int8 \\
+        --corpora /work/bench-19/corpus /work/bench-19/corpus3k --cache /work/bench-19/demo-emb.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from candidate_recall import exhaustive_top, report  # noqa: E402
+from demo_corpus import DEMO, Lift, as_video, encode_corpora  # noqa: E402
+from search_latency import (  # noqa: E402
+    as_environment,
+    insert_videos,
+    over_http,
+    pct,
+    random_checkpoint,
+    sentences,
+)
+
+from index import rows as formats  # noqa: E402
+from index.reader import FIELDS, GRAM_FILES, load_current  # noqa: E402
+from index.vectors import unit_id  # noqa: E402
+from index.writer import new_build, publish  # noqa: E402
+from model import VideoEmbeddings  # noqa: E402
+from model.scores import UNIT_FIELDS, gram  # noqa: E402
+
+CHUNK = 2000  # units made at once (the lift's noise is seeded per chunk: keep it fixed)
+
+
+def build_library(work: Path, n: int, factory: str, fmt: str, lift: Lift) -> None:
+    """Checkpoint, database rows and one published build of ``n`` one-unit videos."""
+    _, model = random_checkpoint(work)
+    insert_videos(work, n, 1, model.checkpoint_sha256)
+    build = new_build(work / "index", model.cfg, model.checkpoint_sha256, factory, fmt)
+    folder = build.root / "parts" / "000000"
+    folder.mkdir(parents=True)
+    out: dict[str, np.ndarray] = {}
+    grams = {}
+    began = time.perf_counter()
+    for lo in range(0, n, CHUNK):
+        count = min(CHUNK, n - lo)
+        made = lift.units(lo, count)
+        for f in FIELDS:
+            for file, coded in formats.encode(f, made[f], fmt).items():
+                if file not in out:
+                    out[file] = np.lib.format.open_memmap(
+                        folder / f"{file}.npy", "w+", coded.dtype, (n, *coded.shape[1:])
+                    )
+                out[file][lo : lo + count] = coded
+        for f in UNIT_FIELDS:
+            s = out.get(f + formats.SCALE)
+            rows = formats.decode(
+                f, out[f][lo : lo + count], None if s is None else s[lo : lo + count]
+            )
+            if f not in grams:
+                shape = (n, rows.shape[1], rows.shape[1])
+                grams[f] = np.lib.format.open_memmap(
+                    folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32, shape
+                )
+            grams[f][lo : lo + count] = gram(rows, torch.float32).numpy()
+        for i in range(count):
+            build.vectors.add(
+                lo + i + 1,
+                {
+                    "event": made["global_"][i : i + 1],
+                    "action": made["action_segments"][i],
+                    "entity": made["entity_segments"][i],
+                },
+            )
+        rate = (lo + count) / (time.perf_counter() - began)
+        print(f"\r  built {lo + count}/{n} videos ({rate:.0f}/s)", end="", flush=True)
+    print()
+    for array in [*out.values(), *grams.values()]:
+        array.flush()
+    t = model.cfg.max_frames
+    times = (np.arange(t, dtype=np.float32) + 0.5) * (10.0 / t)
+    np.save(folder / "frame_times.npy", np.tile(times, (n, 1)))
+    np.save(folder / "spans.npy", np.tile(np.array([[0.0, 10.0]], np.float32), (n, 1)))
+    np.save(folder / "unit_ids.npy", np.array([unit_id(v, 0) for v in range(1, n + 1)]))
+    build.manifest["parts"] = ["000000"]
+    empty = VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})
+    nothing = np.zeros(0, np.int64)
+    publish(
+        work / "index",
+        build,
+        nothing,
+        empty,
+        np.zeros((0, t), np.float32),
+        np.zeros((0, 2)),
+        add_vectors=False,
+    )
+
+
+def chunks(lift: Lift, n: int):
+    """The library's units in float32, as built (the same chunks: the same noise)."""
+    for lo in range(0, n, CHUNK):
+        count = min(CHUNK, n - lo)
+        made = lift.units(lo, count)
+        units = np.array([unit_id(v, 0) for v in range(lo + 1, lo + count + 1)])
+        yield units, as_video(made)
+
+
+def disk_bytes(folder: Path) -> int:
+    out = subprocess.run(["du", "-sb", str(folder)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=1_000_000)
+    parser.add_argument("--factory", default="IVF1024,PQ64")
+    parser.add_argument("--rows", default="int8", choices=formats.ROW_FORMATS)
+    parser.add_argument("--corpora", type=Path, nargs="+", required=True)
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/work/bench-19/million"))
+    parser.add_argument("--queries", type=int, default=300, help="HTTP searches")
+    parser.add_argument("--quality-queries", type=int, default=100)
+    parser.add_argument("--rerank", type=int, default=200)
+    parser.add_argument("--port", type=int, default=8931)
+    parser.add_argument("--no-http", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # no timings here; a shared machine: no waiting thread pool
+    from model import load_checkpoint
+
+    demo = load_checkpoint(DEMO).cfg
+    lift = Lift(encode_corpora(args.corpora, args.cache))
+    work = args.work / f"{args.videos}-{args.factory.replace(',', '_')}-{args.rows}"
+    if not (work / "index" / "CURRENT").exists():
+        work.mkdir(parents=True, exist_ok=True)
+        wall, cpu = time.perf_counter(), time.process_time()
+        build_library(work, args.videos, args.factory, args.rows, lift)
+        print(
+            f"built {args.videos} videos in {time.perf_counter() - wall:.0f} s wall, "
+            f"{time.process_time() - cpu:.0f} CPU s, peak RSS "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+        )
+    disk = disk_bytes(work / "index")
+    print(f"{work}: index {disk / 1e9:.2f} GB, {disk / args.videos / 1e3:.1f} KB per video")
+    if not args.no_http:
+        from service.settings import HanetSettings
+
+        settings = HanetSettings(
+            data_dir=work,
+            checkpoint=work / "vitb32-random.pt",
+            int8_text=True,
+            search_candidates=args.rerank,
+            log_level="WARNING",
+            query_cache_size=0,
+        )
+        env = {**os.environ, **as_environment(settings)}
+        http = over_http(env, args.port, sentences(args.queries), 20)
+        for name, got in http["clients"].items():
+            print(
+                f"HTTP /search, {name:11s} p50 {pct(got['wall'], 50):6.1f} ms  p99 "
+                f"{pct(got['wall'], 99):6.1f} ms"
+            )
+        rss = http["rss_mb"]
+        print(
+            f"server RSS {rss['VmRSS']:.0f} MB (own {rss['RssAnon']:.0f} MB, mapped files "
+            f"{rss['RssFile']:.0f} MB), load {os.getloadavg()[0]:.1f}"
+        )
+    build = load_current(work / "index")
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(lift.corpus.captions), args.quality_queries, replace=False)
+    text = lift.texts(sorted(picked.tolist()))
+    began = time.process_time()
+    truth = exhaustive_top(
+        lambda: chunks(lift, args.videos), text, demo.fusion, demo.attention_scale
+    )
+    print(
+        f"exhaustive float32 scoring of {args.videos} videos x {len(text)} sentences: "
+        f"{time.process_time() - began:.0f} CPU s"
+    )
+    report(build, text, truth, demo.fusion, demo.attention_scale, args.rerank)
+
+
+if __name__ == "__main__":
+    main()
