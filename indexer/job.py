@@ -8,9 +8,9 @@ until stopped).
                                     `indexed`
 
 Decoding of the next batch overlaps the model's work on this one; a long video is read in
-chunks of segments, embedded as they come (memory bounded whatever its length), its progress
-written to its row. Leases are renewed while the worker holds the jobs; a stopped worker
-publishes what it finished and hands back what it claimed ahead."""
+chunks of segments, embedded as they come, its units spooled to disk (memory bounded whatever
+its length), its progress written to its row. Leases are renewed while the worker holds the
+jobs; a stopped worker publishes what it finished and hands back what it claimed ahead."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ from indexer.embedder import Embedder, Unit
 from indexer.fetch_url import FetchCfg, FetchError, download
 from indexer.reader import Decoded, ReadBatch, Reader, Undecodable
 from indexer.segments import SegmentCfg
-from indexer.writer import BatchWriter
+from indexer.spool import release_free_memory
+from indexer.writer import SPILL_UNITS, BatchWriter
 from model import HANet, file_sha256
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class IndexingCfg:
     segments: SegmentCfg = field(default_factory=SegmentCfg)  # how videos are cut into units
     fetch: FetchCfg | None = None  # how videos ingested by URL are downloaded (None: they fail)
     events: bool = False  # write a webhook event (db.outbox) when a video is indexed or fails
+    spill_units: int = SPILL_UNITS  # a video with more units held keeps them on disk
 
 
 def reader_for(model: HANet, cfg: IndexingCfg) -> Reader:
@@ -95,7 +97,14 @@ def run_indexing(
     stages = Stages(
         reader_for(model, cfg),
         Embedder(model),
-        BatchWriter(engine, index, worker=worker, publish_interval_s=cfg.publish_interval_s),
+        BatchWriter(
+            engine,
+            index,
+            worker=worker,
+            publish_interval_s=cfg.publish_interval_s,
+            spool_dir=index_dir / ".spool",
+            spill_units=cfg.spill_units,
+        ),
     )
     bar = tqdm(total=jobs.pending(), unit="video", desc="index", disable=not progress)
     with stages.reader, contextlib.closing(bar):
@@ -291,6 +300,7 @@ class _Batch:
                 continue
             writer.finish(video_id, duration_s, self.stages.embedder.concepts(units.embeddings))
         self.summary.indexed += len(writer.publish_if_due(more_queued=bool(following)))
+        release_free_memory()  # what the batch's frames, model and publish freed
 
     def _decoded(self, read: Decoded) -> None:
         chunk = read.chunk
@@ -304,6 +314,7 @@ class _Batch:
         else:  # a long video: its progress on its row, its segments embedded as they come
             self.jobs.progress(read.video_id, chunk.read_until_s, chunk.duration_s)
             self._embed(everything=False)
+            release_free_memory()  # freed frames and activations, so the heap does not grow
 
     def _undecodable(self, read: Undecodable) -> None:
         if not read.first:  # nothing of it was read

@@ -352,7 +352,7 @@ def progress(*args, **kwargs):  # the third chunk taken (the first four units he
 
 queue.progress = progress
 url, checkpoint, index = sys.argv[1:]
-cfg = IndexingCfg(decode_workers=1, batch_size=4, segments=SEGMENTS)
+cfg = IndexingCfg(decode_workers=1, batch_size=4, segments=SEGMENTS, spill_units=1)
 run_indexing(make_engine(url), load_checkpoint(checkpoint), Path(index), cfg, progress=False)
 """.replace("SEGMENTS", repr(SEGMENTS))
 
@@ -377,8 +377,11 @@ def test_kill_9_mid_video_then_rerun_matches_an_uninterrupted_run(
     row = _row(engine, LONG_ID)
     assert row.status == "processing" and 0 < row.indexed_s < DURATION_S  # killed midway
     assert queue.counts(engine)["indexed"] == 0
-    summary = run_indexing(engine, model, tmp_path / "index", _cfg(), progress=False)
+    spools = tmp_path / "index" / ".spool"
+    assert [p.name.split("-")[0] for p in spools.iterdir()] == [str(LONG_ID)]  # units on disk
+    summary = run_indexing(engine, model, tmp_path / "index", _cfg(spill_units=1), progress=False)
     assert summary.indexed == 4 and not summary.failed
+    assert not list(spools.iterdir())  # the killed worker's spool, and the new one, removed
     assert queue.counts(engine) == {"pending": 0, "processing": 0, "indexed": 4, "failed": 0}
     _assert_same_index(load_current(tmp_path / "index"), load_current(indexed.index))
     row = _row(engine, LONG_ID)

@@ -43,11 +43,15 @@ def _finish(writer: BatchWriter, model: HANet, video_ids: list[int]) -> None:
         writer.finish(video_id, duration_s, Embedder(model).concepts(units.embeddings))
 
 
-def _writer(engine: Engine, model: HANet, index_dir: Path, interval_s: float = 0.0) -> BatchWriter:
+def _writer(
+    engine: Engine, model: HANet, index_dir: Path, interval_s: float = 0.0, spill_units: int = 64
+) -> BatchWriter:
     """A writer on a new index, its worker holding every queued job."""
     queue.claim(engine, worker=WORKER, limit=100)
     index = IndexWriter.open(index_dir, model.cfg, model.checkpoint_sha256, "Flat")
-    return BatchWriter(engine, index, worker=WORKER, publish_interval_s=interval_s)
+    return BatchWriter(
+        engine, index, worker=WORKER, publish_interval_s=interval_s, spill_units=spill_units
+    )
 
 
 def _rows(engine: Engine, video_ids: list[int]) -> dict[int, Video]:
@@ -88,13 +92,16 @@ def test_rows_are_marked_indexed_only_after_the_publish(
             assert row.concepts == concepts and row.concepts is not None
 
 
+@pytest.mark.parametrize("spill_units", [64, 1], ids=["in-memory", "spooled"])
 def test_a_video_is_published_once_finished_with_all_its_units(
-    tmp_path, corpus, fill, model
+    tmp_path, corpus, fill, model, spill_units
 ) -> None:
     """A video held in pieces (its units embedded in two batches, beside another video) is
-    published only when finished, all its units at once, in segment order."""
+    published only when finished, all its units at once, in segment order; the same whether
+    its units waited in memory or, past ``spill_units``, in a spool on disk."""
     engine, index_dir = fill(), tmp_path / "index"
-    writer = _writer(engine, model, index_dir)
+    writer = _writer(engine, model, index_dir, spill_units=spill_units)
+    spools = index_dir / ".spool"
     t, size = model.cfg.max_frames, model.preprocess.image_size
     cfg = SegmentCfg(min_s=0.5, max_s=1.0, window_s=0.5, overlap_s=0.0)  # a 2 s video in windows
     segments = decode_segments(sorted(corpus.iterdir())[4], t, size, cfg).segments
@@ -105,6 +112,8 @@ def test_a_video_is_published_once_finished_with_all_its_units(
     assert writer.publish() == [2]  # video 5 is not read to its end: held
     assert writer.held_ids == [5] and 5 not in load_current(index_dir)
     assert _rows(engine, [5])[5].status == "processing"
+    on_disk = [p.name.split("-")[0] for p in spools.iterdir()] if spools.exists() else []
+    assert on_disk == (["5"] if spill_units == 1 else [])  # video 2 (one unit) never spooled
     writer.hold(embed(units[2:]))
     held = writer.units(5)
     assert held.video_ids == [5, 5, 5] and held.segments == [0, 1, 2]
@@ -113,6 +122,7 @@ def test_a_video_is_published_once_finished_with_all_its_units(
     writer.finish(5, 2.0, None)
     assert writer.publish() == [5]
     assert writer.held_ids == [] and writer.units(5) is None
+    assert not spools.exists() or not list(spools.iterdir())
     build = load_current(index_dir)
     assert build.video_ids() == [2, 5] and build.manifest["counts"]["event"] == 4
     assert build.units(5) == [unit_id(5, i) for i in range(3)]
