@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+THREAD_TYPES = ("AUTO", "FRAME", "SLICE", "NONE")
 TIE_S = 1e-6  # times this close are equal; a tie between two frames goes to the earlier one
 
 
@@ -40,6 +41,10 @@ class SegmentCfg:
     # the next decoded frame). A model learns motion at the spacing of its training frames:
     # the default is the demo recipe's (2-second clips, 8 frames); docs/benchmarks.md.
     partner_s: float = 0.25
+    # The decoder's threading (FFmpeg's): "AUTO" (frame and slice threads), "FRAME", "SLICE"
+    # or "NONE", with ``threads`` threads (0: FFmpeg's choice, one per core).
+    thread_type: str = "AUTO"
+    threads: int = 0
 
     def __post_init__(self) -> None:
         finite = (self.min_s, self.max_s, self.window_s, self.overlap_s, self.threshold)
@@ -56,6 +61,10 @@ class SegmentCfg:
             problems.append("threshold, chunk_s and sample_fps must be > 0")
         if not 0 <= self.partner_s < math.inf:
             problems.append(f"partner_s must be finite and >= 0, not {self.partner_s}")
+        if self.thread_type not in THREAD_TYPES:
+            problems.append(f"thread_type must be one of {THREAD_TYPES}, not {self.thread_type!r}")
+        if not self.threads >= 0:
+            problems.append(f"threads must be >= 0, not {self.threads}")
         if not self.detect_width >= 8:
             problems.append(f"detect_width must be >= 8, not {self.detect_width}")
         if problems:

@@ -386,7 +386,9 @@ def decode_segments(
         raise ValueError("need num_frames >= 1, size >= 1 and start_s >= 0")
     with open_media(Path(path)) as container:
         stream = pick_video_stream(container)
-        stream.thread_type = "AUTO"
+        stream.thread_type = cfg.thread_type
+        if cfg.threads:
+            stream.codec_context.thread_count = cfg.threads
         reader = _SegmentReader(container, stream, num_frames, size, cfg, float(start_s))
         declared = reader.declared
         if cfg.skip_nonref and (declared is None or declared > cfg.max_s):

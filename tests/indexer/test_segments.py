@@ -4,6 +4,7 @@ files (hard cuts, variable frame rate, a lying header, corrupt data) and on ../s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -141,6 +142,8 @@ def test_random_plans_tile_the_video_within_the_bounds(cfg: SegmentCfg) -> None:
         {"detect_width": 4},
         {"partner_s": -0.1},
         {"partner_s": float("inf")},
+        {"thread_type": "MANY"},
+        {"threads": -1},
     ],
 )
 def test_bad_config_is_refused(bad: dict) -> None:
@@ -491,6 +494,30 @@ def test_real_samples_in_short_segments(name: str) -> None:
         assert 1 <= len(segment.frames) <= 3 and segment.frames.shape[1:] == (SIDE, SIDE, 3)
         assert segment.timestamps_s[0] >= 0 and segment.timestamps_s[-1] <= duration
         assert segment.frames.std() > 1  # real pictures
+
+
+@needs_media
+def test_every_decoder_threading_gives_the_same_segments() -> None:
+    """FFmpeg's frame and slice threads change how fast, never what is decoded: the same
+    frames, partners and times with every choice (reference frames only, and every frame)."""
+    cfg = _cfg(min_s=0.2, max_s=0.8, window_s=0.5, chunk_s=2.0, threshold=20.0)
+    for skip_nonref in (True, False):
+        runs = [
+            decode_segments(
+                MEDIA / "nasa_13013.mp4",
+                4,
+                SIDE,
+                dataclasses.replace(cfg, skip_nonref=skip_nonref, thread_type=kind, threads=n),
+            ).segments
+            for kind, n in (("NONE", 1), ("SLICE", 2), ("FRAME", 2), ("AUTO", 0))
+        ]
+        assert len(runs[0]) >= 2
+        for other in runs[1:]:
+            assert [(s.start_s, s.end_s) for s in other] == [(s.start_s, s.end_s) for s in runs[0]]
+            for a, b in zip(runs[0], other, strict=True):
+                assert np.array_equal(a.frames, b.frames)
+                assert np.array_equal(a.following, b.following)
+                assert np.array_equal(a.timestamps_s, b.timestamps_s)
 
 
 def test_the_default_cut_keeps_a_twelve_second_video_whole_and_windows_a_long_shot() -> None:
