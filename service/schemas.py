@@ -230,6 +230,39 @@ class MomentHit(BaseModel):
     segment: Span = Field(description="The segment (index unit) the moment was found in.")
 
 
+_REASON = {
+    "phrase": "a red circle",
+    "kind": "entity",
+    "role": "ARG0",
+    "score": 0.41,
+    "frames": [{"t_s": 3.5, "weight": 0.52}, {"t_s": 4.0, "weight": 0.31}],
+    "segment": None,
+    "segment_score": 0.38,
+}
+
+
+class FrameWeight(BaseModel):
+    t_s: float = Field(description="Time of a sampled frame, seconds.")
+    weight: float = Field(description="The phrase's attention on it (a phrase's sum to 1).")
+
+
+class PhraseReason(BaseModel):
+    model_config = _example(_REASON)
+
+    phrase: str = Field(description="A phrase of the query, as the parser cut it.")
+    kind: str = Field(description="`action` (a verb phrase) or `entity` (an argument).")
+    role: str = Field(description="Its semantic role (V, ARG0, ARG1, ARGM-LOC, ...).")
+    score: float = Field(
+        description="Cosine of the frames it attended to with the phrase: its part of the "
+        "individual level's score (that score is the mean over the level's phrases)."
+    )
+    frames: list[FrameWeight] = Field(description="Frames it attended to most, strongest first.")
+    segment: Span | None = Field(
+        description="Action phrases: the key action segment its local attention weighed most."
+    )
+    segment_score: float = Field(description="Its cosine at the local level (key segments).")
+
+
 class SearchHit(BaseModel):
     model_config = _example(_HIT)
 
@@ -245,6 +278,11 @@ class SearchHit(BaseModel):
     concepts: ConceptsPublic | None = Field(description="Concepts the model sees in the video.")
     tags: list[str] = Field(default=[], description="The video's tags (ingest or PATCH).")
     metadata: dict[str, str] = Field(default={}, description="The video's key/value metadata.")
+    explain: list[PhraseReason] | None = Field(
+        default=None,
+        description="With `explain`: each phrase of the query and the frames of the best "
+        "moment's segment it attended to, from HANet's own cross-attention.",
+    )
 
 
 class SearchResponse(BaseModel):

@@ -14,6 +14,7 @@ from index.live import LiveIndex
 from index.reader import Build
 from index.vectors import video_of
 from model import HANet, TextEmbeddings, VideoEmbeddings
+from model.scores import fuse
 from service.filters import top_units
 from service.queries import QueryCache, batch_invariant, encode_queries
 
@@ -33,6 +34,7 @@ class Moment:
     scores: dict[str, float]
     segment_start_s: float
     segment_end_s: float
+    unit: int = -1  # the index unit (segment) it lies in
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Query:
     rank_by: str = "fused"
     videos: np.ndarray | None = None
     like: Like | None = None
+    fusion: tuple[float, ...] | None = None  # per-query level weights (model.explain)
 
     def __post_init__(self) -> None:
         if self.group_by not in GROUP_BY:
@@ -268,6 +271,8 @@ def rerank_hits(
     video, grams = build.rerank_rows(ids)
     lap("gather")
     scores = model.similarity(text, video, grams)
+    if query.fusion is not None:
+        scores["fused"] = fuse(scores, query.fusion)
     order = scores[query.rank_by][0].argsort(descending=True).tolist()
     lap("score")
     groups = group_units(order, video_of(np.asarray(ids, np.int64)), query)
@@ -339,6 +344,7 @@ def _moments(
                 scores={k: round(v[j], 4) for k, v in scores.items()},
                 segment_start_s=round(first, 3),
                 segment_end_s=round(last, 3),
+                unit=unit,
             )
         )
     return out

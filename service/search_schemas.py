@@ -63,6 +63,15 @@ def as_utc(t: datetime) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
+class LevelWeights(BaseModel):
+    model_config = _request({"event": 1.0, "action": 2.0, "entity": 1.0, "concept": 0.5})
+
+    event: float = Field(default=1.0, ge=0, le=100, description="Global (event) score.")
+    action: float = Field(default=1.0, ge=0, le=100, description="Action scores.")
+    entity: float = Field(default=1.0, ge=0, le=100, description="Entity scores.")
+    concept: float = Field(default=1.0, ge=0, le=100, description="Concept (Jaccard) scores.")
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -74,6 +83,8 @@ class SearchRequest(BaseModel):
                 {"query": "a red circle moves left", "cursor": "eyJmIjogIjAx..."},
                 {"video_id": 7},
                 {"video_id": 7, "start_s": 120.0, "end_s": 130.0, "top_k": 5},
+                {"query": "a red circle moves left", "explain": True, "top_k": 3},
+                {"query": "a red circle moves left", "weights": {"action": 2, "concept": 0}},
             ]
         },
         strict=True,
@@ -126,12 +137,25 @@ class SearchRequest(BaseModel):
         default=3, ge=1, le=10, description="With `group_by` video: moments per hit, at most."
     )
 
+    weights: LevelWeights | None = Field(
+        default=None,
+        description="Multipliers on the model's own fusion weights per level (1: as trained, "
+        "0: off): re-ranks the candidates; a sentence only.",
+    )
+    explain: bool = Field(
+        default=False,
+        description="Each hit gets `explain`: the query's phrases and the frames they "
+        "attended to (a sentence only).",
+    )
+
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
         if (self.query is None) == (self.video_id is None):
             raise ValueError("give either `query` (a sentence) or `video_id` (more like this)")
         if self.video_id is None and (self.start_s is not None or self.end_s is not None):
             raise ValueError("`start_s` and `end_s` go with `video_id`")
+        if self.video_id is not None and (self.weights is not None or self.explain):
+            raise ValueError("`weights` and `explain` go with a sentence (`query`)")
         if self.start_s is not None and self.end_s is not None and self.start_s > self.end_s:
             raise ValueError("`start_s` is after `end_s`")
         return self

@@ -16,9 +16,11 @@ from fastapi.responses import Response
 
 from db.connect import HitRow, HitRows
 from index.reader import BuildError
+from model.explain import weighted_fusion
 from service import paging
 from service.batching import Overloaded
 from service.deps import StateDep
+from service.explain import explain_unit
 from service.filters import VideoFilter, matching_videos
 from service.images import MAX_IMAGE_BYTES, NotAnImage, decode_image
 from service.paging import BadCursor, SearchCursor
@@ -85,13 +87,20 @@ async def search_route(body: SearchRequest, state: StateDep) -> Response:
         body.group_by,
         body.moments,
         body.min_score,
+        body.weights,
     )
+    fusion = None
+    if body.weights is not None:
+        try:
+            fusion = weighted_fusion(state.searcher.model.cfg.fusion, body.weights.model_dump())
+        except ValueError as exc:
+            raise HTTPException(422, f"weights: {exc}") from exc
     try:
         cursor = paging.decode_search_cursor(body.cursor, fp) if body.cursor else None
     except BadCursor as exc:
         raise HTTPException(400, str(exc)) from exc
     videos = await run_in_threadpool(matching_videos, state.reader, where) if where else None
-    query = _query(body, paging.depth(cursor, body.top_k), videos)
+    query = replace(_query(body, paging.depth(cursor, body.top_k), videos), fusion=fusion)
     pending = PendingSearch(state, body, arrived, query, cursor, fp)
     try:
         # on the search thread (service.state.open_state says why), never on the event loop
@@ -125,17 +134,35 @@ def serve_searches(batch: list[PendingSearch]) -> list[SearchResponse | HTTPExce
         return [HTTPException(409, str(exc)) for _ in batch]
     shown = {h.video_id for page in pages if isinstance(page, tuple) for h in page[0]}
     rows = _rows(state.hit_rows, sorted(shown))
+    reasons = [
+        _explain(state, p.body.query, page[0])
+        if p.body.explain and isinstance(page, tuple)
+        else None
+        for p, page in zip(batch, pages, strict=True)
+    ]
     done = time.perf_counter()
     return [
         page
         if isinstance(page, HTTPException)
         else SearchResponse(
-            hits=_hydrate(page[0], rows),
+            hits=_hydrate(page[0], rows, why),
             took_ms=round((done - p.arrived) * 1000, 2),
             next_cursor=page[1],
         )
-        for p, page in zip(batch, pages, strict=True)
+        for p, page, why in zip(batch, pages, reasons, strict=True)
     ]
+
+
+def _explain(state: ServiceState, sentence: str, hits: list[Hit]) -> list:
+    """Each hit's phrase reasons at its best moment's segment (None where the segment left
+    the index since the search read it)."""
+    build = state.searcher.index.current()
+    out = []
+    for hit in hits:
+        unit = hit.moments[0].unit if hit.moments else -1
+        known = build is not None and unit >= 0 and bool(build.known(np.array([unit]))[0])
+        out.append(explain_unit(state.searcher.model, build, sentence, unit) if known else None)
+    return out
 
 
 def _page(state: ServiceState, p: PendingSearch, hits: list[Hit]) -> tuple[list[Hit], str | None]:
@@ -285,7 +312,10 @@ def _rows(hit_rows: HitRows, video_ids: list[int]) -> dict[int, HitRow]:
     return rows
 
 
-def _hydrate(found: list[Hit], rows: dict[int, HitRow]) -> list[SearchHit]:
+def _hydrate(
+    found: list[Hit], rows: dict[int, HitRow], reasons: list | None = None
+) -> list[SearchHit]:
+    reasons = reasons or [None] * len(found)
     return [
         SearchHit(
             video_id=h.video_id,
@@ -308,7 +338,8 @@ def _hydrate(found: list[Hit], rows: dict[int, HitRow]) -> list[SearchHit]:
             concepts=stored_concepts(rows[h.video_id].status, rows[h.video_id].concepts),
             tags=rows[h.video_id].tags or [],
             metadata=rows[h.video_id].meta or {},
+            explain=why,
         )
-        for h in found
+        for h, why in zip(found, reasons, strict=True)
         if h.video_id in rows
     ]

@@ -1,6 +1,6 @@
-"""Search filters, cursor paging (search and video list) and "more like this" over HTTP, on
-SQLite and PostgreSQL, with a real model, indexer and FAISS: six tagged videos indexed once
-per database; the last test ingests more between page requests."""
+"""Search filters, cursor paging (search and video list), "more like this", level weights and
+explanations over HTTP, on SQLite and PostgreSQL, with a real model, indexer and FAISS: six
+tagged videos indexed once per database; the last test ingests more between page requests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 import migrations
 from indexer.job import IndexingCfg, run_indexing
+from model.config import SCORE_NAMES
 from service.app import create_app
 from service.settings import HanetSettings
 
@@ -264,3 +265,70 @@ def test_pages_stay_stable_while_videos_are_ingested(client, synth_corpus) -> No
     assert any(after[v] > cursor_score for v in new)  # above the cursor: never shown
     assert set(before) <= set(shown)
     assert set(shown) - set(before) == {v for v in new if after[v] < cursor_score}
+
+
+def test_explain_gives_each_phrase_the_frames_it_attended_to(client) -> None:
+    plain = _search(client, top_k=3)
+    assert all(h["explain"] is None for h in plain["hits"])  # only when asked
+    found = _search(client, top_k=3, explain=True)
+    assert _ids(found) == _ids(plain)  # explaining changes no ranking
+    for hit in found["hits"]:
+        reasons = hit["explain"]
+        phrases = [r["phrase"] for r in reasons]
+        assert any("moves" in p for p in phrases) and any("star" in p for p in phrases)
+        best = hit["moments"][0]["segment"]
+        for r in reasons:
+            times = [f["t_s"] for f in r["frames"]]
+            assert 1 <= len(times) <= 3 and all(
+                best["start_s"] <= t <= best["end_s"] for t in times
+            )
+            weights = [f["weight"] for f in r["frames"]]
+            assert weights == sorted(weights, reverse=True) and 0 < sum(weights) <= 1.001
+            assert (r["segment"] is not None) == (r["kind"] == "action")
+        # the phrases' cosines average to the level scores the hit was ranked by
+        for kind in ("action", "entity"):
+            own = [r["score"] for r in reasons if r["kind"] == kind]
+            assert sum(own) / len(own) == pytest.approx(
+                hit["scores"][f"individual_{kind}"], abs=2e-3
+            )
+
+
+def test_level_weights_rerank_by_the_levels_asked_for(client) -> None:
+    fusion = client.app.state.hanet.searcher.model.cfg.fusion
+    asked = {"event": 0.5, "action": 2.0, "concept": 0.0}
+    level = {"global": "event", "local_action": "action", "individual_action": "action",
+             "local_entity": "entity", "individual_entity": "entity",
+             "concept_verb": "concept", "concept_noun": "concept"}  # fmt: skip
+    found = _search(client, top_k=6, weights=asked)
+    for hit in found["hits"]:  # the score is the fusion with the levels' weights multiplied
+        expected = sum(
+            w * asked.get(level[name], 1.0) * hit["scores"][name]
+            for name, w in zip(SCORE_NAMES, fusion, strict=True)
+        )
+        assert hit["score"] == pytest.approx(expected, abs=2e-3)
+    assert [h["score"] for h in found["hits"]] == sorted(
+        (h["score"] for h in found["hits"]), reverse=True
+    )
+    default = _search(client, top_k=6)
+    same = _search(client, top_k=6, weights={})  # every level at 1: as trained
+    assert [h["score"] for h in same["hits"]] == [h["score"] for h in default["hits"]]
+    assert [h["score"] for h in found["hits"]] != [h["score"] for h in default["hits"]]
+    next_page = _search(client, top_k=2)["next_cursor"]
+    body = {"query": SENTENCE, "top_k": 2, "cursor": next_page, "weights": {"action": 2}}
+    assert client.post("/search", json=body).status_code == 400  # another ranking's cursor
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"weights": dict.fromkeys(("event", "action", "entity", "concept"), 0)}, "weight 0"),
+        ({"weights": {"motion": 1}}, "motion"),
+        ({"weights": {"event": -1}}, "greater than or equal"),
+        ({"explain": "yes"}, "explain"),
+    ],
+)
+def test_bad_weights_and_explain_are_refused(client, body, says) -> None:
+    response = client.post("/search", json={"query": SENTENCE, **body})
+    assert response.status_code == 422 and says in response.text, response.text
+    response = client.post("/search", json={"video_id": client.ids[0], "explain": True})
+    assert response.status_code == 422 and "go with a sentence" in response.text
