@@ -184,8 +184,48 @@ function hitCard(hit, rank) {
                               "aria-label": `More like ${title}`, text: "More like this" });
   like.addEventListener("click", () => moreLike(hit, title));
   body.append(like);
+  if (shown.request && shown.request.query) body.append(whyButton(hit, rank, title));
   return el("li", { class: "hit", "data-video-id": String(hit.video_id) },
     open, momentMarks(hit, title), body);
+}
+
+// "Why?": the same search again with explain, for this hit: each phrase of the query and the
+// frames of the hit's best segment it attended to (HANet's cross-attention).
+function whyButton(hit, rank, title) {
+  const button = el("button", { type: "button", class: "secondary why", "aria-expanded": "false",
+                                "aria-label": `Why ${title} matched`, text: "Why?" });
+  const reasons = el("ul", { class: "why-list", hidden: "" });
+  const request = { ...shown.request, top_k: Math.min(100, rank + 1), explain: true };
+  button.addEventListener("click", async () => {
+    if (!reasons.hidden) {
+      reasons.hidden = true;
+      button.setAttribute("aria-expanded", "false");
+      return;
+    }
+    reasons.replaceChildren(el("li", { text: "Asking the model…" }));
+    reasons.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    try {
+      const response = await api("/search", { method: "POST",
+        headers: { "content-type": "application/json" }, body: JSON.stringify(request) });
+      if (!response.ok) throw new Error(await errorText(response));
+      const found = (await response.json()).hits.find((h) => h.video_id === hit.video_id);
+      if (!found || !found.explain) throw new Error("this hit is no longer in the index");
+      reasons.replaceChildren(...found.explain.map(reasonItem));
+    } catch (error) {
+      reasons.replaceChildren(el("li", { class: "error", text: `No explanation: ${error.message}` }));
+    }
+  });
+  return el("div", { class: "why-box" }, button, reasons);
+}
+
+function reasonItem(reason) {
+  const frames = reason.frames
+    .map((f) => `${seconds(f.t_s)} (${Math.round(100 * f.weight)}%)`).join(", ");
+  const segment = reason.segment
+    ? `; key segment ${seconds(reason.segment.start_s)}–${seconds(reason.segment.end_s)}` : "";
+  return el("li", { text: `“${reason.phrase}” (${reason.kind}, ${reason.score.toFixed(2)}): ` +
+    `frames at ${frames}${segment}` });
 }
 
 function scoreBars(scores) {
