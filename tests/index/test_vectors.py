@@ -218,10 +218,10 @@ def test_a_filtered_search_equals_brute_force_over_the_allowed_videos() -> None:
 
 
 def test_a_narrow_filter_searches_an_ivf_index_deeper_not_shorter() -> None:
-    corpus = _corpus()
+    corpus = _corpus(160)
     store = _store(corpus, "IVF16,Flat", nprobe=1)
-    assert "action" not in store.staged  # trained: 1,200 action vectors
-    allowed = np.arange(10, 300, 29)  # 10 of 300 videos
+    assert "action" not in store.staged  # trained: 640 action vectors
+    allowed = np.arange(10, 160, 15)  # 10 of 160 videos
     query = _unit(np.random.default_rng(5), 1)
     units, scores, _ = store.top_units("action", query, 10, videos=allowed)[0]
     expected = _brute({v: corpus[v] for v in allowed.tolist()}, "action", query[0], 10)
