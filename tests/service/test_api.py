@@ -194,8 +194,10 @@ def test_ingest_index_search_delete(client, corpus) -> None:
     assert len(found["hits"]) == 3 and found["took_ms"] > 0
     hit = found["hits"][0]
     keys = {"video_id", "title", "score", "scores", "moment", "moments", "duration_s", "concepts"}
-    assert set(hit) == keys | {"tags", "metadata"} and hit["duration_s"] == pytest.approx(2.0)
-    assert (hit["tags"], hit["metadata"]) == ([], {})  # none given at upload
+    assert set(hit) == keys | {"tags", "metadata", "explain"} and hit[
+        "duration_s"
+    ] == pytest.approx(2.0)
+    assert (hit["tags"], hit["metadata"], hit["explain"]) == ([], {}, None)  # none asked for
     assert {"global", "local_action", "fused"} <= set(hit["scores"])
     assert 0 <= hit["moment"]["start_s"] <= hit["moment"]["end_s"] <= 2.0
     # a clip is one segment: its one moment is the hit's, inside the whole clip
