@@ -121,9 +121,15 @@ def explain(
     return out
 
 
-def explain_rows(model, sentence: str, unit: VideoEmbeddings, top_frames: int = 3):
-    """``explain`` for a sentence as text, with ``model`` (a HANet) encoding it."""
+def encode_sentence(model, sentence: str) -> tuple[TextEmbeddings, Decomposition]:
+    """A sentence's embeddings and decomposition, as ``explain`` takes them (``model``: a
+    HANet)."""
     parsed = model.parse([sentence])
     with torch.no_grad():
-        text = model.encode_parsed(parsed)
-    return explain(text, parsed.decompositions[0], unit, model.cfg.attention_scale, top_frames)
+        return model.encode_parsed(parsed), parsed.decompositions[0]
+
+
+def explain_rows(model, sentence: str, unit: VideoEmbeddings, top_frames: int = 3):
+    """``explain`` for a sentence as text, with ``model`` (a HANet) encoding it."""
+    text, decomposition = encode_sentence(model, sentence)
+    return explain(text, decomposition, unit, model.cfg.attention_scale, top_frames)

@@ -6,23 +6,30 @@ from __future__ import annotations
 import numpy as np
 
 from index.reader import Build
-from model.explain import explain_rows
+from model.explain import encode_sentence, explain
 from model.hanet import HANet
 from service.schemas import FrameWeight, PhraseReason, Span
 from service.search import moment_seconds
 
 
-def explain_unit(
-    model: HANet, build: Build, sentence: str, unit: int, top_frames: int = 3
-) -> list[PhraseReason]:
-    """The sentence's phrases against one indexed unit (a hit's best moment's segment)."""
+def explain_units(
+    model: HANet, build: Build, sentence: str, units: list[int], top_frames: int = 3
+) -> list[list[PhraseReason]]:
+    """The sentence's phrases against each of these indexed units (the hits' best moments'
+    segments); the sentence is encoded once."""
+    text, decomposition = encode_sentence(model, sentence)
+    return [_reasons(model, build, text, decomposition, unit, top_frames) for unit in units]
+
+
+def _reasons(model, build, text, decomposition, unit: int, top_frames: int) -> list[PhraseReason]:
     rows, _ = build.rerank_rows([unit])
     valid = int(rows.frame_mask[0].sum())
     times = np.asarray(build.frame_times(unit))[:valid]
     first, last = build.span(unit)
     spans = rows.action_spans[0].tolist()
     out = []
-    for match in explain_rows(model, sentence, rows, top_frames):
+    scale = model.cfg.attention_scale
+    for match in explain(text, decomposition, rows, scale, top_frames):
         segment = None
         if match.kind == "action":
             start, end = moment_seconds(times, *spans[match.segment])

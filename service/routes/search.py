@@ -20,7 +20,7 @@ from model.explain import weighted_fusion
 from service import paging
 from service.batching import Overloaded
 from service.deps import StateDep
-from service.explain import explain_unit
+from service.explain import explain_units
 from service.filters import VideoFilter, matching_videos
 from service.images import MAX_IMAGE_BYTES, NotAnImage, decode_image
 from service.paging import BadCursor, SearchCursor
@@ -155,14 +155,15 @@ def serve_searches(batch: list[PendingSearch]) -> list[SearchResponse | HTTPExce
 
 def _explain(state: ServiceState, sentence: str, hits: list[Hit]) -> list:
     """Each hit's phrase reasons at its best moment's segment (None where the segment left
-    the index since the search read it)."""
+    the index since the search read it); the sentence is encoded once."""
     build = state.searcher.index.current()
-    out = []
-    for hit in hits:
-        unit = hit.moments[0].unit if hit.moments else -1
-        known = build is not None and unit >= 0 and bool(build.known(np.array([unit]))[0])
-        out.append(explain_unit(state.searcher.model, build, sentence, unit) if known else None)
-    return out
+    units = [hit.moments[0].unit if hit.moments else -1 for hit in hits]
+    known = [False] * len(units)
+    if build is not None and units:
+        known = [k and u >= 0 for k, u in zip(build.known(np.asarray(units)), units, strict=True)]
+    chosen = [u for u, k in zip(units, known, strict=True) if k]
+    found = iter(explain_units(state.searcher.model, build, sentence, chosen) if chosen else [])
+    return [next(found) if k else None for k in known]
 
 
 def _page(state: ServiceState, p: PendingSearch, hits: list[Hit]) -> tuple[list[Hit], str | None]:
