@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from indexer.decode import DecodeError, MediaInfo, probe_media
 from model import file_sha256
 from service.form_stream import StreamedFile, stream_upload
-from service.schemas import TITLE_MAX_CHARS, Title, VideoByPath
+from service.schemas import TITLE_MAX_CHARS, Metadata, Tags, Title, VideoByPath
 from service.settings import HanetSettings
 
 FORM_SLACK_BYTES = 1024 * 1024  # multipart framing and the title, beyond the file itself
@@ -32,6 +32,8 @@ class Received:
     media: MediaInfo
     sha256: str
     new_file: bool = False  # an upload stored now (not content already kept)
+    tags: list[str] | None = None  # an upload's form fields `tags` and `metadata`
+    meta: dict[str, str] | None = None
 
 
 def probe_video(path: Path) -> MediaInfo:
@@ -82,7 +84,8 @@ def under_media_root(settings: HanetSettings, given: str) -> Path:
 
 
 async def receive_upload(request: Request, settings: HanetSettings) -> Received:
-    """Store a multipart upload (field ``file``, optional ``title``) in the upload folder as
+    """Store a multipart upload (field ``file``, optional ``title``, ``tags``, ``metadata``) in
+    the upload folder as
     ``<sha256><suffix>``, read and written once as it arrives; its title is the file's name
     when none is given. 413 past ``settings.max_upload_bytes`` (at once when the request
     declares a larger length), 422 without a file or with an empty one, 415 when it is not a
@@ -93,6 +96,7 @@ async def receive_upload(request: Request, settings: HanetSettings) -> Received:
         raise HTTPException(413, f"upload larger than {limit} bytes")
     streamed = await stream_upload(request, settings.upload_dir, limit)
     title = _title(streamed)
+    tags, meta = _labels(streamed)
     try:
         media = await run_in_threadpool(probe_video, streamed.path)
         final = streamed.path.with_name(
@@ -102,10 +106,35 @@ async def receive_upload(request: Request, settings: HanetSettings) -> Received:
         os.replace(streamed.path, final)  # a rename: the bytes are written once
     finally:
         streamed.path.unlink(missing_ok=True)
-    return Received(final, title, media, streamed.sha256, new_file)
+    return Received(final, title, media, streamed.sha256, new_file, tags, meta)
 
 
 TITLE = TypeAdapter(Title)
+TAGS = TypeAdapter(Tags)
+METADATA = TypeAdapter(Metadata)
+
+
+def _labels(streamed: StreamedFile) -> tuple[list[str] | None, dict[str, str] | None]:
+    """The upload's form fields ``tags`` (comma-separated) and ``metadata`` (a JSON object of
+    strings), validated as for an ingest by path; 422 saying what is wrong, the file dropped."""
+    tags_text, meta_text = streamed.fields.get("tags"), streamed.fields.get("metadata")
+    try:
+        tags = None
+        if tags_text is not None:
+            tags = TAGS.validate_python([t.strip() for t in tags_text.split(",") if t.strip()])
+        meta = None
+        if meta_text is not None:
+            try:
+                parsed = json.loads(meta_text)
+            except ValueError as exc:
+                raise HTTPException(422, f"metadata: not JSON ({exc})") from exc
+            meta = METADATA.validate_python(parsed, strict=True)
+    except (ValidationError, HTTPException) as exc:
+        streamed.path.unlink(missing_ok=True)
+        if isinstance(exc, HTTPException):
+            raise
+        raise HTTPException(422, exc.errors(include_url=False)) from exc
+    return tags, meta
 
 
 def _title(streamed: StreamedFile) -> str | None:

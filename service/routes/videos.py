@@ -47,6 +47,16 @@ _INGEST_BODY = {
                     "properties": {
                         "file": {"type": "string", "format": "binary", "minLength": 1},
                         "title": TypeAdapter(Title).json_schema(),
+                        "tags": {
+                            "type": "string",
+                            "description": "Tags, comma-separated (50 at most).",
+                            "example": "pets, garden",
+                        },
+                        "metadata": {
+                            "type": "string",
+                            "description": "Key/value metadata: a JSON object of strings.",
+                            "example": '{"camera": "phone"}',
+                        },
                     },
                 }
             },
@@ -124,7 +134,8 @@ def _progress(video: Video) -> float | None:
     "/videos",
     status_code=202,
     response_model=VideoPublic,
-    summary="Ingest a video: multipart upload (field `file`, optional `title`), "
+    summary="Ingest a video: multipart upload (field `file`, optional `title`, `tags`, "
+    "`metadata`), "
     'JSON {"path": ...} under the media root, or JSON {"url": ...} (http/https, downloaded '
     "by the indexer worker: GET /videos/{id} shows its state and any failure's reason).",
     responses=_INGEST_RESPONSES,
@@ -142,7 +153,7 @@ async def create_video(request: Request, state: StateDep) -> VideoPublic:
         return await run_in_threadpool(enqueue, state, received, extra.tags, extra.metadata)
     if kind == "multipart/form-data":
         received = await receive_upload(request, state.settings)
-        return await run_in_threadpool(enqueue, state, received)
+        return await run_in_threadpool(enqueue, state, received, received.tags, received.meta)
     raise HTTPException(
         415,
         'send multipart/form-data (field `file`) or application/json ({"path": ...} or '

@@ -194,3 +194,26 @@ def test_a_full_disk_answers_507_and_keeps_what_was_stored(settings, synth_corpu
         second = (synth_corpus / "synth000005.mp4").read_bytes()
         taken = httpx.post(url + "/videos", files={"file": ("c.mp4", second, "video/mp4")})
         assert taken.status_code == 202, taken.text
+
+
+def test_an_upload_carries_tags_and_metadata(settings, synth_corpus) -> None:
+    video = (synth_corpus / "synth000004.mp4").read_bytes()
+    with serve(settings, with_indexer=False) as (_app, url):
+        files = {"file": ("clip.mp4", video, "video/mp4")}
+        for data, says in (
+            ({"metadata": "{not json"}, "not JSON"),
+            ({"metadata": '{"camera": 7}'}, "string"),  # values are strings
+            ({"tags": ",".join(f"t{i}" for i in range(51))}, "50"),
+        ):
+            answer = httpx.post(url + "/videos", files=files, data=data)
+            assert answer.status_code == 422 and says in answer.text, answer.text
+        assert _leftovers(settings.upload_dir) == []  # a refused upload is not kept
+        data = {"title": "garden", "tags": "pets, garden,,", "metadata": '{"camera": "phone"}'}
+        answer = httpx.post(url + "/videos", files=files, data=data)
+        assert answer.status_code == 202, answer.text
+        shown = httpx.get(f"{url}/videos/{answer.json()['id']}").json()
+    assert (shown["title"], shown["tags"], shown["metadata"]) == (
+        "garden",
+        ["pets", "garden"],
+        {"camera": "phone"},
+    )
