@@ -15,6 +15,11 @@ Nothing can be published into the live build while the swap holds its write lock
 indexed and no delete falls between the last catch-up and the swap. A worker of the old
 checkpoint cannot publish into the new build (``IndexWriter`` refuses a build of another
 checkpoint): it gives its jobs back to the queue and stops (``indexer.job.work_queue``).
+
+In Milvus (``index.milvus.resolve``) the same job writes a build of its own collections
+(``index.milvus_rebuild``); with no lock across hosts, the swap is one write of the published
+build's record, after which one more catch-up takes what the replaced build gained just before
+it, and the replaced build's collections are dropped.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from tqdm import tqdm
 from db import queue, rebuilds, worklist
 from db.queue import Claim
 from db.rebuilds import RebuildError, Started
+from index import milvus_rebuild
 from index.milvus import MilvusTarget, resolve
+from index.milvus_index import MilvusWriter, load_current
 from index.reader import current_name
 from index.writer import IndexWriter, contents, delete_videos, promote, reclaim, writing
 from indexer.embedder import Embedder
@@ -74,6 +81,7 @@ class _Rebuild:
     cfg: IndexingCfg
     index_dir: Path
     staging: Path
+    target: MilvusTarget | None = None  # the index in Milvus (else FAISS files in index_dir)
 
     def claim(self) -> list[Claim]:
         return worklist.claim(self.engine, self.id, worker=self.worker, limit=self.cfg.batch_size)
@@ -97,7 +105,7 @@ class _Rebuild:
 class _RebuildWriter(BatchWriter):
     """``BatchWriter`` into the new build, whose bookkeeping is the work list, not the rows."""
 
-    def __init__(self, rebuild: _Rebuild, index: IndexWriter) -> None:
+    def __init__(self, rebuild: _Rebuild, index: IndexWriter | MilvusWriter) -> None:
         interval = rebuild.cfg.publish_interval_s
         super().__init__(rebuild.engine, index, worker=rebuild.worker, publish_interval_s=interval)
         self.rebuild_id = rebuild.id
@@ -125,8 +133,7 @@ def run_rebuild(
 ) -> RebuildSummary:
     """Rebuild the index with ``model`` (a new rebuild, or the running one resumed when its
     holder is gone). Raises RebuildRunning when another live process holds the running one."""
-    if isinstance(resolve(index_dir), MilvusTarget):
-        raise RebuildError("rebuild is not yet implemented for the Milvus vector store")
+    target = resolve(index_dir)
     start, worker = time.monotonic(), queue.worker_name()
     checkpoint = model.checkpoint_sha256 or "unsaved"
     started = rebuilds.start(
@@ -138,7 +145,8 @@ def run_rebuild(
     )
     log.info("%s rebuild #%d", "resumed" if started.resumed else "started", started.id)
     staging = staging_dir(index_dir)
-    rebuild = _Rebuild(engine, started.id, worker, checkpoint, cfg, index_dir, staging)
+    milvus = target if isinstance(target, MilvusTarget) else None
+    rebuild = _Rebuild(engine, started.id, worker, checkpoint, cfg, index_dir, staging, milvus)
     try:
         summary = _run(rebuild, started, model, stop or threading.Event(), progress)
     except BaseException:
@@ -152,11 +160,15 @@ def _run(
     rebuild: _Rebuild, started: Started, model: HANet, stop: threading.Event, progress: bool
 ) -> RebuildSummary:
     summary = RebuildSummary(rebuild.id, started.resumed)
-    if started.build is not None and _published(rebuild.index_dir, started.build):
+    swapped = started.build is not None and _published(rebuild, started.build)
+    if swapped and rebuild.target is None:
         with writing(rebuild.index_dir):  # killed after the swap, before its bookkeeping
             _finish(rebuild)
         return _summarized(rebuild, summary)
-    index = _open_staging(rebuild, started, model)
+    if swapped:  # in Milvus, the catch-up after the swap may be left too
+        index = MilvusWriter(rebuild.target, load_current(rebuild.target), pointer="rebuild")
+    else:
+        index = _open_staging(rebuild, started, model)
     stages = Stages(
         reader_for(model, rebuild.cfg),
         Embedder(model),
@@ -168,6 +180,9 @@ def _run(
         disable=not progress,
     )  # fmt: skip
     with stages.reader, contextlib.closing(bar):
+        if swapped:
+            _settle_milvus(rebuild, stages, bar)
+            return _summarized(rebuild, summary)
         work_queue(rebuild, stages, bar, watch=False, stop=stop)
         for _ in range(CATCH_UP_ROUNDS):
             if stop.is_set() or _catch_up(rebuild) <= rebuild.cfg.batch_size:
@@ -178,22 +193,32 @@ def _run(
             rebuilds.stop(rebuild.engine, rebuild.id, worker=rebuild.worker)
             summary.stopped = True
             return summary
-        _swap(rebuild, stages, bar, index)
+        if rebuild.target is None:
+            _swap(rebuild, stages, bar, index)
+        else:
+            _swap_milvus(rebuild, stages, bar)
     return _summarized(rebuild, summary)
 
 
-def _published(index_dir: Path, build: str) -> bool:
-    return (current_name(index_dir) or "").split("/")[0] == build
+def _published(rebuild: _Rebuild, build: str) -> bool:
+    if rebuild.target is not None:
+        return milvus_rebuild.published_build(rebuild.target) == build
+    return (current_name(rebuild.index_dir) or "").split("/")[0] == build
 
 
-def _open_staging(rebuild: _Rebuild, started: Started, model: HANet) -> IndexWriter:
+def _open_staging(rebuild: _Rebuild, started: Started, model: HANet) -> IndexWriter | MilvusWriter:
     """The new build: the one under way when resuming (every item is done again when it was
-    lost), else a new one in an emptied staging folder."""
-    if started.resumed:
-        reclaim(rebuild.staging, rebuild.index_dir)
+    lost), else a new one in an emptied staging folder (in Milvus: new collections)."""
+    checkpoint, factory = rebuild.checkpoint, rebuild.cfg.factory
+    if rebuild.target is not None:
+        resume = started.build if started.resumed else None
+        index = milvus_rebuild.open_rebuild(rebuild.target, model.cfg, checkpoint, factory, resume)
     else:
-        shutil.rmtree(rebuild.staging, ignore_errors=True)
-    index = IndexWriter.open(rebuild.staging, model.cfg, rebuild.checkpoint, rebuild.cfg.factory)
+        if started.resumed:
+            reclaim(rebuild.staging, rebuild.index_dir)
+        else:
+            shutil.rmtree(rebuild.staging, ignore_errors=True)
+        index = IndexWriter.open(rebuild.staging, model.cfg, checkpoint, factory)
     build = index.build.manifest["build"]
     if started.resumed and build != started.build:
         log.warning("rebuild #%d: its build under way was lost, encoding all again", rebuild.id)
@@ -208,7 +233,10 @@ def _catch_up(rebuild: _Rebuild) -> int:
     marked their rows). Returns how many."""
     added = worklist.add_indexed(rebuild.engine, rebuild.id)
     live, _ = contents(rebuild.index_dir)
-    staged, _ = contents(rebuild.staging)
+    if rebuild.target is not None:
+        staged, _ = milvus_rebuild.staged_contents(rebuild.target)
+    else:
+        staged, _ = contents(rebuild.staging)
     missing = live - staged - set(worklist.failed_items(rebuild.engine, rebuild.id))
     if missing:
         worklist.requeue(rebuild.engine, rebuild.id, sorted(missing))
@@ -238,6 +266,38 @@ def _swap(rebuild: _Rebuild, stages: Stages, bar: tqdm, index: IndexWriter) -> N
         _finish(rebuild)
 
 
+def _swap_milvus(rebuild: _Rebuild, stages: Stages, bar: tqdm) -> None:
+    """The last catch-up, the videos whose rows are gone removed from the new build, then the
+    swap (one write), then what the replaced build gained meanwhile (``_settle_milvus``)."""
+    rebuild.renew()
+    if _catch_up(rebuild):
+        bar.total = rebuilds.get(rebuild.engine, rebuild.id).total
+        work_queue(rebuild, stages, bar, watch=False, stop=threading.Event())
+    rebuild.renew()
+    staged, _ = milvus_rebuild.staged_contents(rebuild.target)
+    gone = worklist.without_rows(rebuild.engine, staged)
+    milvus_rebuild.remove_from_rebuild(rebuild.target, sorted(gone))
+    name = milvus_rebuild.swap(rebuild.target)  # tombstones removed from it, then published
+    log.info("rebuild #%d: swapped in %s", rebuild.id, name)
+    _settle_milvus(rebuild, stages, bar)
+
+
+def _settle_milvus(rebuild: _Rebuild, stages: Stages, bar: tqdm) -> None:
+    """After the swap in Milvus: the videos a worker of the replaced build wrote just before
+    it (its pointer check passed before the swap, so they are in the replaced build) encoded
+    into the new one, then the bookkeeping, then the replaced build dropped."""
+    live, _ = contents(rebuild.index_dir)  # the new build, now published
+    missing = milvus_rebuild.retired_contents(rebuild.target) - live
+    missing -= set(worklist.failed_items(rebuild.engine, rebuild.id))
+    if missing:
+        log.info("rebuild #%d: %d videos written just before the swap", rebuild.id, len(missing))
+        worklist.requeue(rebuild.engine, rebuild.id, sorted(missing))
+        bar.total = rebuilds.get(rebuild.engine, rebuild.id).total
+        work_queue(rebuild, stages, bar, watch=False, stop=threading.Event())
+    _finish(rebuild)
+    milvus_rebuild.drop_retired(rebuild.target)
+
+
 def _finish(rebuild: _Rebuild) -> None:
     """The bookkeeping of the swap (the caller holds the write lock, so that a cancel cannot
     fall between): the rebuild done, the rows' checkpoint, the rows of the videos it could not
@@ -250,6 +310,9 @@ def _finish(rebuild: _Rebuild) -> None:
 
 def _summarized(rebuild: _Rebuild, summary: RebuildSummary) -> RebuildSummary:
     summary.failed = worklist.failed_items(rebuild.engine, rebuild.id)
-    summary.build = current_name(rebuild.index_dir)
+    if rebuild.target is not None:
+        summary.build = f"{milvus_rebuild.published_build(rebuild.target)}/milvus"
+    else:
+        summary.build = current_name(rebuild.index_dir)
     summary.indexed = len(contents(rebuild.index_dir)[0])
     return summary

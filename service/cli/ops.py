@@ -147,13 +147,7 @@ def index_rebuild(
     from indexer.rebuild import run_rebuild
 
     settings = settings_of(ctx)
-    if settings.vector_store == "milvus":
-        typer.echo(
-            "rebuild is not yet implemented for vector_store milvus: index into a new "
-            "HANET_MILVUS_COLLECTION prefix with the new checkpoint, then switch the API to it",
-            err=True,
-        )
-        raise typer.Exit(1)
+    runtime.index_target(settings)  # in Milvus mode, the index folder resolves to Milvus
     if cancel:
         _cancel_rebuild(settings)
         return
@@ -181,16 +175,31 @@ def index_rebuild(
 
 def _cancel_rebuild(settings: HanetSettings) -> None:
     """End the running rebuild (under the index's write lock, so never during its swap) and
-    remove the build it had under way."""
+    remove the build it had under way (in Milvus: its collections; refused once swapped in)."""
     import shutil
 
     from db import rebuilds
+    from index import milvus_rebuild
+    from index.milvus import MilvusTarget
     from index.writer import writing
     from indexer.rebuild import staging_dir
 
+    target = runtime.index_target(settings)
     with database(settings) as engine, writing(settings.index_dir):
+        if isinstance(target, MilvusTarget):
+            running = rebuilds.running(engine)
+            if running and running.build == milvus_rebuild.published_build(target):
+                typer.echo(
+                    f"{running.describe()} has swapped in its build already: run `hanet index "
+                    "rebuild` to finish it",
+                    err=True,
+                )
+                raise typer.Exit(1)
         info = rebuilds.cancel(engine)
-        shutil.rmtree(staging_dir(settings.index_dir), ignore_errors=True)
+        if isinstance(target, MilvusTarget):
+            milvus_rebuild.drop_rebuild(target)
+        else:
+            shutil.rmtree(staging_dir(settings.index_dir), ignore_errors=True)
     typer.echo("no rebuild is running" if info is None else f"cancelled {info.describe()}")
 
 
