@@ -264,11 +264,15 @@ def main() -> None:
     parser.add_argument("--thread-type", default=SegmentCfg.thread_type)
     parser.add_argument("--all-frames", action="store_true", help="skip_nonref off")
     parser.add_argument("--decode-only", action="store_true", help="also time decoding alone")
+    parser.add_argument("--piece-s", type=float, default=SegmentCfg.piece_s, help="0: none")
     args = parser.parse_args()
     torch.manual_seed(0)
     args.work.mkdir(parents=True, exist_ok=True)
     segments = SegmentCfg(
-        skip_nonref=not args.all_frames, threads=args.threads, thread_type=args.thread_type
+        skip_nonref=not args.all_frames,
+        threads=args.threads,
+        thread_type=args.thread_type,
+        piece_s=args.piece_s,
     )
     if args.long:
         files = [args.file or args.work / f"long-1280x720-{args.long_s:g}s.mp4"]
@@ -288,6 +292,7 @@ def main() -> None:
         f"{model.cfg.name}, T={model.cfg.max_frames}, {len(files)} x {seconds:.0f} s {what}, "
         f"batch {args.batch}, {args.workers} decoding processes, decoder threads "
         f"{args.threads or 'auto'} ({args.thread_type}), skip_nonref {segments.skip_nonref}, "
+        f"pieces of {segments.piece_s:g} s, "
         f"{where}",
         flush=True,
     )

@@ -309,10 +309,11 @@ class _Batch:
         ]
         if chunk.segments:
             self.reached[read.video_id] = chunk.segments[-1].end_s
-        if read.last:
-            self.ended[read.video_id] = chunk.duration_s
+        if read.last:  # a piece past the end read no frame: the segments before tell the end
+            self.ended[read.video_id] = max(chunk.duration_s, self.reached.get(read.video_id, 0))
         else:  # a long video: its progress on its row, its segments embedded as they come
-            self.jobs.progress(read.video_id, chunk.read_until_s, chunk.duration_s)
+            reached = self.reached.get(read.video_id, 0.0)
+            self.jobs.progress(read.video_id, max(chunk.read_until_s, reached), chunk.duration_s)
             self._embed(everything=False)
             release_free_memory()  # freed frames and activations, so the heap does not grow
 

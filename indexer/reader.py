@@ -5,6 +5,8 @@ segment (``indexer.segments``).
 for the results, so the job reads the next batch while the model works on this one. A long
 video comes in chunks (a bounded stretch of segments each): when a chunk that is not the last
 is taken, the next one starts decoding, so memory stays bounded whatever the video's length.
+A video longer than one chunk is also cut into pieces (``SegmentCfg.piece_s``) that different
+processes decode at the same time, each piece a chain of chunks, taken in the video's order.
 Each read is a ``Decoded`` chunk or an ``Undecodable`` with the reason: a file that raises in
 the decoder, or kills its worker process, costs that video only, never the batch."""
 
@@ -16,13 +18,14 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from db.queue import Claim
 from indexer.decode import DecodeError
+from indexer.segment_plan import TIE_S, piece_starts
 from indexer.segments import SegmentCfg, SegmentChunk, decode_segments
 
 log = logging.getLogger(__name__)
@@ -31,10 +34,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Where:
     """Where a read starts in its video: at ``start_s`` seconds, its first segment being the
-    video's ``first``-th."""
+    video's ``first``-th (as far as known: a later piece's count is set when it is taken).
+    ``end_s``: the end of its piece (None: the video's end); ``boundary``: ``start_s`` is a
+    piece's start."""
 
     start_s: float = 0.0
     first: int = 0
+    end_s: float | None = None
+    boundary: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class Decoded:
     video_id: int
     chunk: SegmentChunk
     first: int  # the video's segment number of chunk.segments[0]
+    end_s: float | None = None  # the end of its piece (None: the video's end)
 
     @property
     def last(self) -> bool:
@@ -49,10 +57,11 @@ class Decoded:
         return self.chunk.next_start_s is None
 
     def following(self) -> Where | None:
-        """Where the next chunk of this video starts (None: this was the last)."""
-        if self.chunk.next_start_s is None:
+        """Where the next chunk of this piece starts (None: this was the piece's last)."""
+        start_s = self.chunk.next_start_s
+        if start_s is None or (self.end_s is not None and start_s >= self.end_s - TIE_S):
             return None
-        return Where(self.chunk.next_start_s, self.first + len(self.chunk.segments))
+        return Where(start_s, self.first + len(self.chunk.segments), self.end_s)
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,10 @@ def read_video(claim: Claim, num_frames: int, size: int, cfg: SegmentCfg, where:
     """Decode one chunk of a claimed video (in a worker process): its segments from
     ``where``, ``num_frames`` RGB ``size`` squares each."""
     try:
-        chunk = decode_segments(claim.media_path, num_frames, size, cfg, start_s=where.start_s)
-        return Decoded(claim.video_id, chunk, where.first)
+        chunk = decode_segments(
+            claim.media_path, num_frames, size, cfg, where.start_s, where.end_s, where.boundary
+        )
+        return Decoded(claim.video_id, chunk, where.first, where.end_s)
     except DecodeError as exc:
         return Undecodable(claim.video_id, str(exc), where.first)
     except Exception as exc:  # a decoder crash on a hostile file must not stop the batch
@@ -153,23 +164,37 @@ class Reader:
         return pool.submit(read_video, *args)
 
 
+@dataclass(eq=False)
+class _Piece:
+    """A piece of a claimed video (all of it when it has no pieces), read chunk after chunk:
+    ``where`` its next chunk not started yet (None: not known yet, or no more), ``started``
+    the chunk decoding, ``reads`` those decoded and not taken yet."""
+
+    claim: Claim
+    where: Where | None
+    plans: bool = False  # the video's first piece: its first read plans the others
+    started: tuple[Where, Future[Read]] | None = None
+    reads: deque[Read] = field(default_factory=deque)
+
+    @property
+    def held(self) -> int:
+        return len(self.reads) + (self.started is not None)
+
+
 class ReadBatch:
-    """Claimed videos being decoded; iterate to wait for their chunks. At most ``ahead``
-    chunks (one per claim, or the processes' count and one more if that is more) are decoding
-    or decoded and not yet taken, so memory stays bounded however long the videos; a taken
-    chunk that is not its video's last queues the next one first."""
+    """Claimed videos being decoded; iterate to wait for their chunks, in the claims' order and
+    each video's. At most ``ahead`` chunks (one per claim, or the processes' count and one more
+    if that is more), and the one waited for, are decoding or decoded and not yet taken, so
+    memory stays bounded however long the videos. A video's first chunk, when the video goes
+    on, plans its other pieces; the chunks of the earliest pieces start first."""
 
     def __init__(self, reader: Reader, claims: list[Claim]) -> None:
         self.reader, self.claims = reader, claims
         self.ahead = max(reader.workers + 1, len(claims))
-        self._waiting = deque((claim, Where()) for claim in claims)
-        self._started: deque[tuple[Claim, Where, Future[Read]]] = deque()
+        first = Where(end_s=reader.segments.piece_s or None)
+        self._pieces = deque(_Piece(claim, first, plans=True) for claim in claims)
+        self._taken: dict[int, int] = {}  # video -> its segments taken so far
         self._start()
-
-    def _start(self) -> None:
-        while self._waiting and len(self._started) < self.ahead:
-            claim, where = self._waiting.popleft()
-            self._started.append((claim, where, self.reader.submit(claim, where)))
 
     @property
     def video_ids(self) -> list[int]:
@@ -179,13 +204,71 @@ class ReadBatch:
         return len(self.claims)
 
     def __iter__(self) -> Iterator[Read]:
-        while self._started:
-            claim, where, future = self._started.popleft()
+        while self._pieces:
+            piece = self._pieces[0]
+            while not piece.reads and (piece.started or piece.where):
+                self._start()
+                wait([p.started[1] for p in self._pieces if p.started], return_when=FIRST_COMPLETED)
+                self._settle()
+            if not piece.reads:  # the piece is over
+                self._pieces.popleft()
+                continue
+            read = self._number(piece.reads.popleft())
+            self._settle()
+            self._start()
+            yield read
+
+    def _start(self) -> None:
+        """Start the next chunks known, the earliest pieces' first; the piece waited for always."""
+        room = self.ahead - sum(p.held for p in self._pieces)
+        for i, piece in enumerate(self._pieces):
+            if piece.where is not None and piece.started is None and (room > 0 or i == 0):
+                future = self.reader.submit(piece.claim, piece.where)
+                piece.started, piece.where = (piece.where, future), None
+                room -= 1
+
+    def _settle(self) -> None:
+        """Collect the chunks decoded; plan a video's pieces when its first chunk is in."""
+        for piece in list(self._pieces):
+            if piece.started is None or not piece.started[1].done():
+                continue
+            (where, future), piece.started = piece.started, None
             try:
                 read = future.result()
             except BrokenProcessPool:  # this video's worker, or another of the pool, died
-                read = self.reader.read_alone(claim, where)
-            if isinstance(read, Decoded) and (after := read.following()) is not None:
-                self._waiting.appendleft((claim, after))
-            self._start()
-            yield read
+                read = self.reader.read_alone(piece.claim, where)
+            piece.reads.append(read)
+            if isinstance(read, Decoded):
+                piece.where = read.following()
+                if piece.plans and read.end_s is not None and not read.last:
+                    self._plan(piece, read.chunk.duration_s)
+            piece.plans = False
+
+    def _plan(self, head: _Piece, duration_s: float) -> None:
+        """The pieces after the first one, of a video of (declared) ``duration_s``; the last
+        reads to the video's end, whatever the duration. None: the first piece reads on to
+        the end (unless its first chunk reached its end already)."""
+        starts = piece_starts(duration_s, self.reader.segments)[1:]
+        if not starts and head.where is not None:
+            head.where = replace(head.where, end_s=None)
+            return
+        starts = starts or [self.reader.segments.piece_s]
+        at = self._pieces.index(head) + 1
+        for start_s, end_s in reversed(list(zip(starts, [*starts[1:], None], strict=True))):
+            where = Where(start_s, 0, end_s, boundary=True)
+            self._pieces.insert(at, _Piece(head.claim, where))
+
+    def _number(self, read: Read) -> Read:
+        """``read`` with its first segment's number in its video; the video's other pieces
+        dropped when it ended or could not be decoded further."""
+        first = self._taken.get(read.video_id, 0)
+        read = replace(read, first=first)
+        if isinstance(read, Decoded):
+            self._taken[read.video_id] = first + len(read.chunk.segments)
+        if isinstance(read, Undecodable) or read.last:
+            for piece in list(self._pieces)[1:]:
+                if piece.claim.video_id == read.video_id:
+                    if piece.started is not None:
+                        piece.started[1].cancel()
+                    self._pieces.remove(piece)
+        return read

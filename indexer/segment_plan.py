@@ -45,6 +45,10 @@ class SegmentCfg:
     # or "NONE", with ``threads`` threads (0: FFmpeg's choice, one per core).
     thread_type: str = "AUTO"
     threads: int = 0
+    # A video longer than one chunk is cut into pieces of this length (0: none), decoded in
+    # parallel by the indexer's decoding processes and taken in order: the rules restart at
+    # each piece's start, as after a cut, and a piece's last segment ends at its end.
+    piece_s: float = 300.0
 
     def __post_init__(self) -> None:
         finite = (self.min_s, self.max_s, self.window_s, self.overlap_s, self.threshold)
@@ -61,6 +65,8 @@ class SegmentCfg:
             problems.append("threshold, chunk_s and sample_fps must be > 0")
         if not 0 <= self.partner_s < math.inf:
             problems.append(f"partner_s must be finite and >= 0, not {self.partner_s}")
+        if not (self.piece_s == 0 or self.max_s < self.piece_s < math.inf):
+            problems.append(f"piece_s must be 0 or finite and > max_s, not {self.piece_s}")
         if self.thread_type not in THREAD_TYPES:
             problems.append(f"thread_type must be one of {THREAD_TYPES}, not {self.thread_type!r}")
         if not self.threads >= 0:
@@ -140,12 +146,26 @@ def plan_segments(
     cuts: list[float], duration_s: float, cfg: SegmentCfg = SegmentCfg()
 ) -> list[tuple[float, float]]:
     """Segment spans of a video of ``duration_s`` with shot boundaries at ``cuts`` (seconds):
-    the rules ``indexer.segments.decode_segments`` applies (see ``SegmentPlanner``). Spans tile
-    [0, duration_s] in time order, overlapping only where windows do."""
-    planner = SegmentPlanner(cfg, 0.0, windowing=False)
-    for cut in sorted(set(cuts)):
-        if 0 < cut < duration_s:
-            planner.advance(cut)
-            planner.cut(cut)
-    planner.finish(duration_s)
-    return planner.closed
+    the rules the indexer applies (see ``SegmentPlanner``), each piece of ``cfg.piece_s`` on its
+    own (``piece_starts``). Spans tile [0, duration_s] in time order, overlapping only where
+    windows do."""
+    spans = []
+    starts = piece_starts(duration_s, cfg)
+    for a, b in zip(starts, [*starts[1:], duration_s], strict=True):
+        planner = SegmentPlanner(cfg, a, windowing=False)
+        for cut in sorted(set(cuts)):
+            if a < cut < b:
+                planner.advance(cut)
+                planner.cut(cut)
+        planner.finish(b)
+        spans += planner.closed
+    return spans
+
+
+def piece_starts(duration_s: float, cfg: SegmentCfg) -> list[float]:
+    """Where the pieces of a video of ``duration_s`` start: 0, then every ``cfg.piece_s`` at
+    least ``min_s`` before its end (just 0 without pieces, ``piece_s`` = 0)."""
+    if not cfg.piece_s:
+        return [0.0]
+    count = max(1, math.ceil((duration_s - cfg.min_s) / cfg.piece_s - TIE_S))
+    return [k * cfg.piece_s for k in range(count)]

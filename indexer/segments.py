@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import chain, count
@@ -39,6 +39,7 @@ from indexer.decode import (
     sample_times,
     to_rgb_square,
 )
+from indexer.picker import NearestPicker, Pick
 from indexer.segment_plan import TIE_S, SegmentCfg, SegmentPlanner, plan_segments
 
 __all__ = ["DecodedSegment", "SegmentCfg", "SegmentChunk", "decode_segments", "plan_segments"]
@@ -69,7 +70,8 @@ class DecodedSegment:
 @dataclass(frozen=True)
 class SegmentChunk:
     """What one ``decode_segments`` call read. ``next_start_s``: call again with this start to
-    continue (the open segment's start), None when the video ended. ``duration_s``: the declared
+    continue (the open segment's start; the call's ``end_s`` when it got there), None when the
+    video ended. ``duration_s``: the declared
     duration, or the end actually read when that is later or nothing is declared.
     ``read_until_s``: the end of the video read so far (for progress)."""
 
@@ -83,76 +85,7 @@ class SegmentChunk:
     stream_index: int
 
 
-@dataclass
-class _Pick:
-    time_s: float
-    frame: np.ndarray  # (S, S, 3)
-    following: np.ndarray | None = None  # its successor, once decoded
-
-
-class _NearestPicker:
-    """For each of an increasing sequence of target times, the decoded frame nearest it (a tie
-    goes to the earlier frame, as in ``decode_video``) with its motion partner: the first
-    decoded frame at least ``partner_s`` after it (0: its successor), both converted by
-    ``convert``. Frames are pushed in stream order; a frame nearest several targets is kept
-    once."""
-
-    def __init__(self, targets: Iterator[float], convert: Callable, partner_s: float = 0.0) -> None:
-        self._targets = targets
-        self._target = next(targets, None)
-        self._convert = convert
-        self._partner_s = partner_s
-        self._prev: tuple[float, av.VideoFrame] | None = None
-        self._waiting: list[_Pick] = []  # picks whose partner has not come yet, oldest first
-        self.picks: list[_Pick] = []
-
-    def push(self, time_s: float, frame: av.VideoFrame) -> None:
-        """The next decoded frame."""
-        self._partner(time_s, frame)
-        while self._target is not None and time_s + TIE_S >= self._target:
-            prev = self._prev
-            if prev is not None and self._target - prev[0] <= time_s - self._target + TIE_S:
-                self._add(*prev)
-                self._partner(time_s, frame)
-            else:
-                self._add(time_s, frame)
-            self._target = next(self._targets, None)
-        self._prev = (time_s, frame)
-
-    def _partner(self, time_s: float, frame: av.VideoFrame) -> None:
-        """``frame`` is the partner of the waiting picks it comes late enough after."""
-        while (
-            self._waiting
-            and time_s > self._waiting[0].time_s + TIE_S
-            and (time_s + TIE_S >= self._waiting[0].time_s + self._partner_s)
-        ):
-            self._waiting.pop(0).following = self._convert(frame)
-
-    def finish(self) -> None:
-        """The stream ended: targets left get the last frame; picks still waiting get the last
-        frame as their partner (the last frame is its own)."""
-        if self._target is not None and self._prev is not None:
-            self._add(*self._prev)
-        for pick in self._waiting:
-            last_s, last = self._prev
-            pick.following = self._convert(last) if last_s > pick.time_s else pick.frame
-        self._waiting = []
-
-    def prune(self, before_s: float) -> None:
-        """Forget picks before ``before_s``, except the last one (the frame on screen then)."""
-        first = next((i for i, p in enumerate(self.picks) if p.time_s >= before_s - TIE_S), None)
-        keep_from = len(self.picks) - 1 if first is None else max(0, first - 1)
-        del self.picks[:keep_from]
-
-    def _add(self, time_s: float, frame: av.VideoFrame) -> None:
-        if self.picks and self.picks[-1].time_s >= time_s:
-            return
-        pick = _Pick(time_s, self._convert(frame))
-        self._waiting.append(pick)
-        self.picks.append(pick)
-
-
-def _segment(picks: list[_Pick], span: tuple[float, float], num_frames: int) -> DecodedSegment:
+def _segment(picks: list[Pick], span: tuple[float, float], num_frames: int) -> DecodedSegment:
     """The picks nearest the centres of ``num_frames`` equal parts of ``span``, among those
     inside it (the frame on screen at its start when none is)."""
     a, b = span
@@ -228,6 +161,8 @@ class _SegmentReader:
     ) -> None:
         self.container, self.stream, self.cfg = container, stream, cfg
         self.num_frames, self.start_s = num_frames, start_s
+        self.end_s: float | None = None  # a piece's end: the segments end there, as at a video's
+        self.boundary = False  # start_s is a segment boundary (a piece's start), cut or not
         self.origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         self.declared = declared_duration_s(container, stream)
         self.step_s = float(1 / (stream.average_rate or stream.guessed_rate or Fraction(25)))
@@ -235,22 +170,27 @@ class _SegmentReader:
         squares = _Squares(size)
         first_tick = math.ceil(max(0.0, start_s - _LOOKBACK_S) * cfg.sample_fps)
         ticks = (k / cfg.sample_fps for k in count(first_tick))
-        self.grid = _NearestPicker(ticks, squares, cfg.partner_s)
-        self.exact: _NearestPicker | None = None
+        self.grid = NearestPicker(ticks, squares, cfg.partner_s)
+        self.exact: NearestPicker | None = None
         if start_s == 0 and self.declared is not None and 0 < self.declared <= cfg.max_s:
-            self.exact = _NearestPicker(iter(sample_times(self.declared, num_frames)), squares)
+            self.exact = NearestPicker(iter(sample_times(self.declared, num_frames)), squares)
         self.planner: SegmentPlanner | None = None
         self.segments: list[DecodedSegment] = []
         self.last_s: float | None = None  # time of the latest frame
         self.read_until_s = 0.0
         self.skipped_packets = 0
-        self.ended = False
+        self.ended = False  # the video ended
+        self.at_end_s = False  # the piece ended at end_s
 
     def run(self) -> None:
         for frame in self._frames_from_start():
             time_s = self._time(frame)
             if self.last_s is not None and time_s <= self.last_s:
                 continue  # out of order or repeated: the stream's times must increase
+            if self.end_s is not None and time_s >= self.end_s - TIE_S:
+                self.grid.push(time_s, frame)  # the motion partner of the last candidates
+                self.at_end_s = True
+                return self._end()
             self._take(time_s, frame)
             closed = self.planner.closed if self.planner else []
             if closed and closed[-1][1] - self.start_s >= self.cfg.chunk_s:
@@ -319,7 +259,8 @@ class _SegmentReader:
             return  # before the start: seen by the detector and the grid only
         if self.planner is None:
             at_cut = cut and abs(time_s - self.start_s) <= TIE_S
-            self.planner = SegmentPlanner(self.cfg, self.start_s, self.start_s > 0 and not at_cut)
+            windowing = self.start_s > 0 and not (at_cut or self.boundary)
+            self.planner = SegmentPlanner(self.cfg, self.start_s, windowing)
         self.planner.advance(time_s)
         if cut:
             self.planner.cut(time_s)
@@ -332,7 +273,7 @@ class _SegmentReader:
         self.grid.prune(self.planner.start_s)
 
     def _end(self) -> None:
-        self.ended = True
+        self.ended = not self.at_end_s
         if self.skipped_packets:
             log.warning("skipped %d packets the decoder refused", self.skipped_packets)
         if self.last_s is None and self.start_s == 0:
@@ -340,7 +281,7 @@ class _SegmentReader:
         self.grid.finish()
         if self.planner is None:
             return  # no frame at or after start_s: it is past the end
-        end_s = self._end_of_video()
+        end_s = self.end_s if self.at_end_s else self._end_of_video()
         self.planner.finish(end_s)
         one = self.planner.closed == [(0.0, end_s)] and end_s == self.declared
         if self.exact is not None and one:  # sampled in advance exactly as decode_video does
@@ -360,7 +301,11 @@ class _SegmentReader:
         ctx = self.stream.codec_context
         return SegmentChunk(
             segments=self.segments,
-            next_start_s=None if self.ended else self.planner.start_s,
+            next_start_s=None
+            if self.ended
+            else self.end_s
+            if self.at_end_s
+            else self.planner.start_s,
             duration_s=max(self.declared or 0.0, self.read_until_s),
             read_until_s=self.read_until_s,
             width=ctx.width,
@@ -376,20 +321,27 @@ def decode_segments(
     size: int,
     cfg: SegmentCfg = SegmentCfg(),
     start_s: float = 0.0,
+    end_s: float | None = None,
+    boundary: bool = False,
 ) -> SegmentChunk:
     """Decode the segments of ``path`` from ``start_s`` (0, or a previous chunk's
     ``next_start_s``) until they cover ``cfg.chunk_s`` or the video ends, each with up to
     ``num_frames`` frames as RGB ``size`` squares. A video no longer than ``cfg.max_s`` is one
     segment sampled exactly as ``decode_video`` samples it. ``DecodeError`` with the reason
-    for a missing file, one that is not media, has no video stream or no decodable frame."""
-    if num_frames < 1 or size < 1 or not start_s >= 0:
-        raise ValueError("need num_frames >= 1, size >= 1 and start_s >= 0")
+    for a missing file, one that is not media, has no video stream or no decodable frame.
+
+    A piece of a video (``indexer.reader``): ``boundary`` makes ``start_s`` a segment boundary
+    (the rules restart there, as after a cut) and the segments end at ``end_s``, as at the
+    video's end (then ``next_start_s`` is ``end_s``)."""
+    if num_frames < 1 or size < 1 or not start_s >= 0 or not (end_s is None or end_s > start_s):
+        raise ValueError("need num_frames >= 1, size >= 1 and 0 <= start_s < end_s")
     with open_media(Path(path)) as container:
         stream = pick_video_stream(container)
         stream.thread_type = cfg.thread_type
         if cfg.threads:
             stream.codec_context.thread_count = cfg.threads
         reader = _SegmentReader(container, stream, num_frames, size, cfg, float(start_s))
+        reader.end_s, reader.boundary = end_s, boundary
         declared = reader.declared
         if cfg.skip_nonref and (declared is None or declared > cfg.max_s):
             stream.codec_context.skip_frame = "NONREF"

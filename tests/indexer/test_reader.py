@@ -66,12 +66,12 @@ def test_the_next_batch_decodes_while_this_one_is_used(corpus) -> None:
     assert all(isinstance(r, Decoded) for r in got)
 
 
-def _decode_or_die(path, num_frames, size, cfg, start_s=0.0):
+def _decode_or_die(path, num_frames, size, cfg, *where):
     """decode_segments, except that a file named crash.mp4 kills its process (as a segfault in
     the decoder, or the kernel's out-of-memory killer, would)."""
     if Path(path).name == "crash.mp4":
         os._exit(139)
-    return decode_segments(path, num_frames, size, cfg, start_s)
+    return decode_segments(path, num_frames, size, cfg, *where)
 
 
 @pytest.mark.skipif(

@@ -15,6 +15,7 @@ import pytest
 from av.video.frame import PictureType
 
 from indexer.decode import DecodeError, decode_video, sample_times
+from indexer.segment_plan import piece_starts
 from indexer.segments import (
     DecodedSegment,
     SegmentCfg,
@@ -111,6 +112,7 @@ def test_random_plans_tile_the_video_within_the_bounds(cfg: SegmentCfg) -> None:
         duration = float(rng.uniform(0.2, 400.0))
         cuts = sorted(rng.uniform(0, duration, size=rng.integers(0, 40)).tolist())
         spans = plan_segments(cuts, duration, cfg)
+        pieces = piece_starts(duration, cfg)
         assert spans[0][0] == 0.0 and spans[-1][1] == duration
         if duration <= cfg.max_s:
             assert spans == [(0.0, duration)]
@@ -120,11 +122,15 @@ def test_random_plans_tile_the_video_within_the_bounds(cfg: SegmentCfg) -> None:
                 assert b - a == pytest.approx(cfg.window_s) and b - c == pytest.approx(
                     cfg.overlap_s
                 )
-            assert cfg.min_s - 1e-6 <= b - a <= cfg.max_s
+            assert b - a <= cfg.max_s
+            # shorter than min_s: only a shot that starts less than min_s before a piece's end
+            assert b - a >= cfg.min_s - 1e-6 or (a in cuts and b in pieces)
         assert spans[-1][1] - spans[-1][0] <= cfg.max_s + 1e-9
         inner = {b for _, b in spans[:-1]}
-        # a boundary is a cut or the end of a window
-        assert all(b in cuts or any(b == a + cfg.window_s for a, _ in spans) for b in inner)
+        # a boundary is a cut, the end of a window or a piece's start
+        assert all(
+            b in cuts or b in pieces or any(b == a + cfg.window_s for a, _ in spans) for b in inner
+        )
 
 
 @pytest.mark.parametrize(
