@@ -86,6 +86,13 @@ class HanetSettings(BaseSettings):
     segment_overlap_s: float = Field(
         default=3.0, ge=0, description="How much consecutive windows overlap, seconds."
     )
+    segment_piece_s: float = Field(
+        default=300.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="A long video is decoded in pieces of this length, in parallel by the "
+        "decoding processes (a segment ends at each piece's start); 0: one pass.",
+    )
     publish_interval_s: float = Field(
         default=10.0,
         ge=0,
@@ -222,6 +229,8 @@ class HanetSettings(BaseSettings):
             raise ValueError("segments need segment_window_s + segment_min_s <= segment_max_s")
         if self.segment_window_s - self.segment_overlap_s < self.segment_min_s:
             raise ValueError("windows must advance by segment_min_s at least (window - overlap)")
+        if 0 < self.segment_piece_s <= self.segment_max_s:
+            raise ValueError("segment_piece_s must be 0 (one pass) or longer than segment_max_s")
         return self
 
     @field_validator("webhook_secret")
@@ -276,6 +285,7 @@ class HanetSettings(BaseSettings):
                 max_s=self.segment_max_s,
                 window_s=self.segment_window_s,
                 overlap_s=self.segment_overlap_s,
+                piece_s=self.segment_piece_s,
             ),
         )
 

@@ -91,3 +91,13 @@ def test_the_searcher_answers_nothing_before_the_first_publish(tmp_path, checkpo
     searcher = runtime.build_searcher(settings, runtime.load_model(settings, serving=True))
     assert searcher.search("a red circle moves left", top_k=5) == []
     assert searcher.candidates == settings.search_candidates
+
+
+def test_the_piece_length_reaches_the_indexer_and_is_checked(monkeypatch) -> None:
+    monkeypatch.setenv("HANET_SEGMENT_PIECE_S", "120")
+    assert runtime.load_settings().indexing.segments.piece_s == 120.0
+    monkeypatch.delenv("HANET_SEGMENT_PIECE_S")
+    assert HanetSettings().indexing.segments.piece_s == 300.0  # the default
+    assert HanetSettings(segment_piece_s=0).indexing.segments.piece_s == 0.0  # one pass
+    with pytest.raises(ValueError, match="segment_piece_s"):
+        HanetSettings(segment_piece_s=10.0)  # not longer than a segment
