@@ -136,20 +136,31 @@ def ensure_collection(
     if key in _ENSURED or client.has_collection(name):
         _ENSURED.add(key)
         return
-    params = client.prepare_index_params()
-    extra = {"M": 32, "efConstruction": 200} if index == "HNSW" else {}
-    params.add_index("vector", index_type=index, metric_type=metric, params=extra)
     try:
         client.create_collection(
-            name,
-            schema=_schema(client, fields, dim),
-            index_params=params,
-            consistency_level=STRONG,
+            name, schema=_schema(client, fields, dim), consistency_level=STRONG
         )
     except Exception:
         if not client.has_collection(name):
             raise
+    _index_and_load(client, name, metric, index)
     _ENSURED.add(key)
+
+
+def _index_and_load(client, name: str, metric: str, index: str) -> None:
+    """The vector index of a new (empty) collection, then the collection loaded. The index
+    request does not wait for the build (pymilvus polls every half second for it, and an empty
+    collection has nothing to build); a process that lost the race to create the collection
+    finds the index made and loads it too (a load is idempotent)."""
+    params = client.prepare_index_params()
+    extra = {"M": 32, "efConstruction": 200} if index == "HNSW" else {}
+    params.add_index("vector", index_type=index, metric_type=metric, params=extra)
+    try:
+        client.create_index(name, params, _async=True)
+    except Exception:
+        if not client.list_indexes(name):
+            raise
+    client.load_collection(name)
 
 
 def insert(client, name: str, rows: list[dict]) -> None:
