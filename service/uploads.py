@@ -116,24 +116,28 @@ METADATA = TypeAdapter(Metadata)
 
 def _labels(streamed: StreamedFile) -> tuple[list[str] | None, dict[str, str] | None]:
     """The upload's form fields ``tags`` (comma-separated) and ``metadata`` (a JSON object of
-    strings), validated as for an ingest by path; 422 saying what is wrong, the file dropped."""
-    tags_text, meta_text = streamed.fields.get("tags"), streamed.fields.get("metadata")
+    strings), checked as for an ingest by path; 400 saying what is wrong (a form field the
+    schema cannot describe: free text), the file dropped."""
+    tags, meta = None, None
     try:
-        tags = None
-        if tags_text is not None:
-            tags = TAGS.validate_python([t.strip() for t in tags_text.split(",") if t.strip()])
-        meta = None
-        if meta_text is not None:
+        text = streamed.fields.get("tags")
+        if text is not None:
+            field = "tags"
+            tags = TAGS.validate_python([t.strip() for t in text.split(",") if t.strip()])
+        text = streamed.fields.get("metadata")
+        if text is not None:
+            field = "metadata"
             try:
-                parsed = json.loads(meta_text)
+                parsed = json.loads(text)
             except ValueError as exc:
-                raise HTTPException(422, f"metadata: not JSON ({exc})") from exc
+                raise HTTPException(400, f"metadata: not JSON ({exc})") from exc
             meta = METADATA.validate_python(parsed, strict=True)
     except (ValidationError, HTTPException) as exc:
         streamed.path.unlink(missing_ok=True)
         if isinstance(exc, HTTPException):
             raise
-        raise HTTPException(422, exc.errors(include_url=False)) from exc
+        problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+        raise HTTPException(400, f"{field}: {problems}") from exc
     return tags, meta
 
 

@@ -80,7 +80,8 @@ _INGEST_BODY = {
 }
 _INGEST_RESPONSES = {
     400: {
-        "description": "A body that is not JSON, a malformed multipart body, ingest by path or "
+        "description": "A body that is not JSON, a malformed multipart body or `tags` / "
+        "`metadata` field, ingest by path or "
         "by URL while it is off, or a URL refused: its host cannot be resolved or is a "
         "private, loopback, link-local, multicast or other non-public address (the detail "
         "says which; HANET_URL_ALLOW_PRIVATE / HANET_URL_ALLOW_NETWORKS allow them)."
