@@ -344,14 +344,7 @@ class MilvusStore:
             consistency_level=STRONG,
             **kwargs,
         )
-        out = []
-        for row in result:
-            ids = np.array([h["id"] for h in row], np.int64)
-            scores = np.array([h["distance"] for h in row], np.float32)
-            order = np.argsort(-scores, kind="stable")
-            ids, scores = ids[order], scores[order]
-            out.append((ids // SEGMENT_SLOTS, scores, ids % SEGMENT_SLOTS))
-        return out
+        return unit_hits(result)
 
     def count(self, level: str) -> int:
         rows = self.client.query(self.collection(level), filter="", output_fields=["count(*)"])
@@ -366,3 +359,16 @@ class MilvusStore:
 
 
 __all__ = ["FETCH_PER_VIDEO", "MilvusStore", "MilvusTarget", "Meta", "resolve", "use_milvus"]
+
+
+def unit_hits(result) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A Milvus search result, per query: (unit ids, scores, segment slots), best first (ties
+    in the order Milvus gave)."""
+    out = []
+    for row in result:
+        ids = np.array([h["id"] for h in row], np.int64)
+        scores = np.array([h["distance"] for h in row], np.float32)
+        order = np.argsort(-scores, kind="stable")
+        ids, scores = ids[order], scores[order]
+        out.append((ids // SEGMENT_SLOTS, scores, ids % SEGMENT_SLOTS))
+    return out

@@ -33,6 +33,7 @@ from index.milvus import (
     _query_all,
     insert,
     int_list,
+    unit_hits,
 )
 from index.milvus_build import MilvusBuild, payload_rows
 from index.parts import unit_rows
@@ -359,11 +360,4 @@ def top_units_among(
         consistency_level=STRONG,
         **kwargs,
     )
-    out = []
-    for row in result:
-        ids = np.array([h["id"] for h in row], np.int64)
-        scores = np.array([h["distance"] for h in row], np.float32)
-        order = np.argsort(-scores, kind="stable")
-        ids, scores = ids[order], scores[order]
-        out.append((ids // SEGMENT_SLOTS, scores, ids % SEGMENT_SLOTS))
-    return out
+    return unit_hits(result)

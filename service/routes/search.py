@@ -102,17 +102,22 @@ async def search_route(body: SearchRequest, state: StateDep) -> Response:
     videos = await run_in_threadpool(matching_videos, state.reader, where) if where else None
     query = replace(_query(body, paging.depth(cursor, body.top_k), videos), fusion=fusion)
     pending = PendingSearch(state, body, arrived, query, cursor, fp)
+    result = await _submit(state, serve_searches, pending)
+    # serialised by pydantic at once: FastAPI would validate the model again first
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+async def _submit(state: ServiceState, serve, pending):
+    """``pending`` served by ``serve`` in a batch on the search thread (service.state.open_state
+    says why), never on the event loop; 503 with Retry-After when it waited too long."""
     try:
-        # on the search thread (service.state.open_state says why), never on the event loop
-        result = await state.searches.submit(serve_searches, pending)
+        return await state.searches.submit(serve, pending)
     except Overloaded as exc:
         raise HTTPException(
             503,
             f"the server is busy: this search {exc}; retry in {exc.retry_after_s} s",
             headers={"Retry-After": str(exc.retry_after_s)},
         ) from exc
-    # serialised by pydantic at once: FastAPI would validate the model again first
-    return Response(result.model_dump_json(), media_type="application/json")
 
 
 def serve_searches(batch: list[PendingSearch]) -> list[SearchResponse | HTTPException]:
@@ -273,14 +278,7 @@ async def search_image_route(
     except NotAnImage as exc:
         raise HTTPException(415, str(exc)) from exc
     pending = PendingImage(state, image, Query("", top_k, group_by, moments), arrived)
-    try:
-        result = await state.searches.submit(serve_images, pending)
-    except Overloaded as exc:
-        raise HTTPException(
-            503,
-            f"the server is busy: this search {exc}; retry in {exc.retry_after_s} s",
-            headers={"Retry-After": str(exc.retry_after_s)},
-        ) from exc
+    result = await _submit(state, serve_images, pending)
     if isinstance(result, HTTPException):
         raise result
     return Response(result.model_dump_json(), media_type="application/json")
