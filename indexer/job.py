@@ -31,6 +31,7 @@ from tqdm import tqdm
 from db import outbox, queue
 from db.queue import Claim
 from index.reader import BuildError
+from index.rows import DEFAULT_ROW_FORMAT
 from index.writer import IndexWriter
 from indexer.decode import DecodeError, probe_media
 from indexer.embedder import Embedder, Unit
@@ -49,6 +50,7 @@ class IndexingCfg:
     """How an indexer worker works (from the deployment settings, ``HanetSettings.indexing``)."""
 
     factory: str = "Flat"  # FAISS factory string per level, for a new build
+    rows: str = DEFAULT_ROW_FORMAT  # rerank row format of a new build (index.rows)
     batch_size: int = 16  # videos per model batch
     decode_workers: int = 2  # decoding processes
     publish_interval_s: float = 0.0  # while more is queued, publish at most this often
@@ -92,7 +94,7 @@ def run_indexing(
     if released:
         log.info("took back %d jobs of dead workers on this host", released)
     checkpoint = model.checkpoint_sha256 or "unsaved"
-    index = IndexWriter.open(index_dir, model.cfg, checkpoint, cfg.factory)
+    index = IndexWriter.open(index_dir, model.cfg, checkpoint, cfg.factory, cfg.rows)
     jobs = _Jobs(engine, worker, cfg)
     stages = Stages(
         reader_for(model, cfg),

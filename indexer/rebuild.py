@@ -218,7 +218,7 @@ def _open_staging(rebuild: _Rebuild, started: Started, model: HANet) -> IndexWri
             reclaim(rebuild.staging, rebuild.index_dir)
         else:
             shutil.rmtree(rebuild.staging, ignore_errors=True)
-        index = IndexWriter.open(rebuild.staging, model.cfg, checkpoint, factory)
+        index = IndexWriter.open(rebuild.staging, model.cfg, checkpoint, factory, rebuild.cfg.rows)
     build = index.build.manifest["build"]
     if started.resumed and build != started.build:
         log.warning("rebuild #%d: its build under way was lost, encoding all again", rebuild.id)

@@ -49,6 +49,13 @@ class HanetSettings(BaseSettings):
         description='FAISS factory string per level: "Flat", "IVF1024,Flat", '
         '"IVF4096,PQ64", "HNSW32".',
     )
+    index_rows: Literal["float16", "int8"] = Field(
+        default="float16",
+        description="Rerank row format of a new index build: float16, or int8 (one byte a "
+        "dimension and a scale per vector: about half the memory and disk, a few ms more per "
+        "search; docs/capacity.md). A published build keeps its format (compaction too); "
+        "`hanet index rebuild` writes the new one.",
+    )
     vector_store: Literal["faiss", "milvus"] = Field(
         default="faiss",
         description='Where the level vectors and rerank rows live: "faiss" (index builds in '
@@ -277,6 +284,7 @@ class HanetSettings(BaseSettings):
             fetch=fetch if self.url_ingest else None,
             events=self.webhook_url is not None,
             factory=self.index_factory,
+            rows=self.index_rows,
             batch_size=self.index_batch_size,
             decode_workers=self.decode_workers,
             publish_interval_s=self.publish_interval_s,

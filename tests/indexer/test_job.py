@@ -108,6 +108,23 @@ def test_an_ivf_index_type_works_from_the_first_batch(tmp_path, fill, model) -> 
     assert sorted(h.video_id for h in hits) == build.video_ids()
 
 
+def test_the_row_format_setting_reaches_a_new_build(tmp_path, fill, model) -> None:
+    """HANET_INDEX_ROWS=int8: the worker writes int8 rows, and searches find every video."""
+    from index.reader import part_format
+    from service.search import search
+    from service.settings import HanetSettings
+
+    engine = fill()
+    cfg = HanetSettings(index_rows="int8", decode_workers=1, index_batch_size=6).indexing
+    run_indexing(engine, model, tmp_path / "index", cfg, progress=False)
+    build = load_current(tmp_path / "index")
+    assert build.manifest["rows"] == "int8"
+    assert {part_format(part) for part in build.parts} == {"int8"}
+    hits = search(model, build, "a red circle moves left", top_k=20, rerank=20)
+    assert sorted(h.video_id for h in hits) == build.video_ids()
+    assert HanetSettings().indexing.rows == "float16"  # the default stays float16
+
+
 def test_warming_touches_every_rerank_row(tmp_path, fill, model) -> None:
     engine = fill()
     run_indexing(engine, model, tmp_path / "index", _cfg(batch_size=6), progress=False)
