@@ -335,11 +335,12 @@ def _moments(
     out = []
     for j, unit in enumerate(units):
         first, last = build.span(unit)
-        start_s, end_s = moment_seconds(build.frame_times(unit)[: valid[j]], *spans[j])
+        times = build.frame_times(unit)[: valid[j]]
+        start_s, end_s = stretch_in_unit(times, *spans[j], (first, last))
         out.append(
             Moment(
-                start_s=round(max(start_s, first), 3),
-                end_s=round(min(end_s, last), 3),
+                start_s=start_s,
+                end_s=end_s,
                 score=scores[rank_by][j],
                 scores={k: round(v[j], 4) for k, v in scores.items()},
                 segment_start_s=round(first, 3),
@@ -386,3 +387,12 @@ def moment_seconds(times: np.ndarray, start: int, end: int) -> tuple[float, floa
         [[t[0] - (t[1] - t[0]) / 2], (t[1:] + t[:-1]) / 2, [t[-1] + (t[-1] - t[-2]) / 2]]
     )
     return round(max(0.0, float(bounds[start])), 3), round(float(bounds[end + 1]), 3)
+
+
+def stretch_in_unit(
+    times: np.ndarray, start: int, end: int, span: tuple[float, float]
+) -> tuple[float, float]:
+    """``moment_seconds`` of frames ``start..end`` kept inside the unit's ``span`` (its first
+    and last second), rounded to milliseconds: what a moment or an explanation shows."""
+    start_s, end_s = moment_seconds(times, start, end)
+    return round(max(start_s, span[0]), 3), round(min(end_s, span[1]), 3)

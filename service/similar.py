@@ -15,7 +15,7 @@ import torch
 from index.vectors import video_of
 from model import HANet, VideoEmbeddings
 from model.preprocess import frames_to_pixels
-from service.search import Hit, Moment, Query, candidates_many, group_units, moment_seconds
+from service.search import Hit, Moment, Query, candidates_many, group_units, stretch_in_unit
 
 
 class UnknownVideo(LookupError):
@@ -151,10 +151,10 @@ def _moment(build, unit: int, rows: VideoEmbeddings, i: int, segment: int, score
     first, last = build.span(unit)
     valid = int(rows.frame_mask[i].sum())
     a, b = rows.action_spans[i, segment].tolist()
-    start_s, end_s = moment_seconds(build.frame_times(unit)[:valid], a, b)
+    start_s, end_s = stretch_in_unit(build.frame_times(unit)[:valid], a, b, (first, last))
     return Moment(
-        start_s=round(max(start_s, first), 3),
-        end_s=round(min(end_s, last), 3),
+        start_s=start_s,
+        end_s=end_s,
         score=scores["fused"][i],
         scores={k: round(v[i], 4) for k, v in scores.items()},
         segment_start_s=round(first, 3),

@@ -160,15 +160,15 @@ def serve_searches(batch: list[PendingSearch]) -> list[SearchResponse | HTTPExce
 
 def _explain(state: ServiceState, sentence: str, hits: list[Hit]) -> list:
     """Each hit's phrase reasons at its best moment's segment (None where the segment left
-    the index since the search read it); the sentence is encoded once."""
+    the index since the search read it)."""
     build = state.searcher.index.current()
     units = [hit.moments[0].unit if hit.moments else -1 for hit in hits]
-    known = [False] * len(units)
-    if build is not None and units:
-        known = [k and u >= 0 for k, u in zip(build.known(np.asarray(units)), units, strict=True)]
-    chosen = [u for u, k in zip(units, known, strict=True) if k]
-    found = iter(explain_units(state.searcher.model, build, sentence, chosen) if chosen else [])
-    return [next(found) if k else None for k in known]
+    if build is None:
+        return [None] * len(hits)
+    kept = [u for u, known in zip(units, build.known(np.asarray(units)), strict=True) if known]
+    found = explain_units(state.searcher.model, build, sentence, kept)
+    reasons = dict(zip(kept, found, strict=True))
+    return [reasons.get(u) for u in units]
 
 
 def _page(state: ServiceState, p: PendingSearch, hits: list[Hit]) -> tuple[list[Hit], str | None]:
