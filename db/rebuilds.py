@@ -33,6 +33,10 @@ class RebuildRunning(RebuildError):
     """Another process holds the running rebuild."""
 
 
+class RebuildSwapping(RebuildError):
+    """The rebuild began its swap: it can be finished, no longer cancelled."""
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -59,6 +63,7 @@ class RebuildInfo:
     finished_at: datetime | None
     error: str | None
     items: dict[str, int]  # work-list items (of videos that still exist) per status
+    swap_started_at: datetime | None = None  # when its holder began the swap
 
     @property
     def total(self) -> int:
@@ -78,7 +83,7 @@ class RebuildInfo:
 
     def to_json(self) -> dict:
         out = {k: v for k, v in self.__dict__.items()}
-        for key in ("lease_expires_at", "started_at", "finished_at"):
+        for key in ("lease_expires_at", "started_at", "finished_at", "swap_started_at"):
             out[key] = out[key].isoformat() if out[key] is not None else None
         return {**out, "done": self.finished_items, "total": self.total}
 
@@ -106,6 +111,7 @@ def _info(session: Session, row: Rebuild) -> RebuildInfo:
         _aware(row.finished_at),
         row.error,
         _items(session, row.id),
+        _aware(row.swap_started_at),
     )
 
 
@@ -168,10 +174,12 @@ def _start_once(
                 "and run `hanet index rebuild` again to resume it"
             )
         if row.checkpoint_sha256 != checkpoint_sha256:
-            raise RebuildError(
-                f"{info.describe()} was interrupted: resume it with that checkpoint, or "
-                "`hanet index rebuild --cancel` it first"
+            what = (  # a swap begun is finished, never cancelled
+                "it began its swap: finish it with that checkpoint first"
+                if row.swap_started_at is not None
+                else "resume it with that checkpoint, or `hanet index rebuild --cancel` it first"
             )
+            raise RebuildError(f"{info.describe()} was interrupted: {what}")
         row.claimed_by, row.lease_expires_at = worker, now + _s(lease_s)
         session.execute(  # the previous holder's unfinished items go back to the list
             update(RebuildVideo)
@@ -280,14 +288,47 @@ def finish(engine: Engine, rebuild_id: int, *, worker: str, checkpoint_sha256: s
         return True
 
 
+def begin_swap(engine: Engine, rebuild_id: int, *, worker: str) -> bool:
+    """Mark the held rebuild as swapping in its build, just before the swap: one conditional
+    update, as ``cancel`` is, so that exactly one of them wins. From then on the rebuild can
+    only be finished (by its holder, or by ``start`` resuming it). False when this worker no
+    longer holds it (cancelled or taken over): it must not swap."""
+    with Session(engine) as session, session.begin():
+        result = session.execute(
+            update(Rebuild)
+            .where(_held(rebuild_id, worker))
+            .values(swap_started_at=func.coalesce(Rebuild.swap_started_at, _now()))
+        )
+        return result.rowcount == 1
+
+
 def cancel(engine: Engine, reason: str = "cancelled") -> RebuildInfo | None:
     """End the running rebuild unfinished (its holder, if alive, stops at its next renewal);
-    returns it, None when none ran."""
+    returns it, None when none ran. Raises RebuildSwapping when it began its swap (the update
+    requires the swap mark unset, so a cancel and a swap never both happen)."""
     with Session(engine) as session, session.begin():
-        row = session.scalar(select(Rebuild).where(Rebuild.state == RUNNING).with_for_update())
+        row = session.scalar(select(Rebuild).where(Rebuild.state == RUNNING))
         if row is None:
             return None
-        row.state, row.finished_at, row.error = FAILED, _now(), reason
-        row.claimed_by, row.lease_expires_at = None, None
-        session.flush()
-        return _info(session, row)
+        result = session.execute(
+            update(Rebuild)
+            .where(Rebuild.id == row.id, Rebuild.state == RUNNING)
+            .where(Rebuild.swap_started_at.is_(None))
+            .values(
+                state=FAILED,
+                finished_at=_now(),
+                error=reason,
+                claimed_by=None,
+                lease_expires_at=None,
+            )  # fmt: skip
+        )
+        session.expire(row)
+        if result.rowcount == 1:
+            return _info(session, row)
+        if row.state != RUNNING:  # finished meanwhile
+            return None
+        raise RebuildSwapping(
+            f"{_info(session, row).describe()} began swapping in its build at "
+            f"{_aware(row.swap_started_at):%Y-%m-%d %H:%M:%S}: it can no longer be cancelled; "
+            "if its holder is gone, `hanet index rebuild` with its checkpoint finishes it"
+        )

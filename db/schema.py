@@ -11,12 +11,14 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -155,6 +157,8 @@ class Rebuild(Base):
     )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # set when its holder began the swap: from then on it can be finished, never cancelled
+    swap_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RebuildVideo(Base):
@@ -225,3 +229,29 @@ class WebhookDelivery(Base):
         DateTime(timezone=True), nullable=False, default=_utcnow
     )
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class MediaBlob(Base):
+    """A video file kept in the database (``HANET_MEDIA_STORE=database``), so that every host
+    reads it without a shared file system: its chunks are ``media_chunks`` rows. The row is
+    written after the last chunk, so a file is visible only once complete."""
+
+    __tablename__ = "media_blobs"
+
+    content_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    chunks: Mapped[int] = mapped_column(Integer, nullable=False)
+    stored_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=_utcnow
+    )
+
+
+class MediaChunk(Base):
+    """One piece of a stored file, in order. No foreign key to ``media_blobs``: the chunks are
+    written before the row that makes them visible."""
+
+    __tablename__ = "media_chunks"
+
+    content_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

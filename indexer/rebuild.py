@@ -9,7 +9,8 @@ live build meanwhile.
     catch-up rounds               what the live build gained meanwhile (uploads indexed by the
                                   serving worker) goes on the work list
     swap, under the write lock    the last of the catch-up, the live build's tombstones (and
-                                  those of rows deleted since), then CURRENT -> the new build
+                                  those of rows deleted since), the swap marked begun in the
+                                  database (no cancel from then on), CURRENT -> the new build
 
 Nothing can be published into the live build while the swap holds its write lock, so no video
 indexed and no delete falls between the last catch-up and the swap. A worker of the old
@@ -90,6 +91,12 @@ class _Rebuild:
         """Keep the rebuild's lease (which covers its items); raises when it was lost."""
         if not rebuilds.renew(self.engine, self.id, worker=self.worker, lease_s=self.cfg.lease_s):
             raise RebuildError(f"rebuild #{self.id} was cancelled or taken over: stopping")
+
+    def begin_swap(self) -> None:
+        """Mark the swap begun (a cancel is refused from now on); raises when the rebuild was
+        cancelled or taken over: it must not swap."""
+        if not rebuilds.begin_swap(self.engine, self.id, worker=self.worker):
+            raise RebuildError(f"rebuild #{self.id} was cancelled or taken over: not swapping")
 
     def progress(self, video_id: int, indexed_s: float, duration_s: float) -> None:
         """A rebuild's progress is its work list's counts, not a row's (the row stays as
@@ -261,6 +268,7 @@ def _swap(rebuild: _Rebuild, stages: Stages, bar: tqdm, index: IndexWriter) -> N
         gone = deleted | worklist.without_rows(rebuild.engine, staged)
         if gone - tombstoned:
             delete_videos(rebuild.staging, sorted(gone))
+        rebuild.begin_swap()
         promote(rebuild.staging, rebuild.index_dir, locked=True)
         log.info("rebuild #%d: swapped in %s", rebuild.id, current_name(rebuild.index_dir))
         _finish(rebuild)
@@ -277,6 +285,7 @@ def _swap_milvus(rebuild: _Rebuild, stages: Stages, bar: tqdm) -> None:
     staged, _ = milvus_rebuild.staged_contents(rebuild.target)
     gone = worklist.without_rows(rebuild.engine, staged)
     milvus_rebuild.remove_from_rebuild(rebuild.target, sorted(gone))
+    rebuild.begin_swap()
     name = milvus_rebuild.swap(rebuild.target)  # tombstones removed from it, then published
     log.info("rebuild #%d: swapped in %s", rebuild.id, name)
     _settle_milvus(rebuild, stages, bar)

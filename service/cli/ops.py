@@ -174,8 +174,9 @@ def index_rebuild(
 
 
 def _cancel_rebuild(settings: HanetSettings) -> None:
-    """End the running rebuild (under the index's write lock, so never during its swap) and
-    remove the build it had under way (in Milvus: its collections; refused once swapped in)."""
+    """End the running rebuild and remove the build it had under way (in Milvus: its
+    collections). Refused once its swap began (a mark the swap and the cancel each set or
+    check in one conditional update): such a rebuild is finished, not cancelled."""
     import shutil
 
     from db import rebuilds
@@ -186,16 +187,11 @@ def _cancel_rebuild(settings: HanetSettings) -> None:
 
     target = runtime.index_target(settings)
     with database(settings) as engine, writing(settings.index_dir):
-        if isinstance(target, MilvusTarget):
-            running = rebuilds.running(engine)
-            if running and running.build == milvus_rebuild.published_build(target):
-                typer.echo(
-                    f"{running.describe()} has swapped in its build already: run `hanet index "
-                    "rebuild` to finish it",
-                    err=True,
-                )
-                raise typer.Exit(1)
-        info = rebuilds.cancel(engine)
+        try:
+            info = rebuilds.cancel(engine)
+        except rebuilds.RebuildSwapping as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
         if isinstance(target, MilvusTarget):
             milvus_rebuild.drop_rebuild(target)
         else:

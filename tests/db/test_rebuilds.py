@@ -182,3 +182,65 @@ def test_of_starts_at_once_one_wins_and_the_others_are_refused(engine) -> None:
     assert len(won) == 1 and len(results) == 4
     assert all(f"rebuild #{won[0].id}" in str(r) for r in results if r is not won[0])
     assert rebuilds.running(engine).total == 3
+
+
+def test_a_swap_begun_is_finished_never_cancelled(engine) -> None:
+    _videos(engine, 2, indexed=2)
+    me = queue.worker_name()
+    first = _start(engine, me)
+    assert rebuilds.begin_swap(engine, first.id, worker=me)
+    with pytest.raises(rebuilds.RebuildSwapping, match="can no longer be cancelled"):
+        rebuilds.cancel(engine)
+    assert rebuilds.running(engine).swap_started_at is not None
+    assert rebuilds.stop(engine, first.id, worker=me)  # killed mid-swap, say
+    with pytest.raises(RebuildError, match="began its swap: finish it"):
+        _start(engine, me, checkpoint=OTHER)
+    resumed = _start(engine, me)
+    assert resumed.id == first.id and resumed.resumed
+    assert rebuilds.finish(engine, first.id, worker=me, checkpoint_sha256=CKPT)
+    assert rebuilds.get(engine, first.id).state == "done" and rebuilds.cancel(engine) is None
+
+    second = _start(engine, me)  # cancelled first: its holder may not swap then
+    assert rebuilds.cancel(engine).id == second.id
+    assert not rebuilds.begin_swap(engine, second.id, worker=me)
+
+
+def _race(engine, rebuild_id: int, worker: str) -> dict[str, bool]:
+    """The swap mark and a cancel started at once from two threads: which of them happened."""
+    barrier, result = threading.Barrier(2), {}
+
+    def swap() -> None:
+        barrier.wait()
+        result["swap"] = rebuilds.begin_swap(engine, rebuild_id, worker=worker)
+
+    def cancel() -> None:
+        barrier.wait()
+        try:
+            result["cancel"] = rebuilds.cancel(engine) is not None
+        except rebuilds.RebuildSwapping:
+            result["cancel"] = False
+
+    threads = [threading.Thread(target=swap), threading.Thread(target=cancel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return result
+
+
+def test_a_cancel_racing_a_swap_loses_or_wins_whole(engine) -> None:
+    """The swap mark and the cancel, started together many times: each time exactly one of
+    them happened, and the rebuild's row says which."""
+    _videos(engine, 1, indexed=1)
+    me = queue.worker_name()
+    for _ in range(12):
+        started = _start(engine, me)
+        result = _race(engine, started.id, me)
+        assert result["swap"] != result["cancel"], result
+        info = rebuilds.get(engine, started.id)
+        if result["swap"]:
+            assert info.state == "running" and info.swap_started_at is not None
+            assert rebuilds.finish(engine, started.id, worker=me, checkpoint_sha256=CKPT)
+        else:
+            assert info.state == "failed" and info.swap_started_at is None
+    assert rebuilds.running(engine) is None

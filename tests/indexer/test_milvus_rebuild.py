@@ -144,9 +144,15 @@ def test_a_rebuild_in_milvus_serves_the_old_build_until_it_swaps_in(
     assert _checkpoints(engine) == {new.checkpoint_sha256}
 
     back = _stopped_rebuild(engine, model, index)  # back to the old checkpoint, killed mid-swap:
+    me = queue.worker_name()
+    assert rebuilds.start(
+        engine, worker=me, checkpoint_sha256=back.checkpoint_sha256, factory="Flat", lease_s=60
+    ).resumed
+    assert rebuilds.begin_swap(engine, back.id, worker=me)
     milvus_rebuild.swap(target)  # published, its catch-up and bookkeeping not yet done
+    assert rebuilds.stop(engine, back.id, worker=me)  # as a kill leaves it
     result = _cli(tmp_path, monkeypatch, tmp_path / "m.pt", "--cancel")
-    assert result.exit_code == 1 and "swapped in its build already" in result.output
+    assert result.exit_code == 1 and "can no longer be cancelled" in result.output
     result = _cli(tmp_path, monkeypatch, tmp_path / "m.pt")  # resumes it and finishes
     assert result.exit_code == 0 and "rebuilt: indexed 4, failed 0" in result.output, result.output
     build = MilvusLive(target, expect_checkpoint=model.checkpoint_sha256).current()
