@@ -1,16 +1,18 @@
-"""A rerank part's files, and the unit ids and spans of the rows a writer publishes."""
+"""A rerank part's files, and the unit ids and spans of the rows a writer publishes (or,
+compacting, writes again)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from index import rows
-from index.reader import FIELDS, GRAM_CHUNK, GRAM_FILES, BuildError
+from index.reader import FIELDS, GRAM_CHUNK, GRAM_FILES, Build, BuildError
 from index.rows import DEFAULT_ROW_FORMAT
-from index.vectors import unit_id
+from index.vectors import unit_id, video_of
 from model import VideoEmbeddings
 from model.scores import unit_grams
 
@@ -55,6 +57,64 @@ def write_stored(
     np.save(folder / "frame_times.npy", frame_times.astype(np.float32))
     np.save(folder / "spans.npy", np.asarray(spans, np.float32).reshape(-1, 2))
     np.save(folder / "unit_ids.npy", np.asarray(units, dtype=np.int64))
+
+
+def link_parts(src: Path, dst: Path, parts: list[str]) -> None:
+    """An earlier version's parts (``src``: its folder) in the folder of a new one, ``dst``:
+    their files hard-linked, not copied."""
+    for part in parts:
+        (dst / "parts" / part).mkdir(parents=True)
+        for f in (src / "parts" / part).iterdir():
+            os.link(f, dst / "parts" / part / f.name)
+
+
+def add_part(
+    root: Path,
+    name: str,
+    units: np.ndarray,
+    video: VideoEmbeddings,
+    frame_times: np.ndarray,
+    spans: np.ndarray,
+    fmt: str,
+    stored: dict[str, np.ndarray] | None = None,
+) -> None:
+    """A new part ``name`` in the folder of a version being written, ``root``: these units'
+    rows coded in row format ``fmt`` from ``video`` (``write_part``), or ``stored``, rows
+    already in a row format, as they are (``write_stored``)."""
+    folder = root / "parts" / name
+    folder.mkdir(parents=True)
+    if stored is not None:
+        write_stored(folder, stored, frame_times, spans, units)
+    else:
+        write_part(folder, units, video, frame_times, spans, fmt)
+
+
+def stored_videos(root: Path, parts: list[str]) -> np.ndarray:
+    """Every video with rows (and vectors) in a version, deleted or not (may repeat)."""
+    ids = [video_of(np.load(root / "parts" / part / "unit_ids.npy")) for part in parts]
+    return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+
+def no_rows() -> VideoEmbeddings:
+    """Embeddings of no unit (a publish without new rows, or of rows already coded)."""
+    return VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})
+
+
+def live_rows(
+    build: Build,
+) -> tuple[np.ndarray, VideoEmbeddings, np.ndarray, np.ndarray, dict[str, np.ndarray] | None]:
+    """A build's live units (ascending) and their rows, to be written again as one part
+    (compaction): unit ids, embeddings, frame times, spans, and the rows as stored when every
+    part holding them is in the build's row format (moved as they are, not coded again; the
+    embeddings are then empty) or None (coded again from the embeddings)."""
+    live = sorted(build.rows)
+    fmt = build.manifest.get("rows", "float16")  # builds from before row formats: float16
+    stored = build.stored(live, fmt) if live else None
+    video = build.embeddings(live) if live and stored is None else no_rows()
+    frames = [build.frame_times(u) for u in live]
+    times = np.stack(frames) if frames else np.zeros((0, 1), np.float32)
+    spans = np.array([build.span(u) for u in live], np.float32).reshape(-1, 2)
+    return np.array(live, np.int64), video, times, spans, stored
 
 
 def unit_rows(

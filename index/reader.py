@@ -26,7 +26,6 @@ they have loaded (same files: same (st_dev, st_ino)).
 
 from __future__ import annotations
 
-import functools
 import json
 import mmap
 import os
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from index import rows as formats
+from index.rows import part_format
 from index.vectors import INDEX_FILES, LEVELS, UNIT_BITS, FaissStore, read_meta, video_of
 from model import VideoEmbeddings
 from model.scores import UNIT_FIELDS
@@ -177,25 +177,9 @@ class Build:
         return self._embeddings_at(where), self._grams_at(where)
 
     def _embeddings_at(self, where: np.ndarray) -> VideoEmbeddings:
-        return VideoEmbeddings(**{name: self._decoded(name, where) for name in FIELDS})
-
-    def _decoded(self, name: str, where: np.ndarray) -> torch.Tensor:
-        """One field's rows at (part, row) pairs as a rerank takes them (``index.rows.decode``:
-        each part in its own row format), one gather per part."""
-        parts = np.unique(where[:, 0]).tolist() or [0]
-        if len(parts) == 1:  # the usual case (one part after compaction): no second copy
-            return self._decode_part(name, parts[0], where[:, 1])
-        got = {p: self._decode_part(name, p, where[where[:, 0] == p, 1]) for p in parts}
-        dtype = functools.reduce(torch.promote_types, [g.dtype for g in got.values()])
-        out = torch.empty((len(where), *got[parts[0]].shape[1:]), dtype=dtype)
-        for part, rows in got.items():  # float16 and int8 parts: float32
-            out[torch.from_numpy(where[:, 0] == part)] = rows.to(dtype)
-        return out
-
-    def _decode_part(self, name: str, part: int, at: np.ndarray) -> torch.Tensor:
-        arrays = self.parts[part]
-        scales = arrays.get(name + formats.SCALE)
-        return formats.decode(name, arrays[name][at], None if scales is None else scales[at])
+        return VideoEmbeddings(
+            **{name: formats.gather_decoded(self.parts, name, where) for name in FIELDS}
+        )
 
     def stored(self, unit_ids: list[int], fmt: str) -> dict[str, np.ndarray] | None:
         """These units' rows as their parts store them (``index.rows``; by file name, Gram
@@ -206,7 +190,7 @@ class Build:
         if not used or any(part_format(p) != fmt for p in used):
             return None
         names = [n for n in used[0] if n not in _NOT_ROWS]
-        return {name: self._gather(name, where) for name in names}
+        return {name: formats.gather(self.parts, name, where) for name in names}
 
     def grams(self, unit_ids: list[int]) -> dict[str, torch.Tensor] | None:
         """The stored Gram matrices of these units' vectors (``model.scores.unit_grams``), in
@@ -217,27 +201,14 @@ class Build:
         used = set(where[:, 0].tolist()) or set(range(len(self.parts)))
         if not used or any(f not in self.parts[p] for p in used for f in GRAM_FILES.values()):
             return None
-        return {
-            name: torch.from_numpy(self._gather(file, where)) for name, file in GRAM_FILES.items()
-        }
+        got = {name: formats.gather(self.parts, file, where) for name, file in GRAM_FILES.items()}
+        return {name: torch.from_numpy(array) for name, array in got.items()}
 
     def _where(self, unit_ids: list[int]) -> np.ndarray:
         missing = [u for u in unit_ids if u not in self.rows]
         if missing:
             raise BuildError(f"units not in this build: {missing[:5]}")
         return np.array([self.rows[u] for u in unit_ids], dtype=np.int64).reshape(-1, 2)
-
-    def _gather(self, name: str, where: np.ndarray) -> np.ndarray:
-        """Rows of one stored array at (part, row) pairs: one gather per part, not per row."""
-        parts = np.unique(where[:, 0]).tolist()
-        if len(parts) == 1:  # the usual case (one part after compaction): no second copy
-            return np.asarray(self.parts[parts[0]][name][where[:, 1]])
-        first = next(part[name] for part in self.parts if name in part)
-        out = np.empty((len(where), *first.shape[1:]), dtype=first.dtype)
-        for part in parts:
-            chosen = where[:, 0] == part
-            out[chosen] = self.parts[part][name][where[chosen, 1]]
-        return out
 
     def frame_times(self, unit: int) -> np.ndarray:
         """(T,) a unit's sampled frames' timestamps in its video, seconds (padding after the
@@ -305,11 +276,6 @@ class Build:
         else:
             rows = _rows(root, manifest["parts"], deleted)
         return Build(root, manifest, vectors, self.parts, rows, dict(self.file_ids))
-
-
-def part_format(part: dict[str, np.ndarray]) -> str:
-    """A loaded part's row format (``index.rows``), from its files."""
-    return "int8" if "global_" + formats.SCALE in part else "float16"
 
 
 def _available_memory() -> int:

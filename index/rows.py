@@ -6,8 +6,9 @@
               scale = max|x| / 127: <field>.npy int8 and <field>.scale.npy), 1 byte per
               dimension; probabilities as uint8 codes (p ~ code / 255)
 
-A part's format is read from its files (an int8 array with a scale beside it; uint8
-probabilities), so builds mixing parts of both formats serve. A rerank gets float16 vectors
+A part's format is read from its files (``part_format``: an int8 array with a scale beside
+it; uint8 probabilities), so builds mixing parts of both formats serve (``gather_decoded``:
+a search's candidates' rows from whichever parts hold them). A rerank gets float16 vectors
 from a float16 part (multiplied as they are) and float32 ones from an int8 part (decoding
 writes a copy anyway: one pass, one multiply per gathered element, on the candidates only),
 the probabilities in float32; the Gram matrices written beside the rows are those of the
@@ -16,6 +17,8 @@ the measured fidelity, memory and speed of each format.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -76,6 +79,47 @@ def decode(name: str, stored: np.ndarray, scale: np.ndarray | None) -> torch.Ten
     if name in PROB_FIELDS:
         return tensor.float()
     return tensor
+
+
+def part_format(part: dict[str, np.ndarray]) -> str:
+    """A loaded part's row format, from its files (by name, without ".npy")."""
+    return "int8" if "global_" + SCALE in part else "float16"
+
+
+Parts = list[dict[str, np.ndarray]]  # a build's loaded parts: per part, its arrays by file name
+
+
+def gather(parts: Parts, name: str, where: np.ndarray) -> np.ndarray:
+    """Rows of one stored array at (part, row) pairs (``where``, (N, 2)), as stored: one
+    gather per part, not per row."""
+    used = np.unique(where[:, 0]).tolist()
+    if len(used) == 1:  # the usual case (one part after compaction): no second copy
+        return np.asarray(parts[used[0]][name][where[:, 1]])
+    first = next(part[name] for part in parts if name in part)
+    out = np.empty((len(where), *first.shape[1:]), dtype=first.dtype)
+    for part in used:
+        chosen = where[:, 0] == part
+        out[chosen] = parts[part][name][where[chosen, 1]]
+    return out
+
+
+def gather_decoded(parts: Parts, name: str, where: np.ndarray) -> torch.Tensor:
+    """One field's rows at (part, row) pairs as a rerank takes them (``decode``: each part in
+    its own row format), one gather per part; float32 when float16 and int8 parts mix."""
+    used = np.unique(where[:, 0]).tolist() or [0]
+    if len(used) == 1:  # the usual case (one part after compaction): no second copy
+        return _decode_part(parts[used[0]], name, where[:, 1])
+    got = {p: _decode_part(parts[p], name, where[where[:, 0] == p, 1]) for p in used}
+    dtype = functools.reduce(torch.promote_types, [g.dtype for g in got.values()])
+    out = torch.empty((len(where), *got[used[0]].shape[1:]), dtype=dtype)
+    for part, rows in got.items():  # float16 and int8 parts: float32
+        out[torch.from_numpy(where[:, 0] == part)] = rows.to(dtype)
+    return out
+
+
+def _decode_part(part: dict[str, np.ndarray], name: str, at: np.ndarray) -> torch.Tensor:
+    scales = part.get(name + SCALE)
+    return decode(name, part[name][at], None if scales is None else scales[at])
 
 
 def bytes_per_unit(fmt: str, dims: dict[str, tuple[int, ...]]) -> int:

@@ -14,12 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from index.milvus import MilvusTarget, resolve
-from index.parts import unit_rows, write_part, write_stored
+from index.parts import add_part, link_parts, live_rows, no_rows, stored_videos, unit_rows
 from index.reader import (
-    FIELDS,
     FORMAT,
     UNITS_FORMAT,
     Build,
@@ -100,9 +98,7 @@ class IndexWriter:
         if current_name(self.index_dir) is None:
             times, spans = np.zeros((0, 1), np.float32), np.zeros((0, 2), np.float32)
             units = np.zeros(0, np.int64)
-            self.build = publish_latest(
-                self.index_dir, self.build, units, _empty_like(self.build), times, spans
-            )
+            self.build = publish_latest(self.index_dir, self.build, units, no_rows(), times, spans)
 
 
 def new_build(
@@ -232,19 +228,11 @@ def publish(
     version = build.manifest["version"] + 1
     tmp = builds_dir / f".v{version}.{uuid.uuid4().hex[:6]}.tmp"
     tmp.mkdir(parents=True)
-    for part in build.manifest["parts"]:  # earlier parts: hard links, not copies
-        _link_tree(build.root / "parts" / part, tmp / "parts" / part)
+    link_parts(build.root, tmp, build.manifest["parts"])  # earlier parts: hard links
     manifest = dict(build.manifest)
     if len(units):
-        part = f"{version:06d}"
-        folder = tmp / "parts" / part
-        folder.mkdir(parents=True)
-        if stored is not None:
-            write_stored(folder, stored, frame_times, spans, units)
-        else:
-            write_part(
-                folder, units, video, frame_times, spans, build.manifest.get("rows", "float16")
-            )
+        part, fmt = f"{version:06d}", build.manifest.get("rows", "float16")
+        add_part(tmp, part, units, video, frame_times, spans, fmt, stored)
         manifest["parts"] = [*manifest["parts"], part]
     build.vectors.save(tmp / "vectors")
     live = build.vectors.videos - build.vectors.deleted
@@ -271,12 +259,6 @@ def _add_vectors(build: Build, videos: np.ndarray, video: VideoEmbeddings) -> No
     for start, end in zip(starts, ends, strict=True):
         video_id = int(videos[start])
         build.vectors.add(video_id, [level_vectors(video, i) for i in range(start, end)])
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        os.link(f, dst / f.name)
 
 
 def _point_current(index_dir: Path, name: str) -> None:
@@ -335,7 +317,7 @@ def contents(index_dir: Path) -> tuple[set[int], set[int]]:
         return set(), set()
     root = index_dir / "builds" / name
     deleted = set(read_meta(root / "vectors").get("deleted", []))
-    stored = set(_stored_ids(root, read_manifest(root)["parts"]).tolist())
+    stored = set(stored_videos(root, read_manifest(root)["parts"]).tolist())
     return stored - deleted, deleted
 
 
@@ -363,16 +345,10 @@ def delete_videos(index_dir: Path, video_ids: list[int]) -> str:
         new = set(map(int, video_ids)) - deleted
         if not new:
             return name
-        stored = _stored_ids(root, manifest["parts"])
+        stored = stored_videos(root, manifest["parts"])
         live_gone = set(stored[np.isin(stored, list(new))].tolist())
         meta["deleted"] = sorted(deleted | new)
         return _publish_tombstones(index_dir, root, manifest, meta, len(live_gone))
-
-
-def _stored_ids(root: Path, parts: list[str]) -> np.ndarray:
-    """Every video with rows (and vectors) in a version, deleted or not (may repeat)."""
-    ids = [video_of(np.load(root / "parts" / part / "unit_ids.npy")) for part in parts]
-    return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
 
 def _publish_tombstones(index_dir: Path, root: Path, manifest: dict, meta: dict, gone: int) -> str:
@@ -385,8 +361,7 @@ def _publish_tombstones(index_dir: Path, root: Path, manifest: dict, meta: dict,
     for f in INDEX_FILES:
         os.link(root / "vectors" / f, tmp / "vectors" / f)
     write_meta(tmp / "vectors", meta)
-    for part in manifest["parts"]:
-        _link_tree(root / "parts" / part, tmp / "parts" / part)
+    link_parts(root, tmp, manifest["parts"])
     manifest = {**manifest, "version": version, "videos": manifest.get("videos", 0) - gone}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     final = builds_dir / f"v{version}"
@@ -407,18 +382,6 @@ def compact(index_dir: Path) -> Build:
     with writing(index_dir):
         build = load_current(index_dir)
         build.vectors.compact()
-        live = sorted(build.rows)
-        fmt = build.manifest.get("rows", "float16")
-        stored = build.stored(live, fmt) if live else None  # moved as stored, not coded again
-        video = build.embeddings(live) if live and stored is None else _empty_like(build)
-        times = (
-            np.stack([build.frame_times(u) for u in live]) if live else np.zeros((0, 1), np.float32)
-        )
-        spans = np.array([build.span(u) for u in live], np.float32).reshape(-1, 2)
+        units, video, times, spans, stored = live_rows(build)
         build.manifest = {**build.manifest, "parts": []}
-        units = np.array(live, np.int64)
         return publish(index_dir, build, units, video, times, spans, False, stored)
-
-
-def _empty_like(build: Build) -> VideoEmbeddings:
-    return VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})
