@@ -251,14 +251,21 @@ def pct(values: list[float], q: float) -> float:
 
 
 HANET_CLI = [sys.executable, "-c", "from service.cli import app; app()"]  # this checkout's
+# the same, never reading the rerank rows in at load (``index.reader.WARM_SHARE``)
+COLD_CLI = [
+    sys.executable,
+    "-c",
+    "import index.reader; index.reader.WARM_SHARE = 0; from service.cli import app; app()",
+]
 
 
 def start_server(
-    env: dict[str, str], port: int, *options: str, checkout: Path = ROOT
+    env: dict[str, str], port: int, *options: str, checkout: Path = ROOT, warm: bool = True
 ) -> subprocess.Popen:
-    """`hanet serve --port PORT OPTIONS...` of ``checkout`` (this one), in the background."""
+    """`hanet serve --port PORT OPTIONS...` of ``checkout`` (this one), in the background;
+    ``warm`` False: its rerank rows are not read in at load (searches fault them in)."""
     return subprocess.Popen(
-        [*HANET_CLI, "serve", "--port", str(port), *options],
+        [*(HANET_CLI if warm else COLD_CLI), "serve", "--port", str(port), *options],
         env=env,
         cwd=checkout,
         stdout=subprocess.DEVNULL,
@@ -282,16 +289,25 @@ def wait_ready(client, server: subprocess.Popen, path: str, ready) -> None:
         time.sleep(0.5)
 
 
-def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -> dict:
+def over_http(
+    env: dict[str, str],
+    port: int,
+    queries: list[str],
+    warmup: int,
+    warm: bool = True,
+    index_dir: Path | None = None,
+) -> dict:
     """POST /search for each query from two clients over keep-alive connections, taking turns
     (which goes first alternates): httpx, and the standard library's http.client, whose own
-    overhead is lower (closer to curl's). Per client: wall times and the server's took_ms."""
+    overhead is lower (closer to curl's). Per client: wall times and the server's took_ms; the
+    server's resident memory once ready and after the searches (``rss_parts_mb``; "under":
+    of files under ``index_dir``)."""
     import http.client
     import json
 
     import httpx
 
-    server = start_server(env, port, "--api-only")
+    server = start_server(env, port, "--api-only", warm=warm)
     base = f"http://127.0.0.1:{port}"
     plain = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
@@ -315,6 +331,7 @@ def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -
                 lambda r: r.status_code == 200 and r.json()["checks"]["rerank_rows"] == "ok",
             )
             print(f"  server ready in {time.perf_counter() - began:.1f} s")
+            ready_rss = rss_parts_mb(server.pid, index_dir)
 
             def via_httpx(q: str) -> dict:
                 r = client.post("/search", json={"query": q, "top_k": 10})
@@ -333,12 +350,12 @@ def over_http(env: dict[str, str], port: int, queries: list[str], warmup: int) -
                         out[name]["wall"].append(elapsed)
                         out[name]["took"].append(answer["took_ms"])
                         out[name]["hits"].append(len(answer["hits"]))
-        rss = rss_parts_mb(server.pid)
+        rss = rss_parts_mb(server.pid, index_dir)
     finally:
         plain.close()
         server.terminate()
         server.wait(timeout=60)
-    return {"clients": out, "rss_mb": rss}
+    return {"clients": out, "rss_mb": rss, "ready_rss_mb": ready_rss}
 
 
 def under_load(
@@ -373,16 +390,31 @@ def _rss_mb(pid: int) -> float:
     return rss_parts_mb(pid)["VmRSS"]
 
 
-def rss_parts_mb(pid: int) -> dict[str, float]:
+def rss_parts_mb(pid: int, folder: Path | None = None) -> dict[str, float]:
     """A process's resident memory, MB: in all (VmRSS), its own (RssAnon: heap, FAISS
     indexes) and mapped files' pages (RssFile: page cache the kernel may take back, e.g.
-    memory-mapped rerank rows)."""
+    memory-mapped rerank rows, and shared libraries); with ``folder``, "under" is the part of
+    RssFile mapped from files under it (/proc/<pid>/smaps: the rerank rows of an index)."""
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key = line.split(":")[0]
         if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
             out[key] = int(line.split()[1]) / 1024
+    if folder is not None:
+        out["under"] = _mapped_under_kb(pid, str(folder.resolve())) / 1024
     return out
+
+
+def _mapped_under_kb(pid: int, folder: str) -> int:
+    """Resident kB of a process's mappings of files under ``folder``."""
+    total, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and not head[0].endswith(":"):  # a mapping's line: address range ... path
+            inside = len(head) >= 6 and head[5].startswith(folder + "/")
+        elif inside and head[0] == "Rss:":
+            total += int(head[1])
+    return total
 
 
 class Laps:
@@ -401,13 +433,17 @@ class Laps:
         self.last = now
 
 
-def stages(settings: HanetSettings, queries: list[str]) -> dict:
+def stages(settings: HanetSettings, queries: list[str], warm: bool = True) -> dict:
     """The /search route's work, timed stage by stage, with the parts the service builds for
     it (service.runtime, from the same settings): the search with a stopwatch, then the
-    lookup of the hits' rows, as the route does them."""
+    lookup of the hits' rows, as the route does them. ``warm`` False: the rows are not read
+    in first (``index.reader.WARM_SHARE``), as a server started with ``warm`` False."""
     from db.connect import HitRows
+    from index import reader
     from service import runtime
 
+    if not warm:
+        reader.WARM_SHARE = 0
     engine = runtime.open_database(settings)
     searcher = runtime.build_searcher(settings, runtime.load_model(settings, serving=True))
     searcher.index.current().warm()
@@ -453,6 +489,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per load run")
     parser.add_argument("--threads", type=int, help="the server's HANET_THREADS (default: unset)")
     parser.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="do not read the rerank rows in at load: searches fault their rows in (from the "
+        "page cache, or from disk when it is cold)",
+    )
+    parser.add_argument(
         "--server-checkout", type=Path, default=ROOT, help="whose code serves (default: this)"
     )
     args = parser.parse_args()
@@ -493,12 +535,15 @@ def main() -> None:
             under_load(env, args.port, args, sentences(10_000, seed=2)), args.server_checkout
         )
         return
-    http = over_http(env, args.port, queries, args.warmup)
-    parts = stages(settings, queries)
+    load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    http = over_http(env, args.port, queries, args.warmup, not args.no_warm, work / "index")
+    parts = stages(settings, queries, warm=not args.no_warm)
     print(
         f"\n{layout}, ViT-B-32 (random weights), factory {args.factory}, rows {args.rows}, "
+        f"{'rows not warmed, ' if args.no_warm else ''}"
         f"text tower {'int8' if int8 else 'float32'}, rerank {args.rerank}, top_k 10, "
-        f"{len(queries)} queries, two clients taking turns, {os.cpu_count()} CPUs"
+        f"{len(queries)} queries, two clients taking turns, {os.cpu_count()} CPUs, load "
+        f"average {load} before"
     )
     for name, got in http["clients"].items():
         wall, took = got["wall"], got["took"]
@@ -507,11 +552,12 @@ def main() -> None:
             f"{pct(wall, 99):6.1f} ms   (server took_ms p50 {pct(took, 50):.1f}, "
             f"p99 {pct(took, 99):.1f})"
         )
-    rss = http["rss_mb"]
-    print(
-        f"server RSS {rss['VmRSS']:.0f} MB (own {rss['RssAnon']:.0f} MB, mapped files "
-        f"{rss['RssFile']:.0f} MB)"
-    )
+    for when, rss in (("ready", http["ready_rss_mb"]), ("after the searches", http["rss_mb"])):
+        print(
+            f"server RSS {when}: {rss['VmRSS']:.0f} MB (own, RssAnon {rss['RssAnon']:.0f} MB; "
+            f"mapped files, RssFile {rss['RssFile']:.0f} MB, of which the index's "
+            f"{rss['under']:.0f} MB)"
+        )
     print("where the time goes (in-process, median / p99 ms):")
     for key, values in parts["times"].items():
         print(f"  {key:9s} {pct(values, 50):6.2f} / {pct(values, 99):6.2f}")

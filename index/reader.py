@@ -62,6 +62,9 @@ HALF_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments", "
 GRAM_FILES = {name: f"gram_{name}" for name in UNIT_FIELDS}
 GRAM_CHUNK = 4096  # videos whose Gram matrices are computed at once (compaction writes all)
 _NOT_ROWS = {"frame_times", "spans", *GRAM_FILES.values()}  # part files beside the rows
+# ``Build.warm`` reads the rows in when they take at most this share of the available memory
+# (0: never; they then come into the page cache as searches fault their candidates' rows in)
+WARM_SHARE = 0.5
 
 
 class BuildError(Exception):
@@ -231,13 +234,13 @@ class Build:
         """Build the selector that hides deleted videos (once here rather than by the first
         search) and, with ``rows``, touch every page of the memory-mapped rerank rows once, so
         that searches find them in memory (page cache and this process's page tables) rather
-        than faulting on each candidate. Nothing is touched when the rows would not fit in half
-        the available memory. Returns the bytes touched."""
+        than faulting on each candidate. Nothing is touched when the rows would take more than
+        ``WARM_SHARE`` of the available memory. Returns the bytes touched."""
         for level in LEVELS:
             self.vectors.tombstone_selector(level)
         arrays = [a for part in self.parts for a in part.values()] if rows else []
         total = sum(a.nbytes for a in arrays)
-        if total > _available_memory() // 2:
+        if total > _available_memory() * WARM_SHARE:
             return 0
         page = mmap.PAGESIZE
         for array in arrays:
