@@ -5,6 +5,7 @@ for short clips or for one long video: videos/s and hours of video per hour, whe
     .venv/bin/python benchmarks/indexer_speed.py                      # 12 x 10 s 640x360 clips
     .venv/bin/python benchmarks/indexer_speed.py --long               # a 180 s 1280x720 file
     .venv/bin/python benchmarks/indexer_speed.py --long --file F.mp4 --runs 3 --threads 1
+    .venv/bin/python benchmarks/indexer_speed.py --long --decode-only --hwaccel cuda --runs 0
 
 Short mode writes 10-second 640x360 H.264 files with PyAV and indexes them with ``--arch``
 (random weights: speed does not depend on their values) or ``--checkpoint``. Long mode writes
@@ -19,17 +20,24 @@ model), and ``waiting`` the main process's wall time outside both stages (mostly
 decoded chunks). Decode-only: the same file decoded in this process, one chunk after another.
 The model-only bound: the embedder on random frames, units/s, turned into videos/s and hours of
 video per hour at the run's units per video.
+
+``--hwaccel`` (``SegmentCfg.hwaccel``) chooses hardware decoding; the header says what this
+process chose and why. Decode-only says which decoder read each chunk and a digest of the
+frames; when NVDEC read any, the file is decoded again in software and the frames compared (the
+check for a GPU host: NVDEC must give the software decoder's frames). ``--device cuda`` runs
+the model on the GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import resource
 import statistics
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -40,8 +48,10 @@ import torch
 import migrations
 from db import queue
 from db.connect import make_engine
+from indexer.decode import process_hwaccel
 from indexer.embedder import Embedder, Unit
 from indexer.job import IndexingCfg, run_indexing
+from indexer.segment_plan import HWACCELS
 from indexer.segments import DecodedSegment, SegmentCfg, decode_segments
 from indexer.writer import BatchWriter
 from model import HANet, create_model, load_checkpoint
@@ -186,15 +196,57 @@ def index_files(files: list[Path], model: HANet, cfg: IndexingCfg, root: Path) -
     )  # fmt: skip
 
 
-def decode_only(path: Path, model: HANet, cfg: SegmentCfg) -> tuple[float, float, int]:
-    """(wall s, CPU s, segments) to decode the whole file in this process, chunk by chunk."""
+@dataclasses.dataclass
+class DecodeOnly:
+    wall_s: float
+    cpu_s: float
+    segments: int
+    decoders: Counter  # chunks read by each decoder ("software", "cuda")
+    digest: str  # sha256 of every segment's span, times, frames and motion partners
+
+
+def decode_only(path: Path, model: HANet, cfg: SegmentCfg) -> DecodeOnly:
+    """Decode the whole file in this process, chunk by chunk (the digest's time excluded)."""
     t, size = model.cfg.max_frames, model.preprocess.image_size
     wall, cpu = time.perf_counter(), time.process_time()
-    start, segments = 0.0, 0
+    start, segments, decoders, digest = 0.0, 0, Counter(), hashlib.sha256()
+    hashing_wall = hashing_cpu = 0.0
     while start is not None:
         chunk = decode_segments(path, t, size, cfg, start_s=start)
         start, segments = chunk.next_start_s, segments + len(chunk.segments)
-    return time.perf_counter() - wall, time.process_time() - cpu, segments
+        decoders[chunk.decoder] += 1
+        hash_wall, hash_cpu = time.perf_counter(), time.process_time()
+        for s in chunk.segments:
+            digest.update(np.array([s.start_s, s.end_s]).tobytes())
+            for array in (s.timestamps_s, s.frames, s.following):
+                digest.update(array.tobytes())
+        hashing_wall += time.perf_counter() - hash_wall
+        hashing_cpu += time.process_time() - hash_cpu
+    return DecodeOnly(
+        time.perf_counter() - wall - hashing_wall,
+        time.process_time() - cpu - hashing_cpu,
+        segments,
+        decoders,
+        digest.hexdigest(),
+    )
+
+
+def report_decode_only(path: Path, model: HANet, cfg: SegmentCfg) -> None:
+    """Decode-only figures; where NVDEC read any chunk, the frames compared with software's."""
+    run = decode_only(path, model, cfg)
+    print(
+        f"  decode only, in process: {run.wall_s:.1f} s wall, {run.cpu_s:.1f} CPU s, "
+        f"{run.segments} units; chunks by decoder {dict(run.decoders)}; frames sha256 "
+        f"{run.digest[:16]}",
+        flush=True,
+    )
+    if run.decoders["cuda"]:
+        soft = decode_only(path, model, dataclasses.replace(cfg, hwaccel="none"))
+        same = "IDENTICAL" if soft.digest == run.digest else "DIFFERENT"
+        print(
+            f"  software decoding of the same file: {soft.wall_s:.1f} s wall, {soft.cpu_s:.1f} "
+            f"CPU s, frames sha256 {soft.digest[:16]}: NVDEC's frames are {same}"
+        )
 
 
 def model_bound(model: HANet, batch: int, seconds_per_unit: float) -> float:
@@ -265,6 +317,8 @@ def main() -> None:
     parser.add_argument("--all-frames", action="store_true", help="skip_nonref off")
     parser.add_argument("--decode-only", action="store_true", help="also time decoding alone")
     parser.add_argument("--piece-s", type=float, default=SegmentCfg.piece_s, help="0: none")
+    parser.add_argument("--hwaccel", choices=HWACCELS, default=SegmentCfg.hwaccel)
+    parser.add_argument("--device", default="cpu", help="the model's device (cuda: the GPU)")
     args = parser.parse_args()
     torch.manual_seed(0)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -273,6 +327,7 @@ def main() -> None:
         threads=args.threads,
         thread_type=args.thread_type,
         piece_s=args.piece_s,
+        hwaccel=args.hwaccel,
     )
     if args.long:
         files = [args.file or args.work / f"long-1280x720-{args.long_s:g}s.mp4"]
@@ -286,19 +341,24 @@ def main() -> None:
         with ProcessPoolExecutor() as pool:
             list(pool.map(write_video, missing))
         model = load_checkpoint(args.checkpoint) if args.checkpoint else create_model(args.arch)
+    model = model.to(args.device)
     seconds, what = describe(files[0])
-    where = f"CPU, {torch.get_num_threads()} torch threads"
+    where = (
+        torch.cuda.get_device_name(model.device)
+        if model.device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} torch threads"
+    )
+    choice = process_hwaccel(args.hwaccel)
     print(
         f"{model.cfg.name}, T={model.cfg.max_frames}, {len(files)} x {seconds:.0f} s {what}, "
         f"batch {args.batch}, {args.workers} decoding processes, decoder threads "
         f"{args.threads or 'auto'} ({args.thread_type}), skip_nonref {segments.skip_nonref}, "
         f"pieces of {segments.piece_s:g} s, "
-        f"{where}",
+        f"{where}\n  hardware decoding {args.hwaccel!r}: {choice.device} ({choice.reason})",
         flush=True,
     )
     if args.decode_only:
-        wall, cpu, n = decode_only(files[0], model, segments)
-        print(f"  decode only, in process: {wall:.1f} s wall, {cpu:.1f} CPU s, {n} units")
+        report_decode_only(files[0], model, segments)
     cfg = IndexingCfg(batch_size=args.batch, decode_workers=args.workers, segments=segments)
     runs = []
     for n in range(args.runs):

@@ -4,17 +4,25 @@ model's input size. Used by the indexer and by the dataset loaders alike.
 Sampling seeks to the keyframe before a target and decodes forward only when the target is far
 ahead, so a 10-minute file costs about as much as a 10-second one. Anything that is not a
 decodable video raises ``DecodeError`` with the reason; no placeholder frames are ever returned.
+
+The indexer's segment decoder may decode on a GPU (NVDEC): ``decode_hwaccel`` decides once per
+process (``SegmentCfg.hwaccel``), and frames come back to the CPU before anything else sees them,
+so the rest of the path is the software decoder's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+from av.codec.codec import Codec
+from av.codec.hwaccel import HWAccel
 from av.video.reformatter import VideoReformatter
 
 log = logging.getLogger(__name__)
@@ -52,14 +60,93 @@ class MediaInfo:
     height: int
 
 
-def open_media(path: Path) -> av.container.InputContainer:
-    """The file opened for reading; ``DecodeError`` when it is missing or not media."""
+def open_media(path: Path, hwaccel: HWAccel | None = None) -> av.container.InputContainer:
+    """The file opened for reading; ``DecodeError`` when it is missing or not media. With
+    ``hwaccel`` its video decodes on that device where it can; a file the device cannot be set
+    up for opens for software decoding instead."""
     if not path.is_file():
         raise DecodeError(f"file not found: {path.name}")
     try:
-        return av.open(str(path), mode="r", metadata_errors="ignore")
+        return av.open(str(path), mode="r", metadata_errors="ignore", hwaccel=hwaccel)
     except av.FFmpegError as exc:
-        raise DecodeError(f"not a readable media file ({exc.strerror or exc})") from exc
+        if hwaccel is None:
+            raise DecodeError(f"not a readable media file ({exc.strerror or exc})") from exc
+        container = open_media(path)  # DecodeError when it is not media at all
+        log.warning("%s: no hardware decoding (%s): decoding in software", path.name, exc)
+        return container
+
+
+@dataclass(frozen=True)
+class HwChoice:
+    """Whether a process decodes on a device: ``device`` "cuda" or "none", and why."""
+
+    device: str
+    reason: str
+
+
+def torch_sees_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+_HELD_DEVICES: list[HWAccel] = []  # the probe's device, held: later opens share its context
+
+
+def cuda_device_error() -> str | None:
+    """None when PyAV can create a CUDA device for H.264 decoding here, else the reason. The
+    device created is kept for the process's life: it holds CUDA's primary context, which each
+    file's decoder then shares (``_NVDEC``) instead of creating a context of its own."""
+    try:
+        _HELD_DEVICES.append(_NVDEC.create(Codec("h264", "r")))
+    except (av.FFmpegError, NotImplementedError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def choose_hwaccel(
+    requested: str,
+    cuda_visible: Callable[[], bool] = torch_sees_cuda,
+    device_error: Callable[[], str | None] = cuda_device_error,
+) -> HwChoice:
+    """The decoder for ``requested`` (``SegmentCfg.hwaccel``): "none" never decodes on a
+    device; "auto" on CUDA when torch sees a CUDA device and PyAV can create one; "cuda" when
+    PyAV can create one, whatever torch sees. The probes are asked only as far as needed."""
+    if requested == "none":
+        return HwChoice("none", "hardware decoding off (hwaccel 'none')")
+    if requested == "auto" and not cuda_visible():
+        return HwChoice("none", "torch sees no CUDA device")
+    error = device_error()
+    if error is not None:
+        return HwChoice("none", f"PyAV cannot create a CUDA device ({error})")
+    why = "requested" if requested == "cuda" else "torch sees a CUDA device"
+    return HwChoice("cuda", f"{why} and PyAV created one")
+
+
+_CHOICES: dict[tuple[int, str], HwChoice] = {}  # (process id, request): a fork decides anew
+
+
+def process_hwaccel(requested: str) -> HwChoice:
+    """``choose_hwaccel`` with the real probes, once per process and request; logged once."""
+    key = (os.getpid(), requested)
+    if key not in _CHOICES:
+        choice = _CHOICES[key] = choose_hwaccel(requested)
+        warn = requested == "cuda" and choice.device == "none"
+        level = logging.WARNING if warn else logging.INFO
+        log.log(level, "decoding with %s (hwaccel %r): %s", choice.device, requested, choice.reason)
+    return _CHOICES[key]
+
+
+def decode_hwaccel(requested: str) -> HWAccel | None:
+    """What ``open_media`` gets for ``SegmentCfg.hwaccel`` = ``requested`` in this process:
+    NVDEC, falling back to software per stream (a codec or profile it does not decode), or
+    None (software decoding)."""
+    return _NVDEC if process_hwaccel(requested).device == "cuda" else None
+
+
+# CUDA's primary context (shared with the probe's device), frames copied back to the CPU (NV12,
+# P010 ...) before ``to_rgb_square``; a stream NVDEC cannot decode falls back to software.
+_NVDEC = HWAccel(device_type="cuda", allow_software_fallback=True, options={"primary_ctx": "1"})
 
 
 def pick_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:

@@ -8,23 +8,26 @@ is taken, the next one starts decoding, so memory stays bounded whatever the vid
 A video longer than one chunk is also cut into pieces (``SegmentCfg.piece_s``) that different
 processes decode at the same time, each piece a chain of chunks, taken in the video's order.
 Each read is a ``Decoded`` chunk or an ``Undecodable`` with the reason: a file that raises in
-the decoder, or kills its worker process, costs that video only, never the batch."""
+the decoder, or kills its worker process, costs that video only, never the batch. The processes
+are forked, or spawned where they may decode on a GPU (``pool_context``)."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
+from multiprocessing.context import BaseContext
 from types import TracebackType
 
 from db.queue import Claim
-from indexer.decode import DecodeError
+from indexer.decode import DecodeError, torch_sees_cuda
 from indexer.segment_plan import TIE_S, piece_starts
 from indexer.segments import SegmentCfg, SegmentChunk, decode_segments
 
@@ -104,6 +107,17 @@ def die_with_parent() -> None:
         os._exit(0)
 
 
+def pool_context(
+    cfg: SegmentCfg, cuda_visible: Callable[[], bool] = torch_sees_cuda
+) -> BaseContext | None:
+    """How the decoding processes start: the platform's way (None: fork on Linux), or spawned
+    where they may decode on CUDA (``cfg.hwaccel``) and this process sees a CUDA device: a
+    process forked from one that has used CUDA (the model, or the check itself) cannot."""
+    if cfg.hwaccel == "none" or not cuda_visible():
+        return None
+    return multiprocessing.get_context("spawn")
+
+
 class Reader:
     """Decoding processes for the job's lifetime (a context manager)."""
 
@@ -155,9 +169,9 @@ class Reader:
                 reason = "cannot decode: the decoder process died"
                 return Undecodable(claim.video_id, reason, where.first)
 
-    @staticmethod
-    def _new_pool(workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, initializer=die_with_parent)
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        context = pool_context(self.segments)
+        return ProcessPoolExecutor(workers, context, initializer=die_with_parent)
 
     def _submit(self, pool: ProcessPoolExecutor, claim: Claim, where: Where) -> Future[Read]:
         args = (claim, self.num_frames, self.size, self.segments, where)

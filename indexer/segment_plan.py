@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 THREAD_TYPES = ("AUTO", "FRAME", "SLICE", "NONE")
+HWACCELS = ("auto", "none", "cuda")  # SegmentCfg.hwaccel (indexer.decode.decode_hwaccel)
 TIE_S = 1e-6  # times this close are equal; a tie between two frames goes to the earlier one
 
 
@@ -49,6 +50,10 @@ class SegmentCfg:
     # parallel by the indexer's decoding processes and taken in order: the rules restart at
     # each piece's start, as after a cut, and a piece's last segment ends at its end.
     piece_s: float = 300.0
+    # Hardware decoding (NVDEC through PyAV): "auto" where torch sees a CUDA device and PyAV
+    # can create one, "cuda" wherever PyAV can create one, "none" never. Where it cannot, the
+    # decoder is FFmpeg's software one (``indexer.decode.decode_hwaccel``).
+    hwaccel: str = "auto"
 
     def __post_init__(self) -> None:
         finite = (self.min_s, self.max_s, self.window_s, self.overlap_s, self.threshold)
@@ -69,6 +74,8 @@ class SegmentCfg:
             problems.append(f"piece_s must be 0 or finite and > max_s, not {self.piece_s}")
         if self.thread_type not in THREAD_TYPES:
             problems.append(f"thread_type must be one of {THREAD_TYPES}, not {self.thread_type!r}")
+        if self.hwaccel not in HWACCELS:
+            problems.append(f"hwaccel must be one of {HWACCELS}, not {self.hwaccel!r}")
         if not self.threads >= 0:
             problems.append(f"threads must be >= 0, not {self.threads}")
         if not self.detect_width >= 8:

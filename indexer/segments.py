@@ -33,6 +33,7 @@ from av.video.reformatter import VideoReformatter
 from indexer.decode import (
     DecodeError,
     declared_duration_s,
+    decode_hwaccel,
     frame_time,
     open_media,
     pick_video_stream,
@@ -73,7 +74,8 @@ class SegmentChunk:
     continue (the open segment's start; the call's ``end_s`` when it got there), None when the
     video ended. ``duration_s``: the declared
     duration, or the end actually read when that is later or nothing is declared.
-    ``read_until_s``: the end of the video read so far (for progress)."""
+    ``read_until_s``: the end of the video read so far (for progress). ``decoder``: "cuda"
+    when NVDEC decoded the frames (``SegmentCfg.hwaccel``), else "software"."""
 
     segments: list[DecodedSegment]
     next_start_s: float | None
@@ -83,6 +85,7 @@ class SegmentChunk:
     height: int
     codec: str
     stream_index: int
+    decoder: str = "software"
 
 
 def _segment(picks: list[Pick], span: tuple[float, float], num_frames: int) -> DecodedSegment:
@@ -297,6 +300,13 @@ class _SegmentReader:
             return declared
         return self.read_until_s
 
+    def _decoder(self) -> str:
+        """Who decoded the frames: "cuda" (NVDEC) when FFmpeg's decoder took the device's pixel
+        format (it takes a software one when it falls back), else "software"."""
+        ctx = self.stream.codec_context
+        on_device = ctx.is_hwaccel and ctx.pix_fmt == "cuda" and self.last_s is not None
+        return "cuda" if on_device else "software"
+
     def chunk(self) -> SegmentChunk:
         ctx = self.stream.codec_context
         return SegmentChunk(
@@ -312,6 +322,7 @@ class _SegmentReader:
             height=ctx.height,
             codec=ctx.name,
             stream_index=self.stream.index,
+            decoder=self._decoder(),
         )
 
 
@@ -335,7 +346,7 @@ def decode_segments(
     video's end (then ``next_start_s`` is ``end_s``)."""
     if num_frames < 1 or size < 1 or not start_s >= 0 or not (end_s is None or end_s > start_s):
         raise ValueError("need num_frames >= 1, size >= 1 and 0 <= start_s < end_s")
-    with open_media(Path(path)) as container:
+    with open_media(Path(path), decode_hwaccel(cfg.hwaccel)) as container:
         stream = pick_video_stream(container)
         stream.thread_type = cfg.thread_type
         if cfg.threads:
