@@ -16,31 +16,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 from tqdm import tqdm
 
 from db import outbox, queue
+from db.media import MediaCfg
 from db.queue import Claim
 from index.reader import BuildError
 from index.rows import DEFAULT_ROW_FORMAT
 from index.writer import IndexWriter
-from indexer.decode import DecodeError, probe_media
+from indexer.claims import local_claim
 from indexer.embedder import Embedder, Unit
-from indexer.fetch_url import FetchCfg, FetchError, download
+from indexer.fetch_url import FetchCfg
 from indexer.reader import Decoded, ReadBatch, Reader, Undecodable
 from indexer.segments import SegmentCfg
 from indexer.spool import release_free_memory
 from indexer.writer import SPILL_UNITS, BatchWriter
-from model import HANet, file_sha256
+from model import HANet
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +56,7 @@ class IndexingCfg:
     poll_s: float = 2.0  # how often a watching worker looks for new jobs
     segments: SegmentCfg = field(default_factory=SegmentCfg)  # how videos are cut into units
     fetch: FetchCfg | None = None  # how videos ingested by URL are downloaded (None: they fail)
+    media: MediaCfg | None = None  # files stored in the database, and this host's copies
     events: bool = False  # write a webhook event (db.outbox) when a video is indexed or fails
     spill_units: int = SPILL_UNITS  # a video with more units held keeps them on disk
 
@@ -124,12 +123,13 @@ class _Jobs:
     cfg: IndexingCfg
 
     def claim(self) -> list[Claim]:
-        """Jobs to read, the videos ingested by URL among them downloaded first (those that
-        fail to are failed with the reason, and left out)."""
+        """Jobs to read, each with a file on this host (``indexer.claims``: downloaded or
+        copied from the database first; those that fail to are failed, and left out)."""
         limit, lease_s = self.cfg.batch_size, self.cfg.lease_s
         claims = queue.claim(self.engine, worker=self.worker, limit=limit, lease_s=lease_s)
-        fetched = (fetch_claim(self.engine, self.worker, c, self.cfg) for c in claims)
-        return [c for c in fetched if c is not None]
+        fetch, store = self.cfg.fetch, self.cfg.media
+        made = (local_claim(self.engine, self.worker, c, fetch, store, lease_s) for c in claims)
+        return [c for c in made if c is not None]
 
     def renew(self, video_ids: list[int]) -> None:
         queue.renew(self.engine, worker=self.worker, ids=video_ids, lease_s=self.cfg.lease_s)
@@ -144,72 +144,6 @@ class _Jobs:
 
     def pending(self) -> int:
         return queue.counts(self.engine)["pending"]
-
-
-def fetch_claim(engine: Engine, worker: str, claim: Claim, cfg: IndexingCfg) -> Claim | None:
-    """A claimed video ingested by URL, downloaded, checked to be a video and recorded: its
-    claim with the file (other claims as they are); None when that failed (its row says why,
-    as for a refused upload). The worker's leases are renewed while a long download runs."""
-    if claim.source_url is None:
-        return claim
-    if cfg.fetch is None:
-        reason = "this indexer worker is not set up to download videos ingested by URL"
-        queue.fail(engine, claim.video_id, worker=worker, reason=reason)
-        return None
-    renewed = time.monotonic()
-
-    def keep_leases(_size: int) -> None:
-        nonlocal renewed
-        if time.monotonic() - renewed > cfg.lease_s / 3:
-            queue.renew_all(engine, worker=worker, lease_s=cfg.lease_s)
-            renewed = time.monotonic()
-
-    try:
-        path, sha256, media_type, new_file = fetch_video(claim.source_url, cfg.fetch, keep_leases)
-    except FetchError as exc:
-        queue.fail(engine, claim.video_id, worker=worker, reason=str(exc))
-        return None
-    same = queue.fetched(
-        engine,
-        claim.video_id,
-        worker=worker,
-        media_path=str(path),
-        sha256=sha256,
-        media_type=media_type,
-    )
-    if same is not None:
-        if new_file:
-            path.unlink(missing_ok=True)
-        reason = f"the same video is already ingested, as video {same}"
-        queue.fail(engine, claim.video_id, worker=worker, reason=reason)
-        return None
-    return Claim(claim.video_id, str(path))
-
-
-def fetch_video(
-    url: str, cfg: FetchCfg, on_progress: Callable[[int], None] | None = None
-) -> tuple[Path, str, str, bool]:
-    """Download ``url`` and keep it, if it is a video (the checks of an upload), in the
-    upload folder as ``<sha256><suffix>``: (path, sha256, media type, whether the file is new
-    there). FetchError with the reason otherwise; nothing is kept then."""
-    part = download(url, cfg, on_progress)
-    try:
-        media = probe_media(part)
-        sha256 = file_sha256(part)
-        final = cfg.download_dir / (sha256 + _suffix(url))
-        new_file = not final.exists()
-        os.replace(part, final)  # a rename: the bytes are written once
-    except DecodeError as exc:
-        raise FetchError(f"not a video: {exc}") from exc
-    finally:
-        part.unlink(missing_ok=True)  # refused (renamed away otherwise)
-    return final, sha256, media.media_type, new_file
-
-
-def _suffix(url: str) -> str:
-    """The stored file's suffix: the URL path's (".mp4"), when it looks like one."""
-    suffix = Path(urlsplit(url).path).suffix.lower()
-    return suffix if suffix[1:].isalnum() and len(suffix) <= 10 else ".video"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 from tqdm import tqdm
 
 from db import queue, rebuilds, worklist
+from db.media import MediaMissing
 from db.queue import Claim
 from db.rebuilds import RebuildError, Started
 from index import milvus_rebuild
@@ -44,6 +45,7 @@ from index.milvus import MilvusTarget, resolve
 from index.milvus_index import MilvusWriter, load_current
 from index.reader import current_name
 from index.writer import IndexWriter, contents, delete_videos, promote, reclaim, writing
+from indexer.claims import local_file
 from indexer.embedder import Embedder
 from indexer.job import IndexingCfg, Stages, reader_for, work_queue
 from indexer.writer import BatchWriter, Held
@@ -85,7 +87,19 @@ class _Rebuild:
     target: MilvusTarget | None = None  # the index in Milvus (else FAISS files in index_dir)
 
     def claim(self) -> list[Claim]:
-        return worklist.claim(self.engine, self.id, worker=self.worker, limit=self.cfg.batch_size)
+        """Items to encode, each with a file on this host (a file stored in the database copied
+        first; one that cannot be had fails its item)."""
+        claims = worklist.claim(self.engine, self.id, worker=self.worker, limit=self.cfg.batch_size)
+        local = []
+        for claim in claims:
+            try:
+                local.append(local_file(self.engine, claim, self.cfg.media))
+            except MediaMissing as exc:
+                reason = str(exc)
+                worklist.fail(
+                    self.engine, self.id, worker=self.worker, video_id=claim.video_id, reason=reason
+                )
+        return local
 
     def renew(self, video_ids: list[int] | None = None) -> None:
         """Keep the rebuild's lease (which covers its items); raises when it was lost."""

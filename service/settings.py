@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from db.media import MediaCfg
     from indexer.job import IndexingCfg
 
 
@@ -74,6 +75,19 @@ class HanetSettings(BaseSettings):
         default="hanet",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
         description="Prefix of this library's Milvus collections and alias.",
+    )
+    media_store: Literal["files", "database"] = Field(
+        default="files",
+        description='Where uploaded and downloaded video files are kept: "files" (the media '
+        'folder in data_dir, which every API replica and worker must share) or "database" (in '
+        "the database, each host reading them through a local copy; for hosts without a "
+        "shared folder, as with Milvus).",
+    )
+    media_cache_bytes: int = Field(
+        default=10 * 1024**3,
+        ge=0,
+        description='With media_store "database": the most this host keeps of local copies '
+        "of stored files (data_dir/media-cache), least recently used removed first.",
     )
     index_batch_size: int = Field(
         default=16, ge=1, le=1024, description="Segments (index units) per model batch."
@@ -274,7 +288,7 @@ class HanetSettings(BaseSettings):
         from indexer.segments import SegmentCfg
 
         fetch = FetchCfg(
-            download_dir=self.upload_dir,
+            download_dir=self.media.cache_dir if self.media.in_database else self.upload_dir,
             max_bytes=self.max_upload_bytes,
             policy=AddressPolicy.of(self.url_allow_private, self.url_allow_networks),
             timeout_s=self.url_timeout_s,
@@ -282,6 +296,7 @@ class HanetSettings(BaseSettings):
         )
         return IndexingCfg(
             fetch=fetch if self.url_ingest else None,
+            media=self.media,
             events=self.webhook_url is not None,
             factory=self.index_factory,
             rows=self.index_rows,
@@ -296,6 +311,13 @@ class HanetSettings(BaseSettings):
                 piece_s=self.segment_piece_s,
             ),
         )
+
+    @property
+    def media(self) -> MediaCfg:
+        """Where video files are kept, and this host's copies of those in the database."""
+        from db.media import MediaCfg
+
+        return MediaCfg(self.media_store, self.data_dir / "media-cache", self.media_cache_bytes)
 
     @property
     def index_dir(self) -> Path:

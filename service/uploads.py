@@ -34,6 +34,7 @@ class Received:
     new_file: bool = False  # an upload stored now (not content already kept)
     tags: list[str] | None = None  # an upload's form fields `tags` and `metadata`
     meta: dict[str, str] | None = None
+    uploaded: bool = False  # a multipart upload (the service's own file, not one by path)
 
 
 def probe_video(path: Path) -> MediaInfo:
@@ -106,7 +107,7 @@ async def receive_upload(request: Request, settings: HanetSettings) -> Received:
         os.replace(streamed.path, final)  # a rename: the bytes are written once
     finally:
         streamed.path.unlink(missing_ok=True)
-    return Received(final, title, media, streamed.sha256, new_file, tags, meta)
+    return Received(final, title, media, streamed.sha256, new_file, tags, meta, uploaded=True)
 
 
 TITLE = TypeAdapter(Title)

@@ -102,6 +102,7 @@ def test_the_milvus_profile_shares_no_index_directory(compose) -> None:
         env = service["environment"]
         assert env["HANET_VECTOR_STORE"] == "milvus"
         assert env["HANET_MILVUS_URI"] == "http://milvus:19530"
+        assert env["HANET_MEDIA_STORE"] == "database"  # no folder shared between hosts
         assert service["depends_on"]["milvus"]["condition"] == "service_healthy"
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         mounts = [v.split(":")[1] for v in service.get("volumes", [])]

@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
-from db import queue
+from db import media, queue
+from db.media import MediaMissing
 from db.schema import Video, VideoStatus
 from indexer.decode import DecodeError, decode_thumbnail, probe_media
 from service.deps import StateDep, VideoDep, VideoId, video_row
@@ -39,6 +40,15 @@ def refuse_failed(video: Video) -> None:
         )
 
 
+def media_file(state: ServiceState, video: Video) -> Path:
+    """The video's file on this host (a file stored in the database: this host's copy, made
+    now when absent); 410 when a stored file is gone. Blocking: call it off the event loop."""
+    try:
+        return media.local_path(state.engine, video.media_path, state.settings.media)
+    except MediaMissing as exc:
+        raise HTTPException(410, f"the media file of video {video.id} is gone: {exc}") from exc
+
+
 def drop_thumbnails(settings: HanetSettings, content_sha256: str) -> None:
     """Forget a video's cached thumbnails."""
     for cached in thumbnail_cache(settings).glob(f"{content_sha256}-*.jpg"):
@@ -52,6 +62,7 @@ def drop_thumbnails(settings: HanetSettings, content_sha256: str) -> None:
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "The frame."},
         404: {"description": "No such video, or one whose indexing failed."},
+        410: {"description": "The media file is gone (no longer on disk or in the database)."},
         422: {"description": "A negative or huge time, or a file that cannot be decoded."},
     },
 )
@@ -70,7 +81,7 @@ def thumbnail(
     if cached.is_file():
         return Response(cached.read_bytes(), media_type="image/jpeg", headers=headers)
     try:
-        jpeg = decode_thumbnail(video.media_path, round(t * 10) / 10)
+        jpeg = decode_thumbnail(str(media_file(state, video)), round(t * 10) / 10)
     except DecodeError as exc:
         raise HTTPException(422, f"cannot decode a frame of video {video.id}: {exc}") from exc
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,13 +107,13 @@ def thumbnail(
             "description": "No such video, a video whose indexing failed, or a file that is "
             "not a video (one ingested before files were probed at ingest)."
         },
-        410: {"description": "The media file is no longer on disk."},
+        410: {"description": "The media file is gone (no longer on disk or in the database)."},
         416: {"description": "A range outside the file."},
     },
 )
 def video_file(video: VideoDep, state: StateDep) -> FileResponse:
     refuse_failed(video)
-    path = Path(video.media_path)
+    path = media_file(state, video)
     if not path.is_file():
         raise HTTPException(410, f"the media file of video {video.id} is no longer on disk")
     media_type = video.media_type or _probe_once(state, video, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from db import queue
+from db import media, queue
+from db.media import is_stored
 from db.schema import Video, VideoStatus
 from indexer.fetch_url import AddressPolicy, FetchError, checked_addresses, parse_url
 from indexer.writer import remove_videos
@@ -207,10 +209,13 @@ def enqueue(
     """Queue a received file for indexing (its existing row when the same content is known).
     A new upload is removed again when its row cannot be written; 507 when the database's
     disk is full."""
+    media_path, stored = str(received.path), False
+    if received.uploaded and state.settings.media.in_database:
+        media_path, stored = _stored(state, received)
     try:
         video_id, _created = queue.enqueue(
             state.engine,
-            media_path=str(received.path),
+            media_path=media_path,
             sha256=received.sha256,
             title=received.title,
             media_type=received.media.media_type,
@@ -220,11 +225,34 @@ def enqueue(
     except BaseException as exc:
         if received.new_file:
             received.path.unlink(missing_ok=True)
+        if stored:
+            media.remove_unused(state.engine, received.sha256)
         if isinstance(exc, OperationalError) and disk_full(exc):
             raise HTTPException(507, "the database's storage is full: not queued") from exc
         raise
     with Session(state.engine) as session:
         return video_public(session.get(Video, video_id))
+
+
+def _stored(state: ServiceState, received: Received) -> tuple[str, bool]:
+    """An upload put in the database (``HANET_MEDIA_STORE=database``) for every host to read,
+    this host keeping the file as its copy: (its media path, whether this call stored it).
+    507 when the database's disk is full (nothing kept)."""
+    try:
+        new = media.put(state.engine, received.path, received.sha256)
+    except OperationalError as exc:
+        if received.new_file:
+            received.path.unlink(missing_ok=True)
+        if disk_full(exc):
+            raise HTTPException(507, "the database's storage is full: not stored") from exc
+        raise
+    if received.new_file:  # else the file is another row's too: copied again on demand
+        cfg = state.settings.media
+        cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+        copy = cfg.cache_dir / received.path.name
+        os.replace(received.path, copy)
+        media.trim(cfg.cache_dir, cfg.cache_bytes, keep=copy)
+    return media.stored_name(received.sha256, received.path.suffix), new
 
 
 @router.get(
@@ -320,7 +348,11 @@ def delete_video(video: VideoDep, state: StateDep) -> Response:
         raise HTTPException(404, f"no video {video.id}")
     if video.content_sha256 is not None:  # None: ingested by URL, never downloaded
         drop_thumbnails(state.settings, video.content_sha256)
-    media = Path(video.media_path)
-    if video.media_path and media.resolve().parent == state.settings.upload_dir.resolve():
-        media.unlink(missing_ok=True)  # an upload is ours; a file ingested by path is not
+    if is_stored(video.media_path):  # in the database: this host's copy, and the stored file
+        media.copy_path(video.media_path, state.settings.media).unlink(missing_ok=True)
+        media.remove_unused(state.engine, video.content_sha256)
+        return Response(status_code=204)
+    path = Path(video.media_path)
+    if video.media_path and path.resolve().parent == state.settings.upload_dir.resolve():
+        path.unlink(missing_ok=True)  # an upload is ours; a file ingested by path is not
     return Response(status_code=204)
