@@ -36,6 +36,7 @@ __all__ = [
     "Shot",
     "generate_long_corpus",
     "iter_moments",
+    "manifest_entry",
     "plan_long_corpus",
     "plan_long_video",
     "render_segments",
@@ -107,7 +108,7 @@ def _span(start: int, end: int) -> dict:
     return {"start_s": start / FPS, "end_s": end / FPS}
 
 
-def _entry(video: LongVideo) -> dict:
+def manifest_entry(video: LongVideo) -> dict:
     """The video in the manifest: its shots, its events with their captions, its stretches."""
     events, idle = [], []
     for seg in video.segments:
@@ -173,7 +174,7 @@ def generate_long_corpus(
         "min_minutes": min_minutes,
         "max_minutes": max_minutes,
         "held_out": sorted(map(list, held_out_triples(seed))),
-        "videos": [_entry(v) for v in videos],
+        "videos": [manifest_entry(v) for v in videos],
     }
     path = out_dir / MANIFEST
     tmp = path.with_name(f".{MANIFEST}.tmp")

@@ -272,3 +272,35 @@ def test_true_moments_score_perfectly(manifest: dict) -> None:
     assert report["corpus"]["IoU>=0.7"]["R@1"] == 100.0 and report["video"]["MedR"] == 1.0
     assert report["localisation"]["mIoU"] == 100.0
     assert report["videos"] == 3
+
+
+def _ceiling_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "moment_ceiling.py"
+    spec = importlib.util.spec_from_file_location("moment_ceiling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_moment_ceiling_counts_alike_events_across_the_corpus() -> None:
+    """Two test events alike (the same thing doing the same) in one video, a third alike to a
+    training event of another video: every event has one alike, so a perfect model's expected
+    moment R@1 is 1/2; by video, the first two are certain and the third a coin toss."""
+    things = [{"colour": "red", "shape": "star", "size": "small"}]
+    shots = [{"things": things}]
+
+    def event(action: str) -> dict:
+        return {"shot": 0, "actions": [{"thing": 0, "action": action}], "captions": [{}, {}]}
+
+    videos = [
+        {"id": "a", "split": "test", "shots": shots, "events": [event("grows"), event("grows")]},
+        {"id": "b", "split": "test", "shots": shots, "events": [event("spins")]},
+        {"id": "c", "split": "train", "shots": shots, "events": [event("spins")]},
+    ]
+    got = _ceiling_module().ceilings(videos, "test", per_event=1, size=True)
+    assert got["queries"] == 3
+    assert got["moment_r1"] == pytest.approx(50.0)
+    assert got["video_r1"] == pytest.approx(100 * (1 + 1 + 0.5) / 3)
+    assert got["with_alike_elsewhere_pct"] == pytest.approx(100.0)
