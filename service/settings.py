@@ -122,6 +122,12 @@ class HanetSettings(BaseSettings):
         "(each publish rewrites the level indexes); at once when the queue runs dry.",
     )
     decode_workers: int = Field(default=2, ge=1, le=64, description="Decoding processes.")
+    decode_hwaccel: Literal["auto", "none", "cuda"] = Field(
+        default="auto",
+        description="Hardware video decoding for the indexer: auto (NVDEC where torch sees a "
+        "CUDA device and FFmpeg can open one), cuda (NVDEC wherever FFmpeg can open a CUDA "
+        "device) or none (software). Falls back to software decoding, never an error.",
+    )
     media_root: Path | None = Field(
         default=None,
         description="Folder whose files POST /videos may ingest by path; unset: by upload only.",
@@ -309,6 +315,7 @@ class HanetSettings(BaseSettings):
                 window_s=self.segment_window_s,
                 overlap_s=self.segment_overlap_s,
                 piece_s=self.segment_piece_s,
+                hwaccel=self.decode_hwaccel,
             ),
         )
 
