@@ -83,11 +83,15 @@ def test_three_workers_one_killed_index_everything_once(tmp_path, fill, model, m
     db_url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
     engine = fill(db_url)  # 12 videos (ids 2..13) and broken.mp4 (id 1)
     checkpoint = tmp_path / "m.pt"
-    workers = [_worker(tmp_path, f"w{i}", db_url, milvus_uri, checkpoint) for i in range(3)]
-    victim = workers[0]
+    victim = _worker(tmp_path, "w0", db_url, milvus_uri, checkpoint)
+    # the victim claims first: started together on a busy machine, the others could take
+    # every job before its first claim
     deadline = time.monotonic() + 120
     while _held_by(engine, victim.pid) == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
+    workers = [victim] + [
+        _worker(tmp_path, f"w{i}", db_url, milvus_uri, checkpoint) for i in (1, 2)
+    ]
     assert _held_by(engine, victim.pid) > 0  # it holds a batch, not yet marked indexed
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
