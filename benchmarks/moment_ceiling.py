@@ -7,10 +7,10 @@ alike). Nothing is rendered: the corpus is planned from its seed, as ``hanet syn
 
     python benchmarks/moment_ceiling.py --videos 100 --seed 0 --split test --per-event 2
 
-prints the ceilings of moment R@1 and video R@1, with and without size counted as told
-apart (the captions use several words for each size), and how many test events have an alike
-event elsewhere. ``hanet eval-moments`` reports what the served model reaches on the same
-corpus and queries.
+prints the ceilings of moment R@1, video R@1 and R@1 given the video (localisation), with
+and without size counted as told apart (the captions use several words for each size), and
+how many test events have an alike event elsewhere. ``hanet eval-moments`` reports what the
+served model reaches on the same corpus and queries.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def ceilings(videos: list[dict], split: str, per_event: int, size: bool) -> dict
     for video in videos:
         for number, event in enumerate(video["events"]):
             alike[_what(video, event, size)].add((video["id"], number))
-    moment, video_r1, shared = [], [], 0
+    moment, video_r1, given, shared = [], [], [], 0
     for video in videos:
         if video["split"] != split:
             continue
@@ -47,11 +47,13 @@ def ceilings(videos: list[dict], split: str, per_event: int, size: bool) -> dict
             queries = min(per_event, len(event["captions"]))
             moment += [100 / len(same)] * queries
             video_r1 += [100 / len({v for v, _ in same})] * queries
+            given += [100 / sum(v == video["id"] for v, _ in same)] * queries
             shared += queries * (len(same) > 1)
     return {
         "queries": len(moment),
         "moment_r1": statistics.mean(moment),
         "video_r1": statistics.mean(video_r1),
+        "given_video_r1": statistics.mean(given),
         "with_alike_elsewhere_pct": 100 * shared / len(moment),
     }
 
@@ -74,6 +76,7 @@ def main() -> None:
         print(
             f"size told apart: {'yes' if size else 'no '}  queries {c['queries']}  "
             f"moment R@1 <= {c['moment_r1']:.1f}  video R@1 <= {c['video_r1']:.1f}  "
+            f"given the video R@1 <= {c['given_video_r1']:.1f}  "
             f"events with an alike one elsewhere {c['with_alike_elsewhere_pct']:.1f}%"
         )
 

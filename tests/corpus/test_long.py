@@ -287,7 +287,8 @@ def _ceiling_module():
 def test_the_moment_ceiling_counts_alike_events_across_the_corpus() -> None:
     """Two test events alike (the same thing doing the same) in one video, a third alike to a
     training event of another video: every event has one alike, so a perfect model's expected
-    moment R@1 is 1/2; by video, the first two are certain and the third a coin toss."""
+    moment R@1 is 1/2; by video, the first two are certain and the third a coin toss; given
+    the video, the first two are a coin toss and the third certain."""
     things = [{"colour": "red", "shape": "star", "size": "small"}]
     shots = [{"things": things}]
 
@@ -303,4 +304,5 @@ def test_the_moment_ceiling_counts_alike_events_across_the_corpus() -> None:
     assert got["queries"] == 3
     assert got["moment_r1"] == pytest.approx(50.0)
     assert got["video_r1"] == pytest.approx(100 * (1 + 1 + 0.5) / 3)
+    assert got["given_video_r1"] == pytest.approx(100 * (0.5 + 0.5 + 1) / 3)
     assert got["with_alike_elsewhere_pct"] == pytest.approx(100.0)
