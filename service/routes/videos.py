@@ -213,7 +213,7 @@ def enqueue(
     if received.uploaded and state.settings.media.in_database:
         media_path, stored = _stored(state, received)
     try:
-        video_id, _created = queue.enqueue(
+        video_id, created = queue.enqueue(
             state.engine,
             media_path=media_path,
             sha256=received.sha256,
@@ -230,6 +230,8 @@ def enqueue(
         if isinstance(exc, OperationalError) and disk_full(exc):
             raise HTTPException(507, "the database's storage is full: not queued") from exc
         raise
+    if stored and not created:  # known content, kept as a file by its row: not needed
+        media.remove_unused(state.engine, received.sha256)
     with Session(state.engine) as session:
         return video_public(session.get(Video, video_id))
 

@@ -97,3 +97,26 @@ def test_an_upload_is_indexed_and_served_by_other_hosts(
         assert _stored(api_c.app.state.hanet.engine) == (1, 1)  # the URL video's file stays
         assert not copy.exists()
         assert api_c.get(f"/videos/{fetched['id']}/file").content == by_url
+
+
+def test_switching_to_the_database_store_keeps_earlier_files(
+    database, tmp_path, synth_corpus, vocab_checkpoint
+) -> None:
+    """A library of files switched to the database store: its files stay where they are and
+    serve; the same content uploaded again is the existing video, and nothing is left stored
+    for it; new content goes into the database."""
+    database = database or f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    common = {"data_dir": tmp_path / "a", "database_url": database, "checkpoint": vocab_checkpoint}
+    data = (synth_corpus / "synth000003.mp4").read_bytes()
+    other = (synth_corpus / "synth000004.mp4").read_bytes()
+    with TestClient(create_app(HanetSettings(**common))) as files_api:
+        first = files_api.post("/videos", files={"file": ("a.mp4", data, "video/mp4")}).json()
+    with TestClient(create_app(HanetSettings(media_store="database", **common))) as api:
+        again = api.post("/videos", files={"file": ("b.mp4", data, "video/mp4")})
+        assert again.status_code == 202 and again.json()["id"] == first["id"]
+        engine = api.app.state.hanet.engine
+        assert _stored(engine) == (0, 0)
+        assert api.get(f"/videos/{first['id']}/file").content == data  # still its file
+        new = api.post("/videos", files={"file": ("c.mp4", other, "video/mp4")}).json()
+        assert new["id"] != first["id"] and _stored(engine) == (1, 1)
+        assert api.get(f"/videos/{new['id']}/file").content == other
