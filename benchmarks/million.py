@@ -4,10 +4,10 @@ measured: build time, disk per video, server RSS (own and mapped files), HTTP /s
 candidate recall@K against exhaustive float32 scoring, and the served top-10's overlap with it.
 
 The build writes the rows a chunk at a time straight into the part's memory-mapped files (in
-``--rows``, index.rows) and adds each video's level vectors to the FAISS store, as the indexer
-would; the database rows and a random-weights ViT-B-32 checkpoint come from search_latency.py
-(the HTTP figures time the service; the recall figures use the demo model's text embeddings,
-lifted the same way, in-process).
+``--rows``, index.rows) and adds the chunk's level vectors to the FAISS store, one add per
+level (the ids the indexer would give them); the database rows and a random-weights
+ViT-B-32 checkpoint come from search_latency.py (the HTTP figures time the service; the
+recall figures use the demo model's text embeddings, lifted the same way, in-process).
 
     .venv/bin/python benchmarks/million.py --videos 100000 --factory IVF1024,PQ64 --rows int8 \\
         --corpora /work/bench-19/corpus /work/bench-19/corpus3k --cache /work/bench-19/demo-emb.pt
@@ -43,7 +43,7 @@ from search_latency import (  # noqa: E402
 
 from index import rows as formats  # noqa: E402
 from index.reader import FIELDS, GRAM_FILES, load_current  # noqa: E402
-from index.vectors import unit_id  # noqa: E402
+from index.vectors import SEGMENT_SLOTS, UNIT_BITS, FaissStore, unit_id  # noqa: E402
 from index.writer import new_build, publish  # noqa: E402
 from model import VideoEmbeddings  # noqa: E402
 from model.scores import UNIT_FIELDS, gram  # noqa: E402
@@ -82,15 +82,7 @@ def build_library(work: Path, n: int, factory: str, fmt: str, lift: Lift) -> Non
                     folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32, shape
                 )
             grams[f][lo : lo + count] = gram(rows, torch.float32).numpy()
-        for i in range(count):
-            build.vectors.add(
-                lo + i + 1,
-                {
-                    "event": made["global_"][i : i + 1],
-                    "action": made["action_segments"][i],
-                    "entity": made["entity_segments"][i],
-                },
-            )
+        add_levels(build.vectors, lo + 1, made)
         rate = (lo + count) / (time.perf_counter() - began)
         print(f"\r  built {lo + count}/{n} videos ({rate:.0f}/s)", end="", flush=True)
     print()
@@ -113,6 +105,27 @@ def build_library(work: Path, n: int, factory: str, fmt: str, lift: Lift) -> Non
         np.zeros((0, 2)),
         add_vectors=False,
     )
+
+
+LEVEL_FIELDS = {"event": "global_", "action": "action_segments", "entity": "entity_segments"}
+
+
+def add_levels(store: FaissStore, first: int, made: dict[str, np.ndarray]) -> None:
+    """The level vectors of one-unit videos ``first``, ``first + 1``, ... (``made``: a chunk
+    of units), one FAISS add per level with the ids ``FaissStore.add`` gives each video, not
+    one call per video and level (which, for IVF,PQ levels, took most of a build's time). A
+    level still staged (exact, until it holds enough vectors to train) trains at the end of
+    the chunk that fills it, as ``FaissStore.add`` does after each add."""
+    count = len(made["global_"])
+    videos = np.arange(first, first + count, dtype=np.int64)
+    units = videos << UNIT_BITS  # index.vectors.unit_id(video, 0)
+    for level, field in LEVEL_FIELDS.items():
+        x = np.asarray(made[field], np.float32).reshape(count, -1, store.dim)
+        ids = units[:, None] * SEGMENT_SLOTS + np.arange(x.shape[1])
+        store.indexes[level].add_with_ids(x.reshape(-1, store.dim), ids.reshape(-1))
+    store.videos.update(videos.tolist())
+    if store.staged:
+        store._train_staged()
 
 
 def chunks(lift: Lift, n: int):
