@@ -57,8 +57,9 @@ def is_stored(media_path: str) -> bool:
     return media_path.startswith(PREFIX)
 
 
-def _sha_of(media_path: str) -> str:
-    return media_path[len(PREFIX) :][:64]
+def _name(media_path: str) -> str:
+    """A stored file's name, ``<sha256><suffix>``: its copy's name on every host."""
+    return media_path[len(PREFIX) :]
 
 
 def put(engine: Engine, path: Path, sha256: str) -> bool:
@@ -109,7 +110,7 @@ def copy_path(media_path: str, cfg: MediaCfg | None) -> Path:
     """Where this host keeps its copy of a stored file."""
     if cfg is None or cfg.cache_dir is None:
         raise MediaMissing(f"{media_path} is stored in the database; no local copy folder is set")
-    return cfg.cache_dir / media_path[len(PREFIX) :]
+    return cfg.cache_dir / _name(media_path)
 
 
 def local_path(engine: Engine, media_path: str, cfg: MediaCfg | None) -> Path:
@@ -121,7 +122,18 @@ def local_path(engine: Engine, media_path: str, cfg: MediaCfg | None) -> Path:
     if copy.is_file():
         os.utime(copy)  # recently used: trimmed last
         return copy
-    _fetch(engine, _sha_of(media_path), copy)
+    _fetch(engine, _name(media_path)[:64], copy)
+    trim(cfg.cache_dir, cfg.cache_bytes, keep=copy)
+    return copy
+
+
+def keep_copy(path: Path, media_path: str, cfg: MediaCfg) -> Path:
+    """Make the file at ``path`` (just stored as ``media_path``) this host's copy of it, moved
+    into the copy folder unless it is there already, the folder trimmed; returns the copy."""
+    copy = copy_path(media_path, cfg)
+    if path != copy:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, copy)
     trim(cfg.cache_dir, cfg.cache_bytes, keep=copy)
     return copy
 

@@ -34,7 +34,7 @@ def local_claim(
     if claim.source_url is not None:
         return _fetch_claim(engine, worker, claim, fetch, store, lease_s)
     try:
-        return Claim(claim.video_id, str(media.local_path(engine, claim.media_path, store)))
+        return local_file(engine, claim, store)
     except MediaMissing as exc:
         queue.fail(engine, claim.video_id, worker=worker, reason=str(exc))
         return None
@@ -76,6 +76,7 @@ def _fetch_claim(
     if store is not None and store.in_database:  # readable by every host before it is named
         media.put(engine, path, sha256)
         recorded = media.stored_name(sha256, path.suffix)
+        path = media.keep_copy(path, recorded, store)
     same = queue.fetched(
         engine,
         claim.video_id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -207,12 +206,12 @@ def enqueue(
     meta: dict[str, str] | None = None,
 ) -> VideoPublic:
     """Queue a received file for indexing (its existing row when the same content is known).
-    A new upload is removed again when its row cannot be written; 507 when the database's
-    disk is full."""
+    A new upload is removed again when its row (or, with the media store in the database, the
+    file) cannot be written; 507 when the database's disk is full."""
     media_path, stored = str(received.path), False
-    if received.uploaded and state.settings.media.in_database:
-        media_path, stored = _stored(state, received)
     try:
+        if received.uploaded and state.settings.media.in_database:
+            media_path, stored = _stored(state, received)
         video_id, created = queue.enqueue(
             state.engine,
             media_path=media_path,
@@ -238,23 +237,12 @@ def enqueue(
 
 def _stored(state: ServiceState, received: Received) -> tuple[str, bool]:
     """An upload put in the database (``HANET_MEDIA_STORE=database``) for every host to read,
-    this host keeping the file as its copy: (its media path, whether this call stored it).
-    507 when the database's disk is full (nothing kept)."""
-    try:
-        new = media.put(state.engine, received.path, received.sha256)
-    except OperationalError as exc:
-        if received.new_file:
-            received.path.unlink(missing_ok=True)
-        if disk_full(exc):
-            raise HTTPException(507, "the database's storage is full: not stored") from exc
-        raise
+    this host keeping the file as its copy: (its media path, whether this call stored it)."""
+    new = media.put(state.engine, received.path, received.sha256)
+    media_path = media.stored_name(received.sha256, received.path.suffix)
     if received.new_file:  # else the file is another row's too: copied again on demand
-        cfg = state.settings.media
-        cfg.cache_dir.mkdir(parents=True, exist_ok=True)
-        copy = cfg.cache_dir / received.path.name
-        os.replace(received.path, copy)
-        media.trim(cfg.cache_dir, cfg.cache_bytes, keep=copy)
-    return media.stored_name(received.sha256, received.path.suffix), new
+        media.keep_copy(received.path, media_path, state.settings.media)
+    return media_path, new
 
 
 @router.get(

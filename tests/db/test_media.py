@@ -107,3 +107,19 @@ def test_copies_are_trimmed_least_recently_used_first(engine, tmp_path) -> None:
     media.local_path(engine, names[2], cfg)  # a third copy: over the limit, one goes
     kept = sorted(p.name for p in cfg.cache_dir.iterdir())
     assert kept == sorted(n[3:] for n in (names[0], names[2]))
+
+
+def test_a_stored_file_becomes_this_host_s_copy_within_the_limit(engine, tmp_path) -> None:
+    """An upload or download just stored is moved into the copy folder (or left there when it
+    is there already), and the folder is trimmed to its limit, never that copy."""
+    cfg = MediaCfg("database", tmp_path / "cache", cache_bytes=1500)
+    old = cfg.cache_dir / "old.mp4"
+    cfg.cache_dir.mkdir()
+    old.write_bytes(b"x" * 1000)
+    path, data, sha = _file(tmp_path, 1000)
+    media.put(engine, path, sha)
+    name = media.stored_name(sha, ".mp4")
+    copy = media.keep_copy(path, name, cfg)
+    assert copy == media.copy_path(name, cfg) and copy.read_bytes() == data
+    assert not path.exists() and not old.exists()  # moved; the older copy trimmed
+    assert media.keep_copy(copy, name, cfg) == copy and copy.read_bytes() == data  # in place
