@@ -11,7 +11,11 @@ from db import outbox, queue
 from db.connect import make_engine
 from db.schema import Video
 
-NOW = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+
+def _due_now() -> datetime:
+    """A moment just after the events written so far fell due (they are due when written, by
+    the database's clock): the tests' "now", from which they step the clock by hand."""
+    return datetime.now(timezone.utc) + timedelta(seconds=1)
 
 
 def _claimed(engine, worker: str = "w", n: int = 1) -> list[int]:
@@ -62,11 +66,12 @@ def test_a_claimed_event_is_not_taken_twice_until_its_lease_ends(db_url) -> None
     engine = make_engine(db_url)
     [video_id] = _claimed(engine)
     assert _complete(outbox.notifying(engine), video_id)
-    [due] = outbox.claim_due(engine, worker="a", lease_s=60, now=NOW)
+    now = _due_now()
+    [due] = outbox.claim_due(engine, worker="a", lease_s=60, now=now)
     assert due.event == "video.indexed" and due.attempts == 0
-    assert outbox.claim_due(engine, worker="b", lease_s=60, now=NOW + timedelta(seconds=59)) == []
+    assert outbox.claim_due(engine, worker="b", lease_s=60, now=now + timedelta(seconds=59)) == []
     # "a" died: its lease runs out and "b" takes the event; "a" can no longer record it
-    [again] = outbox.claim_due(engine, worker="b", lease_s=60, now=NOW + timedelta(seconds=61))
+    [again] = outbox.claim_due(engine, worker="b", lease_s=60, now=now + timedelta(seconds=61))
     assert again.id == due.id
     assert not outbox.record_attempt(
         engine, due.id, worker="a", delivered=True, response_status=200
@@ -75,7 +80,7 @@ def test_a_claimed_event_is_not_taken_twice_until_its_lease_ends(db_url) -> None
     [row], _ = outbox.deliveries(engine)
     assert (row.status, row.attempts, row.response_status) == ("delivered", 1, 204)
     assert row.delivered_at is not None and row.claimed_by is None
-    assert outbox.claim_due(engine, worker="c", now=NOW + timedelta(days=1)) == []
+    assert outbox.claim_due(engine, worker="c", now=now + timedelta(days=1)) == []
     engine.dispose()
 
 
@@ -83,8 +88,9 @@ def test_a_failed_attempt_waits_for_its_retry_then_gives_up(db_url) -> None:
     engine = make_engine(db_url)
     [video_id] = _claimed(engine)
     assert _complete(outbox.notifying(engine), video_id)
-    [due] = outbox.claim_due(engine, worker="a", now=NOW)
-    retry_at = NOW + timedelta(seconds=30)
+    now = _due_now()
+    [due] = outbox.claim_due(engine, worker="a", now=now)
+    retry_at = now + timedelta(seconds=30)
     assert outbox.record_attempt(
         engine,
         due.id,
@@ -94,7 +100,7 @@ def test_a_failed_attempt_waits_for_its_retry_then_gives_up(db_url) -> None:
         error="HTTP 503",
         retry_at=retry_at,
     )
-    assert outbox.claim_due(engine, worker="a", now=NOW + timedelta(seconds=29)) == []
+    assert outbox.claim_due(engine, worker="a", now=now + timedelta(seconds=29)) == []
     [due] = outbox.claim_due(engine, worker="a", now=retry_at)
     assert due.attempts == 1
     assert outbox.record_attempt(
@@ -102,7 +108,7 @@ def test_a_failed_attempt_waits_for_its_retry_then_gives_up(db_url) -> None:
     )
     [row], _ = outbox.deliveries(engine)
     assert (row.status, row.attempts, row.last_error) == ("failed", 2, "refused")
-    assert outbox.claim_due(engine, worker="a", now=NOW + timedelta(days=9)) == []
+    assert outbox.claim_due(engine, worker="a", now=now + timedelta(days=9)) == []
     engine.dispose()
 
 
@@ -113,10 +119,11 @@ def test_concurrent_deliverers_share_the_events_without_overlap(db_url) -> None:
     for video_id in ids:
         assert _complete(notifying, video_id)
     taken: dict[str, list[int]] = {"a": [], "b": []}
+    now = _due_now()
 
     def deliver(name: str) -> None:
         own = make_engine(db_url)
-        while batch := outbox.claim_due(own, worker=name, limit=4, now=NOW):
+        while batch := outbox.claim_due(own, worker=name, limit=4, now=now):
             for due in batch:
                 taken[name].append(due.id)
                 assert outbox.record_attempt(
