@@ -97,7 +97,11 @@ def die_with_parent() -> None:
     indexer, or the start method's fork server, which ends with it), even by kill -9, rather
     than linger waiting for work: the pool's queue never reports a dead parent. Linux only
     (prctl PR_SET_PDEATHSIG); the signal comes when the thread that started the pool ends,
-    which is the job's own thread for the job's lifetime."""
+    which is the job's own thread for the job's lifetime. SIGTERM is made fatal again: a forked
+    process inherits the indexer's handler (finish the batch, then stop), with which the pool's
+    ``terminate()`` of a broken pool's survivors would be ignored and its shutdown wait forever
+    on a process blocked writing a result nobody reads."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if not sys.platform.startswith("linux"):
         return
     import ctypes

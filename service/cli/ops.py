@@ -22,6 +22,8 @@ from service.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from service.settings import HanetSettings
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,18 @@ def index_add(
         typer.echo(f"  refused {f}: not a video: {reason}")
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM sets ``stop`` (the job ends cleanly at its next check) while the block runs; the
+    handler before it is restored after, so a caller in the same process (a test) keeps its own."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not set from Python, which cannot be restored
+            signal.signal(signal.SIGTERM, previous)
+
+
 @index_app.command("run")
 def index_run(
     ctx: typer.Context,
@@ -112,19 +126,19 @@ def index_run(
     stop = threading.Event()  # SIGTERM (docker stop): finish the batch in hand, then exit
     with database(settings) as engine:
         model = indexing_model(settings)
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         hooks = WebhookCfg.of(settings) if watch else None  # a watching worker delivers too
         deliverer = start_delivery(engine, hooks, stop) if hooks else None
-        try:
-            summary = run_indexing(
-                engine, model, settings.index_dir, settings.indexing, watch=watch, stop=stop
-            )
-        except BuildError as exc:
-            raise typer.BadParameter(str(exc)) from exc
-        finally:
-            stop.set()
-            if deliverer is not None:
-                deliverer.join(timeout=15)
+        with _stop_on_sigterm(stop):
+            try:
+                summary = run_indexing(
+                    engine, model, settings.index_dir, settings.indexing, watch=watch, stop=stop
+                )
+            except BuildError as exc:
+                raise typer.BadParameter(str(exc)) from exc
+            finally:
+                stop.set()
+                if deliverer is not None:
+                    deliverer.join(timeout=15)
     typer.echo(
         f"indexed {summary.indexed}, failed {len(summary.failed)} in {summary.seconds:.1f} s"
     )
@@ -154,14 +168,16 @@ def index_rebuild(
     stop = threading.Event()  # SIGTERM: publish what is encoded, then let go (resumable)
     with database(settings) as engine:
         model = indexing_model(settings)
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            summary = run_rebuild(engine, model, settings.index_dir, settings.indexing, stop=stop)
-        except RebuildError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(1) from exc
-        except BuildError as exc:
-            raise typer.BadParameter(str(exc)) from exc
+        with _stop_on_sigterm(stop):
+            try:
+                summary = run_rebuild(
+                    engine, model, settings.index_dir, settings.indexing, stop=stop
+                )
+            except RebuildError as exc:
+                typer.echo(str(exc), err=True)
+                raise typer.Exit(1) from exc
+            except BuildError as exc:
+                raise typer.BadParameter(str(exc)) from exc
     if summary.stopped:
         typer.echo(f"rebuild #{summary.rebuild_id} stopped: run `hanet index rebuild` to resume")
         return

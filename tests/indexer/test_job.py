@@ -4,6 +4,7 @@ then the rows), one worker or several, stopped, killed and run again."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from pathlib import Path
 
@@ -280,8 +281,10 @@ def test_cli_add_run_status_rebuild(tmp_path, corpus, model, monkeypatch) -> Non
     assert "refused " + str(corpus / "broken.mp4") + ": not a video" in result.output
     result = runner.invoke(app, ["index", "add", str(corpus)])
     assert "queued 0 new videos (12 already known, 1 refused)" in result.output
+    before = signal.getsignal(signal.SIGTERM)
     result = runner.invoke(app, ["index", "run"])
     assert result.exit_code == 0 and "indexed 12, failed 0" in result.output, result.output
+    assert signal.getsignal(signal.SIGTERM) is before  # the job's own handler is gone with it
     result = runner.invoke(app, ["index", "status", "--json"])
     status = json.loads(result.output)
     assert status["videos"]["indexed"] == 12 and status["build"]["vectors"]["event"] == 12
@@ -291,6 +294,7 @@ def test_cli_add_run_status_rebuild(tmp_path, corpus, model, monkeypatch) -> Non
     monkeypatch.setenv("HANET_CHECKPOINT", str(tmp_path / "other.pt"))
     result = runner.invoke(app, ["index", "rebuild"])
     assert result.exit_code == 0 and "indexed 12" in result.output, result.output
+    assert signal.getsignal(signal.SIGTERM) is before
     status = json.loads(runner.invoke(app, ["index", "status", "--json"]).output)
     assert status["build"]["name"] != first
     assert status["build"]["checkpoint_sha256"] == other.checkpoint_sha256
@@ -322,7 +326,6 @@ def _cli_with_corpus_queued(tmp_path: Path, corpus: Path):
 @pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus, model) -> None:
     import os
-    import signal
     import subprocess
     import time
 
@@ -361,7 +364,6 @@ def test_kill_9_mid_run_then_rerun_matches_an_uninterrupted_run(tmp_path, corpus
 def test_sigterm_stops_a_watching_worker_cleanly(tmp_path, corpus, model) -> None:
     """`docker stop`: the worker finishes the batch in hand, gives back what it claimed ahead,
     prints its summary and exits 0; nothing stays `processing`."""
-    import signal
     import subprocess
     import time
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -95,6 +96,25 @@ def test_a_file_that_kills_its_decoder_costs_that_video_only(corpus, monkeypatch
         _assert_decoded_as_in_process(read, path)
     for read, path in zip(after, paths, strict=True):
         _assert_decoded_as_in_process(read, path)
+
+
+def test_decoding_processes_die_on_sigterm_though_the_indexer_handles_it(corpus) -> None:
+    """The indexer handles SIGTERM (finish the batch, then stop); its forked decoding processes
+    must not keep that handler, or a broken pool's terminate() of its other processes is
+    ignored and the pool's shutdown waits forever on one blocked writing its result."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        with Reader(FRAMES, SIZE, workers=2) as reader:
+            list(reader.read(_claims(sorted(corpus.iterdir())[1:3])))
+            processes = list(reader._pool._processes.values())
+            assert len(processes) == 2
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join(timeout=30)
+            assert [p.exitcode for p in processes] == [-signal.SIGTERM] * 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_read_outside_its_with_block_is_an_error(corpus) -> None:
