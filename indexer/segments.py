@@ -12,8 +12,9 @@ The frames of the open segment cannot be chosen before its end is known, so the 
 candidates: the decoded frame nearest each tick of a ``sample_fps`` grid, as ``size`` squares
 with their successors. A segment's frames are the candidates nearest the centres of
 ``num_frames`` equal parts of it. A video whose headers say it is no longer than ``max_s`` is
-also sampled as ``decode_video`` samples it (the decoded frames nearest targets known in
-advance): those frames are used when it is indeed one segment.
+sampled as ``decode_video`` samples it (the decoded frames nearest targets known in advance),
+without the shot detector or the grid, which one segment does not need; should its frames go
+on past ``max_s`` or stop well before the declared end, it is read again with both.
 """
 
 from __future__ import annotations
@@ -155,12 +156,25 @@ class _ShotDetector:
         )
 
 
+class _NotAsDeclared(Exception):
+    """A video read as its headers say, one segment sampled as ``decode_video`` samples it (no
+    shot detector, no candidate grid), proves otherwise: it goes on past ``max_s``, or its
+    frames end well before the declared end."""
+
+
 class _SegmentReader:
     """One call's forward pass: decode from ``start_s`` (after one seek), detect cuts, keep the
     candidates of the open segment, and collect the segments as the planner closes them."""
 
     def __init__(
-        self, container, stream, num_frames: int, size: int, cfg: SegmentCfg, start_s: float
+        self,
+        container,
+        stream,
+        num_frames: int,
+        size: int,
+        cfg: SegmentCfg,
+        start_s: float,
+        detect: bool = True,
     ) -> None:
         self.container, self.stream, self.cfg = container, stream, cfg
         self.num_frames, self.start_s = num_frames, start_s
@@ -169,7 +183,6 @@ class _SegmentReader:
         self.origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         self.declared = declared_duration_s(container, stream)
         self.step_s = float(1 / (stream.average_rate or stream.guessed_rate or Fraction(25)))
-        self.detector = _ShotDetector(cfg, stream)
         squares = _Squares(size)
         first_tick = math.ceil(max(0.0, start_s - _LOOKBACK_S) * cfg.sample_fps)
         ticks = (k / cfg.sample_fps for k in count(first_tick))
@@ -177,6 +190,10 @@ class _SegmentReader:
         self.exact: NearestPicker | None = None
         if start_s == 0 and self.declared is not None and 0 < self.declared <= cfg.max_s:
             self.exact = NearestPicker(iter(sample_times(self.declared, num_frames)), squares)
+        # A video that is one segment needs neither cuts nor the grid's candidates: both run
+        # only where the headers do not say so, or on a second pass once they prove wrong.
+        self.trusting = self.exact is not None and not detect
+        self.detector = None if self.trusting else _ShotDetector(cfg, stream)
         self.planner: SegmentPlanner | None = None
         self.segments: list[DecodedSegment] = []
         self.last_s: float | None = None  # time of the latest frame
@@ -248,8 +265,9 @@ class _SegmentReader:
         return frame_time(frame, self.stream) - self.origin
 
     def _take(self, time_s: float, frame: av.VideoFrame) -> None:
-        cut = self.detector.is_cut(frame)
-        self.grid.push(time_s, frame)
+        cut = self.detector is not None and self.detector.is_cut(frame)
+        if not self.trusting:
+            self.grid.push(time_s, frame)
         if self.exact is not None:
             if time_s > min(self.cfg.max_s, self.declared + _END_SLACK_S):
                 self.exact = None  # longer than declared or than one segment: not needed
@@ -258,6 +276,8 @@ class _SegmentReader:
         self.last_s = time_s
         duration = frame.duration * frame.time_base if frame.duration and frame.time_base else 0
         self.read_until_s = time_s + (float(duration) or self.step_s)
+        if self.trusting and (self.exact is None or self.read_until_s > self.cfg.max_s):
+            raise _NotAsDeclared  # cuts or the grid may matter now: read again with them
         if time_s < self.start_s - TIE_S:
             return  # before the start: seen by the detector and the grid only
         if self.planner is None:
@@ -290,6 +310,8 @@ class _SegmentReader:
         if self.exact is not None and one:  # sampled in advance exactly as decode_video does
             self.exact.finish()
             self.segments.append(_segment(self.exact.picks, (0.0, end_s), self.num_frames))
+        elif self.trusting:
+            raise _NotAsDeclared  # ended early: its segment is sampled from the grid
         else:
             self._collect()
 
@@ -346,15 +368,22 @@ def decode_segments(
     video's end (then ``next_start_s`` is ``end_s``)."""
     if num_frames < 1 or size < 1 or not start_s >= 0 or not (end_s is None or end_s > start_s):
         raise ValueError("need num_frames >= 1, size >= 1 and 0 <= start_s < end_s")
-    with open_media(Path(path), decode_hwaccel(cfg.hwaccel)) as container:
-        stream = pick_video_stream(container)
-        stream.thread_type = cfg.thread_type
-        if cfg.threads:
-            stream.codec_context.thread_count = cfg.threads
-        reader = _SegmentReader(container, stream, num_frames, size, cfg, float(start_s))
-        reader.end_s, reader.boundary = end_s, boundary
-        declared = reader.declared
-        if cfg.skip_nonref and (declared is None or declared > cfg.max_s):
-            stream.codec_context.skip_frame = "NONREF"
-        reader.run()
-        return reader.chunk()
+    for detect in (False, True):  # the detector is left out while the headers are believed
+        with open_media(Path(path), decode_hwaccel(cfg.hwaccel)) as container:
+            stream = pick_video_stream(container)
+            stream.thread_type = cfg.thread_type
+            if cfg.threads:
+                stream.codec_context.thread_count = cfg.threads
+            args = (container, stream, num_frames, size, cfg, float(start_s), detect)
+            reader = _SegmentReader(*args)
+            reader.end_s, reader.boundary = end_s, boundary
+            declared = reader.declared
+            if cfg.skip_nonref and (declared is None or declared > cfg.max_s):
+                stream.codec_context.skip_frame = "NONREF"
+            try:
+                reader.run()
+            except _NotAsDeclared:
+                log.info("%s: not the %.1f s its headers say: read again", path, declared)
+                continue
+            return reader.chunk()
+    raise AssertionError("unreachable: the second pass detects cuts")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -414,6 +415,51 @@ def test_a_header_that_declares_more_than_the_frames(tmp_path: Path) -> None:
     assert _spans(chunked) == _spans(chunk.segments)
     past = decode_segments(cut, 4, SIDE, _cfg(), start_s=80.0)  # declared, but there are no frames
     assert past.segments == [] and past.next_start_s is None
+
+
+def _declaring(path: Path, out: Path, duration_s: int) -> Path:
+    """A copy of the MP4 ``path`` whose headers (mdhd and mvhd, version 0) declare
+    ``duration_s``."""
+    data = bytearray(path.read_bytes())
+    for box in (b"mdhd", b"mvhd"):
+        at = data.index(box)
+        assert data[at + 4] == 0  # version 0: 32-bit timescale and duration
+        (timescale,) = struct.unpack(">I", data[at + 16 : at + 20])
+        data[at + 20 : at + 24] = struct.pack(">I", timescale * duration_s)
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_header_that_declares_one_segment_of_a_longer_video(tmp_path: Path, caplog) -> None:
+    """A video whose headers say it is one segment is read without the shot detector; when its
+    frames go on past max_s it is read again with it: the same segments and frames as the
+    same video with honest headers."""
+    honest = _write(tmp_path / "honest.mp4", [10.0, 20.0, 30.0, 45.0, 60.0], 90.0)
+    lying = _declaring(honest, tmp_path / "lying.mp4", 20)
+    cfg = _cfg(chunk_s=float("inf"), skip_nonref=False)  # both decode every frame
+    caplog.set_level("INFO", logger="indexer.segments")
+    chunk = decode_segments(lying, 4, SIDE, cfg)
+    assert "not the 20.0 s its headers say: read again" in caplog.text
+    expected = decode_segments(honest, 4, SIDE, cfg)
+    assert _spans(chunk.segments) == _spans(expected.segments)
+    assert _same_spans(
+        _spans(chunk.segments)[:5], [(0, 10), (10, 20), (20, 30), (30, 45), (45, 60)]
+    )
+    for got, want in zip(chunk.segments, expected.segments, strict=True):
+        assert np.array_equal(got.frames, want.frames)
+        assert np.array_equal(got.timestamps_s, want.timestamps_s)
+    caplog.clear()
+    short = _declaring(_write(tmp_path / "short.mp4", [5.0], 20.0), tmp_path / "s.mp4", 20)
+    (segment,) = decode_segments(short, 4, SIDE, cfg).segments  # believed: one pass
+    assert (segment.start_s, segment.end_s) == (0.0, 20.0) and "read again" not in caplog.text
+    data = _write(tmp_path / "short.mkv", [5.0], 20.0).read_bytes()
+    truncated = tmp_path / "truncated.mkv"  # the frames stop, the header still says 20 s
+    truncated.write_bytes(data[: len(data) * 2 // 5])
+    chunk = decode_segments(truncated, 4, SIDE, cfg)
+    assert "not the 20.0 s its headers say: read again" in caplog.text
+    (segment,) = chunk.segments  # sampled from the grid over what is there
+    assert segment.start_s == 0.0 and segment.end_s == chunk.read_until_s < 15.0
+    assert np.all(np.diff(segment.timestamps_s) > 0) and segment.timestamps_s[-1] < segment.end_s
 
 
 def test_a_corrupt_stretch_is_skipped(tmp_path: Path, caplog) -> None:
