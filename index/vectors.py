@@ -107,9 +107,15 @@ class FaissStore:
     def _new_index(self, factory: str | None = None) -> faiss.Index:
         factory = factory or self.factory
         try:
-            return faiss.index_factory(self.dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(self.dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise VectorStoreError(f"bad FAISS factory string {factory!r}: {exc}") from exc
+        inner = _innermost(index)
+        if hasattr(inner, "do_polysemous_training"):  # PQ: FAISS orders the codes for
+            # polysemous filtering by default, which only a search with polysemous_ht > 0
+            # uses (never set here): most of a PQ level's training time, for identical hits
+            inner.do_polysemous_training = False
+        return index
 
     def _fresh(self, level: str) -> faiss.Index:
         return self._new_index("Flat" if level in self.staged else None)
@@ -362,13 +368,21 @@ def _filled(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> faiss.I
     return index
 
 
+def _innermost(index: faiss.Index) -> faiss.Index:
+    """The index at the bottom of an IDMap2 (and of any pre-transform, such as OPQ)."""
+    index = faiss.downcast_index(index)
+    while hasattr(index, "index"):
+        index = faiss.downcast_index(index.index)
+    return index
+
+
 def _train_size(index: faiss.Index) -> int:
     """Vectors to collect before training an index type (0: it needs no training): 40 points
     per centroid (FAISS's k-means warns below 39), the centroids being nlist for IVF and 256 per
     PQ sub-quantiser. Until then the level is searched exactly, which is cheap at that size."""
     if index.is_trained:
         return 0
-    inner = faiss.downcast_index(faiss.downcast_index(index).index)
+    inner = _innermost(index)
     if isinstance(inner, faiss.IndexIVF):
         centroids = inner.nlist
         if isinstance(inner, faiss.IndexIVFPQ):

@@ -105,6 +105,35 @@ def test_an_index_that_needs_training_stages_vectors_until_it_can_train(tmp_path
         assert [h.video_id for h in loaded.search(level, query, k=5)[0]] == expected
 
 
+def test_a_pq_level_trains_without_polysemous_codes_for_the_same_hits() -> None:
+    """FAISS trains PQ codes for polysemous filtering by default, which searches here never
+    use: the store turns it off, and its hits equal those of an index trained with it on."""
+    import faiss
+
+    rng = np.random.default_rng(4)
+    store = FaissStore(DIM, "IVF4,PQ8x4", nprobe=4)
+    assert store.train_size == 40 * 16  # 16 centroids per 4-bit sub-quantiser
+    vectors = _unit(rng, store.train_size)
+    for video_id in range(1, 1 + len(vectors) // 8):  # 8 entity vectors a video
+        store.add(video_id, {"event": vectors[:1], "entity": vectors[(video_id - 1) * 8 :][:8]})
+    assert "entity" not in store.staged
+    inner = faiss.downcast_index(faiss.downcast_index(store.indexes["entity"]).index)
+    assert isinstance(inner, faiss.IndexIVFPQ) and not inner.do_polysemous_training
+    reference = faiss.index_factory(DIM, "IVF4,PQ8x4", faiss.METRIC_INNER_PRODUCT)
+    assert faiss.downcast_index(reference).do_polysemous_training  # FAISS's default
+    reference.train(vectors)
+    reference.add(vectors)
+    faiss.downcast_index(reference).nprobe = 4
+    queries = _unit(rng, 20)
+    scores, rows = reference.search(queries, 200)
+    got = store.search("entity", queries, k=5)
+    for hits, row_scores, row in zip(got, scores, rows, strict=True):
+        videos = list(dict.fromkeys(int(i) // 8 + 1 for i in row))[:5]  # best vector first
+        assert [h.video_id for h in hits] == videos
+        best = [row_scores[[int(i) // 8 + 1 for i in row].index(v)] for v in videos]
+        assert [h.score for h in hits] == pytest.approx(best, abs=1e-6)
+
+
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16"])
 def test_deleted_videos_vanish_at_once_and_compaction_drops_them(factory: str, tmp_path) -> None:
     corpus = _corpus(100)
