@@ -318,6 +318,7 @@ def main() -> None:
     parser.add_argument("--decode-only", action="store_true", help="also time decoding alone")
     parser.add_argument("--piece-s", type=float, default=SegmentCfg.piece_s, help="0: none")
     parser.add_argument("--hwaccel", choices=HWACCELS, default=SegmentCfg.hwaccel)
+    parser.add_argument("--no-deblock", action="store_true", help="skip the in-loop filter")
     parser.add_argument("--device", default="cpu", help="the model's device (cuda: the GPU)")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -328,6 +329,7 @@ def main() -> None:
         thread_type=args.thread_type,
         piece_s=args.piece_s,
         hwaccel=args.hwaccel,
+        deblock=not args.no_deblock,
     )
     if args.long:
         files = [args.file or args.work / f"long-1280x720-{args.long_s:g}s.mp4"]

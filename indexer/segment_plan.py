@@ -54,6 +54,10 @@ class SegmentCfg:
     # can create one, "cuda" wherever PyAV can create one, "none" never. Where it cannot, the
     # decoder is FFmpeg's software one (``indexer.decode.decode_hwaccel``).
     hwaccel: str = "auto"
+    # The codec's in-loop deblocking (H.264, HEVC, VP9: FFmpeg's skip_loop_filter) is skipped
+    # when False: less decoding, at the cost of small pixel changes that drift until the next
+    # keyframe (measured in docs/benchmarks.md); decode_video (training) always deblocks.
+    deblock: bool = True
 
     def __post_init__(self) -> None:
         finite = (self.min_s, self.max_s, self.window_s, self.overlap_s, self.threshold)

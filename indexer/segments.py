@@ -374,6 +374,8 @@ def decode_segments(
             stream.thread_type = cfg.thread_type
             if cfg.threads:
                 stream.codec_context.thread_count = cfg.threads
+            if not cfg.deblock:  # before the decoder opens, at the first packet
+                stream.codec_context.options = {"skip_loop_filter": "all"}
             args = (container, stream, num_frames, size, cfg, float(start_s), detect)
             reader = _SegmentReader(*args)
             reader.end_s, reader.boundary = end_s, boundary

@@ -105,15 +105,18 @@ def test_the_piece_length_reaches_the_indexer_and_is_checked(monkeypatch) -> Non
 
 def test_hardware_decoding_and_the_media_store_reach_the_indexer(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("HANET_DECODE_HWACCEL", "none")
+    monkeypatch.setenv("HANET_DECODE_DEBLOCK", "false")
     monkeypatch.setenv("HANET_MEDIA_STORE", "database")
     monkeypatch.setenv("HANET_DATA_DIR", str(tmp_path))
     indexing = runtime.load_settings().indexing
-    assert indexing.segments.hwaccel == "none"
+    assert indexing.segments.hwaccel == "none" and not indexing.segments.deblock
     assert indexing.media.in_database and indexing.media.cache_dir == tmp_path / "media-cache"
     assert indexing.fetch.download_dir == tmp_path / "media-cache"  # URL downloads: a copy
     monkeypatch.delenv("HANET_DECODE_HWACCEL")
     monkeypatch.delenv("HANET_MEDIA_STORE")
+    monkeypatch.delenv("HANET_DECODE_DEBLOCK")
     assert HanetSettings().indexing.segments.hwaccel == "auto"  # the default
+    assert HanetSettings().indexing.segments.deblock
     assert HanetSettings(data_dir=tmp_path).indexing.fetch.download_dir == tmp_path / "media"
     with pytest.raises(ValueError, match="decode_hwaccel"):
         HanetSettings(decode_hwaccel="nvdec")
