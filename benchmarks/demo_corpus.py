@@ -80,16 +80,20 @@ class Lift:
         self.frame_of = np.arange(t) * t_in // t  # (12,) which demo frame fills each frame
         self.entity_of = np.arange(e) * e_in // e
         self.base = {k: getattr(corpus.video, k).float().numpy() for k in VIDEO_KEYS}
+        # Q x of every base vector, once (units repeat the base videos, frames and segments:
+        # lifting each unit's copies again was most of the time a unit took to make)
+        self.lifted = {k: self.base[k] @ self.q.T for k in VECTORS}
 
     def units(self, start: int, count: int, seed: int = 1) -> dict[str, np.ndarray]:
         """Units ``start .. start + count`` (the same ones whatever the chunking: each unit's
         noise comes from its own seeded stream), as float32 arrays by VideoEmbeddings field."""
         base = np.arange(start, start + count) % len(self.corpus.captions)
         b = {k: v[base] for k, v in self.base.items()}
-        b["action_frames"] = b["action_frames"][:, self.frame_of]
-        b["entity_frames"] = b["entity_frames"][:, self.frame_of]
+        lifted = {k: self.lifted[k][base] for k in VECTORS}
+        for k in ("action_frames", "entity_frames"):
+            lifted[k] = lifted[k][:, self.frame_of]
         b["frame_mask"] = b["frame_mask"][:, self.frame_of]
-        b["entity_segments"] = b["entity_segments"][:, self.entity_of]
+        lifted["entity_segments"] = lifted["entity_segments"][:, self.entity_of]
         # a demo frame index -> the first of the frames it fills (inclusive ends: the last)
         first = np.searchsorted(self.frame_of, b["action_spans"][..., 0])
         last = np.searchsorted(self.frame_of, b["action_spans"][..., 1], side="right") - 1
@@ -97,12 +101,13 @@ class Lift:
         noise = np.random.default_rng([seed, start, count])
         out = {}
         for k in VECTORS:
-            x = b[k] @ self.q.T
-            x += self.sigma / np.sqrt(x.shape[-1]) * noise.standard_normal(x.shape, np.float32)
-            x[..., :] /= np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-8)
+            x = lifted[k]  # Q b, a fresh array (gathered)
+            spread = np.float32(self.sigma / np.sqrt(x.shape[-1]))  # float32 (not float64) noise
+            x += spread * noise.standard_normal(x.shape, np.float32)
+            x /= np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-8)
             if k in ("action_frames", "entity_frames"):
                 x *= b["frame_mask"][..., None]
-            out[k] = x.astype(np.float32)
+            out[k] = x.astype(np.float32, copy=False)
         for k, n in (("verb_probs", self.cfg.num_verbs), ("noun_probs", self.cfg.num_nouns)):
             p = np.zeros((count, n), np.float32)
             small = b[k] + 0.02 * noise.standard_normal(b[k].shape, np.float32)

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import torch
 
@@ -43,7 +44,7 @@ from search_latency import (  # noqa: E402
 
 from index import rows as formats  # noqa: E402
 from index.reader import FIELDS, GRAM_FILES, load_current  # noqa: E402
-from index.vectors import SEGMENT_SLOTS, UNIT_BITS, FaissStore, unit_id  # noqa: E402
+from index.vectors import SEGMENT_SLOTS, UNIT_BITS, FaissStore, _stored  # noqa: E402
 from index.writer import new_build, publish  # noqa: E402
 from model import VideoEmbeddings  # noqa: E402
 from model.scores import UNIT_FIELDS, gram  # noqa: E402
@@ -51,10 +52,37 @@ from model.scores import UNIT_FIELDS, gram  # noqa: E402
 CHUNK = 2000  # units made at once (the lift's noise is seeded per chunk: keep it fixed)
 
 
-def build_library(work: Path, n: int, factory: str, fmt: str, lift: Lift) -> None:
-    """Checkpoint, database rows and one published build of ``n`` one-unit videos."""
-    _, model = random_checkpoint(work)
-    insert_videos(work, n, 1, model.checkpoint_sha256)
+class Phases:
+    """Wall and CPU seconds spent in each named phase (``with phases("name"):``)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, list[float]] = {}
+        self._name = ""
+
+    def __call__(self, name: str) -> Phases:
+        self._name = name
+        return self
+
+    def __enter__(self) -> None:
+        self._t = (time.perf_counter(), time.process_time())
+
+    def __exit__(self, *exc) -> None:
+        got = self.spent.setdefault(self._name, [0.0, 0.0])
+        got[0] += time.perf_counter() - self._t[0]
+        got[1] += time.process_time() - self._t[1]
+
+    def print(self, title: str) -> None:
+        cells = ", ".join(f"{k} {w:.0f} s ({c:.0f} CPU s)" for k, (w, c) in self.spent.items())
+        print(f"{title}: {cells}; load {os.getloadavg()[0]:.1f}")
+
+
+def build_library(work: Path, n: int, factory: str, fmt: str, lift: Lift) -> Phases:
+    """Checkpoint, database rows and one published build of ``n`` one-unit videos; the time
+    spent in each phase."""
+    phases = Phases()
+    with phases("checkpoint and database"):
+        _, model = random_checkpoint(work)
+        insert_videos(work, n, 1, model.checkpoint_sha256)
     build = new_build(work / "index", model.cfg, model.checkpoint_sha256, factory, fmt)
     folder = build.root / "parts" / "000000"
     folder.mkdir(parents=True)
@@ -63,69 +91,97 @@ def build_library(work: Path, n: int, factory: str, fmt: str, lift: Lift) -> Non
     began = time.perf_counter()
     for lo in range(0, n, CHUNK):
         count = min(CHUNK, n - lo)
-        made = lift.units(lo, count)
-        for f in FIELDS:
-            for file, coded in formats.encode(f, made[f], fmt).items():
-                if file not in out:
-                    out[file] = np.lib.format.open_memmap(
-                        folder / f"{file}.npy", "w+", coded.dtype, (n, *coded.shape[1:])
-                    )
-                out[file][lo : lo + count] = coded
-        for f in UNIT_FIELDS:
-            s = out.get(f + formats.SCALE)
-            rows = formats.decode(
-                f, out[f][lo : lo + count], None if s is None else s[lo : lo + count]
-            )
-            if f not in grams:
-                shape = (n, rows.shape[1], rows.shape[1])
-                grams[f] = np.lib.format.open_memmap(
-                    folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32, shape
+        with phases("generate"):
+            made = lift.units(lo, count)
+        with phases("rows"):
+            for f in FIELDS:
+                for file, coded in formats.encode(f, made[f], fmt).items():
+                    if file not in out:
+                        out[file] = np.lib.format.open_memmap(
+                            folder / f"{file}.npy", "w+", coded.dtype, (n, *coded.shape[1:])
+                        )
+                    out[file][lo : lo + count] = coded
+        with phases("grams"):
+            for f in UNIT_FIELDS:
+                s = out.get(f + formats.SCALE)
+                rows = formats.decode(
+                    f, out[f][lo : lo + count], None if s is None else s[lo : lo + count]
                 )
-            grams[f][lo : lo + count] = gram(rows, torch.float32).numpy()
-        add_levels(build.vectors, lo + 1, made)
+                if f not in grams:
+                    shape = (n, rows.shape[1], rows.shape[1])
+                    grams[f] = np.lib.format.open_memmap(
+                        folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32, shape
+                    )
+                grams[f][lo : lo + count] = gram(rows, torch.float32).numpy()
+        add_levels(build.vectors, lo + 1, made, phases)
         rate = (lo + count) / (time.perf_counter() - began)
         print(f"\r  built {lo + count}/{n} videos ({rate:.0f}/s)", end="", flush=True)
     print()
-    for array in [*out.values(), *grams.values()]:
-        array.flush()
-    t = model.cfg.max_frames
-    times = (np.arange(t, dtype=np.float32) + 0.5) * (10.0 / t)
-    np.save(folder / "frame_times.npy", np.tile(times, (n, 1)))
-    np.save(folder / "spans.npy", np.tile(np.array([[0.0, 10.0]], np.float32), (n, 1)))
-    np.save(folder / "unit_ids.npy", np.array([unit_id(v, 0) for v in range(1, n + 1)]))
-    build.manifest["parts"] = ["000000"]
-    empty = VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})
-    nothing = np.zeros(0, np.int64)
-    publish(
-        work / "index",
-        build,
-        nothing,
-        empty,
-        np.zeros((0, t), np.float32),
-        np.zeros((0, 2)),
-        add_vectors=False,
-    )
+    with phases("flush and publish"):
+        for array in [*out.values(), *grams.values()]:
+            array.flush()
+        t = model.cfg.max_frames
+        times = (np.arange(t, dtype=np.float32) + 0.5) * (10.0 / t)
+        np.save(folder / "frame_times.npy", np.tile(times, (n, 1)))
+        np.save(folder / "spans.npy", np.tile(np.array([[0.0, 10.0]], np.float32), (n, 1)))
+        np.save(folder / "unit_ids.npy", (np.arange(1, n + 1, dtype=np.int64) << UNIT_BITS))
+        build.manifest["parts"] = ["000000"]
+        empty = VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})
+        nothing = np.zeros(0, np.int64)
+        publish(
+            work / "index",
+            build,
+            nothing,
+            empty,
+            np.zeros((0, t), np.float32),
+            np.zeros((0, 2)),
+            add_vectors=False,
+        )
+    return phases
 
 
 LEVEL_FIELDS = {"event": "global_", "action": "action_segments", "entity": "entity_segments"}
 
 
-def add_levels(store: FaissStore, first: int, made: dict[str, np.ndarray]) -> None:
+def add_levels(store: FaissStore, first: int, made: dict[str, np.ndarray], phases: Phases) -> None:
     """The level vectors of one-unit videos ``first``, ``first + 1``, ... (``made``: a chunk
     of units), one FAISS add per level with the ids ``FaissStore.add`` gives each video, not
     one call per video and level (which, for IVF,PQ levels, took most of a build's time). A
-    level still staged (exact, until it holds enough vectors to train) trains at the end of
-    the chunk that fills it, as ``FaissStore.add`` does after each add."""
+    level still staged (exact, until it holds enough vectors to train) moves to its real index
+    in the chunk that fills it, trained on its first ``store.train_size`` vectors: what
+    ``FaissStore.add`` trains on when videos are added one at a time (a whole chunk's worth
+    more would lengthen the training, not change what it is)."""
     count = len(made["global_"])
     videos = np.arange(first, first + count, dtype=np.int64)
     units = videos << UNIT_BITS  # index.vectors.unit_id(video, 0)
     for level, field in LEVEL_FIELDS.items():
-        x = np.asarray(made[field], np.float32).reshape(count, -1, store.dim)
-        ids = units[:, None] * SEGMENT_SLOTS + np.arange(x.shape[1])
-        store.indexes[level].add_with_ids(x.reshape(-1, store.dim), ids.reshape(-1))
+        x = np.asarray(made[field], np.float32).reshape(-1, store.dim)
+        per = x.shape[0] // count
+        ids = (units[:, None] * SEGMENT_SLOTS + np.arange(per)).reshape(-1)
+        index = store.indexes[level]
+        if level in store.staged and index.ntotal + len(x) >= store.train_size:
+            with phases("level training"):
+                held, vectors = _stored(index)
+                ids, x = np.concatenate([held, ids]), np.concatenate([vectors, x])
+                index = store._new_index()
+                no_polysemous(index)
+                index.train(x[: store.train_size])
+                store.indexes[level] = index
+                store.staged.discard(level)
+        with phases("level adds"):
+            index.add_with_ids(x, ids)
     store.videos.update(videos.tolist())
-    if store.staged:
-        store._train_staged()
+
+
+def no_polysemous(index: faiss.Index) -> None:
+    """No polysemous training for an IVF,PQ level: FAISS's default for IndexIVFPQ, it permutes
+    the PQ centroids so that codes' Hamming distances follow theirs, for polysemous search
+    (``polysemous_ht``), which the service never uses; searches return the same results
+    without it. It took about 93 of the 95 CPU s that training an IVF64,PQ64 level on
+    16,384 points took on this machine (2.4 CPU s without), the same at any nlist."""
+    inner = faiss.downcast_index(faiss.downcast_index(index).index)
+    if isinstance(inner, faiss.IndexIVFPQ):
+        inner.do_polysemous_training = False
 
 
 def chunks(lift: Lift, n: int):
@@ -133,7 +189,7 @@ def chunks(lift: Lift, n: int):
     for lo in range(0, n, CHUNK):
         count = min(CHUNK, n - lo)
         made = lift.units(lo, count)
-        units = np.array([unit_id(v, 0) for v in range(lo + 1, lo + count + 1)])
+        units = np.arange(lo + 1, lo + count + 1, dtype=np.int64) << UNIT_BITS  # unit_id(v, 0)
         yield units, as_video(made)
 
 
@@ -155,6 +211,15 @@ def main() -> None:
     parser.add_argument("--rerank", type=int, default=200)
     parser.add_argument("--port", type=int, default=8931)
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument(
+        "--nprobe",
+        type=int,
+        help="IVF lists the recall figures search (in-process; default the build's, 16; "
+        "the HTTP figures always use the service's)",
+    )
+    parser.add_argument(
+        "--no-warm", action="store_true", help="serve without reading the rerank rows in at load"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # no timings here; a shared machine: no waiting thread pool
     from model import load_checkpoint
@@ -165,12 +230,13 @@ def main() -> None:
     if not (work / "index" / "CURRENT").exists():
         work.mkdir(parents=True, exist_ok=True)
         wall, cpu = time.perf_counter(), time.process_time()
-        build_library(work, args.videos, args.factory, args.rows, lift)
+        phases = build_library(work, args.videos, args.factory, args.rows, lift)
         print(
             f"built {args.videos} videos in {time.perf_counter() - wall:.0f} s wall, "
             f"{time.process_time() - cpu:.0f} CPU s, peak RSS "
             f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
         )
+        phases.print("  by phase")
     disk = disk_bytes(work / "index")
     print(f"{work}: index {disk / 1e9:.2f} GB, {disk / args.videos / 1e3:.1f} KB per video")
     if not args.no_http:
@@ -185,29 +251,52 @@ def main() -> None:
             query_cache_size=0,
         )
         env = {**os.environ, **as_environment(settings)}
-        http = over_http(env, args.port, sentences(args.queries), 20)
+        began = time.perf_counter()
+        queries = sentences(args.queries)
+        http = over_http(
+            env, args.port, queries, 20, warm=not args.no_warm, index_dir=work / "index"
+        )
+        print(
+            f"  HTTP run {time.perf_counter() - began:.0f} s wall "
+            f"({'rows not warmed' if args.no_warm else 'rows warmed'} at load)"
+        )
         for name, got in http["clients"].items():
             print(
                 f"HTTP /search, {name:11s} p50 {pct(got['wall'], 50):6.1f} ms  p99 "
                 f"{pct(got['wall'], 99):6.1f} ms"
             )
-        rss = http["rss_mb"]
-        print(
-            f"server RSS {rss['VmRSS']:.0f} MB (own {rss['RssAnon']:.0f} MB, mapped files "
-            f"{rss['RssFile']:.0f} MB), load {os.getloadavg()[0]:.1f}"
-        )
+        for when, key in (
+            ("once ready", "ready_rss_mb"),
+            (f"after {len(queries) + 20} x 2 searches", "rss_mb"),
+        ):
+            rss = http[key]
+            print(
+                f"server RSS {when}: {rss['VmRSS']:.0f} MB (own {rss['RssAnon']:.0f} MB, "
+                f"mapped files {rss['RssFile']:.0f} MB, of them the index's {rss['under']:.0f} "
+                f"MB), load {os.getloadavg()[0]:.1f}"
+            )
     build = load_current(work / "index")
     rng = np.random.default_rng(0)
     picked = rng.choice(len(lift.corpus.captions), args.quality_queries, replace=False)
     text = lift.texts(sorted(picked.tolist()))
-    began = time.process_time()
-    truth = exhaustive_top(
-        lambda: chunks(lift, args.videos), text, demo.fusion, demo.attention_scale
-    )
-    print(
-        f"exhaustive float32 scoring of {args.videos} videos x {len(text)} sentences: "
-        f"{time.process_time() - began:.0f} CPU s"
-    )
+    saved = work / f"exhaustive-top10-{args.quality_queries}.npy"  # the same sentences
+    if saved.exists():
+        truth = np.load(saved)
+        print(f"exhaustive float32 top 10 of {len(text)} sentences read from {saved}")
+    else:
+        began, wall = time.process_time(), time.perf_counter()
+        truth = exhaustive_top(
+            lambda: chunks(lift, args.videos), text, demo.fusion, demo.attention_scale
+        )
+        np.save(saved, truth)
+        print(
+            f"exhaustive float32 scoring of {args.videos} videos x {len(text)} sentences: "
+            f"{time.process_time() - began:.0f} CPU s, {time.perf_counter() - wall:.0f} s "
+            f"wall, load {os.getloadavg()[0]:.1f}"
+        )
+    if args.nprobe:
+        build.vectors.nprobe = args.nprobe
+    print(f"candidates from the levels at nprobe {build.vectors.nprobe}:")
     report(build, text, truth, demo.fusion, demo.attention_scale, args.rerank)
 
 
