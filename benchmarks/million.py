@@ -212,6 +212,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8931)
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument(
+        "--concepts",
+        action="store_true",
+        help="also report the levels with a concept list fused in (candidate_recall.py's "
+        "proposal: every unit's stored concept probabilities scored by soft Jaccard)",
+    )
+    parser.add_argument(
         "--nprobe",
         type=int,
         help="IVF lists the recall figures search (in-process; default the build's, 16; "
@@ -297,7 +303,14 @@ def main() -> None:
     if args.nprobe:
         build.vectors.nprobe = args.nprobe
     print(f"candidates from the levels at nprobe {build.vectors.nprobe}:")
-    report(build, text, truth, demo.fusion, demo.attention_scale, args.rerank)
+    concepts = None
+    if args.concepts:  # the stored (uint8) probabilities of the one part, decoded
+        part = build.parts[0]
+        concepts = (
+            np.arange(1, args.videos + 1, dtype=np.int64) << UNIT_BITS,  # row i: video i + 1
+            *(formats.decode(f, part[f], None).numpy() for f in ("verb_probs", "noun_probs")),
+        )
+    report(build, text, truth, demo.fusion, demo.attention_scale, args.rerank, concepts)
 
 
 if __name__ == "__main__":
