@@ -44,19 +44,31 @@ KS = (50, 100, 200, 800)
 Chunks = Callable[[], Iterator[tuple[np.ndarray, VideoEmbeddings]]]  # (unit ids, float32 rows)
 
 
+class TopUnits:
+    """The best ``k`` units per sentence by the fused score (float32), over chunks of units
+    given one at a time (``add``): ``units`` (Q, k) once every unit has been given."""
+
+    def __init__(self, text: TextEmbeddings, fusion: tuple, scale: float, k: int = 10) -> None:
+        self.text, self.fusion, self.scale, self.k = text, fusion, scale, k
+        self.scores = np.full((len(text), 0), -np.inf, np.float32)
+        self.units = np.zeros((len(text), 0), np.int64)
+
+    def add(self, units: np.ndarray, video: VideoEmbeddings) -> None:
+        fused = scoring.similarity(self.text, video, self.fusion, self.scale, chunk=16)["fused"]
+        s = np.concatenate([self.scores, fused.numpy()], 1)
+        u = np.concatenate([self.units, np.broadcast_to(units, s.shape[:1] + units.shape)], 1)
+        order = np.argsort(-s, axis=1, kind="stable")[:, : self.k]
+        self.scores, self.units = np.take_along_axis(s, order, 1), np.take_along_axis(u, order, 1)
+
+
 def exhaustive_top(
     chunks: Chunks, text: TextEmbeddings, fusion: tuple, scale: float, k: int = 10
 ) -> np.ndarray:
     """(Q, k) the best ``k`` units per sentence by the fused score over every unit (float32)."""
-    best_s = np.full((len(text), 0), -np.inf, np.float32)
-    best_u = np.zeros((len(text), 0), np.int64)
+    top = TopUnits(text, fusion, scale, k)
     for units, video in chunks():
-        fused = scoring.similarity(text, video, fusion, scale, chunk=16)["fused"].numpy()
-        s = np.concatenate([best_s, fused], 1)
-        u = np.concatenate([best_u, np.broadcast_to(units, fused.shape)], 1)
-        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-        best_s, best_u = np.take_along_axis(s, order, 1), np.take_along_axis(u, order, 1)
-    return best_u
+        top.add(units, video)
+    return top.units
 
 
 def concept_list(probs: tuple[np.ndarray, np.ndarray], text: TextEmbeddings, i: int, k: int):
