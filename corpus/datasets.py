@@ -140,13 +140,15 @@ def load_dataset(spec: str, video_dir: str | None = None) -> Dataset:
 class FrameCache:
     """Decoded frames of a split: frames (N, T, S, S, 3) uint8, mask (N, T) bool, times (N, T)
     seconds of each frame, and the videos that failed to decode with their reasons (kept out
-    of the arrays)."""
+    of the arrays). ``following``: each frame's motion partner as the served path reads it
+    (``decode_split(served=True)``), else None (the next sampled frame)."""
 
     ids: list[str]
     frames: np.ndarray
     mask: np.ndarray
     times: np.ndarray
     failed: dict[str, str]
+    following: np.ndarray | None = None
 
 
 def decode_split(
@@ -155,33 +157,63 @@ def decode_split(
     size: int,
     cache: Path | None = None,
     progress: bool = True,
+    served: bool = False,
 ) -> FrameCache:
     """Decode every video of ``items`` once (reused from ``cache`` when it holds the same ids,
-    frame count and size)."""
+    frame count and size). ``served``: as the indexer reads a unit (``_decode_served``), with
+    each frame's motion partner; a video longer than one unit fails with the reason."""
     ids = [v.id for v in items]
     if cache is not None and cache.exists():
         data = np.load(cache, allow_pickle=False)
         fresh = "times" in data.files and data["frames"].shape[1:3] == (num_frames, size)
-        if fresh and list(data["ids"]) == ids:
-            return FrameCache(ids, data["frames"], data["mask"], data["times"], {})
+        if fresh and list(data["ids"]) == ids and served == ("following" in data.files):
+            following = data["following"] if served else None
+            return FrameCache(ids, data["frames"], data["mask"], data["times"], {}, following)
     frames = np.zeros((len(items), num_frames, size, size, 3), dtype=np.uint8)
+    following = np.zeros_like(frames) if served else None
     mask = np.zeros((len(items), num_frames), dtype=bool)
     times = np.zeros((len(items), num_frames), dtype=np.float64)
     failed: dict[str, str] = {}
     for i, item in enumerate(tqdm(items, desc="decode", unit="video", disable=not progress)):
         try:
-            decoded = decode_video(item.path, num_frames, size)
+            if served:
+                got, partners, at = _decode_served(item.path, num_frames, size)
+                following[i, : len(got)] = partners
+            else:
+                decoded = decode_video(item.path, num_frames, size)
+                got, at = decoded.frames, decoded.timestamps_s
         except DecodeError as exc:
             failed[item.id] = str(exc)
             continue
-        frames[i, : len(decoded.frames)] = decoded.frames
-        mask[i, : len(decoded.frames)] = True
-        times[i, : len(decoded.frames)] = decoded.timestamps_s
+        frames[i, : len(got)], mask[i, : len(got)], times[i, : len(got)] = got, True, at
     keep = [i for i, v in enumerate(items) if v.id not in failed]
-    out = FrameCache([ids[i] for i in keep], frames[keep], mask[keep], times[keep], failed)
+    out = FrameCache(
+        [ids[i] for i in keep],
+        frames[keep],
+        mask[keep],
+        times[keep],
+        failed,
+        None if following is None else following[keep],
+    )
     if cache is not None and not failed:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.tmp.npz")
-        np.savez(tmp, ids=np.array(out.ids), frames=out.frames, mask=out.mask, times=out.times)
+        extra = {} if out.following is None else {"following": out.following}
+        arrays = {"frames": out.frames, "mask": out.mask, "times": out.times, **extra}
+        np.savez(tmp, ids=np.array(out.ids), **arrays)
         tmp.replace(cache)
     return out
+
+
+def _decode_served(path: Path, num_frames: int, size: int):
+    """Frames, motion partners and times of a video as the indexer embeds it when it is one
+    unit (``indexer.segments.decode_segments``, ``indexer.embedder.motion_partners``): the
+    training input that matches what search serves, e.g. for windows of long videos."""
+    from indexer.embedder import motion_partners
+    from indexer.segments import decode_segments
+
+    segments = decode_segments(path, num_frames, size).segments
+    if len(segments) != 1:
+        raise DecodeError(f"not one served unit: the indexer cuts it into {len(segments)}")
+    (segment,) = segments
+    return segment.frames, motion_partners(segment), segment.timestamps_s

@@ -39,11 +39,13 @@ def vocab_from(dataset: Dataset, cfg: HANetCfg) -> tuple[ConceptVocab, HANetCfg]
     return vocab, sized
 
 
-def _cache_path(cache_dir: Path | None, items: list[VideoItem], frames: int, size: int):
+def _cache_path(
+    cache_dir: Path | None, items: list[VideoItem], frames: int, size: int, served: bool
+):
     if cache_dir is None:
         return None
     key = hashlib.sha256("\n".join(str(v.path) for v in items).encode()).hexdigest()[:16]
-    return cache_dir / f"frames-{key}-{frames}x{size}.npz"
+    return cache_dir / f"frames-{key}-{frames}x{size}{'-served' if served else ''}.npz"
 
 
 def split_data(
@@ -53,14 +55,15 @@ def split_data(
     vocab: ConceptVocab | None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    served: bool = False,
 ) -> tuple[SplitData, list[VideoItem]]:
     """Decoded frames of a split (videos that fail to decode are left out and logged) with
-    captions and, given a vocabulary, concept targets."""
+    captions and, given a vocabulary, concept targets. ``served``: each video decoded as the
+    indexer embeds a unit, motion partners included (``decode_split``)."""
     items = dataset.split(split)
-    size = cfg.preprocess.image_size
-    cache = decode_split(
-        items, cfg.max_frames, size, _cache_path(cache_dir, items, cfg.max_frames, size), progress
-    )
+    size, t = cfg.preprocess.image_size, cfg.max_frames
+    path = _cache_path(cache_dir, items, t, size, served)
+    cache = decode_split(items, t, size, path, progress, served)
     for vid, reason in cache.failed.items():
         log.warning("left out %s: %s", vid, reason)
     kept = [v for v in items if v.id not in cache.failed]
@@ -75,6 +78,7 @@ def split_data(
         mask=torch.from_numpy(cache.mask),
         captions=[[c.text for c in v.captions] for v in kept],
         targets=targets,
+        following=None if cache.following is None else torch.from_numpy(cache.following),
     )
     return data, kept
 

@@ -31,12 +31,19 @@ ABLATIONS: dict[str, tuple[float, ...]] = {
 
 
 @torch.no_grad()
-def encode_videos(model: HANet, frames: Tensor, mask: Tensor, batch: int = 32) -> VideoEmbeddings:
-    """frames (N, T, S, S, 3) uint8, mask (N, T) -> embeddings, on the model's device."""
+def encode_videos(
+    model: HANet, frames: Tensor, mask: Tensor, batch: int = 32, following: Tensor | None = None
+) -> VideoEmbeddings:
+    """frames (N, T, S, S, 3) uint8, mask (N, T) -> embeddings, on the model's device;
+    ``following``: the frames' motion partners (None: each frame's next)."""
     parts = []
     for i in range(0, len(frames), batch):
         pixels = normalize_frames(frames[i : i + batch], model.preprocess).to(model.device)
-        parts.append(model.encode_video(pixels, mask[i : i + batch].to(model.device)))
+        partners = None
+        if following is not None:
+            partners = normalize_frames(following[i : i + batch], model.preprocess)
+            partners = partners.to(model.device)
+        parts.append(model.encode_video(pixels, mask[i : i + batch].to(model.device), partners))
     return VideoEmbeddings.cat(parts)
 
 
@@ -69,14 +76,16 @@ def evaluate(
     captions: list[list[str]],
     hard_pairs: dict[str, list[tuple[int, str, str]]] | None = None,
     with_ranks: bool = False,
+    following: Tensor | None = None,
 ) -> dict:
     """The model's own fused score under the paper's protocol, plus ``ablation`` (each level
     alone and in combination, re-weighted from the same per-level scores) and ``hard``
     (accuracy of true vs distractor captions, e.g. mirrored actions, per ablation).
     ``with_ranks``: also ``t2v_ranks``, each unique caption's rank of its best video under the
-    fused score (in ``caption_index`` order), for intervals over queries (model.bootstrap)."""
+    fused score (in ``caption_index`` order), for intervals over queries (model.bootstrap).
+    ``following``: the videos' motion partners, as ``encode_videos`` takes them."""
     model.eval()
-    video = encode_videos(model, frames, mask)
+    video = encode_videos(model, frames, mask, following=following)
     texts, positives = caption_index(captions)
     levels = model.similarity(encode_texts(model, texts), video)
     result = retrieval_metrics(levels["fused"].cpu(), positives)

@@ -44,6 +44,7 @@ class SplitData:
     mask: Tensor
     captions: list[list[str]]
     targets: list[list[tuple]] | None = None
+    following: Tensor | None = None  # (N, T, S, S, 3): motion partners; None: the next frame
 
 
 def check_compatible(model_cfg: HANetCfg, cfg: TrainCfg) -> None:
@@ -134,7 +135,10 @@ def _batch_scores(
             text = model.text(tokens.float(), sentence.float(), parsed)
         else:
             pixels = normalize_frames(data.frames[videos], model.preprocess).to(device)
-            video = model.encode_video(pixels, mask)
+            following = None
+            if data.following is not None:
+                following = normalize_frames(data.following[videos], model.preprocess).to(device)
+            video = model.encode_video(pixels, mask, following)
             text = model.encode_text(texts)
         scores = model.similarity(text, video)
     return {k: v.float() for k, v in scores.items()}, video, text
@@ -324,7 +328,9 @@ def _end_epoch(
 ) -> None:
     """Validate, keep the checkpoint when it is the best so far, and log the epoch (epoch 0:
     the model before any training)."""
-    metrics = evaluate(model, val_data.frames, val_data.mask, val_data.captions)
+    metrics = evaluate(
+        model, val_data.frames, val_data.mask, val_data.captions, following=val_data.following
+    )
     record = {
         "epoch": run.epoch,
         "loss": sum(losses) / len(losses) if losses else None,  # None: before training

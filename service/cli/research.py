@@ -13,7 +13,9 @@ import typer
 from service.cli.config_options import CONFIG_OPTIONS, train_settings
 
 if TYPE_CHECKING:
+    from corpus.datasets import Dataset
     from model import ConceptVocab, HANet, HANetCfg
+    from model.train import TrainCfg
 
 log = logging.getLogger(__name__)
 
@@ -119,27 +121,39 @@ def train(
     ] = None,
     video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from work-dir's saved state.")] = False,
+    from_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fine-tune this HANet checkpoint (its architecture and concept vocabulary; "
+            "--arch and the architecture options are then ignored)."
+        ),
+    ] = None,
+    served_frames: Annotated[
+        bool,
+        typer.Option(
+            help="Decode each video as the indexer embeds one unit (segment sampling and "
+            "motion partners): for clips cut from long videos (python -m corpus.windows)."
+        ),
+    ] = False,
 ) -> None:
     """Train HANet (or the global-only baseline) and keep the best validation checkpoint."""
     import torch
 
     from corpus.datasets import DatasetError, load_dataset
-    from corpus.prepare import split_data, vocab_from
+    from corpus.prepare import split_data
     from model import CheckpointError
-    from model.train import check_compatible
     from model.train import train as run_training
 
-    if pretrained is not None and clip_weights is not None:
-        raise typer.BadParameter("give --pretrained or --clip-weights, not both")
+    if sum(x is not None for x in (pretrained, clip_weights, from_checkpoint)) > 1:
+        raise typer.BadParameter("give one of --pretrained, --clip-weights, --from-checkpoint")
     try:
         cfg_train, cfg = train_settings(arch, ctx.meta[CONFIG_OPTIONS], pretrained)
         torch.manual_seed(cfg_train.seed)
-        check_compatible(cfg, cfg_train)
         dataset = load_dataset(data, video_dir)
-        vocab, cfg = vocab_from(dataset, cfg)
-        model = _new_model(cfg, vocab, clip_weights, pretrained)
+        model = _model_to_train(dataset, cfg, cfg_train, clip_weights, pretrained, from_checkpoint)
     except (DatasetError, ValueError, CheckpointError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    cfg, vocab = model.cfg, model.vocab
     log.info(
         "training %s (%s objective) on %s, vocabulary %d verbs / %d nouns",
         arch,
@@ -148,8 +162,9 @@ def train(
         len(vocab.verbs),
         len(vocab.nouns),
     )
-    train_data, _ = split_data(dataset, "train", cfg, vocab, work_dir / "cache")
-    val_data, _ = split_data(dataset, "val", cfg, None, work_dir / "cache")
+    cache = work_dir / "cache"
+    train_data, _ = split_data(dataset, "train", cfg, vocab, cache, served=served_frames)
+    val_data, _ = split_data(dataset, "val", cfg, None, cache, served=served_frames)
     history = run_training(model, train_data, val_data, cfg_train, work_dir, out, resume)
     best = max(history, key=lambda r: r["val_rsum"]) if history else None
     trained = history[-1]["epoch"] if history else 0  # epoch 0: validation before training
@@ -158,6 +173,31 @@ def train(
         f"{best['val_rsum'] if best else 'n/a'} (epoch {best['epoch'] if best else 'n/a'}); "
         f"checkpoint {out}"
     )
+
+
+def _model_to_train(
+    dataset: Dataset,
+    cfg: HANetCfg,
+    cfg_train: TrainCfg,
+    clip_weights: Path | None,
+    pretrained: str | None,
+    from_checkpoint: Path | None,
+) -> HANet:
+    """A new model for ``cfg`` with the training captions' vocabulary, or the checkpoint to
+    fine-tune (its own architecture and vocabulary), on the GPU when there is one."""
+    import torch
+
+    from corpus.prepare import vocab_from
+    from model import load_checkpoint
+    from model.train import check_compatible
+
+    if from_checkpoint is not None:
+        model = load_checkpoint(from_checkpoint)
+        check_compatible(model.cfg, cfg_train)
+        return model.to("cuda" if torch.cuda.is_available() else "cpu")
+    check_compatible(cfg, cfg_train)
+    vocab, cfg = vocab_from(dataset, cfg)
+    return _new_model(cfg, vocab, clip_weights, pretrained)
 
 
 def _new_model(
@@ -188,6 +228,9 @@ def evaluate(
     video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Decoded-frame cache folder.")] = None,
+    served_frames: Annotated[
+        bool, typer.Option(help="Decode as the indexer embeds a unit (as for hanet train).")
+    ] = False,
 ) -> None:
     """The paper's retrieval metrics in both directions, with an ablation over levels."""
     import torch
@@ -200,7 +243,9 @@ def evaluate(
     try:
         model = load_checkpoint(checkpoint)
         dataset = load_dataset(data, video_dir)
-        data_split, items = split_data(dataset, split, model.cfg, None, cache_dir)
+        data_split, items = split_data(
+            dataset, split, model.cfg, None, cache_dir, served=served_frames
+        )
     except (CheckpointError, DatasetError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if torch.cuda.is_available():
@@ -212,6 +257,7 @@ def evaluate(
         data_split.captions,
         hard_pairs(items),
         with_ranks=json_out is not None,  # per-caption ranks: for intervals (model.bootstrap)
+        following=data_split.following,
     )
     result["checkpoint_sha256"] = model.checkpoint_sha256
     result["split"], result["videos"] = split, len(items)
