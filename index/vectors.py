@@ -24,6 +24,7 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from index.faiss_types import train_size, without_polysemous_training
 from index.id_ranges import both, deeper, ids_in_ranges, sorted_ids
 
 LEVELS = ("event", "action", "entity")
@@ -94,7 +95,7 @@ class FaissStore:
 
     def __init__(self, dim: int, factory: str = "Flat", nprobe: int = 16, ef_search: int = 128):
         self.dim, self.factory, self.nprobe, self.ef_search = dim, factory, nprobe, ef_search
-        self.train_size = _train_size(self._new_index())
+        self.train_size = train_size(self._new_index())
         # A level whose index type must be trained first (IVF, PQ) starts on an exact Flat
         # "staging" index and moves to its real index once it holds train_size vectors.
         self.staged: set[str] = set(LEVELS) if self.train_size else set()
@@ -110,12 +111,7 @@ class FaissStore:
             index = faiss.index_factory(self.dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise VectorStoreError(f"bad FAISS factory string {factory!r}: {exc}") from exc
-        inner = _innermost(index)
-        if hasattr(inner, "do_polysemous_training"):  # PQ: FAISS orders the codes for
-            # polysemous filtering by default, which only a search with polysemous_ht > 0
-            # uses (never set here): most of a PQ level's training time, for identical hits
-            inner.do_polysemous_training = False
-        return index
+        return without_polysemous_training(index)
 
     def _fresh(self, level: str) -> faiss.Index:
         return self._new_index("Flat" if level in self.staged else None)
@@ -366,32 +362,6 @@ def _filled(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> faiss.I
             index.train(vectors)
         index.add_with_ids(vectors, ids)
     return index
-
-
-def _innermost(index: faiss.Index) -> faiss.Index:
-    """The index at the bottom of an IDMap2 (and of any pre-transform, such as OPQ)."""
-    index = faiss.downcast_index(index)
-    while hasattr(index, "index"):
-        index = faiss.downcast_index(index.index)
-    return index
-
-
-def _train_size(index: faiss.Index) -> int:
-    """Vectors to collect before training an index type (0: it needs no training): 40 points
-    per centroid (FAISS's k-means warns below 39), the centroids being nlist for IVF and 256 per
-    PQ sub-quantiser. Until then the level is searched exactly, which is cheap at that size."""
-    if index.is_trained:
-        return 0
-    inner = _innermost(index)
-    if isinstance(inner, faiss.IndexIVF):
-        centroids = inner.nlist
-        if isinstance(inner, faiss.IndexIVFPQ):
-            centroids = max(centroids, inner.pq.ksub)
-    elif isinstance(inner, faiss.IndexPQ):
-        centroids = inner.pq.ksub
-    else:
-        centroids = 256  # scalar quantisers and others: a reasonable sample
-    return 40 * centroids
 
 
 def _group(

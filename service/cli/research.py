@@ -19,6 +19,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FromCheckpoint = Annotated[
+    Path | None,
+    typer.Option(
+        help="Fine-tune this HANet checkpoint (its architecture and concept vocabulary; "
+        "--arch and the architecture options are then ignored)."
+    ),
+]
+ServedFrames = Annotated[
+    bool,
+    typer.Option(
+        help="Decode each video as the indexer embeds one unit (segment sampling and motion "
+        "partners): for clips cut from long videos (python -m corpus.windows)."
+    ),
+]
+
 
 def init(
     out: Annotated[Path, typer.Option(help="Where to write the HANet checkpoint.")],
@@ -121,20 +136,8 @@ def train(
     ] = None,
     video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from work-dir's saved state.")] = False,
-    from_checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            help="Fine-tune this HANet checkpoint (its architecture and concept vocabulary; "
-            "--arch and the architecture options are then ignored)."
-        ),
-    ] = None,
-    served_frames: Annotated[
-        bool,
-        typer.Option(
-            help="Decode each video as the indexer embeds one unit (segment sampling and "
-            "motion partners): for clips cut from long videos (python -m corpus.windows)."
-        ),
-    ] = False,
+    from_checkpoint: FromCheckpoint = None,
+    served_frames: ServedFrames = False,
 ) -> None:
     """Train HANet (or the global-only baseline) and keep the best validation checkpoint."""
     import torch
@@ -154,13 +157,9 @@ def train(
     except (DatasetError, ValueError, CheckpointError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     cfg, vocab = model.cfg, model.vocab
+    sizes = f"vocabulary {len(vocab.verbs)} verbs / {len(vocab.nouns)} nouns"
     log.info(
-        "training %s (%s objective) on %s, vocabulary %d verbs / %d nouns",
-        arch,
-        cfg_train.objective,
-        model.device,
-        len(vocab.verbs),
-        len(vocab.nouns),
+        "training %s (%s objective) on %s, %s", cfg.name, cfg_train.objective, model.device, sizes
     )
     cache = work_dir / "cache"
     train_data, _ = split_data(dataset, "train", cfg, vocab, cache, served=served_frames)
@@ -228,9 +227,7 @@ def evaluate(
     video_dir: Annotated[str | None, typer.Option(help="Video folder (MSR-VTT, VATEX).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Decoded-frame cache folder.")] = None,
-    served_frames: Annotated[
-        bool, typer.Option(help="Decode as the indexer embeds a unit (as for hanet train).")
-    ] = False,
+    served_frames: ServedFrames = False,
 ) -> None:
     """The paper's retrieval metrics in both directions, with an ablation over levels."""
     import torch
