@@ -169,25 +169,13 @@ def add_levels(store: FaissStore, first: int, made: dict[str, np.ndarray], phase
             with phases("level training"):
                 held, vectors = _stored(index)
                 ids, x = np.concatenate([held, ids]), np.concatenate([vectors, x])
-                index = store._new_index()
-                no_polysemous(index)
+                index = store._new_index()  # PQ: without polysemous training, as the store trains
                 index.train(x[: store.train_size])
                 store.indexes[level] = index
                 store.staged.discard(level)
         with phases("level adds"):
             index.add_with_ids(x, ids)
     store.videos.update(videos.tolist())
-
-
-def no_polysemous(index: faiss.Index) -> None:
-    """No polysemous training for an IVF,PQ level: FAISS's default for IndexIVFPQ, it permutes
-    the PQ centroids so that codes' Hamming distances follow theirs, for polysemous search
-    (``polysemous_ht``), which the service never uses; searches return the same results
-    without it. It took about 93 of the 95 CPU s that training an IVF64,PQ64 level on
-    16,384 points took on this machine (2.4 CPU s without), the same at any nlist."""
-    inner = faiss.downcast_index(faiss.downcast_index(index).index)
-    if isinstance(inner, faiss.IndexIVFPQ):
-        inner.do_polysemous_training = False
 
 
 def chunks(lift: Lift, n: int):
