@@ -19,7 +19,9 @@ so each clip is what the served path embeds as one unit when its shot detector f
   memory (a 10-minute video of 96-pixel frames: about 130 MB); the encoder is the long corpus's,
   deterministic, so the same long corpus gives the same bytes.
 - ``mix``: the videos of a short corpus (``hanet synth``) added with their own splits, paths
-  relative to the new manifest, for training that keeps short-clip retrieval.
+  relative to the new manifest, for training that keeps short-clip retrieval. Windows that
+  show a (colour, shape, action) triple the short corpus holds out are then left out, so that
+  its compositional split stays unseen.
 
 Run as ``python -m corpus.windows LONG_DIR OUT_DIR [--mix SHORT_DIR]``.
 """
@@ -86,6 +88,19 @@ def plan_windows(
                 Window(name, video["id"], video["split"], start, end, tuple(inside), tuple(partial))
             )
     return windows
+
+
+def _shows(video: dict, window: Window, triples: set[tuple[str, ...]]) -> bool:
+    """Whether an event the window counts has a thing doing (or, still, being) one of these
+    (colour, shape, action) triples."""
+    for k in window.events:
+        event = video["events"][k]
+        things = video["shots"][event["shot"]]["things"]
+        doing = [(a["thing"], a["action"]) for a in event["actions"]]
+        doing += [(t, "still") for t in event.get("still", [])]
+        if any((things[t]["colour"], things[t]["shape"], act) in triples for t, act in doing):
+            return True
+    return False
 
 
 def window_entry(window: Window, video: dict, fps: float) -> dict:
@@ -169,6 +184,9 @@ def generate_windows(
         raise ValueError(f"{long_dir} is not a {LONG_FORMAT} corpus (hanet synth --long)")
     fps = float(source["fps"])
     plans = [(v, plan_windows(v, fps, cfg, min_cover)) for v in source["videos"]]
+    if mix is not None:  # the short corpus's compositional split stays unseen in training
+        held = {tuple(t) for t in json.loads((Path(mix) / MANIFEST).read_text())["held_out"]}
+        plans = [(v, [w for w in ws if not _shows(v, w, held)]) for v, ws in plans]
     folder = out_dir / "videos"
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [(str(long_dir / v["path"]), ws, str(folder), fps) for v, ws in plans if ws]

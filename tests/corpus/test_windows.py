@@ -14,7 +14,7 @@ import pytest
 from corpus.datasets import load_generic
 from corpus.long import generate_long_corpus
 from corpus.synth import generate_corpus
-from corpus.windows import MIN_COVER, generate_windows, plan_windows
+from corpus.windows import MIN_COVER, _shows, generate_windows, plan_windows
 from indexer.segment_plan import SegmentCfg, plan_segments
 
 
@@ -34,10 +34,17 @@ def short_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def windows(long_corpus: Path, short_corpus: Path, tmp_path_factory) -> Path:
+def windows(long_corpus: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("windows")
-    generate_windows(long_corpus, out, workers=2, progress=False, mix=short_corpus)
+    generate_windows(long_corpus, out, workers=2, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def mixed(long_corpus: Path, short_corpus: Path, windows: Path) -> Path:
+    """The windows, cut again into a folder of their own, mixed with the short corpus."""
+    generate_windows(long_corpus, windows / "mixed", workers=2, progress=False, mix=short_corpus)
+    return windows / "mixed"
 
 
 def _manifest(folder: Path) -> dict:
@@ -153,10 +160,10 @@ def test_frames_are_the_long_videos_own(long_corpus: Path, windows: Path):
             assert float(stream.duration * stream.time_base) == pytest.approx(w["duration_s"])
 
 
-def test_the_manifest_loads_as_a_dataset_with_the_short_clips(windows, short_corpus):
-    data = load_generic(windows)
+def test_the_manifest_loads_as_a_dataset_with_the_short_clips(mixed, short_corpus):
+    data = load_generic(mixed)
     short = _manifest(short_corpus)["videos"]
-    cut = _windows_of(_manifest(windows))
+    cut = _windows_of(_manifest(mixed))
     assert len(data.videos) == len(cut) + len(short)
     for item in data.videos:
         assert item.path.exists() and item.captions
@@ -164,6 +171,29 @@ def test_the_manifest_loads_as_a_dataset_with_the_short_clips(windows, short_cor
     mixed = {v.id: v for v in data.videos if not v.id.startswith("long")}
     assert {v["id"]: v["split"] for v in short} == {k: v.split for k, v in mixed.items()}
     assert len(data.split("train")) >= len([w for w in cut if w["split"] == "train"])
+
+
+def test_windows_showing_the_mixed_corpus_held_out_triples_are_left_out(
+    long_corpus: Path, short_corpus: Path, mixed: Path
+):
+    """Mixed with a short corpus, no window shows a (colour, shape, action) triple that corpus
+    holds out for its compositional split (else training would see them); the others stay."""
+    held = {tuple(t) for t in _manifest(short_corpus)["held_out"]}
+    source = _manifest(long_corpus)
+    planned = {w.id: (v, w) for v in source["videos"] for w in plan_windows(v, source["fps"])}
+    showing = {name for name, (v, w) in planned.items() if _shows(v, w, held)}
+    assert showing and len(showing) < len(planned)  # the two corpora overlap, in part
+    assert {w["id"] for w in _windows_of(_manifest(mixed))} == set(planned) - showing
+    for name in showing:  # what _shows found: a counted event's thing doing a held triple
+        video, window = planned[name]
+        seen = set()
+        for k in window.events:
+            event = video["events"][k]
+            things = video["shots"][event["shot"]]["things"]
+            for a in event["actions"]:
+                seen.add((things[a["thing"]]["colour"], things[a["thing"]]["shape"], a["action"]))
+            seen |= {(things[t]["colour"], things[t]["shape"], "still") for t in event["still"]}
+        assert seen & held
 
 
 def test_same_corpus_same_bytes_and_files_kept(long_corpus: Path, windows: Path, tmp_path: Path):
