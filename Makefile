@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean demo-model baseline-model control-model
+.PHONY: demo test lint install clean demo-model baseline-model control-model long-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,18 @@ baseline-model: $(DEMO_DATA)/manifest.json
 # the pooling stays the mean, the score the global one): what the motion input gives alone.
 control-model: $(DEMO_DATA)/manifest.json
 	$(BIN)/hanet train --data $(DEMO_DATA) --out hanet-data/control-global-motion.pt --work-dir hanet-data/train-control --objective global-motion --save-half $(TRAIN_ARGS) $(HANET_ARGS)
+
+# The demo model fine-tuned for long videos (issue 17): windows of other long videos (seed 1),
+# cut where the indexer cuts and mixed with the demo clips (less any window showing what the
+# demo corpus holds out), each decoded as the indexer embeds a unit.
+LONG_DATA := hanet-data/long80-seed1
+WINDOWS_DATA := hanet-data/windows80-seed1-mix
+
+$(LONG_DATA)/manifest.json: $(STAMP)
+	$(BIN)/hanet synth --out $(LONG_DATA) --videos 80 --seed 1 --long --min-minutes 1 --max-minutes 3
+
+$(WINDOWS_DATA)/manifest.json: $(LONG_DATA)/manifest.json $(DEMO_DATA)/manifest.json
+	$(BIN)/python -m corpus.windows $(LONG_DATA) $(WINDOWS_DATA) --mix $(DEMO_DATA)
+
+long-model: $(WINDOWS_DATA)/manifest.json
+	$(BIN)/hanet train --data $(WINDOWS_DATA) --out hanet-data/hanet-tiny-long.pt --work-dir hanet-data/train-long --from-checkpoint $(DEMO_MODEL) --served-frames --save-half --epochs 12 --batch-size 64 --lr 1e-4 --warmup-epochs 30 --patience 10 --seed 0
