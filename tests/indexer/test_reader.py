@@ -110,9 +110,9 @@ def test_decoding_processes_die_on_sigterm_though_the_indexer_handles_it(corpus)
             assert len(processes) == 2
             for process in processes:
                 process.terminate()
-            for process in processes:
-                process.join(timeout=30)
-            assert [p.exitcode for p in processes] == [-signal.SIGTERM] * 2
+        # Read once the pool has shut down: its own thread reaps processes that die under it,
+        # and a join racing that thread's can see no exit code (os.waitpid: no such child).
+        assert [p.exitcode for p in processes] == [-signal.SIGTERM] * 2
     finally:
         signal.signal(signal.SIGTERM, previous)
 
