@@ -1,18 +1,17 @@
 """Recall of the candidate stage against exhaustive HANet scoring, on trained-model embeddings.
 
-The search reranks only the units that ``service.search.candidates`` nominates (each level
-index's best, fused by reciprocal rank). Here every caption of a demo corpus (the bundled demo
-model over `hanet synth` corpora, ``demo_corpus.py``) is scored against every unit in float32
-with the model's own fused score, and for K in 50, 100, 200, 800:
+The search reranks only the units that ``service.candidates.candidates`` nominates (each level
+index's best and the concept scan's, fused by reciprocal rank). Here every caption of a demo
+corpus (the bundled demo model over `hanet synth` corpora, ``demo_corpus.py``) is scored
+against every unit in float32 with the model's own fused score, and for K in 50, 100, 200, 800:
 
     recall@K    the share of the exhaustive top 10 units among the K candidates
     top1@K      how often the exhaustive best unit is among them
     overlap@10  the share of the exhaustive top 10 in the served top 10 (the K candidates'
                 stored rows reranked with the build's row format), for K = --rerank
 
-and the same with a fourth, concept-aware candidate list fused in (the units whose concept
-probabilities best match the sentence's, by soft Jaccard: what an index over concepts would
-nominate; measured here exhaustively, a proposal for service/search.py).
+for the levels alone and for the levels with the concept scan (``index.concepts``: the units
+whose concept probabilities best match the sentence's, by soft Jaccard), as served.
 
     .venv/bin/python benchmarks/candidate_recall.py CORPUS [CORPUS ...] --cache EMB.pt \\
         --work /work/bench-19/recall --rows int8
@@ -71,42 +70,39 @@ def exhaustive_top(
     return top.units
 
 
-def concept_list(probs: tuple[np.ndarray, np.ndarray], text: TextEmbeddings, i: int, k: int):
-    """Sentence ``i``'s best ``k`` units by the mean of its verb and noun soft Jaccard."""
-    verbs, nouns = probs
-    tv, tn = text.verb_probs[i : i + 1].float(), text.noun_probs[i : i + 1].float()
-    score = scoring.jaccard(tv, torch.from_numpy(verbs)) + scoring.jaccard(
-        tn, torch.from_numpy(nouns)
-    )
-    return np.argsort(-score[0].numpy(), kind="stable")[:k]
-
-
 def candidate_sets(
-    build: Build,
-    text: TextEmbeddings,
-    limit: int,
-    concepts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    build: Build, text: TextEmbeddings, limit: int, concepts: bool = False
 ) -> list[list[int]]:
-    """Per sentence, the units ``service.search.candidates`` nominates for a top-10 video
-    search of ``limit`` candidates; with ``concepts`` (unit ids, verb and noun probabilities
-    of every unit), a concept list fused in as a fourth source."""
-    from service.search import DEEPER, UNITS_PER_VIDEO, _fuse, _level_queries, candidates
+    """Per sentence, the units ``service.candidates.candidates`` nominates for a top-10 video
+    search of ``limit`` candidates, with or without the concept scan."""
+    from service.candidates import candidates
 
-    out = []
+    return [
+        candidates(build, text.select([i]), limit, 10, None, concepts) for i in range(len(text))
+    ]
+
+
+def concept_costs(build: Build, text: TextEmbeddings, k: int) -> None:
+    """Print what the concept lists cost: making them for the build (wall, CPU, bytes) and
+    one sentence's list of ``k`` units (median and p99 over the sentences)."""
+    from index import concepts
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    concepts.prepare(build)
+    made = time.perf_counter() - wall, time.process_time() - cpu
+    lists = concepts._parts(build).lists
+    size = sum(a.nbytes for part in lists for f in part.values() for a in vars(f).values())
+    took = []
     for i in range(len(text)):
-        t = text.select([i])
-        if concepts is None:
-            out.append(candidates(build, t, limit, 10))
-            continue
-        deeper = min(DEEPER, UNITS_PER_VIDEO, build.most_units())
-        lists = [
-            ids
-            for level, q in _level_queries(t).items()
-            for ids, _, _ in build.top_units(level, q, limit * deeper)
-        ]
-        lists.append(concepts[0][concept_list(concepts[1:], text, i, limit * deeper)])
-        out.append(_fuse(build, lists, limit, 10))
-    return out
+        probs = (text.verb_probs[i].float().numpy(), text.noun_probs[i].float().numpy())
+        began = time.perf_counter()
+        concepts.top_units(build, *probs, k)
+        took.append((time.perf_counter() - began) * 1e3)
+    print(
+        f"  concept lists: made in {made[0]:.1f} s wall / {made[1]:.1f} CPU s, "
+        f"{size / 1e6:.0f} MB; a sentence's {k}: median {np.median(took):.1f} ms, "
+        f"p99 {np.percentile(took, 99):.1f} ms ({len(took)} sentences)"
+    )
 
 
 def served_top(
@@ -136,12 +132,12 @@ def report(
     fusion: tuple,
     scale: float,
     rerank: int,
-    concepts: tuple | None = None,
+    concepts: bool = False,
 ) -> dict:
     """Recall@K and top1@K per K, overlap@10 at ``rerank``, printed and returned."""
     result = {}
-    for label, extra in (("levels", None), ("levels+concepts", concepts)):
-        if label != "levels" and extra is None:
+    for label, extra in (("levels", False), ("levels+concepts", True)):
+        if extra and not concepts:
             continue
         began = time.process_time()
         for k in KS:
@@ -199,13 +195,12 @@ def main() -> None:
     text = corpus.text.select(rows)
     units = np.array([build.units(v)[0] for v in range(1, len(corpus.captions) + 1)])
     truth = exhaustive_top(lambda: iter([(units, corpus.video)]), text, fusion, scale)
-    probs = (units, corpus.video.verb_probs.numpy(), corpus.video.noun_probs.numpy())
     print(
         f"{len(units)} videos of the demo corpus (demo model, D {cfg.embed_dim}), factory "
         f"{args.factory}, rows {args.rows}, {len(rows)} captions as queries; recall of the "
         "exhaustive top 10 (float32, fused score)"
     )
-    report(build, text, truth, fusion, scale, args.rerank, probs)
+    report(build, text, truth, fusion, scale, args.rerank, concepts=True)
 
 
 if __name__ == "__main__":

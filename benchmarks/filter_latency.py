@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from search_latency import build_index, sentences  # noqa: E402
 
+from service.candidates import candidates  # noqa: E402
 from service.filters import VideoFilter, matching_videos  # noqa: E402
-from service.search import Query, candidates, rerank_hits  # noqa: E402
+from service.search import Query, rerank_hits  # noqa: E402
 from service.settings import HanetSettings  # noqa: E402
 
 FILTERS = {

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from candidate_recall import TopUnits, exhaustive_top, report  # noqa: E402
+from candidate_recall import TopUnits, concept_costs, exhaustive_top, report  # noqa: E402
 from demo_corpus import DEMO, Lift, as_video, encode_corpora  # noqa: E402
 from search_latency import (  # noqa: E402
     as_environment,
@@ -208,8 +208,7 @@ def main() -> None:
     parser.add_argument(
         "--concepts",
         action="store_true",
-        help="also report the levels with a concept list fused in (candidate_recall.py's "
-        "proposal: every unit's stored concept probabilities scored by soft Jaccard)",
+        help="also report the levels with the concept scan (index.concepts) fused in",
     )
     parser.add_argument(
         "--nprobe",
@@ -219,6 +218,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-warm", action="store_true", help="serve without reading the rerank rows in at load"
+    )
+    parser.add_argument(
+        "--search-concepts",
+        choices=("on", "off"),
+        default="on",
+        help="the served search's concept list (HANET_SEARCH_CONCEPTS) in the HTTP figures",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)  # no timings here; a shared machine: no waiting thread pool
@@ -261,6 +266,7 @@ def main() -> None:
             checkpoint=work / "vitb32-random.pt",
             int8_text=True,
             search_candidates=args.rerank,
+            search_concepts=args.search_concepts == "on",
             log_level="WARNING",
             query_cache_size=0,
         )
@@ -272,7 +278,8 @@ def main() -> None:
         )
         print(
             f"  HTTP run {time.perf_counter() - began:.0f} s wall "
-            f"({'rows not warmed' if args.no_warm else 'rows warmed'} at load)"
+            f"({'rows not warmed' if args.no_warm else 'rows warmed'} at load, "
+            f"concept list {args.search_concepts})"
         )
         for name, got in http["clients"].items():
             print(
@@ -307,14 +314,9 @@ def main() -> None:
     if args.nprobe:
         build.vectors.nprobe = args.nprobe
     print(f"candidates from the levels at nprobe {build.vectors.nprobe}:")
-    concepts = None
-    if args.concepts:  # the stored (uint8) probabilities of the one part, decoded
-        part = build.parts[0]
-        concepts = (
-            np.arange(1, args.videos + 1, dtype=np.int64) << UNIT_BITS,  # row i: video i + 1
-            *(formats.decode(f, part[f], None).numpy() for f in ("verb_probs", "noun_probs")),
-        )
-    report(build, text, truth, demo.fusion, demo.attention_scale, args.rerank, concepts)
+    if args.concepts:
+        concept_costs(build, text, args.rerank)
+    report(build, text, truth, demo.fusion, demo.attention_scale, args.rerank, args.concepts)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import logging
 import threading
 from pathlib import Path
 
+from index import concepts
 from index.reader import Build, BuildError, load_current
 from index.vectors import VectorStoreError
 
@@ -86,6 +87,7 @@ class LiveIndex:
             return None, exc, (self.index_dir / "CURRENT").read_text().strip()
         if loaded is not None and build.shares_rows(loaded):
             build.warm(rows=False)  # the rows are warm: the new tombstones' selector only
+        concepts.prepare(build)  # its concept lists, here rather than in its first search
         return build, None, build.name
 
     def _install(self, build: Build | None, error: BuildError | None, name: str) -> None:

@@ -113,7 +113,7 @@ def build_searcher(settings: HanetSettings, model: HANet) -> Searcher:
     else:
         index = MilvusLive(target, expect_checkpoint=model.checkpoint_sha256)  # same interface
     cache = QueryCache(model, settings.query_cache_size)
-    return Searcher(model, index, cache, candidates=settings.search_candidates)
+    return Searcher(model, index, cache, settings.search_candidates, settings.search_concepts)
 
 
 def use_threads(count: int | None) -> None:

@@ -164,6 +164,11 @@ class HanetSettings(BaseSettings):
         le=10000,
         description="Videos reranked by HANet per search: the level indexes' best, fused by rank.",
     )
+    search_concepts: bool = Field(
+        default=True,
+        description="Also nominate the units whose concept probabilities best match the "
+        "sentence's (a scan of the stored rows; FAISS builds only).",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,

@@ -3,7 +3,7 @@
 The video branch's stored embeddings of the source video are the query vectors: its units'
 event vectors against the event index, their key action segments against the action index,
 their key entity segments against the entity index; the candidates are fused by rank as a
-sentence's are (``service.search.candidates_many``), then ranked by cosine similarity per level,
+sentence's are (``service.candidates.candidates_many``), then ranked by cosine similarity per level,
 averaged (HANet's rerank scores a sentence against a video, so it cannot rank video against
 video). The source video itself is never a hit."""
 
@@ -15,7 +15,8 @@ import torch
 from index.vectors import video_of
 from model import HANet, VideoEmbeddings
 from model.preprocess import frames_to_pixels
-from service.search import Hit, Moment, Query, candidates_many, group_units, stretch_in_unit
+from service.candidates import candidates_many
+from service.search import Hit, Moment, Query, group_units, stretch_in_unit
 
 
 class UnknownVideo(LookupError):

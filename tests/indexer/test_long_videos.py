@@ -39,7 +39,8 @@ from indexer.segments import DecodedSegment, SegmentCfg, decode_segments, plan_s
 from indexer.writer import remove_videos
 from model import HANet, get_config
 from model.preprocess import normalize_frames
-from service.search import UNITS_PER_VIDEO, Query, search
+from service.candidates import UNITS_PER_VIDEO
+from service.search import Query, search
 
 FPS, SIDE = 10, 96
 # Shots far apart in colour: each change is a hard cut. The 1 s shot (8-9 s) joins the next

@@ -91,6 +91,14 @@ def test_the_searcher_answers_nothing_before_the_first_publish(tmp_path, checkpo
     searcher = runtime.build_searcher(settings, runtime.load_model(settings, serving=True))
     assert searcher.search("a red circle moves left", top_k=5) == []
     assert searcher.candidates == settings.search_candidates
+    assert searcher.concepts is True  # the concept list is on unless turned off
+
+
+def test_the_concept_list_can_be_turned_off(tmp_path, checkpoint, monkeypatch) -> None:
+    monkeypatch.setenv("HANET_SEARCH_CONCEPTS", "false")
+    settings = runtime.load_settings().model_copy(update={"data_dir": tmp_path})
+    settings = settings.model_copy(update={"checkpoint": checkpoint})
+    assert runtime.build_searcher(settings, runtime.load_model(settings)).concepts is False
 
 
 def test_the_piece_length_reaches_the_indexer_and_is_checked(monkeypatch) -> None:

@@ -11,7 +11,7 @@ import torch
 from index.reader import Build
 from index.vectors import FaissStore, unit_id, video_of
 from model import TextEmbeddings
-from service.search import UNITS_PER_VIDEO, candidates, candidates_many
+from service.candidates import UNITS_PER_VIDEO, candidates, candidates_many
 
 DIM = 16
 
