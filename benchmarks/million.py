@@ -31,7 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from candidate_recall import TopUnits, concept_costs, exhaustive_top, report  # noqa: E402
+from candidate_recall import (  # noqa: E402
+    TopUnits,
+    candidate_sets,
+    concept_costs,
+    exhaustive_top,
+    report,
+)
 from demo_corpus import DEMO, Lift, as_video, encode_corpora  # noqa: E402
 from search_latency import (  # noqa: E402
     as_environment,
@@ -317,6 +323,24 @@ def main() -> None:
     if args.concepts:
         concept_costs(build, text, args.rerank)
     report(build, text, truth, demo.fusion, demo.attention_scale, args.rerank, args.concepts)
+    base_recall(build, text, truth, args.rerank, len(lift.corpus.captions), args.concepts)
+
+
+def base_recall(build, text, truth: np.ndarray, k: int, bases: int, concepts: bool) -> None:
+    """Print the share of the exhaustive top 10's distinct base videos (unit i is a copy of
+    base video i % bases) with at least one copy among the ``k`` candidates: whether the
+    candidate stage finds the right content, whichever noisy copy of it."""
+
+    def of(units) -> set[int]:
+        return set((((np.asarray(units, np.int64) >> UNIT_BITS) - 1) % bases).tolist())
+
+    want = [of(t[:10]) for t in truth]
+    for label, extra in (("levels", False), ("levels+concepts", True)):
+        if extra and not concepts:
+            continue
+        found = candidate_sets(build, text, k, extra)
+        share = np.mean([len(w & of(f)) / len(w) for w, f in zip(want, found, strict=True)])
+        print(f"  {label:16s} base videos of the exhaustive top 10 among {k}: {share:.3f}")
 
 
 if __name__ == "__main__":

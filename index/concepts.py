@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
+import torch
 
 from index import rows as formats
 from index.reader import Build
 from index.vectors import video_of
 
 FIELDS = ("verb_probs", "noun_probs")
-TOP_CONCEPTS = 8  # the concepts each unit is listed under, per field
-QUERY_CONCEPTS = 8  # the sentence's concepts whose lists are read, per field
+TOP_CONCEPTS = 16  # the concepts each unit is listed under, per field
+QUERY_CONCEPTS = 16  # the sentence's concepts whose lists are read, per field
 CHUNK = 1 << 16  # rows read at once while the lists are made: bounded temporaries
 
 
@@ -70,10 +71,12 @@ class _Lists:
         wanted = wanted[query[wanted] > 0]
         if not len(wanted):
             return np.zeros(count, np.float32)
-        spans = [(self.starts[c], self.starts[c + 1], query[c]) for c in wanted.tolist()]
-        rows = np.concatenate([self.rows[a:b] for a, b, _ in spans])
-        low = np.concatenate([np.minimum(self.probs[a:b], q) for a, b, q in spans])
-        return np.bincount(rows, weights=low, minlength=count).astype(np.float32)
+        low = torch.zeros(count)  # torch's index_add_ in float32: faster than np.bincount
+        rows, probs = torch.from_numpy(self.rows), torch.from_numpy(self.probs)
+        for c in wanted.tolist():
+            a, b = int(self.starts[c]), int(self.starts[c + 1])
+            low.index_add_(0, rows[a:b], probs[a:b].clamp(max=float(query[c])))
+        return low.numpy()
 
 
 def _decoded(stored: np.ndarray) -> np.ndarray:

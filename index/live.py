@@ -19,10 +19,14 @@ WATCH_INTERVAL_S = 0.5
 
 class LiveIndex:
     """The published build of ``index_dir`` for the model ``expect_checkpoint`` (re-read when
-    ``index/CURRENT`` changes, so new videos are searchable without a restart)."""
+    ``index/CURRENT`` changes, so new videos are searchable without a restart). ``concepts``:
+    each build's concept lists (``index.concepts``) are made as it is read."""
 
-    def __init__(self, index_dir: Path, expect_checkpoint: str | None) -> None:
+    def __init__(
+        self, index_dir: Path, expect_checkpoint: str | None, concepts: bool = True
+    ) -> None:
         self.index_dir, self.expect_checkpoint = index_dir, expect_checkpoint
+        self.concepts = concepts
         self._build: Build | None = None
         self._build_name: str | None = None  # "<build>/<version>" loaded (or that failed)
         self._error: BuildError | None = None  # why the published build cannot be used
@@ -87,7 +91,8 @@ class LiveIndex:
             return None, exc, (self.index_dir / "CURRENT").read_text().strip()
         if loaded is not None and build.shares_rows(loaded):
             build.warm(rows=False)  # the rows are warm: the new tombstones' selector only
-        concepts.prepare(build)  # its concept lists, here rather than in its first search
+        if self.concepts:  # its concept lists, here rather than in its first search
+            concepts.prepare(build)
         return build, None, build.name
 
     def _install(self, build: Build | None, error: BuildError | None, name: str) -> None:

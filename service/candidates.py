@@ -1,5 +1,5 @@
 """The search's candidate stage: the units to rerank for a sentence, from the three level
-indexes (and the concept scan, ``index.concepts``) fused by reciprocal rank, a few per video."""
+indexes (and the concept lists, ``index.concepts``) fused by reciprocal rank, a few per video."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def candidates(
     ``DEEPER``); the union is cut to ``limit`` by reciprocal rank fusion (a unit ranked high at
     any level stays in), at most ``UNITS_PER_VIDEO`` of one video, and longer where that many
     units hold fewer than ``videos`` videos (a search for the top videos). ``among``: units of
-    these videos only (a filtered search). ``concepts``: the concept scan's best units are a
+    these videos only (a filtered search). ``concepts``: the concept lists' best units are a
     further list (``index.concepts``)."""
     return candidates_many(build, [text], [limit], [videos], [among], concepts)[0]
 

@@ -109,7 +109,7 @@ def build_searcher(settings: HanetSettings, model: HANet) -> Searcher:
 
     target = index_target(settings)
     if isinstance(target, Path):
-        index = LiveIndex(target, expect_checkpoint=model.checkpoint_sha256)
+        index = LiveIndex(target, model.checkpoint_sha256, settings.search_concepts)
     else:
         index = MilvusLive(target, expect_checkpoint=model.checkpoint_sha256)  # same interface
     cache = QueryCache(model, settings.query_cache_size)

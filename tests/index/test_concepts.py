@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from index import concepts
+from index.live import LiveIndex
 from index.reader import Build, load_current
 from index.vectors import unit_id, video_of
 from index.writer import IndexWriter, delete_videos
@@ -132,3 +133,21 @@ def test_short_lists_still_find_a_units_own_concepts_first(index_dir, monkeypatc
         assert concepts.top_units(build, *probs, 3)[0] == unit
     lists = concepts._parts(build).lists
     assert sum(len(p[f].rows) for p in lists for f in concepts.FIELDS) == 12 * 2 * DEFAULTS[0]
+
+
+def test_lists_are_made_once_per_part_file_as_builds_are_read(index_dir, cfg) -> None:
+    live = LiveIndex(index_dir, expect_checkpoint=CHECKPOINT)
+    first = live.current()
+    assert "_concept_parts" in first.__dict__  # made as the build was read, not by a search
+    made = concepts._parts(first).lists
+    add(IndexWriter.open(index_dir, cfg, CHECKPOINT, "Flat"), [13])  # a publish: a third part
+    delete_videos(index_dir, [2])  # and a tombstone-only version after it
+    second = live.current(wait=True)
+    lists = concepts._parts(second).lists
+    assert len(lists) == 3 and lists[0] is made[0] and lists[1] is made[1]  # the same files
+    verbs, nouns = next(_queries(cfg, 1, seed=3))
+    assert concepts.top_units(second, verbs, nouns, 13).tolist() == _brute_force(
+        second, verbs, nouns, 13
+    )
+    off = LiveIndex(index_dir, expect_checkpoint=CHECKPOINT, concepts=False).current()
+    assert "_concept_parts" not in off.__dict__  # HANET_SEARCH_CONCEPTS=false: none made
