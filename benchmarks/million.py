@@ -226,14 +226,17 @@ def main() -> None:
         "--no-warm", action="store_true", help="serve without reading the rerank rows in at load"
     )
     parser.add_argument(
+        "--threads", type=int, default=1, help="torch and FAISS threads of the build and recall"
+    )
+    parser.add_argument(
         "--search-concepts",
         choices=("on", "off"),
         default="on",
         help="the served search's concept list (HANET_SEARCH_CONCEPTS) in the HTTP figures",
     )
     args = parser.parse_args()
-    torch.set_num_threads(1)  # no timings here; a shared machine: no waiting thread pool
-    faiss.omp_set_num_threads(1)  # idem: two OpenMP threads on a busy machine spin-wait
+    torch.set_num_threads(args.threads)  # a shared machine: one, no waiting thread pool
+    faiss.omp_set_num_threads(args.threads)  # idem: OpenMP threads on a busy machine spin-wait
     from model import load_checkpoint
 
     demo = load_checkpoint(DEMO).cfg
