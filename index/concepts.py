@@ -8,12 +8,12 @@ close would never be reranked. This list is fused with the levels' (``service.ca
 Inverted lists, per part and per field (verbs, nouns): each unit is listed under its
 ``TOP_CONCEPTS`` most probable concepts, with its probability there, beside its exact sum
 over all concepts. A sentence's ``QUERY_CONCEPTS`` most probable concepts gather their lists;
-a unit's min-sum is what those shared concepts give (the rest of its probability mass is
-small by construction), and its soft Jaccard min-sum / (sum p + sum q - min-sum) is exact in
+a unit's min-sum is what those shared concepts give (what it puts outside its listed
+concepts is left out), and its soft Jaccard min-sum / (sum p + sum q - min-sum) is exact in
 the sums. The work is the gathered lists' length, which falls as the vocabulary grows (a
 concept's list holds about units x TOP_CONCEPTS / vocabulary entries), not a pass over
 units x vocabulary. Lists are made once per part file (parts never change), when a build is
-first searched.
+read (``index.live``) or else first searched.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class _Lists:
         count, vocab = stored.shape
         keep = min(TOP_CONCEPTS, vocab)
         concepts, probs, sums = [], [], []
-        for start in range(0, count, CHUNK):
+        for start in range(0, count if keep else 0, CHUNK):  # no vocabulary: empty lists
             p = _decoded(stored[start : start + CHUNK])
             top = np.argpartition(-p, keep - 1, axis=1)[:, :keep] if keep < vocab else None
             top = np.broadcast_to(np.arange(vocab), p.shape) if top is None else top
@@ -61,8 +61,8 @@ class _Lists:
         prob = np.concatenate(probs).reshape(-1) if probs else np.zeros(0, np.float32)
         order = np.argsort(concept, kind="stable")  # by concept, rows ascending within one
         starts = np.r_[0, np.cumsum(np.bincount(concept, minlength=vocab))]
-        rows = (order // keep).astype(np.int32)
-        sums_ = np.concatenate(sums) if sums else np.zeros(0, np.float32)
+        rows = (order // max(keep, 1)).astype(np.int32)
+        sums_ = np.concatenate(sums) if sums else np.zeros(count, np.float32)
         return cls(rows, prob[order], starts, sums_)
 
     def min_sums(self, query: np.ndarray, count: int) -> np.ndarray:

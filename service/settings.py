@@ -167,7 +167,7 @@ class HanetSettings(BaseSettings):
     search_concepts: bool = Field(
         default=True,
         description="Also nominate the units whose concept probabilities best match the "
-        "sentence's (a scan of the stored rows; FAISS builds only).",
+        "sentence's (inverted lists of each unit's top concepts; FAISS builds only).",
     )
     threads: int | None = Field(
         default=None,

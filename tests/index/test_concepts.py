@@ -96,6 +96,8 @@ def test_nothing_to_scan_is_none(index_dir, cfg, tmp_path) -> None:
     partless = Build(tmp_path, {}, build.vectors, rows=dict(build.rows))
     assert concepts.top_units(partless, verbs, nouns, 5) is None
     assert concepts.top_units(object(), verbs, nouns, 5) is None  # not a FAISS build (Milvus)
+    empty = concepts._Lists.of(np.zeros((5, 0), np.uint8))  # rows of a model without concepts
+    assert len(empty.rows) == 0 and empty.min_sums(np.zeros(0, np.float32), 5).tolist() == [0] * 5
 
 
 def test_the_concept_list_brings_in_what_the_levels_miss(index_dir, cfg) -> None:
