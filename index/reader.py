@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from index import rows as formats
+from index.pages import RowPaging
 from index.rows import part_format
 from index.vectors import INDEX_FILES, LEVELS, UNIT_BITS, FaissStore, read_meta, video_of
 from model import VideoEmbeddings
@@ -88,6 +89,7 @@ class Build:
     # the files this build's memory was read from, by path under ``root``: a later version
     # holding the same files (hard links: a delete's version) can share what is loaded
     file_ids: dict[str, FileId] = field(default_factory=dict)
+    paging: RowPaging = field(default_factory=RowPaging)  # shared by builds sharing ``parts``
 
     @property
     def checkpoint_sha256(self) -> str:
@@ -177,6 +179,7 @@ class Build:
     ) -> tuple[VideoEmbeddings, dict[str, torch.Tensor] | None]:
         """``embeddings`` and ``grams`` of these units at once (a search's rerank)."""
         where = self._where(unit_ids)
+        self.paging.prefetch(self.parts, where)  # rows larger than memory: read them at once
         return self._embeddings_at(where), self._grams_at(where)
 
     def _embeddings_at(self, where: np.ndarray) -> VideoEmbeddings:
@@ -234,13 +237,15 @@ class Build:
         """Build the selector that hides deleted videos (once here rather than by the first
         search) and, with ``rows``, touch every page of the memory-mapped rerank rows once, so
         that searches find them in memory (page cache and this process's page tables) rather
-        than faulting on each candidate. Nothing is touched when the rows would take more than
-        ``WARM_SHARE`` of the available memory. Returns the bytes touched."""
+        than faulting on each candidate. When the rows would take more than ``WARM_SHARE`` of
+        the available memory nothing is touched and they are read cold (``index.pages``:
+        random access, each search's rows prefetched). Returns the bytes touched."""
         for level in LEVELS:
             self.vectors.tombstone_selector(level)
         arrays = [a for part in self.parts for a in part.values()] if rows else []
         total = sum(a.nbytes for a in arrays)
         if total > _available_memory() * WARM_SHARE:
+            self.paging.go_cold(arrays)
             return 0
         page = mmap.PAGESIZE
         for array in arrays:
@@ -278,7 +283,7 @@ class Build:
             rows = without_videos(self.rows, deleted - self.vectors.deleted)
         else:
             rows = _rows(root, manifest["parts"], deleted)
-        return Build(root, manifest, vectors, self.parts, rows, dict(self.file_ids))
+        return Build(root, manifest, vectors, self.parts, rows, dict(self.file_ids), self.paging)
 
 
 def _available_memory() -> int:
