@@ -44,10 +44,13 @@ from search_latency import (  # noqa: E402
     insert_videos,
     over_http,
     pct,
+    print_stages,
     random_checkpoint,
     sentences,
+    stages,
 )
 
+from index import concepts  # noqa: E402
 from index import rows as formats  # noqa: E402
 from index.reader import FIELDS, GRAM_FILES, load_current  # noqa: E402
 from index.vectors import SEGMENT_SLOTS, UNIT_BITS, FaissStore, _stored  # noqa: E402
@@ -211,6 +214,18 @@ def main() -> None:
     parser.add_argument("--rerank", type=int, default=200)
     parser.add_argument("--port", type=int, default=8931)
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--no-recall", action="store_true", help="skip the recall figures")
+    parser.add_argument(
+        "--list-read",
+        type=int,
+        help="entries read of each concept list in the recall figures (index.concepts."
+        "LIST_READ; default the service's)",
+    )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="after the HTTP run, time the search's stages in-process (the same queries)",
+    )
     parser.add_argument(
         "--concepts",
         action="store_true",
@@ -305,7 +320,15 @@ def main() -> None:
                 f"mapped files {rss['RssFile']:.0f} MB, of them the index's {rss['under']:.0f} "
                 f"MB), load {os.getloadavg()[0]:.1f}"
             )
+        if args.stages:
+            print_stages(stages(settings, queries, warm=not args.no_warm))
+    if args.no_recall:
+        return
     build = load_current(work / "index")
+    build.warm()  # as a server does: rows read in when they fit, else read cold
+    if args.list_read:
+        concepts.LIST_READ = args.list_read
+    print(f"concept lists read up to {concepts.LIST_READ} entries each")
     if saved.exists():
         truth = np.load(saved)
         print(f"exhaustive float32 top 10 of {len(text)} sentences read from {saved}")

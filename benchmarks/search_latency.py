@@ -459,6 +459,15 @@ def stages(settings: HanetSettings, queries: list[str], warm: bool = True) -> di
     return {"times": laps.times}
 
 
+def print_stages(parts: dict) -> None:
+    """``stages``' times: per stage and per query in all, median / p99."""
+    print("where the time goes (in-process, median / p99 ms):")
+    for key, values in parts["times"].items():
+        print(f"  {key:9s} {pct(values, 50):6.2f} / {pct(values, 99):6.2f}")
+    totals = [sum(v) for v in zip(*parts["times"].values(), strict=True)]
+    print(f"  {'total':9s} {pct(totals, 50):6.2f} / {pct(totals, 99):6.2f}   (per-query sums)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -558,11 +567,7 @@ def main() -> None:
             f"mapped files, RssFile {rss['RssFile']:.0f} MB, of which the index's "
             f"{rss['under']:.0f} MB)"
         )
-    print("where the time goes (in-process, median / p99 ms):")
-    for key, values in parts["times"].items():
-        print(f"  {key:9s} {pct(values, 50):6.2f} / {pct(values, 99):6.2f}")
-    totals = [sum(v) for v in zip(*parts["times"].values(), strict=True)]
-    print(f"  {'total':9s} {pct(totals, 50):6.2f} / {pct(totals, 99):6.2f}   (per-query sums)")
+    print_stages(parts)
     for name, got in http["clients"].items():
         http_only = [w - t for w, t in zip(got["wall"], got["took"], strict=True)]
         print(
