@@ -12,8 +12,11 @@ a unit's min-sum is what those shared concepts give (what it puts outside its li
 concepts is left out), and its soft Jaccard min-sum / (sum p + sum q - min-sum) is exact in
 the sums. The work is the gathered lists' length, which falls as the vocabulary grows (a
 concept's list holds about units x TOP_CONCEPTS / vocabulary entries), not a pass over
-units x vocabulary. Lists are made once per part file (parts never change), when a build is
-read (``index.live``) or else first searched.
+units x vocabulary. Each list is ordered by probability, most probable first, and a sentence
+reads at most ``LIST_READ`` entries of each: past that, a small vocabulary's lists (a large
+share of a large library each) would cost more than the levels' search, and what they add is
+the units least sure of the concept. Lists are made once per part file (parts never change),
+when a build is read (``index.live``) or else first searched.
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ from index.vectors import video_of
 FIELDS = ("verb_probs", "noun_probs")
 TOP_CONCEPTS = 16  # the concepts each unit is listed under, per field
 QUERY_CONCEPTS = 16  # the sentence's concepts whose lists are read, per field
+LIST_READ = 1 << 14  # the most entries a sentence reads of one concept's list (per part)
 CHUNK = 1 << 16  # rows read at once while the lists are made: bounded temporaries
 
 
 @dataclass
 class _Lists:
     """One part's inverted lists for one field: list ``c`` is ``rows[starts[c]:starts[c+1]]``
-    with ``probs`` beside; ``sums`` every row's probability sum over all concepts."""
+    with ``probs`` beside, most probable first (ties by row); ``sums`` every row's
+    probability sum over all concepts."""
 
     rows: np.ndarray  # (E,) int32 row numbers, by concept
     probs: np.ndarray  # (E,) float32
@@ -59,14 +64,15 @@ class _Lists:
             sums.append(p.sum(1))
         concept = np.concatenate(concepts).reshape(-1) if concepts else np.zeros(0, np.int64)
         prob = np.concatenate(probs).reshape(-1) if probs else np.zeros(0, np.float32)
-        order = np.argsort(concept, kind="stable")  # by concept, rows ascending within one
+        order = np.lexsort((-prob, concept))  # by concept, then most probable (stable: rows)
         starts = np.r_[0, np.cumsum(np.bincount(concept, minlength=vocab))]
         rows = (order // max(keep, 1)).astype(np.int32)
         sums_ = np.concatenate(sums) if sums else np.zeros(count, np.float32)
         return cls(rows, prob[order], starts, sums_)
 
     def min_sums(self, query: np.ndarray, count: int) -> np.ndarray:
-        """(N,) each row's min-sum with ``query`` over the query's listed concepts."""
+        """(N,) each row's min-sum with ``query`` over the query's listed concepts (over the
+        first ``LIST_READ`` entries of each list)."""
         wanted = np.argsort(-query, kind="stable")[:QUERY_CONCEPTS]
         wanted = wanted[query[wanted] > 0]
         if not len(wanted):
@@ -74,7 +80,8 @@ class _Lists:
         low = torch.zeros(count)  # torch's index_add_ in float32: faster than np.bincount
         rows, probs = torch.from_numpy(self.rows), torch.from_numpy(self.probs)
         for c in wanted.tolist():
-            a, b = int(self.starts[c]), int(self.starts[c + 1])
+            a = int(self.starts[c])
+            b = min(int(self.starts[c + 1]), a + LIST_READ)  # its most probable entries
             low.index_add_(0, rows[a:b], probs[a:b].clamp(max=float(query[c])))
         return low.numpy()
 
