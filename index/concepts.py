@@ -64,26 +64,29 @@ class _Lists:
             sums.append(p.sum(1))
         concept = np.concatenate(concepts).reshape(-1) if concepts else np.zeros(0, np.int64)
         prob = np.concatenate(probs).reshape(-1) if probs else np.zeros(0, np.float32)
-        order = np.lexsort((-prob, concept))  # by concept, then most probable (stable: rows)
+        # by concept, then most probable, then row: one stable sort of an exact float64 key
+        # (a concept number plus half of 1 - p, p a float32 in [0, 1])
+        order = np.argsort(concept + (1 - prob.astype(np.float64)) / 2, kind="stable")
         starts = np.r_[0, np.cumsum(np.bincount(concept, minlength=vocab))]
         rows = (order // max(keep, 1)).astype(np.int32)
         sums_ = np.concatenate(sums) if sums else np.zeros(count, np.float32)
         return cls(rows, prob[order], starts, sums_)
 
-    def min_sums(self, query: np.ndarray, count: int) -> np.ndarray:
+    def min_sums(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(N,) each row's min-sum with ``query`` over the query's listed concepts (over the
-        first ``LIST_READ`` entries of each list)."""
+        first ``LIST_READ`` entries of each list), and the rows read (with repeats): the
+        only ones whose min-sum can be above 0."""
         wanted = np.argsort(-query, kind="stable")[:QUERY_CONCEPTS]
         wanted = wanted[query[wanted] > 0]
-        if not len(wanted):
-            return np.zeros(count, np.float32)
         low = torch.zeros(count)  # torch's index_add_ in float32: faster than np.bincount
         rows, probs = torch.from_numpy(self.rows), torch.from_numpy(self.probs)
+        read = []
         for c in wanted.tolist():
             a = int(self.starts[c])
             b = min(int(self.starts[c + 1]), a + LIST_READ)  # its most probable entries
             low.index_add_(0, rows[a:b], probs[a:b].clamp(max=float(query[c])))
-        return low.numpy()
+            read.append(self.rows[a:b])
+        return low.numpy(), np.concatenate(read) if read else np.zeros(0, np.int32)
 
 
 def _decoded(stored: np.ndarray) -> np.ndarray:
@@ -160,17 +163,23 @@ def top_units(
     parts = _parts(build)
     found, scores = [], []
     for p, units in enumerate(parts.units):
-        score = np.zeros(len(units), np.float32)
-        for f, q in query.items():  # soft Jaccard: min-sum / (sum p + sum q - min-sum)
-            lists = parts.lists[p][f]
-            low = lists.min_sums(q, len(units))
-            score += low / np.maximum(lists.sums + q.sum() - low, 1e-6)
-        keep = (score > 0) & (units >= 0)  # a listed concept shared, and live
+        low, read = {}, []
+        for f, q in query.items():
+            low[f], rows = parts.lists[p][f].min_sums(q, len(units))
+            read.append(rows)
+        seen = np.zeros(len(units), bool)  # the rows read: a pass over those, not every row
+        seen[np.concatenate(read)] = True
+        at = np.flatnonzero(seen)
+        at = at[units[at] >= 0]  # live
         if videos is not None:
-            keep &= np.isin(video_of(units), videos)
-        at = np.flatnonzero(keep)
-        top = at[_best(score[at], k)]
-        found.append(units[top])
+            at = at[np.isin(video_of(units[at]), videos)]
+        score = np.zeros(len(at), np.float32)
+        for f, q in query.items():  # soft Jaccard: min-sum / (sum p + sum q - min-sum)
+            shared = low[f][at]
+            score += shared / np.maximum(parts.lists[p][f].sums[at] + q.sum() - shared, 1e-6)
+        at, score = at[score > 0], score[score > 0]  # a listed concept shared
+        top = _best(score, k)
+        found.append(units[at[top]])
         scores.append(score[top])
     units, score = np.concatenate(found), np.concatenate(scores)
     return units[np.lexsort((units, -score))[:k]]

@@ -8,11 +8,15 @@ work against it:
 - read-around: a fault on a file mapping reads the block device's readahead window around the
   faulted page (``/sys/block/<dev>/queue/read_ahead_kb``: 128 KB on many machines, megabytes on
   some virtual disks), so a 10 KB row costs a window's read and evicts rows other searches
-  need; ``random_access`` advises MADV_RANDOM: a fault reads its own pages only;
+  need; ``go_cold`` advises MADV_RANDOM: a fault reads its own pages only;
 - one fault at a time: a search's gather touches its 200 candidates' rows one after another, in
   each of a part's files, and waits for every read in turn; ``prefetch`` first advises
   MADV_WILLNEED over every candidate row of every file, so the kernel starts all those reads
   at once and the gather then waits for the slowest, not for their sum.
+
+And a cold build's process unmaps what it has read (``go_cold``: the load's pass over the
+probabilities; ``release``: each search's rows, once copied out), so its resident memory is
+its own, not the page cache's: the pages stay cached for the next search that wants them.
 
 A prefetch advises each array's ranges in one system call (process_madvise, Linux 5.10 and
 later) where the kernel takes it, else one madvise per range. Linux only (through libc);
@@ -49,22 +53,34 @@ class RowPaging:
         self.cold = False
 
     def go_cold(self, arrays: list[np.ndarray]) -> None:
-        """The rows will not be read in: advise random access over every mapped array."""
+        """The rows will not be read in: advise random access over every mapped array, and
+        unmap what is mapped now (the concept lists' pass over the probabilities, made at
+        load): the pages stay in the page cache, the process holds only what searches fault
+        in again."""
         for array in arrays:
             advise(array, mmap.MADV_RANDOM)
+            advise(array, mmap.MADV_DONTNEED)  # read-only shared maps: nothing is lost
         self.cold = True
 
     def prefetch(self, parts: list[dict[str, np.ndarray]], where: np.ndarray) -> int:
         """When cold, start reading the rows at (part, row) pairs (``where``, (N, 2)) of every
         array of their parts; returns the ranges advised (0 when warm)."""
-        if not self.cold:
-            return 0
-        advised = 0
-        for part in np.unique(where[:, 0]).tolist():
-            rows = np.unique(where[where[:, 0] == part, 1])
-            for array in parts[part].values():
-                advised += _advise_ranges(array, row_ranges(array, rows), mmap.MADV_WILLNEED)
-        return advised
+        return _advise_rows(parts, where, mmap.MADV_WILLNEED) if self.cold else 0
+
+    def release(self, parts: list[dict[str, np.ndarray]], where: np.ndarray) -> int:
+        """When cold, unmap those rows again once a search has copied them out: they stay in
+        the page cache (the next search to want them finds them there), and the process's
+        resident memory stays its own rather than growing with every row ever searched."""
+        return _advise_rows(parts, where, mmap.MADV_DONTNEED) if self.cold else 0
+
+
+def _advise_rows(parts: list[dict[str, np.ndarray]], where: np.ndarray, advice: int) -> int:
+    advised = 0
+    for part in np.unique(where[:, 0]).tolist():
+        rows = np.unique(where[where[:, 0] == part, 1])
+        for array in parts[part].values():
+            advised += _advise_ranges(array, row_ranges(array, rows), advice)
+    return advised
 
 
 def _mapped(array: np.ndarray) -> bool:

@@ -98,7 +98,8 @@ def test_nothing_to_scan_is_none(index_dir, cfg, tmp_path) -> None:
     assert concepts.top_units(partless, verbs, nouns, 5) is None
     assert concepts.top_units(object(), verbs, nouns, 5) is None  # not a FAISS build (Milvus)
     empty = concepts._Lists.of(np.zeros((5, 0), np.uint8))  # rows of a model without concepts
-    assert len(empty.rows) == 0 and empty.min_sums(np.zeros(0, np.float32), 5).tolist() == [0] * 5
+    low, read = empty.min_sums(np.zeros(0, np.float32), 5)
+    assert len(empty.rows) == 0 and low.tolist() == [0] * 5 and len(read) == 0
 
 
 def test_the_concept_list_brings_in_what_the_levels_miss(index_dir, cfg) -> None:

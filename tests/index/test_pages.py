@@ -96,6 +96,42 @@ def test_a_prefetch_reads_the_rows_asked_for_and_nothing_else(
     assert set(np.flatnonzero(resident(array)).tolist()) == want
 
 
+def _mapped_kb(path: Path) -> int:
+    """This process's resident kB of its mappings of ``path`` (/proc/self/smaps Rss)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_going_cold_unmaps_pages_and_leaves_them_in_the_page_cache(tmp_path: Path) -> None:
+    array = rows_file(tmp_path, 200)
+    int(array.max())  # every page read: mapped into this process
+    assert _mapped_kb(tmp_path / "rows.npy") * 1024 >= array.nbytes - PAGE
+    RowPaging().go_cold([array])
+    assert _mapped_kb(tmp_path / "rows.npy") == 0  # the process holds none of them
+    assert resident(array).all()  # still in the page cache: nothing read again
+    assert int(array[7, 5]) == int(np.uint8((7 * ROW + 5) % 256))  # and the data unchanged
+
+
+def test_a_release_unmaps_the_rows_a_search_read(tmp_path: Path) -> None:
+    array = rows_file(tmp_path)
+    paging = RowPaging()
+    paging.go_cold([array])
+    where = np.array([[0, 900], [0, 3]])
+    assert paging.release([{"rows": array}], where) == 2  # cold: advised
+    got = array[[900, 3]].copy()  # as a search copies its candidates' rows out
+    assert _mapped_kb(tmp_path / "rows.npy") * 1024 >= 2 * ROW
+    paging.release([{"rows": array}], where)
+    assert _mapped_kb(tmp_path / "rows.npy") == 0
+    assert all(resident(array)[sorted(row_pages(array, 3) | row_pages(array, 900))])
+    assert np.array_equal(array[[900, 3]], got)
+    assert RowPaging().release([{"rows": array}], where) == 0  # warm: the rows stay mapped
+
+
 def test_advice_and_residency_need_a_memory_map() -> None:
     array = np.zeros((10, ROW), np.uint8)
     assert not pages.advise(array, mmap.MADV_RANDOM)
