@@ -50,7 +50,6 @@ from search_latency import (  # noqa: E402
     stages,
 )
 
-from index import concepts  # noqa: E402
 from index import rows as formats  # noqa: E402
 from index.reader import FIELDS, GRAM_FILES, load_current  # noqa: E402
 from index.vectors import SEGMENT_SLOTS, UNIT_BITS, FaissStore, _stored  # noqa: E402
@@ -216,12 +215,6 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument("--no-recall", action="store_true", help="skip the recall figures")
     parser.add_argument(
-        "--list-read",
-        type=int,
-        help="entries read of each concept list in the recall figures (index.concepts."
-        "LIST_READ; default the service's)",
-    )
-    parser.add_argument(
         "--stages",
         action="store_true",
         help="after the HTTP run, time the search's stages in-process (the same queries)",
@@ -326,9 +319,6 @@ def main() -> None:
         return
     build = load_current(work / "index")
     build.warm()  # as a server does: rows read in when they fit, else read cold
-    if args.list_read:
-        concepts.LIST_READ = args.list_read
-    print(f"concept lists read up to {concepts.LIST_READ} entries each")
     if saved.exists():
         truth = np.load(saved)
         print(f"exhaustive float32 top 10 of {len(text)} sentences read from {saved}")

@@ -12,11 +12,8 @@ a unit's min-sum is what those shared concepts give (what it puts outside its li
 concepts is left out), and its soft Jaccard min-sum / (sum p + sum q - min-sum) is exact in
 the sums. The work is the gathered lists' length, which falls as the vocabulary grows (a
 concept's list holds about units x TOP_CONCEPTS / vocabulary entries), not a pass over
-units x vocabulary. Each list is ordered by probability, most probable first, and a sentence
-reads at most ``LIST_READ`` entries of each: past that, a small vocabulary's lists (a large
-share of a large library each) would cost more than the levels' search, and what they add is
-the units least sure of the concept. Lists are made once per part file (parts never change),
-when a build is read (``index.live``) or else first searched.
+units x vocabulary. Lists are made once per part file (parts never change), when a build is
+read (``index.live``) or else first searched.
 """
 
 from __future__ import annotations
@@ -35,15 +32,13 @@ from index.vectors import video_of
 FIELDS = ("verb_probs", "noun_probs")
 TOP_CONCEPTS = 16  # the concepts each unit is listed under, per field
 QUERY_CONCEPTS = 16  # the sentence's concepts whose lists are read, per field
-LIST_READ = 1 << 14  # the most entries a sentence reads of one concept's list (per part)
 CHUNK = 1 << 16  # rows read at once while the lists are made: bounded temporaries
 
 
 @dataclass
 class _Lists:
     """One part's inverted lists for one field: list ``c`` is ``rows[starts[c]:starts[c+1]]``
-    with ``probs`` beside, most probable first (ties by row); ``sums`` every row's
-    probability sum over all concepts."""
+    with ``probs`` beside; ``sums`` every row's probability sum over all concepts."""
 
     rows: np.ndarray  # (E,) int32 row numbers, by concept
     probs: np.ndarray  # (E,) float32
@@ -64,29 +59,24 @@ class _Lists:
             sums.append(p.sum(1))
         concept = np.concatenate(concepts).reshape(-1) if concepts else np.zeros(0, np.int64)
         prob = np.concatenate(probs).reshape(-1) if probs else np.zeros(0, np.float32)
-        # by concept, then most probable, then row: one stable sort of an exact float64 key
-        # (a concept number plus half of 1 - p, p a float32 in [0, 1])
-        order = np.argsort(concept + (1 - prob.astype(np.float64)) / 2, kind="stable")
+        order = np.argsort(concept, kind="stable")  # by concept, rows ascending within one
         starts = np.r_[0, np.cumsum(np.bincount(concept, minlength=vocab))]
         rows = (order // max(keep, 1)).astype(np.int32)
         sums_ = np.concatenate(sums) if sums else np.zeros(count, np.float32)
         return cls(rows, prob[order], starts, sums_)
 
-    def min_sums(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """(N,) each row's min-sum with ``query`` over the query's listed concepts (over the
-        first ``LIST_READ`` entries of each list), and the rows read (with repeats): the
-        only ones whose min-sum can be above 0."""
+    def min_sums(self, query: np.ndarray, count: int) -> np.ndarray:
+        """(N,) each row's min-sum with ``query`` over the query's listed concepts."""
         wanted = np.argsort(-query, kind="stable")[:QUERY_CONCEPTS]
         wanted = wanted[query[wanted] > 0]
+        if not len(wanted):
+            return np.zeros(count, np.float32)
         low = torch.zeros(count)  # torch's index_add_ in float32: faster than np.bincount
         rows, probs = torch.from_numpy(self.rows), torch.from_numpy(self.probs)
-        read = []
         for c in wanted.tolist():
-            a = int(self.starts[c])
-            b = min(int(self.starts[c + 1]), a + LIST_READ)  # its most probable entries
+            a, b = int(self.starts[c]), int(self.starts[c + 1])
             low.index_add_(0, rows[a:b], probs[a:b].clamp(max=float(query[c])))
-            read.append(self.rows[a:b])
-        return low.numpy(), np.concatenate(read) if read else np.zeros(0, np.int32)
+        return low.numpy()
 
 
 def _decoded(stored: np.ndarray) -> np.ndarray:
@@ -163,23 +153,17 @@ def top_units(
     parts = _parts(build)
     found, scores = [], []
     for p, units in enumerate(parts.units):
-        low, read = {}, []
-        for f, q in query.items():
-            low[f], rows = parts.lists[p][f].min_sums(q, len(units))
-            read.append(rows)
-        seen = np.zeros(len(units), bool)  # the rows read: a pass over those, not every row
-        seen[np.concatenate(read)] = True
-        at = np.flatnonzero(seen)
-        at = at[units[at] >= 0]  # live
-        if videos is not None:
-            at = at[np.isin(video_of(units[at]), videos)]
-        score = np.zeros(len(at), np.float32)
+        score = np.zeros(len(units), np.float32)
         for f, q in query.items():  # soft Jaccard: min-sum / (sum p + sum q - min-sum)
-            shared = low[f][at]
-            score += shared / np.maximum(parts.lists[p][f].sums[at] + q.sum() - shared, 1e-6)
-        at, score = at[score > 0], score[score > 0]  # a listed concept shared
-        top = _best(score, k)
-        found.append(units[at[top]])
+            lists = parts.lists[p][f]
+            low = lists.min_sums(q, len(units))
+            score += low / np.maximum(lists.sums + q.sum() - low, 1e-6)
+        keep = (score > 0) & (units >= 0)  # a listed concept shared, and live
+        if videos is not None:
+            keep &= np.isin(video_of(units), videos)
+        at = np.flatnonzero(keep)
+        top = at[_best(score[at], k)]
+        found.append(units[top])
         scores.append(score[top])
     units, score = np.concatenate(found), np.concatenate(scores)
     return units[np.lexsort((units, -score))[:k]]

@@ -17,7 +17,6 @@ from service.candidates import candidates
 from tests.index.conftest import CHECKPOINT, add
 
 DEFAULTS = (concepts.TOP_CONCEPTS, concepts.QUERY_CONCEPTS)  # the service's list lengths
-assert concepts.LIST_READ > 12  # the lists of these tests' builds are read whole
 
 
 def _brute_force(build: Build, verbs: np.ndarray, nouns: np.ndarray, k: int, videos=None):
@@ -98,8 +97,7 @@ def test_nothing_to_scan_is_none(index_dir, cfg, tmp_path) -> None:
     assert concepts.top_units(partless, verbs, nouns, 5) is None
     assert concepts.top_units(object(), verbs, nouns, 5) is None  # not a FAISS build (Milvus)
     empty = concepts._Lists.of(np.zeros((5, 0), np.uint8))  # rows of a model without concepts
-    low, read = empty.min_sums(np.zeros(0, np.float32), 5)
-    assert len(empty.rows) == 0 and low.tolist() == [0] * 5 and len(read) == 0
+    assert len(empty.rows) == 0 and empty.min_sums(np.zeros(0, np.float32), 5).tolist() == [0] * 5
 
 
 def test_the_concept_list_brings_in_what_the_levels_miss(index_dir, cfg) -> None:
@@ -137,24 +135,6 @@ def test_short_lists_still_find_a_units_own_concepts_first(index_dir, monkeypatc
         assert concepts.top_units(build, *probs, 3)[0] == unit
     lists = concepts._parts(build).lists
     assert sum(len(p[f].rows) for p in lists for f in concepts.FIELDS) == 12 * 2 * DEFAULTS[0]
-
-
-def test_a_sentence_reads_each_lists_most_probable_entries_only(index_dir, monkeypatch) -> None:
-    """With LIST_READ entries read of each list, a unit is found through a concept only when
-    it is among that concept's LIST_READ most probable units (in its part)."""
-    build = load_current(index_dir)
-    part = build.parts[0]  # videos 1..6
-    verbs = np.zeros(part["verb_probs"].shape[1], np.float32)
-    nouns = np.zeros(part["noun_probs"].shape[1], np.float32)
-    verbs[0] = 1.0  # a sentence of one concept
-    held = concepts._decoded(np.asarray(part["verb_probs"][:, 0]))
-    ranked = [int(r) for r in np.argsort(-held, kind="stable")]  # rows, most probable first
-    unit_of = {row: unit for unit, (p, row) in build.rows.items() if p == 0}
-    whole = set(concepts.top_units(build, verbs, nouns, 100).tolist())
-    assert whole >= set(unit_of.values())  # every unit of the part, its list read whole
-    monkeypatch.setattr(concepts, "LIST_READ", 2)
-    short = set(concepts.top_units(build, verbs, nouns, 100).tolist())
-    assert short & set(unit_of.values()) == {unit_of[r] for r in ranked[:2]}
 
 
 def test_lists_are_made_once_per_part_file_as_builds_are_read(index_dir, cfg) -> None:
