@@ -93,11 +93,19 @@ def _mapped(array: np.ndarray) -> bool:
     return False
 
 
+def _may(array: np.ndarray, advice: int) -> bool:
+    """Whether ``advice`` may be given over ``array``: a memory map on Linux, and for
+    MADV_DONTNEED a read-only one (on a private writable map it would drop the writes)."""
+    if _LIBC is None or not _mapped(array):
+        return False
+    return advice != mmap.MADV_DONTNEED or not array.flags.writeable
+
+
 def advise(array: np.ndarray, advice: int, start: int = 0, length: int | None = None) -> bool:
     """madvise over bytes [start, start + length) of a memory-mapped array's data (the whole
     array by default), widened to whole pages. False when not advised (not mapped, not Linux,
     nothing to advise, or the kernel refused)."""
-    if _LIBC is None or not _mapped(array) or array.nbytes == 0:
+    if not _may(array, advice) or array.nbytes == 0:
         return False
     length = array.nbytes - start if length is None else length
     first = (array.ctypes.data + start) // PAGE * PAGE
@@ -107,7 +115,7 @@ def advise(array: np.ndarray, advice: int, start: int = 0, length: int | None = 
 
 def _advise_ranges(array: np.ndarray, ranges: np.ndarray, advice: int) -> int:
     """Advise these ranges of a mapped array (``row_ranges``); returns how many were."""
-    if _LIBC is None or not len(ranges) or not _mapped(array):
+    if not len(ranges) or not _may(array, advice):
         return 0
     iov = np.empty((len(ranges), 2), np.uint64)  # struct iovec: base, length
     iov[:, 0] = ranges[:, 0] + array.ctypes.data

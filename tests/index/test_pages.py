@@ -132,6 +132,17 @@ def test_a_release_unmaps_the_rows_a_search_read(tmp_path: Path) -> None:
     assert RowPaging().release([{"rows": array}], where) == 0  # warm: the rows stay mapped
 
 
+def test_writable_maps_are_never_unmapped(tmp_path: Path) -> None:
+    path = tmp_path / "rows.npy"
+    np.save(path, np.zeros((4, ROW), np.uint8))
+    private = np.load(path, mmap_mode="c")  # copy-on-write: unmapping would lose the write
+    private[1, 7] = 9
+    paging = RowPaging()
+    paging.go_cold([private])
+    assert paging.release([{"rows": private}], np.array([[0, 1]])) == 0
+    assert int(private[1, 7]) == 9
+
+
 def test_advice_and_residency_need_a_memory_map() -> None:
     array = np.zeros((10, ROW), np.uint8)
     assert not pages.advise(array, mmap.MADV_RANDOM)
