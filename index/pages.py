@@ -26,10 +26,12 @@ search's results are the same either way.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -65,22 +67,40 @@ class RowPaging:
     def prefetch(self, parts: list[dict[str, np.ndarray]], where: np.ndarray) -> int:
         """When cold, start reading the rows at (part, row) pairs (``where``, (N, 2)) of every
         array of their parts; returns the ranges advised (0 when warm)."""
-        return _advise_rows(parts, where, mmap.MADV_WILLNEED) if self.cold else 0
+        return _advise_plan(_plan(parts, where), mmap.MADV_WILLNEED) if self.cold else 0
 
     def release(self, parts: list[dict[str, np.ndarray]], where: np.ndarray) -> int:
         """When cold, unmap those rows again once a search has copied them out: they stay in
         the page cache (the next search to want them finds them there), and the process's
         resident memory stays its own rather than growing with every row ever searched."""
-        return _advise_rows(parts, where, mmap.MADV_DONTNEED) if self.cold else 0
+        return _advise_plan(_plan(parts, where), mmap.MADV_DONTNEED) if self.cold else 0
+
+    @contextlib.contextmanager
+    def reading(self, parts: list[dict[str, np.ndarray]], where: np.ndarray) -> Iterator[None]:
+        """Around a search's copy of its rows: when cold, ``prefetch`` before and ``release``
+        after, over ranges worked out once."""
+        plan = _plan(parts, where) if self.cold else []
+        _advise_plan(plan, mmap.MADV_WILLNEED)
+        try:
+            yield
+        finally:
+            _advise_plan(plan, mmap.MADV_DONTNEED)
 
 
-def _advise_rows(parts: list[dict[str, np.ndarray]], where: np.ndarray, advice: int) -> int:
-    advised = 0
+Plan = list[tuple[np.ndarray, np.ndarray]]  # (array, its ranges to advise: ``row_ranges``)
+
+
+def _plan(parts: list[dict[str, np.ndarray]], where: np.ndarray) -> Plan:
+    """The byte ranges of the rows at (part, row) pairs, per array of their parts."""
+    plan = []
     for part in np.unique(where[:, 0]).tolist():
         rows = np.unique(where[where[:, 0] == part, 1])
-        for array in parts[part].values():
-            advised += _advise_ranges(array, row_ranges(array, rows), advice)
-    return advised
+        plan.extend((array, row_ranges(array, rows)) for array in parts[part].values())
+    return plan
+
+
+def _advise_plan(plan: Plan, advice: int) -> int:
+    return sum(_advise_ranges(array, ranges, advice) for array, ranges in plan)
 
 
 def _mapped(array: np.ndarray) -> bool:

@@ -179,10 +179,8 @@ class Build:
     ) -> tuple[VideoEmbeddings, dict[str, torch.Tensor] | None]:
         """``embeddings`` and ``grams`` of these units at once (a search's rerank)."""
         where = self._where(unit_ids)
-        self.paging.prefetch(self.parts, where)  # rows larger than memory: read them at once
-        got = self._embeddings_at(where), self._grams_at(where)  # copies, not views
-        self.paging.release(self.parts, where)
-        return got
+        with self.paging.reading(self.parts, where):  # larger than memory: read them at once
+            return self._embeddings_at(where), self._grams_at(where)  # copies, not views
 
     def _embeddings_at(self, where: np.ndarray) -> VideoEmbeddings:
         return VideoEmbeddings(

@@ -132,6 +132,19 @@ def test_a_release_unmaps_the_rows_a_search_read(tmp_path: Path) -> None:
     assert RowPaging().release([{"rows": array}], where) == 0  # warm: the rows stay mapped
 
 
+def test_reading_prefetches_then_unmaps_around_a_searchs_copy(tmp_path: Path) -> None:
+    array = rows_file(tmp_path)
+    paging = RowPaging()
+    paging.go_cold([array])
+    want = row_pages(array, 3) | row_pages(array, 900)
+    with paging.reading([{"rows": array}], np.array([[0, 900], [0, 3]])):
+        got = array[[900, 3]].copy()
+        assert _mapped_kb(tmp_path / "rows.npy") * 1024 >= 2 * ROW
+    assert _mapped_kb(tmp_path / "rows.npy") == 0  # unmapped once copied
+    assert set(np.flatnonzero(resident(array)).tolist()) == want  # read those rows, kept cached
+    assert np.array_equal(array[[900, 3]], got)
+
+
 def test_writable_maps_are_never_unmapped(tmp_path: Path) -> None:
     path = tmp_path / "rows.npy"
     np.save(path, np.zeros((4, ROW), np.uint8))
