@@ -137,12 +137,6 @@ class HANet(nn.Module):
             text, video, self.cfg.fusion, self.cfg.attention_scale, grams=grams
         )
 
-    def best_action_segment(
-        self, text: TextEmbeddings, video: VideoEmbeddings, grams: dict[str, Tensor] | None = None
-    ) -> Tensor:
-        """(num_texts, num_videos) index of the action segment each text matched best."""
-        return scoring.best_action_segment(text, video, self.cfg.attention_scale, grams)
-
     def top_concepts(self, video: VideoEmbeddings, k: int = 5) -> list[dict[str, list[Concept]]]:
         """Per video, its ``k`` most probable action (verb) and entity (noun) concepts."""
         if self.vocab is None:

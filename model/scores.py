@@ -179,28 +179,3 @@ def _similarity_chunk(
         "concept_verb": jaccard(text.verb_probs, video.verb_probs),
         "concept_noun": jaccard(text.noun_probs, video.noun_probs),
     }
-
-
-def best_action_segment(
-    text: TextEmbeddings,
-    video: VideoEmbeddings,
-    scale: float,
-    grams: dict[str, Tensor] | None = None,
-) -> Tensor:
-    """Where each text matched inside each video: (N, M) index of the action segment that won
-    the local action attention (summed over the text's verb phrases). A text without verb
-    phrases gets the segment closest to its sentence vector."""
-    _, attn = cross_attention(
-        text.verb_nodes,
-        text.verb_mask,
-        video.action_segments,
-        None,
-        scale,
-        grams=(grams or {}).get("action_segments"),
-    )
-    by_verbs = (attn * text.verb_mask[:, None, :, None]).sum(2)  # (N, M, S)
-    segments = video.action_segments
-    by_sentence = _matmul(text.global_, segments.reshape(-1, segments.shape[-1]).T)
-    by_sentence = by_sentence.view(len(text), *segments.shape[:2])  # (N, M, S)
-    has_verbs = text.verb_mask.any(-1)[:, None, None]
-    return torch.where(has_verbs, by_verbs, by_sentence).argmax(-1)

@@ -207,10 +207,10 @@ class Moment(BaseModel):
     model_config = _example({"start_s": 0.25, "end_s": 1.25})
 
     start_s: float = Field(
-        description="Start of the matched action segment, seconds: the "
-        "stretch of video its sampled frames stand for."
+        description="Start of the matched moment, seconds: the stretch of video that the "
+        "segment's most relevant sampled frames stand for."
     )
-    end_s: float = Field(description="End of the matched action segment, seconds.")
+    end_s: float = Field(description="End of the matched moment, seconds.")
 
 
 class Span(BaseModel):

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from corpus.moments import iou
 from index.live import LiveIndex
 from index.reader import Build
 from index.vectors import video_of
 from model import HANet, TextEmbeddings, VideoEmbeddings
+from model.localise import moment_frames
 from model.scores import fuse
 from service.candidates import candidates_many
 from service.queries import QueryCache, batch_invariant, encode_queries
@@ -23,10 +25,14 @@ __all__ = ["QueryCache", "batch_invariant", "encode_queries"]  # and what is def
 GROUP_BY = ("video", "moment")
 
 
+REPEAT_IOU = 0.5  # a moment overlapping a better one of its video this much repeats it
+
+
 @dataclass(frozen=True)
 class Moment:
-    """Where in a video a sentence matched: the action-level key segment's stretch inside one
-    unit (segment) of the video, with the unit's scores and its own span."""
+    """Where in a video a sentence matched: the stretch of the unit (segment) whose sampled
+    frames are most relevant to it (``model.localise``), with the unit's scores and its own
+    span."""
 
     start_s: float
     end_s: float
@@ -160,7 +166,7 @@ def rerank_hits(
     """The hits among the candidate units ``ids`` for one sentence by HANet's fused score:
     the best ``top_k`` units as moments, or the best ``top_k`` videos (a video's score is its
     best unit's) with up to ``moments`` of their units each; every moment refined inside its
-    unit to the action-level key segment."""
+    unit to the frames most relevant to the sentence (``model.localise``)."""
     if not ids:
         return []
     video, grams = build.rerank_rows(ids)
@@ -170,29 +176,75 @@ def rerank_hits(
         scores["fused"] = fuse(scores, query.fusion)
     order = scores[query.rank_by][0].argsort(descending=True).tolist()
     lap("score")
-    groups = group_units(order, video_of(np.asarray(ids, np.int64)), query)
-    chosen = [i for group in groups for i in group]
-    units = [ids[i] for i in chosen]
-    rows = video.select(chosen)  # the moments: for the hits only
-    unit_grams = {k: g[chosen] for k, g in grams.items()} if grams is not None else None
-    unit_scores = {k: v[0, chosen].tolist() for k, v in scores.items()}
-    found = _moments(model, build, text, units, rows, unit_grams, unit_scores, query.rank_by)
-    moments = dict(zip(chosen, found, strict=True))
+    videos = video_of(np.asarray(ids, np.int64))
+
+    def moments_of(chosen: list[int]) -> list[Moment]:  # for the hits only
+        if not chosen:
+            return []
+        unit_scores = {k: v[0, chosen].tolist() for k, v in scores.items()}
+        units = [ids[i] for i in chosen]
+        return _moments(build, text, units, video.select(chosen), unit_scores, query.rank_by)
+
     hits = []
-    for group in groups:
-        best = moments[group[0]]
+    for group in distinct_moments(order, videos, query, moments_of):
+        best = group[0]
         hits.append(
             Hit(
-                video_id=int(video_of(ids[group[0]])),
+                video_id=int(video_of(best.unit)),
                 score=best.score,
                 scores=best.scores,
                 start_s=best.start_s,
                 end_s=best.end_s,
-                moments=tuple(moments[i] for i in group),
+                moments=tuple(group),
             )
         )
     lap("hits")
     return hits
+
+
+def distinct_moments(
+    order: list[int],
+    videos: np.ndarray,
+    query: Query,
+    moments_of: Callable[[list[int]], list[Moment]],
+) -> list[list[Moment]]:
+    """Candidates in score order -> the hits' moments, as ``group_units`` groups them but
+    without repeats: a moment whose span overlaps a better one of its video by IoU >=
+    ``REPEAT_IOU`` (overlapping windows of one shot find the same moment) gives way to the
+    next. ``moments_of`` refines candidates' moments, asked for as few as needed."""
+    kept: dict[int, list[Moment]] = {}  # per video, its moments so far, best first
+    if query.group_by == "moment":
+        hits: list[list[Moment]] = []
+        for at in range(0, len(order), query.top_k):
+            batch = order[at : at + query.top_k]
+            for i, moment in zip(batch, moments_of(batch), strict=True):
+                same = kept.setdefault(int(videos[i]), [])
+                if not _repeats(moment, same):
+                    same.append(moment)
+                    hits.append([moment])
+                    if len(hits) == query.top_k:
+                        return hits
+        return hits
+    pools: dict[int, list[int]] = {}  # the best videos' best units, twice what is shown
+    for i in order:
+        video = int(videos[i])
+        if video in pools or len(pools) < query.top_k:
+            pool = pools.setdefault(video, [])
+            if len(pool) < 2 * query.moments:
+                pool.append(i)
+    chosen = [i for pool in pools.values() for i in pool]
+    found = dict(zip(chosen, moments_of(chosen), strict=True))
+    for video, pool in pools.items():
+        same = kept.setdefault(video, [])
+        for i in pool:
+            if len(same) < query.moments and not _repeats(found[i], same):
+                same.append(found[i])
+    return [kept[video] for video in pools]
+
+
+def _repeats(moment: Moment, better: list[Moment]) -> bool:
+    span = (moment.start_s, moment.end_s)
+    return any(iou(span, (b.start_s, b.end_s)) >= REPEAT_IOU for b in better)
 
 
 def group_units(order: list[int], videos: np.ndarray, query: Query) -> list[list[int]]:
@@ -212,20 +264,16 @@ def group_units(order: list[int], videos: np.ndarray, query: Query) -> list[list
 
 
 def _moments(
-    model: HANet,
     build: Build,
     text: TextEmbeddings,
     units: list[int],
     rows: VideoEmbeddings,
-    grams: dict[str, torch.Tensor] | None,
     scores: dict[str, list[float]],
     rank_by: str,
 ) -> list[Moment]:
-    """Units' moments: each unit's winning action segment, in seconds inside its span, scored
-    by ``rank_by``."""
-    segments = model.best_action_segment(text, rows, grams)[0]
-    # plain Python numbers, one conversion per array rather than per element
-    spans = rows.action_spans[torch.arange(len(units)), segments].tolist()  # (units, 2)
+    """Units' moments: in each unit, the run of frames around the one most relevant to the
+    text (``model.localise``), in seconds inside its span, scored by ``rank_by``."""
+    spans = moment_frames(text, rows)[0]
     valid = rows.frame_mask.sum(1).tolist()
     out = []
     for j, unit in enumerate(units):

@@ -4,6 +4,7 @@ a real server: the bundled demo model, a few generated videos, the in-process in
 from __future__ import annotations
 
 import time
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -419,7 +420,7 @@ def test_a_long_videos_moments_are_marks_that_play_from_their_start(browser, lon
     page.keyboard.press("Tab")
     second = moments[1]
     label = page.evaluate("document.activeElement.getAttribute('aria-label')")
-    assert f"from {second['start_s']:.2f} s to {second['end_s']:.2f} s" in label
+    assert f"from {_fixed(second['start_s'])} s to {_fixed(second['end_s'])} s" in label
     page.keyboard.press("Enter")
     _wait_at(page, second["start_s"])
     assert page.locator("#player").is_visible()
@@ -430,8 +431,16 @@ def test_a_long_videos_moments_are_marks_that_play_from_their_start(browser, lon
     _wait_at(page, third["start_s"])
     plays = page.evaluate("window.plays")
     assert len(plays) == 2 and plays[1] == pytest.approx(third["start_s"], abs=0.25)
-    assert f"{third['start_s']:.2f} s to {third['end_s']:.2f} s" in page.inner_text("#moment-text")
+    assert f"{_fixed(third['start_s'])} s to {_fixed(third['end_s'])} s" in page.inner_text(
+        "#moment-text"
+    )
     context.close()
+
+
+def _fixed(seconds: float) -> str:
+    """``seconds.toFixed(2)`` as the page writes it: a tie rounds up (Python's format rounds
+    11.625 to 11.62, JavaScript to 11.63)."""
+    return str(Decimal(seconds).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def _wait_at(page, start_s: float) -> None:

@@ -12,6 +12,7 @@ from index.reader import Build
 from index.vectors import FaissStore, unit_id, video_of
 from model import TextEmbeddings
 from service.candidates import UNITS_PER_VIDEO, candidates, candidates_many
+from service.search import Moment, Query, distinct_moments
 
 DIM = 16
 
@@ -154,3 +155,37 @@ def test_a_search_for_videos_takes_more_units_until_it_has_enough_videos() -> No
     enough = candidates(build, text, 4, videos=3)
     assert len(enough) == 6 and {video_of(u) for u in enough} == {1, 2, 3}
     assert set(few) <= set(enough)
+
+
+def _moment(unit: int, start_s: float, end_s: float, score: float) -> Moment:
+    return Moment(start_s, end_s, score, {"fused": score}, 0.0, 60.0, unit)
+
+
+def test_hits_never_repeat_a_moment_of_their_video() -> None:
+    # units in score order: two overlapping windows of video 1 found the same stretch
+    made = [
+        _moment(unit_id(1, 0), 10.0, 13.0, 0.9),
+        _moment(unit_id(1, 1), 10.5, 13.5, 0.8),  # IoU 2.5 / 3.5 with the first: a repeat
+        _moment(unit_id(2, 0), 10.0, 13.0, 0.7),  # another video's: not a repeat
+        _moment(unit_id(1, 2), 30.0, 32.0, 0.6),
+        _moment(unit_id(1, 3), 12.0, 16.0, 0.5),  # IoU 1 / 6 with the first: kept
+    ]
+    order = list(range(len(made)))
+    videos = video_of(np.array([m.unit for m in made], np.int64))
+    asked: list[list[int]] = []
+
+    def moments_of(chosen: list[int]) -> list[Moment]:
+        asked.append(chosen)
+        return [made[i] for i in chosen]
+
+    moments = distinct_moments(order, videos, Query("x", top_k=3, group_by="moment"), moments_of)
+    assert [[m.unit for m in g] for g in moments] == [[made[i].unit] for i in (0, 2, 3)]
+    assert asked == [[0, 1, 2], [3, 4]]  # refined a batch at a time, no more than needed
+
+    asked.clear()
+    hits = distinct_moments(order, videos, Query("x", top_k=2, moments=3), moments_of)
+    assert [[m.unit for m in g] for g in hits] == [
+        [made[0].unit, made[3].unit, made[4].unit],
+        [made[2].unit],
+    ]
+    assert asked == [[0, 1, 3, 4, 2]]  # the two best videos' units, each video's in order
