@@ -77,7 +77,12 @@ def load_generic(manifest_path: str | Path) -> Dataset:
             )
             for c in v["captions"]
         )
-        extra = {k: v[k] for k in ("mirrored", "swapped", "events") if k in v}
+        extra = {k: v[k] for k in ("mirrored", "swapped", "events", "source") if k in v}
+        if "source" in v:  # a window of a long video (corpus.windows): its captions' events
+            extra["caption_events"] = [
+                f"{v['source']['video']}#{v['events'][c['event']]['source_event']}"
+                for c in v["captions"]
+            ]
         videos.append(VideoItem(v["id"], path.parent / v["path"], v["split"], captions, extra))
     return Dataset(data.get("name", path.parent.name), tuple(videos))
 

@@ -80,6 +80,11 @@ def split_data(
         targets=targets,
         following=None if cache.following is None else torch.from_numpy(cache.following),
     )
+    if any("source" in v.extra for v in kept):  # windows of long videos (corpus.windows)
+        data.sources = [v.extra["source"]["video"] if "source" in v.extra else v.id for v in kept]
+        data.caption_events = [
+            v.extra.get("caption_events", [None] * len(v.captions)) for v in kept
+        ]
     return data, kept
 
 

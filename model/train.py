@@ -45,6 +45,10 @@ class SplitData:
     captions: list[list[str]]
     targets: list[list[tuple]] | None = None
     following: Tensor | None = None  # (N, T, S, S, 3): motion partners; None: the next frame
+    # windows of long videos (corpus.windows): each clip's source video (its own id for a clip
+    # that has none) and, per caption, the source event it tells (None: unknown)
+    sources: list[str] | None = None
+    caption_events: list[list[str | None]] | None = None
 
 
 def check_compatible(model_cfg: HANetCfg, cfg: TrainCfg) -> None:
@@ -159,7 +163,11 @@ def _step_loss(
     b = len(videos)
     scores, video, text = _batch_scores(model, data, videos, texts, features)
     positives = torch.eye(b, dtype=torch.bool, device=device)
-    negatives = true_negatives(videos, texts[:b], cfg.mask_duplicates).to(device)
+    events = None
+    if data.caption_events is not None:
+        told = [data.caption_events[v][c] for v, c in zip(videos, picks, strict=True)]
+        events = (told, [set(data.caption_events[v]) for v in videos])
+    negatives = true_negatives(videos, texts[:b], cfg.mask_duplicates, events).to(device)
     temperature = cfg.temperature if cfg.loss == "infonce" else None
     weights = LossWeights()
     if cfg.objective != "hanet":
@@ -221,6 +229,11 @@ def train(
 ) -> list[dict]:
     """Train ``model`` in place; the best validation checkpoint is written to ``out_path``.
     Returns the per-epoch history (also in ``work_dir/metrics.jsonl``)."""
+    if cfg.group_batches and train_data.sources is None:
+        raise ValueError(
+            "group_batches needs windows of long videos (python -m corpus.windows): "
+            "this corpus's clips name no source video"
+        )
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path = work_dir / "train_state.pt"
     prepare(model, cfg)
@@ -295,7 +308,8 @@ def _train_epoch(
     out."""
     model.train()
     start = time.monotonic()
-    batches = epoch_batches(data.captions, cfg.batch_size, cfg.epoch_unit, rng)
+    groups = data.sources if cfg.group_batches else None
+    batches = epoch_batches(data.captions, cfg.batch_size, cfg.epoch_unit, rng, groups)
     total, warmup = cfg.epochs * len(batches), round(cfg.lr_warmup_epochs * len(batches))
     losses = []
     bar = tqdm(batches, desc=f"epoch {run.epoch + 1}", unit="batch", disable=not progress)

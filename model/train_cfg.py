@@ -89,6 +89,13 @@ class TrainCfg:
             "as negatives."
         },
     )
+    group_batches: bool = field(
+        default=False,
+        metadata={
+            "help": "Fill batches with whole long videos' windows (a corpus from corpus.windows), "
+            "so the other windows of a clip's own video are among its negatives."
+        },
+    )
     validate_first: bool = field(
         default=True,
         metadata={

@@ -168,6 +168,13 @@ def test_the_manifest_loads_as_a_dataset_with_the_short_clips(mixed, short_corpu
     for item in data.videos:
         assert item.path.exists() and item.captions
         assert item.captions[0].pos is not None  # parts of speech kept for the concept targets
+    for item in data.videos:  # a window names its long video and each caption's event there
+        if item.id.startswith("long"):
+            events = item.extra["caption_events"]
+            assert len(events) == len(item.captions)
+            assert all(e.startswith(item.extra["source"]["video"] + "#") for e in events)
+        else:
+            assert "source" not in item.extra and "caption_events" not in item.extra
     mixed = {v.id: v for v in data.videos if not v.id.startswith("long")}
     assert {v["id"]: v["split"] for v in short} == {k: v.split for k, v in mixed.items()}
     assert len(data.split("train")) >= len([w for w in cut if w["split"] == "train"])

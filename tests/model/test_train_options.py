@@ -204,3 +204,50 @@ def test_infonce_with_warmup_and_cosine_trains(corpus: dict, tmp_path: Path) -> 
     rates = {g["name"]: g["lr"] for g in groups["param_groups"]}
     # the last step's rate: both groups scaled by the same small cosine factor
     assert 0 < rates["backbone"] < 1e-5 and rates["heads"] == pytest.approx(10 * rates["backbone"])
+
+
+def test_grouped_batches_hold_each_groups_members_together() -> None:
+    captions = [["x"]] * 10
+    groups = ["a", "b", "a", "c", "b", "a", "d", "c", "a", "b"]
+    batches = epoch_batches(captions, 4, "videos", random.Random(1), groups)
+    flat = [v for batch in batches for v, _ in batch]
+    assert sorted(flat) == list(range(10))  # each video once
+    keys = [groups[v] for v in flat]
+    runs = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+    assert sorted(runs) == ["a", "b", "c", "d"]  # each group in one run
+    again = epoch_batches(captions, 4, "videos", random.Random(1), groups)
+    other = epoch_batches(captions, 4, "videos", random.Random(2), groups)
+    assert again == batches and other != batches  # the rng decides the order
+    with pytest.raises(ValueError, match="group keys"):
+        epoch_batches(captions, 4, "videos", random.Random(1), groups[:3])
+
+
+def test_true_negatives_leave_out_windows_that_show_the_told_event() -> None:
+    # windows 0 and 1 overlap on event v#2; window 2 is elsewhere; clip 3 has no source
+    videos, texts = [0, 1, 2, 3], ["a red circle", "a blue star", "a red circle jumps", "x"]
+    told = ["v#2", "v#3", "v#5", None]
+    shown = [{"v#1", "v#2"}, {"v#2", "v#3"}, {"v#5"}, {None}]
+    negatives = true_negatives(videos, texts, True, (told, shown))
+    not_negative = {(i, j) for i in range(4) for j in range(4) if not negatives[i, j]}
+    assert not_negative == {(i, i) for i in range(4)} | {(0, 1)}  # caption 0 fits window 1
+    unmasked = true_negatives(videos, texts, False, (told, shown))
+    assert torch.equal(unmasked, ~torch.eye(4, dtype=torch.bool))
+
+
+def test_grouped_batches_train_only_on_windows_with_sources(corpus: dict, tmp_path: Path) -> None:
+    data = corpus["train"]
+    cfg = TrainCfg(epochs=1, batch_size=16, frozen_backbone=True, validate_first=False)
+    cfg = replace(cfg, group_batches=True)
+    model = HANet(corpus["cfg"], corpus["vocab"])
+    with pytest.raises(ValueError, match="corpus.windows"):
+        train(model, data, corpus["val"], cfg, tmp_path / "none", tmp_path / "m.pt", progress=False)
+    n = len(data.captions)
+    grouped = replace(data, sources=[f"long{v % 5}" for v in range(n)])
+    grouped.caption_events = [
+        [f"long{v % 5}#{v // 5}"] * len(c) for v, c in enumerate(data.captions)
+    ]
+    work = tmp_path / "grouped"
+    train(model, grouped, corpus["val"], cfg, work, work / "m.pt", progress=False)
+    state = torch.load(work / "train_state.pt", weights_only=False)["optimizer"]["state"]
+    batches = len([i for i in range(0, n, 16) if n - i > 1])
+    assert {int(s["step"]) for s in state.values()} == {batches}  # every video, grouped

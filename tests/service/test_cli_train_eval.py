@@ -153,7 +153,7 @@ def test_train_options_are_the_training_config_fields() -> None:
         "--frozen-backbone --time-budget-min --seed --save-half --warmup-epochs --lr-schedule "
         "--hard-negatives --help --text-graph --backbone-lr --epoch-unit --mask-duplicates "
         "--validate-first --loss --temperature --lr-warmup-epochs --pretrained --from-checkpoint "
-        "--served-frames".split()
+        "--served-frames --group-batches".split()
     )
     types = get_type_hints(TrainCfg)
     for f in fields(TrainCfg):
