@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from index.reader import Build, load_current
+from index.writer import compact
 from indexer.segments import SegmentCfg
 from model import HANet
 from service.search import Query, encode_queries, rerank_hits, search_many
@@ -97,7 +98,11 @@ def index_corpus(
             log.warning("%d videos failed to index: %s", len(summary.failed), summary.failed)
     finally:
         engine.dispose()
-    return load_current(work_dir / "index", expect_checkpoint=model.checkpoint_sha256), ids
+    build = load_current(work_dir / "index", expect_checkpoint=model.checkpoint_sha256)
+    if len(build.parts) > 1:  # one part per video as indexed: searched as a service compacts
+        compact(work_dir / "index")
+        build = load_current(work_dir / "index", expect_checkpoint=model.checkpoint_sha256)
+    return build, ids
 
 
 def truths(manifest_path: Path, split: str, per_event: int | None = None) -> list[Truth]:
