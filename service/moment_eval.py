@@ -99,7 +99,7 @@ def index_corpus(
     finally:
         engine.dispose()
     build = load_current(work_dir / "index", expect_checkpoint=model.checkpoint_sha256)
-    if len(build.parts) > 1:  # one part per video as indexed: searched as a service compacts
+    if len(build.parts) > 1:  # published in many parts: searched as a compacted service is
         compact(work_dir / "index")
         build = load_current(work_dir / "index", expect_checkpoint=model.checkpoint_sha256)
     return build, ids
