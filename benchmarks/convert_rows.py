@@ -1,5 +1,6 @@
 """A copy of a benchmark's work folder (search_latency.py, million.py) with its rerank rows in
-another row format (index.rows), chunk by chunk (bounded memory): the same FAISS files (hard
+another row format (index.rows), or in the same one written as new parts are (records: from a
+work folder made before them), chunk by chunk (bounded memory): the same FAISS files (hard
 links), database (copied) and checkpoint, so a before/after pair differs in the rows alone.
 
     .venv/bin/python benchmarks/convert_rows.py SRC_WORK DST_WORK --rows int8
@@ -15,51 +16,33 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from index import rows  # noqa: E402
-from index.reader import FIELDS, GRAM_FILES, current_name  # noqa: E402
-from model.scores import UNIT_FIELDS, gram  # noqa: E402
+from index.parts import PartWriter  # noqa: E402
+from index.reader import FIELDS, current_name, load_part  # noqa: E402
 
 
 def convert_part(src: Path, dst: Path, fmt: str, chunk: int = 4096) -> None:
-    """One part's files in ``fmt``: rows coded again a chunk at a time, Gram matrices of the
+    """One part's files in ``fmt``, written as new parts are (``index.parts.PartWriter``:
+    records): rows coded again a chunk at a time (from either layout), Gram matrices of the
     decoded rows, the other files hard-linked."""
     dst.mkdir(parents=True)
-    arrays = {f: np.load(src / f"{f}.npy", mmap_mode="r") for f in FIELDS}
-    scales = {
-        f: np.load(src / f"{f}.scale.npy", mmap_mode="r")
-        for f in rows.VECTOR_FIELDS
-        if (src / f"{f}.scale.npy").exists()
-    }
+    arrays, _ = load_part(src)
     n = len(arrays["global_"])
-    out: dict[str, np.ndarray] = {}
-    grams = {
-        f: np.lib.format.open_memmap(
-            dst / f"{GRAM_FILES[f]}.npy", "w+", np.float32, (n, *arrays[f].shape[1:2] * 2)
-        )
-        for f in UNIT_FIELDS
-    }
+    part = None
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
+        coded = {}
         for f in FIELDS:
-            s = scales.get(f)
+            s = arrays.get(f + rows.SCALE)
             got = rows.decode(f, np.array(arrays[f][lo:hi]), None if s is None else s[lo:hi])
-            for file, coded in rows.encode(f, got.numpy(), fmt).items():
-                if file not in out:
-                    out[file] = np.lib.format.open_memmap(
-                        dst / f"{file}.npy", "w+", coded.dtype, (n, *coded.shape[1:])
-                    )
-                out[file][lo:hi] = coded
-        for f in UNIT_FIELDS:
-            s = out.get(f + rows.SCALE)
-            decoded = rows.decode(f, out[f][lo:hi], None if s is None else s[lo:hi])
-            grams[f][lo:hi] = gram(decoded, torch.float32).numpy()
-    for array in [*out.values(), *grams.values()]:
-        array.flush()
+            coded.update(rows.encode(f, got.numpy(), fmt))
+        part = part or PartWriter(dst, n, coded)
+        part.put(lo, coded)
+    part.flush()
     for name in ("frame_times", "spans", "unit_ids"):
         os.link(src / f"{name}.npy", dst / f"{name}.npy")
 

@@ -51,11 +51,11 @@ from search_latency import (  # noqa: E402
 )
 
 from index import rows as formats  # noqa: E402
-from index.reader import FIELDS, GRAM_FILES, load_current  # noqa: E402
+from index.parts import PartWriter  # noqa: E402
+from index.reader import FIELDS, load_current  # noqa: E402
 from index.vectors import SEGMENT_SLOTS, UNIT_BITS, FaissStore, _stored  # noqa: E402
 from index.writer import new_build, publish  # noqa: E402
 from model import VideoEmbeddings  # noqa: E402
-from model.scores import UNIT_FIELDS, gram  # noqa: E402
 
 CHUNK = 2000  # units made at once (the lift's noise is seeded per chunk: keep it fixed)
 
@@ -97,8 +97,7 @@ def build_library(
     build = new_build(work / "index", model.cfg, model.checkpoint_sha256, factory, fmt)
     folder = build.root / "parts" / "000000"
     folder.mkdir(parents=True)
-    out: dict[str, np.ndarray] = {}
-    grams = {}
+    part: PartWriter | None = None
     began = time.perf_counter()
     for lo in range(0, n, CHUNK):
         count = min(CHUNK, n - lo)
@@ -107,38 +106,20 @@ def build_library(
         if top is not None:
             with phases("exhaustive truth"):
                 top.add(np.arange(lo + 1, lo + count + 1) << UNIT_BITS, as_video(made))
-        with phases("rows"):
-            for f in FIELDS:
-                for file, coded in formats.encode(f, made[f], fmt).items():
-                    if file not in out:
-                        out[file] = np.lib.format.open_memmap(
-                            folder / f"{file}.npy", "w+", coded.dtype, (n, *coded.shape[1:])
-                        )
-                    out[file][lo : lo + count] = coded
-        with phases("grams"):
-            for f in UNIT_FIELDS:
-                s = out.get(f + formats.SCALE)
-                rows = formats.decode(
-                    f, out[f][lo : lo + count], None if s is None else s[lo : lo + count]
-                )
-                if f not in grams:
-                    shape = (n, rows.shape[1], rows.shape[1])
-                    grams[f] = np.lib.format.open_memmap(
-                        folder / f"{GRAM_FILES[f]}.npy", "w+", np.float32, shape
-                    )
-                grams[f][lo : lo + count] = gram(rows, torch.float32).numpy()
+        with phases("rows and grams"):
+            coded = {k: v for f in FIELDS for k, v in formats.encode(f, made[f], fmt).items()}
+            part = part or PartWriter(folder, n, coded)
+            part.put(lo, coded)
         add_levels(build.vectors, lo + 1, made, phases)
         rate = (lo + count) / (time.perf_counter() - began)
         print(f"\r  built {lo + count}/{n} videos ({rate:.0f}/s)", end="", flush=True)
     print()
     with phases("flush and publish"):
-        for array in [*out.values(), *grams.values()]:
-            array.flush()
         t = model.cfg.max_frames
         times = (np.arange(t, dtype=np.float32) + 0.5) * (10.0 / t)
-        np.save(folder / "frame_times.npy", np.tile(times, (n, 1)))
-        np.save(folder / "spans.npy", np.tile(np.array([[0.0, 10.0]], np.float32), (n, 1)))
-        np.save(folder / "unit_ids.npy", (np.arange(1, n + 1, dtype=np.int64) << UNIT_BITS))
+        units = np.arange(1, n + 1, dtype=np.int64) << UNIT_BITS
+        spans = np.tile(np.array([[0.0, 10.0]], np.float32), (n, 1))
+        part.close(np.tile(times, (n, 1)), spans, units)
         build.manifest["parts"] = ["000000"]
         empty = VideoEmbeddings(**{f: torch.zeros(0) for f in FIELDS})
         nothing = np.zeros(0, np.int64)
@@ -256,7 +237,8 @@ def main() -> None:
     saved = work / f"exhaustive-top10-{args.quality_queries}.npy"  # the same sentences
     if not (work / "index" / "CURRENT").exists():
         work.mkdir(parents=True, exist_ok=True)
-        top = None if saved.exists() else TopUnits(text, demo.fusion, demo.attention_scale)
+        skip = saved.exists() or args.no_recall  # truth made with the build, when wanted
+        top = None if skip else TopUnits(text, demo.fusion, demo.attention_scale)
         wall, cpu = time.perf_counter(), time.process_time()
         phases = build_library(work, args.videos, args.factory, args.rows, lift, top)
         truth_wall, truth_cpu = phases.spent.pop("exhaustive truth", (0.0, 0.0))

@@ -251,22 +251,17 @@ def pct(values: list[float], q: float) -> float:
 
 
 HANET_CLI = [sys.executable, "-c", "from service.cli import app; app()"]  # this checkout's
-# the same, never reading the rerank rows in at load (``index.reader.WARM_SHARE``)
-COLD_CLI = [
-    sys.executable,
-    "-c",
-    "import index.reader; index.reader.WARM_SHARE = 0; from service.cli import app; app()",
-]
 
 
 def start_server(
     env: dict[str, str], port: int, *options: str, checkout: Path = ROOT, warm: bool = True
 ) -> subprocess.Popen:
     """`hanet serve --port PORT OPTIONS...` of ``checkout`` (this one), in the background;
-    ``warm`` False: its rerank rows are not read in at load (searches fault them in)."""
+    ``warm`` False: its rerank rows are not read in at load (``HANET_ROWS_IN_MEMORY=0``:
+    searches read them cold)."""
     return subprocess.Popen(
-        [*(HANET_CLI if warm else COLD_CLI), "serve", "--port", str(port), *options],
-        env=env,
+        [*HANET_CLI, "serve", "--port", str(port), *options],
+        env=env if warm else {**env, "HANET_ROWS_IN_MEMORY": "0"},
         cwd=checkout,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -437,16 +432,14 @@ def stages(settings: HanetSettings, queries: list[str], warm: bool = True) -> di
     """The /search route's work, timed stage by stage, with the parts the service builds for
     it (service.runtime, from the same settings): the search with a stopwatch, then the
     lookup of the hits' rows, as the route does them. ``warm`` False: the rows are not read
-    in first (``index.reader.WARM_SHARE``), as a server started with ``warm`` False."""
+    in first (``HANET_ROWS_IN_MEMORY=0``), as a server started with ``warm`` False."""
     from db.connect import HitRows
-    from index import reader
     from service import runtime
 
-    if not warm:
-        reader.WARM_SHARE = 0
+    settings = settings if warm else settings.model_copy(update={"rows_in_memory": 0.0})
     engine = runtime.open_database(settings)
     searcher = runtime.build_searcher(settings, runtime.load_model(settings, serving=True))
-    searcher.index.current().warm()
+    searcher.index.current().warm(share=settings.rows_in_memory)
     rows = HitRows(engine)  # as the route reads them
     laps = Laps()
     for q in queries:
@@ -500,8 +493,8 @@ def main() -> None:
     parser.add_argument(
         "--no-warm",
         action="store_true",
-        help="do not read the rerank rows in at load: searches fault their rows in (from the "
-        "page cache, or from disk when it is cold)",
+        help="do not read the rerank rows in at load (HANET_ROWS_IN_MEMORY=0): searches read "
+        "their rows cold (from the page cache, or from disk when it is cold)",
     )
     parser.add_argument(
         "--server-checkout", type=Path, default=ROOT, help="whose code serves (default: this)"

@@ -1,26 +1,26 @@
-"""Paging advice for memory-mapped rerank rows that do not fit in memory.
+"""Reading memory-mapped rerank rows that do not fit in memory.
 
 A build's rows are memory-mapped (index.reader). When they fit, ``Build.warm`` reads them in
 once and searches find them in memory. When they do not (a library larger than the page cache
-can hold), each search faults its candidates' rows in from disk, and two kernel defaults then
-work against it:
+can hold), or a server is told to keep them out of its memory (``HANET_ROWS_IN_MEMORY``), its
+build goes cold (``RowPaging.go_cold``) and each search reads its candidates' rows with system
+calls (``RowPaging.read``), from the page cache or the disk:
 
-- read-around: a fault on a file mapping reads the block device's readahead window around the
-  faulted page (``/sys/block/<dev>/queue/read_ahead_kb``: 128 KB on many machines, megabytes on
-  some virtual disks), so a 10 KB row costs a window's read and evicts rows other searches
-  need; ``go_cold`` advises MADV_RANDOM: a fault reads its own pages only;
-- one fault at a time: a search's gather touches its 200 candidates' rows one after another, in
-  each of a part's files, and waits for every read in turn; ``prefetch`` first advises
-  MADV_WILLNEED over every candidate row of every file, so the kernel starts all those reads
-  at once and the gather then waits for the slowest, not for their sum.
+- nothing mapped: the rows are copied out with ``preadv``, not faulted in through the map, so
+  the process's resident memory stays its own, not the page cache's, and no fault, page-table
+  or unmapping work is done per row; a records part (``index.rows.RECORDS``) holds all of a
+  unit's fields but its two probability rows in one record: three reads a unit;
+- no read-around: the files' reads are advised random (POSIX_FADV_RANDOM), and so are the maps
+  (MADV_RANDOM), or a read would bring in the block device's readahead window around each row
+  (``/sys/block/<dev>/queue/read_ahead_kb``: 128 KB on many machines, megabytes on some virtual
+  disks) and evict rows other searches need;
+- all disk reads at once: each row is first read from the page cache alone (RWF_NOWAIT); for
+  the rows that are not there, read-ahead is advised for all (POSIX_FADV_WILLNEED) before any
+  is waited for, so the kernel starts those reads together and the search waits for the
+  slowest, not for their sum.
 
-And a cold build's process unmaps what it has read (``go_cold``: the load's pass over the
-probabilities; ``release``: each search's rows, once copied out), so its resident memory is
-its own, not the page cache's: the pages stay cached for the next search that wants them.
-
-A prefetch advises each array's ranges in one system call (process_madvise, Linux 5.10 and
-later) where the kernel takes it, else one madvise per range. Linux only (through libc);
-elsewhere every call here does nothing. Advice never changes what is read, only when: a
+``go_cold`` also unmaps what the load mapped (its pass over the probabilities). Advice is
+Linux only; elsewhere rows are read one after another. None of this changes what is read: a
 search's results are the same either way.
 """
 
@@ -31,76 +31,139 @@ import ctypes
 import mmap
 import os
 import sys
-from collections.abc import Iterator
+import weakref
+from collections.abc import Collection
+from pathlib import Path
 
 import numpy as np
+
+from index.rows import RECORDS, Parts
 
 PAGE = mmap.PAGESIZE
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 if _LIBC is not None:
     _LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     _LIBC.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
-    _LIBC.syscall.restype = ctypes.c_long
-# System call numbers, the same on x86-64 and arm64 (the generic table from 5.x on)
-_PIDFD_OPEN, _PROCESS_MADVISE = 434, 440
-_MAX_IOV = 1024  # ranges one process_madvise takes (UIO_MAXIOV)
 
 
 class RowPaging:
     """How a build's memory-mapped rows are read: warm (read in at load, the default) or cold
-    (too large to read in: random access advised, each search's rows prefetched). Builds that
-    share one set of mapped rows (a delete's version) share one of these."""
+    (kept out of memory: each search's rows read with system calls). Builds that share one set
+    of mapped rows (a delete's version) share one of these."""
 
     def __init__(self) -> None:
         self.cold = False
+        self._files: dict[int, tuple[np.ndarray, int]] = {}  # id(array): (array, open file)
 
     def go_cold(self, arrays: list[np.ndarray]) -> None:
-        """The rows will not be read in: advise random access over every mapped array, and
-        unmap what is mapped now (the concept lists' pass over the probabilities, made at
-        load): the pages stay in the page cache, the process holds only what searches fault
-        in again."""
+        """The rows will not be read in: advise random access over every mapped array, unmap
+        what is mapped now (the concept lists' pass over the probabilities, made at load: the
+        pages stay in the page cache) and open each array's file, for ``read``."""
         for array in arrays:
             advise(array, mmap.MADV_RANDOM)
             advise(array, mmap.MADV_DONTNEED)  # read-only shared maps: nothing is lost
+            path = getattr(array, "filename", None)
+            if path and array.flags.c_contiguous and id(array) not in self._files:
+                with contextlib.suppress(OSError):  # a file gone since: read through the map
+                    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                    weakref.finalize(self, os.close, fd)
+                    if hasattr(os, "posix_fadvise"):  # its reads: no read-around either
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                    self._files[id(array)] = (array, fd)
         self.cold = True
 
-    def prefetch(self, parts: list[dict[str, np.ndarray]], where: np.ndarray) -> int:
-        """When cold, start reading the rows at (part, row) pairs (``where``, (N, 2)) of every
-        array of their parts; returns the ranges advised (0 when warm)."""
-        return _advise_plan(_plan(parts, where), mmap.MADV_WILLNEED) if self.cold else 0
+    def read(
+        self, parts: Parts, where: np.ndarray, leave: Collection[str] = ()
+    ) -> tuple[Parts, np.ndarray]:
+        """The rows at (part, row) pairs (``where``) of every array of their parts but those
+        named in ``leave``, copied out of their files (``read_rows``): nothing is mapped into
+        this process. Returns those rows as parts of their own, and where each pair's row is
+        in them."""
+        got, at = [], np.empty_like(where)
+        for part in np.unique(where[:, 0]).tolist():
+            chosen = where[:, 0] == part
+            rows, at[chosen, 1] = np.unique(where[chosen, 1], return_inverse=True)
+            at[chosen, 0] = len(got)
+            got.append(self._read_part(parts[part], rows, leave))
+        return got, at
 
-    def release(self, parts: list[dict[str, np.ndarray]], where: np.ndarray) -> int:
-        """When cold, unmap those rows again once a search has copied them out: they stay in
-        the page cache (the next search to want them finds them there), and the process's
-        resident memory stays its own rather than growing with every row ever searched."""
-        return _advise_plan(_plan(parts, where), mmap.MADV_DONTNEED) if self.cold else 0
-
-    @contextlib.contextmanager
-    def reading(self, parts: list[dict[str, np.ndarray]], where: np.ndarray) -> Iterator[None]:
-        """Around a search's copy of its rows: when cold, ``prefetch`` before and ``release``
-        after, over ranges worked out once."""
-        plan = _plan(parts, where) if self.cold else []
-        _advise_plan(plan, mmap.MADV_WILLNEED)
-        try:
-            yield
-        finally:
-            _advise_plan(plan, mmap.MADV_DONTNEED)
-
-
-Plan = list[tuple[np.ndarray, np.ndarray]]  # (array, its ranges to advise: ``row_ranges``)
-
-
-def _plan(parts: list[dict[str, np.ndarray]], where: np.ndarray) -> Plan:
-    """The byte ranges of the rows at (part, row) pairs, per array of their parts."""
-    plan = []
-    for part in np.unique(where[:, 0]).tolist():
-        rows = np.unique(where[where[:, 0] == part, 1])
-        plan.extend((array, row_ranges(array, rows)) for array in parts[part].values())
-    return plan
+    def _read_part(
+        self, part: dict[str, np.ndarray], rows: np.ndarray, leave: Collection[str]
+    ) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name, array in file_arrays(part).items():
+            if name in leave:
+                continue
+            opened = self._files.get(id(array))  # None: its file was gone: through the map
+            got = np.asarray(array[rows]) if opened is None else read_rows(opened[1], array, rows)
+            out[name] = got
+            out.update({field: got[field] for field in got.dtype.names or ()})  # the records'
+        return out
 
 
-def _advise_plan(plan: Plan, advice: int) -> int:
-    return sum(_advise_ranges(array, ranges, advice) for array, ranges in plan)
+def fits(nbytes: int, share: float) -> bool:
+    """Whether ``nbytes`` take at most ``share`` of the memory available now."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        available = next(int(x.split()[1]) * 1024 for x in lines if x.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return nbytes <= available * share
+
+
+def file_arrays(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A loaded part's arrays that are whole files, by name: all but a records part's views of
+    its records' fields (``index.rows.RECORDS``)."""
+    records = part.get(RECORDS)
+    fields = set(records.dtype.names or ()) if records is not None else set()
+    return {name: array for name, array in part.items() if name not in fields}
+
+
+def read_rows(fd: int, array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows (sorted, unique) of a C-contiguous memory-mapped array (np.load's: ``offset`` is
+    where its data begins in the file) read from its open file ``fd`` into the returned array,
+    one ``preadv`` per run of consecutive rows: first each from the page cache alone
+    (RWF_NOWAIT: what is not in memory is left), then what is left after one read-ahead
+    advice per run (the kernel starts those disk reads together: the copies then wait for the
+    slowest, not for their sum)."""
+    out = np.empty((len(rows), *array.shape[1:]), array.dtype)
+    stride = array.strides[0] if array.ndim else 0
+    if not len(rows) or not stride:
+        return out
+    data = memoryview(out.reshape(-1).view(np.uint8))
+    starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # each run's first position
+    ends = np.append(starts[1:], len(rows))
+    left = []  # (bytes of ``out`` from, to, file offset) not read from the page cache
+    for a, b, row in zip(starts.tolist(), ends.tolist(), rows[starts].tolist(), strict=True):
+        lo, hi, offset = a * stride, b * stride, array.offset + row * stride
+        done = _cached(fd, data[lo:hi], offset)
+        if done < hi - lo:
+            left.append((lo + done, hi, offset + done))
+    for lo, hi, offset in left if hasattr(os, "posix_fadvise") else ():
+        os.posix_fadvise(fd, offset, hi - lo, os.POSIX_FADV_WILLNEED)
+    for lo, hi, offset in left:
+        done = os.preadv(fd, [data[lo:hi]], offset)
+        if done != hi - lo:  # a regular file reads whole unless it was cut short
+            raise OSError(f"{array.filename}: read {done} of {hi - lo} bytes at {offset}")
+    return out
+
+
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux 4.14 and later
+
+
+def _cached(fd: int, into: memoryview, offset: int) -> int:
+    """Bytes read into ``into`` from the file at ``offset`` without waiting for the disk (0
+    where that cannot be asked: the caller then reads them, waiting)."""
+    global _NOWAIT
+    if not _NOWAIT:
+        return 0
+    try:
+        return os.preadv(fd, [into], offset, _NOWAIT)
+    except BlockingIOError:  # its first page is not in memory
+        return 0
+    except OSError:  # this file system or kernel does not take the flag: never again
+        _NOWAIT = 0
+        return 0
 
 
 def _mapped(array: np.ndarray) -> bool:
@@ -131,62 +194,6 @@ def advise(array: np.ndarray, advice: int, start: int = 0, length: int | None = 
     first = (array.ctypes.data + start) // PAGE * PAGE
     last = -(-(array.ctypes.data + start + length) // PAGE) * PAGE
     return _LIBC.madvise(first, last - first, advice) == 0
-
-
-def _advise_ranges(array: np.ndarray, ranges: np.ndarray, advice: int) -> int:
-    """Advise these ranges of a mapped array (``row_ranges``); returns how many were."""
-    if not len(ranges) or not _may(array, advice):
-        return 0
-    iov = np.empty((len(ranges), 2), np.uint64)  # struct iovec: base, length
-    iov[:, 0] = ranges[:, 0] + array.ctypes.data
-    iov[:, 1] = ranges[:, 1] - ranges[:, 0]
-    if _vectored(iov, advice):
-        return len(ranges)
-    starts, ends = ranges[:, 0].tolist(), ranges[:, 1].tolist()
-    return sum(advise(array, advice, a, b - a) for a, b in zip(starts, ends, strict=True))
-
-
-_pidfd: tuple[int, int] | None = None  # (pid, pidfd): a forked child opens its own
-
-
-def _vectored(iov: np.ndarray, advice: int) -> bool:
-    """process_madvise over every range at once; False where the kernel does not take it."""
-    global _pidfd
-    if _pidfd is None or _pidfd[0] != os.getpid():
-        fd = _LIBC.syscall(_PIDFD_OPEN, ctypes.c_int(os.getpid()), ctypes.c_uint(0))
-        _pidfd = (os.getpid(), int(fd))
-    if _pidfd[1] < 0:
-        return False
-    for at in range(0, len(iov), _MAX_IOV):
-        chunk = np.ascontiguousarray(iov[at : at + _MAX_IOV])
-        done = _LIBC.syscall(
-            _PROCESS_MADVISE,
-            ctypes.c_int(_pidfd[1]),
-            ctypes.c_void_p(chunk.ctypes.data),
-            ctypes.c_size_t(len(chunk)),
-            ctypes.c_int(advice),
-            ctypes.c_uint(0),
-        )
-        if done < 0:
-            return False
-    return True
-
-
-def row_ranges(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Byte ranges (k, 2) [start, end), relative to the array's data, of these rows (sorted,
-    unique) of a C-contiguous array, page-aligned in memory (the first may begin before the
-    data) and merged where they touch; none for an array that is not row-major contiguous or
-    has no rows."""
-    if array.ndim == 0 or not array.flags.c_contiguous or len(rows) == 0:
-        return np.empty((0, 2), np.int64)
-    stride = array.strides[0]
-    data = array.ctypes.data
-    starts = (data + rows.astype(np.int64) * stride) // PAGE * PAGE
-    ends = -(-(data + (rows.astype(np.int64) + 1) * stride) // PAGE) * PAGE
-    new = np.ones(len(starts), bool)
-    new[1:] = starts[1:] > ends[:-1]  # rows sorted: ends rise with starts
-    last = np.append(new[1:], True)
-    return np.stack([starts[new] - data, ends[last] - data], axis=1)
 
 
 def resident(array: np.ndarray) -> np.ndarray:

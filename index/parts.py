@@ -14,7 +14,7 @@ from index.reader import FIELDS, GRAM_CHUNK, GRAM_FILES, Build, BuildError
 from index.rows import DEFAULT_ROW_FORMAT
 from index.vectors import unit_id, video_of
 from model import VideoEmbeddings
-from model.scores import unit_grams
+from model.scores import gram
 
 
 def write_part(
@@ -42,21 +42,77 @@ def write_stored(
     units: np.ndarray,
 ) -> None:
     """A part from rows already in a row format (``rows.encode``'s files, or a build's own:
-    compaction moves them without coding them again), with their Gram matrices."""
-    for name, array in stored.items():
-        np.save(folder / f"{name}.npy", array)
-    video = VideoEmbeddings(
-        **{n: rows.decode(n, stored[n], stored.get(n + rows.SCALE)) for n in FIELDS}
-    )
-    # of the rows as stored, a bounded float32 copy at a time
-    chunks = [
-        unit_grams(video.select(slice(i, i + GRAM_CHUNK))) for i in range(0, len(units), GRAM_CHUNK)
-    ]
-    for name, file in GRAM_FILES.items():
-        np.save(folder / f"{file}.npy", torch.cat([c[name] for c in chunks]).numpy())
-    np.save(folder / "frame_times.npy", frame_times.astype(np.float32))
-    np.save(folder / "spans.npy", np.asarray(spans, np.float32).reshape(-1, 2))
-    np.save(folder / "unit_ids.npy", np.asarray(units, dtype=np.int64))
+    compaction moves them without coding them again), with their Gram matrices, written
+    ``GRAM_CHUNK`` units at a time."""
+    writer = PartWriter(folder, len(units), stored)
+    for lo in range(0, len(units), GRAM_CHUNK):
+        writer.put(lo, {name: array[lo : lo + GRAM_CHUNK] for name, array in stored.items()})
+    writer.close(frame_times, spans, units)
+
+
+class PartWriter:
+    """A new part's rows written into memory-mapped files a chunk at a time (bounded memory):
+    every field but the concept probabilities packed into one record per unit
+    (``rows.RECORDS``: a cold search reads a unit's whole row in one read), with the Gram
+    matrices of its vectors as stored; the probabilities in files of their own (the concept
+    lists read them by column at load)."""
+
+    def __init__(self, folder: Path, count: int, like: dict[str, np.ndarray]) -> None:
+        """``like``: rows in the part's row format, by file name (any number of them), for
+        each file's dtype and shape."""
+        shapes = {name: (array.dtype, array.shape[1:]) for name, array in like.items()}
+        for name, file in GRAM_FILES.items():
+            frames = like[name].shape[1]
+            shapes[file] = (np.dtype(np.float32), (frames, frames))
+        packed = [
+            (name, dtype, shape)
+            for name, (dtype, shape) in shapes.items()
+            if name not in rows.PROB_FIELDS
+        ]
+        packed.sort(key=lambda field: -field[1].alignment)  # no padding between fields
+        records = _new_array(folder, rows.RECORDS, np.dtype(packed, align=True), (count,))
+        self.files = [records]
+        self.out = {name: records[name] for name in records.dtype.names}
+        for name in rows.PROB_FIELDS:
+            dtype, shape = shapes[name]
+            self.out[name] = _new_array(folder, name, dtype, (count, *shape))
+            self.files.append(self.out[name])
+        self.folder = folder
+
+    def put(self, lo: int, stored: dict[str, np.ndarray]) -> None:
+        """Rows ``lo``, ``lo + 1``, ... in the row format (by file name), and their Gram
+        matrices."""
+        hi = lo + len(stored[FIELDS[0]])
+        for name, array in stored.items():
+            self.out[name][lo:hi] = array
+        for name, file in GRAM_FILES.items():
+            vectors = rows.decode(name, stored[name], stored.get(name + rows.SCALE))
+            self.out[file][lo:hi] = gram(vectors, torch.float32).numpy()
+
+    def flush(self) -> None:
+        """The rows written out to their files (nothing more can be put)."""
+        for array in self.files:
+            if isinstance(array, np.memmap):
+                array.flush()
+        self.out.clear()
+        self.files.clear()
+
+    def close(self, frame_times: np.ndarray, spans: np.ndarray, units: np.ndarray) -> None:
+        """The rows flushed to their files, and the part's other files written."""
+        self.flush()
+        np.save(self.folder / "frame_times.npy", frame_times.astype(np.float32))
+        np.save(self.folder / "spans.npy", np.asarray(spans, np.float32).reshape(-1, 2))
+        np.save(self.folder / "unit_ids.npy", np.asarray(units, dtype=np.int64))
+
+
+def _new_array(folder: Path, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A new ``<name>.npy`` in ``folder`` memory-mapped for writing (an empty one written
+    whole: an empty file cannot be mapped)."""
+    path = folder / f"{name}.npy"
+    if not np.prod(shape):
+        np.save(path, np.zeros(shape, dtype))
+        return np.zeros(shape, dtype)
+    return np.lib.format.open_memmap(path, "w+", dtype, shape)
 
 
 def link_parts(src: Path, dst: Path, parts: list[str]) -> None:

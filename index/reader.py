@@ -4,14 +4,13 @@
     index/builds/<build>/<version>/    one immutable version of a build:
         manifest.json                  checkpoint hash and config, factory, parts, counts
         vectors/                       FAISS indexes per level (+ tombstones)
-        parts/<n>/<field>.npy          rerank rows, one per unit (a video's segment), in the
-                                       build's row format (index.rows: int8 with per-vector
-                                       scales in <field>.scale.npy, or float16), memory-mapped
-                                       by readers, linked from earlier versions, never
-                                       rewritten; unit_ids.npy and spans.npy (each unit's
-                                       start and end in its video, seconds) beside them
-        parts/<n>/gram_<units>.npy     their units' Gram matrices (float32; parts written
-                                       before these existed have none, and still work)
+        parts/<n>/rows.npy             rerank rows, one record per unit (a video's segment):
+                                       its fields in the build's row format (index.rows) but
+                                       the probabilities, and its Gram matrices; memory-mapped
+                                       by readers, linked from earlier versions, never rewritten
+        parts/<n>/*.npy                verb_probs, noun_probs (by column), unit_ids, spans
+                                       (seconds), frame_times; parts written before records:
+                                       a file per field (and gram_<units>, or none), still read
 
 A writer prepares the next version in a temporary folder, renames it into place and then
 replaces CURRENT, so a reader sees the old version or the new one, never half of one. Writers
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 
 from index import rows as formats
-from index.pages import RowPaging
+from index.pages import RowPaging, file_arrays, fits
 from index.rows import part_format
 from index.vectors import INDEX_FILES, LEVELS, UNIT_BITS, FaissStore, read_meta, video_of
 from model import VideoEmbeddings
@@ -62,9 +61,11 @@ HALF_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments", "
 # rerank reads each unit vector once (docs/design.md, "Serving path").
 GRAM_FILES = {name: f"gram_{name}" for name in UNIT_FIELDS}
 GRAM_CHUNK = 4096  # videos whose Gram matrices are computed at once (compaction writes all)
-_NOT_ROWS = {"frame_times", "spans", *GRAM_FILES.values()}  # part files beside the rows
+_BESIDE = ("frame_times", "spans")  # part files a rerank does not read
+# part arrays beside the rows (the records hold the rows and the Gram matrices)
+_NOT_ROWS = {*_BESIDE, formats.RECORDS, *GRAM_FILES.values()}
 # ``Build.warm`` reads the rows in when they take at most this share of the available memory
-# (0: never; they then come into the page cache as searches fault their candidates' rows in)
+# (0: never; each search then reads its candidates' rows cold, ``index.pages``)
 WARM_SHARE = 0.5
 
 
@@ -172,19 +173,21 @@ class Build:
         row format (``index.rows.decode``): the embedding vectors (HALF_FIELDS) in float16
         (float32 where an int8 part holds one of them), the concept probabilities in
         float32."""
-        return self._embeddings_at(self._where(unit_ids))
+        return self._embeddings_at(self._where(unit_ids), self.parts)
 
     def rerank_rows(
         self, unit_ids: list[int]
     ) -> tuple[VideoEmbeddings, dict[str, torch.Tensor] | None]:
         """``embeddings`` and ``grams`` of these units at once (a search's rerank)."""
-        where = self._where(unit_ids)
-        with self.paging.reading(self.parts, where):  # larger than memory: read them at once
-            return self._embeddings_at(where), self._grams_at(where)  # copies, not views
+        where, parts = self._where(unit_ids), self.parts
+        if self.paging.cold:  # larger than memory: read with system calls, not mapped
+            parts, where = self.paging.read(parts, where, leave=_BESIDE)
+        return self._embeddings_at(where, parts), self._grams_at(where, parts)
 
-    def _embeddings_at(self, where: np.ndarray) -> VideoEmbeddings:
+    @staticmethod
+    def _embeddings_at(where: np.ndarray, parts: formats.Parts) -> VideoEmbeddings:
         return VideoEmbeddings(
-            **{name: formats.gather_decoded(self.parts, name, where) for name in FIELDS}
+            **{name: formats.gather_decoded(parts, name, where) for name in FIELDS}
         )
 
     def stored(self, unit_ids: list[int], fmt: str) -> dict[str, np.ndarray] | None:
@@ -201,13 +204,14 @@ class Build:
     def grams(self, unit_ids: list[int]) -> dict[str, torch.Tensor] | None:
         """The stored Gram matrices of these units' vectors (``model.scores.unit_grams``), in
         this order; None when a part holding one of them has none (written before they were)."""
-        return self._grams_at(self._where(unit_ids))
+        return self._grams_at(self._where(unit_ids), self.parts)
 
-    def _grams_at(self, where: np.ndarray) -> dict[str, torch.Tensor] | None:
-        used = set(where[:, 0].tolist()) or set(range(len(self.parts)))
-        if not used or any(f not in self.parts[p] for p in used for f in GRAM_FILES.values()):
+    @staticmethod
+    def _grams_at(where: np.ndarray, parts: formats.Parts) -> dict[str, torch.Tensor] | None:
+        used = set(where[:, 0].tolist()) or set(range(len(parts)))
+        if not used or any(f not in parts[p] for p in used for f in GRAM_FILES.values()):
             return None
-        got = {name: formats.gather(self.parts, file, where) for name, file in GRAM_FILES.items()}
+        got = {name: formats.gather(parts, file, where) for name, file in GRAM_FILES.items()}
         return {name: torch.from_numpy(array) for name, array in got.items()}
 
     def _where(self, unit_ids: list[int]) -> np.ndarray:
@@ -233,18 +237,19 @@ class Build:
             raise BuildError(f"unit {unit} is not in this build")
         return self.rows[unit]
 
-    def warm(self, rows: bool = True) -> int:
+    def warm(self, rows: bool = True, share: float | None = None) -> int:
         """Build the selector that hides deleted videos (once here rather than by the first
         search) and, with ``rows``, touch every page of the memory-mapped rerank rows once, so
         that searches find them in memory (page cache and this process's page tables) rather
-        than faulting on each candidate. When the rows would take more than ``WARM_SHARE`` of
-        the available memory nothing is touched and they are read cold (``index.pages``:
-        random access, each search's rows prefetched). Returns the bytes touched."""
+        than faulting on each candidate. When the rows would take more than ``share`` (default
+        ``WARM_SHARE``) of the available memory nothing is touched and they are read cold
+        (``index.pages``: each search's rows read with system calls, none mapped). Returns the
+        bytes touched."""
         for level in LEVELS:
             self.vectors.tombstone_selector(level)
-        arrays = [a for part in self.parts for a in part.values()] if rows else []
+        arrays = [a for part in self.parts for a in file_arrays(part).values()] if rows else []
         total = sum(a.nbytes for a in arrays)
-        if total > _available_memory() * WARM_SHARE:
+        if rows and not fits(total, WARM_SHARE if share is None else share):
             self.paging.go_cold(arrays)
             return 0
         page = mmap.PAGESIZE
@@ -284,16 +289,6 @@ class Build:
         else:
             rows = _rows(root, manifest["parts"], deleted)
         return Build(root, manifest, vectors, self.parts, rows, dict(self.file_ids), self.paging)
-
-
-def _available_memory() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def file_id(path: Path) -> FileId | None:
@@ -352,19 +347,29 @@ def _load(root: Path, manifest: dict) -> Build:
     parts = []
     for part in manifest["parts"]:
         folder = root / "parts" / part
-        optional = [*GRAM_FILES.values(), *(f + formats.SCALE for f in formats.VECTOR_FIELDS)]
-        names = [
-            *FIELDS,
-            "frame_times",
-            "spans",
-            *(f for f in optional if (folder / f"{f}.npy").exists()),
-        ]
-        parts.append({f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in names})
-        for f in [*names, "unit_ids"]:
+        arrays, files = load_part(folder)
+        parts.append(arrays)
+        for f in [*files, "unit_ids"]:
             ids[f"parts/{part}/{f}.npy"] = file_id(folder / f"{f}.npy")
     rows = _rows(root, manifest["parts"], vectors.deleted)
     known = {path: i for path, i in ids.items() if i is not None}
     return Build(root, manifest, vectors, parts, rows, known)
+
+
+def load_part(folder: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A part's arrays memory-mapped, by file name (a records part: its records under
+    ``rows.RECORDS`` and a view of each field by that field's name), and the files read."""
+    if (folder / f"{formats.RECORDS}.npy").exists():
+        records = np.load(folder / f"{formats.RECORDS}.npy", mmap_mode="r")
+        arrays = {formats.RECORDS: records, **{f: records[f] for f in records.dtype.names}}
+        names = [*formats.PROB_FIELDS]
+    else:  # written before records: a file per field
+        optional = [*GRAM_FILES.values(), *(f + formats.SCALE for f in formats.VECTOR_FIELDS)]
+        names = [*FIELDS, *(f for f in optional if (folder / f"{f}.npy").exists())]
+        arrays = {}
+    names += ["frame_times", "spans"]
+    arrays.update({f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in names})
+    return arrays, [f for f in arrays if f in names or f == formats.RECORDS]
 
 
 def _rows(root: Path, parts: list[str], deleted: set[int]) -> dict[int, tuple[int, int]]:

@@ -29,6 +29,10 @@ DEFAULT_ROW_FORMAT = "float16"  # what new builds get unless asked: see docs/cap
 VECTOR_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments", "entity_segments")
 PROB_FIELDS = ("verb_probs", "noun_probs")
 SCALE = ".scale"  # "<field>.scale": an int8 field's per-vector scales, (N, ...) float32
+# A part's records (RECORDS.npy, a structured array: one record per unit holding all its fields
+# but the probabilities, Gram matrices included), by that name in a loaded part beside views of
+# its fields; parts written before records have a file per field
+RECORDS = "rows"
 PROB_LEVELS = 255
 
 

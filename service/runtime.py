@@ -109,7 +109,9 @@ def build_searcher(settings: HanetSettings, model: HANet) -> Searcher:
 
     target = index_target(settings)
     if isinstance(target, Path):
-        index = LiveIndex(target, model.checkpoint_sha256, settings.search_concepts)
+        index = LiveIndex(
+            target, model.checkpoint_sha256, settings.search_concepts, settings.rows_in_memory
+        )
     else:
         index = MilvusLive(target, expect_checkpoint=model.checkpoint_sha256)  # same interface
     cache = QueryCache(model, settings.query_cache_size)

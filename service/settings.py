@@ -169,6 +169,14 @@ class HanetSettings(BaseSettings):
         description="Also nominate the units whose concept probabilities best match the "
         "sentence's (inverted lists of each unit's top concepts; FAISS builds only).",
     )
+    rows_in_memory: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="The rerank rows are read into memory at load when they take at most this "
+        "share of the available memory; else, or at 0, each search reads its candidates' rows "
+        "from the page cache or the disk, and the server's resident memory stays its own.",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,

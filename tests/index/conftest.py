@@ -9,10 +9,38 @@ import numpy as np
 import pytest
 import torch
 
+from index import rows
+from index.reader import GRAM_FILES
 from index.writer import IndexWriter
 from model import HANetCfg, VideoEmbeddings, get_config
 
 CHECKPOINT = "c" * 64
+
+
+def as_written_before(root: Path, grams: bool = True) -> None:
+    """Every part of the version at ``root`` rewritten as parts were written before records
+    (``rows.RECORDS``): a file per field; without ``grams`` as before Gram matrices too."""
+    for folder in sorted(root.glob("parts/*")):
+        path = folder / f"{rows.RECORDS}.npy"
+        if path.exists():
+            packed = np.load(path)
+            for name in packed.dtype.names:
+                if grams or name not in GRAM_FILES.values():
+                    np.save(folder / f"{name}.npy", np.ascontiguousarray(packed[name]))
+            path.unlink()
+
+
+def mapped_kb(path: Path) -> int:
+    """This process's resident kB of its mappings of ``path``, or of files under it
+    (/proc/self/smaps Rss; Linux)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+            mapped = line.split()[-1] if len(line.split()) >= 6 else ""
+            inside = mapped == str(path) or mapped.startswith(f"{path}/")
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:

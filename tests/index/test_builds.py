@@ -14,7 +14,7 @@ import torch
 from index.reader import BuildError, load_current
 from index.vectors import INDEX_FILES, LEVELS, unit_id
 from index.writer import IndexWriter, compact, delete_videos
-from tests.index.conftest import CHECKPOINT, add, times, videos
+from tests.index.conftest import CHECKPOINT, add, as_written_before, times, videos
 
 
 def _inode(path: Path) -> tuple[int, int]:
@@ -194,9 +194,7 @@ def test_a_deleted_id_published_again_stays_deleted(index_dir, cfg) -> None:
 def test_a_build_written_before_gram_matrices_takes_tombstones(index_dir) -> None:
     """A build from before the Gram files (and so before this delete) is deleted from and
     read as before."""
-    root = load_current(index_dir).root
-    for gram in root.glob("parts/*/gram_*.npy"):
-        gram.unlink()
+    as_written_before(load_current(index_dir).root, grams=False)
     name = delete_videos(index_dir, [7])
     after = load_current(index_dir)
     assert after.name == name and 7 not in after and 7 not in _found(after, 7)

@@ -3,7 +3,10 @@ loaded FAISS indexes and memory-mapped rows; a real publish is loaded afresh."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import torch
 
 from index.live import LiveIndex
 from index.vectors import LEVELS, UNIT_BITS
@@ -48,3 +51,18 @@ def test_a_real_publish_or_compaction_is_loaded_afresh(index_dir, cfg) -> None:
     assert third is not None and 1 not in third and len(third) == 12
     assert third.vectors.indexes["event"] is not second.vectors.indexes["event"]
     assert third.vectors.count("event") == 12  # the compacted files, not the loaded ones
+
+
+def test_rows_kept_out_of_memory_when_told_serve_cold(index_dir) -> None:
+    """``HANET_ROWS_IN_MEMORY=0``: the rows are read cold whatever their size, and searches
+    get the same rows as from a warm build."""
+    cold = LiveIndex(index_dir, CHECKPOINT, rows_in_memory=0)
+    warm = LiveIndex(index_dir, CHECKPOINT)
+    builds = [cold.current(), warm.current()]
+    deadline = time.monotonic() + 30
+    while (cold.warming or warm.warming) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [b.paging.cold for b in builds] == [True, False]
+    units = [u for v in (4, 9) for u in builds[0].units(v)]
+    got, same = (b.rerank_rows(units)[0] for b in builds)
+    assert all(torch.equal(getattr(got, f), getattr(same, f)) for f in vars(got))

@@ -1,6 +1,7 @@
-"""index.pages: madvise over memory-mapped rerank rows, checked against the kernel's page cache
-(mincore) on real files: a cold fault reads its own pages only, a prefetch reads exactly the
-rows asked for, and the byte ranges it advises cover them."""
+"""index.pages: reading memory-mapped rerank rows cold, checked against the kernel's page cache
+(mincore) and this process's mappings (smaps) on real files: a cold fault reads its own pages
+only, and a cold read copies exactly the rows asked for out of the files (nothing around them)
+without mapping them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from index import pages
-from index.pages import PAGE, RowPaging, resident, row_ranges
+from index.pages import PAGE, RowPaging, resident
+from tests.index.conftest import mapped_kb
 
 pytestmark = pytest.mark.skipif(pages._LIBC is None, reason="madvise and mincore: Linux only")
 ROW = 3 * PAGE + 100  # bytes per row: rows straddle pages
@@ -47,22 +49,6 @@ def row_pages(array: np.ndarray, row: int) -> set[int]:
     return set(range((start - first) // PAGE, (start + ROW - 1 - first) // PAGE + 1))
 
 
-def test_row_ranges_cover_each_row_page_aligned_and_merge_neighbours() -> None:
-    array = np.zeros((100, ROW), np.uint8)
-    rows = np.array([0, 1, 2, 50, 99])
-    ranges = [tuple(r) for r in row_ranges(array, rows).tolist()]
-    assert len(ranges) == 3  # 0-2 touch, 50 and 99 stand alone
-    data = array.ctypes.data
-    for start, end in ranges:
-        assert (data + start) % PAGE == 0 and (data + end) % PAGE == 0 and start < end
-    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
-    for row in rows.tolist():
-        lo, hi = row * ROW, (row + 1) * ROW
-        assert any(s <= lo and hi <= e for s, e in ranges), row
-    assert row_ranges(array, np.array([], np.int64)).shape == (0, 2)
-    assert row_ranges(array[:, ::2], rows).shape == (0, 2)  # not contiguous: no advice
-
-
 def test_a_cold_fault_reads_its_own_pages_only(tmp_path: Path) -> None:
     control = rows_file(tmp_path)
     int(control[1000].max())  # default advice: the kernel reads around the fault
@@ -77,72 +63,69 @@ def test_a_cold_fault_reads_its_own_pages_only(tmp_path: Path) -> None:
     assert got == row_pages(array, 1000), (sorted(got), around)
 
 
-@pytest.mark.parametrize("vectored", [True, False], ids=["process_madvise", "madvise"])
-def test_a_prefetch_reads_the_rows_asked_for_and_nothing_else(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vectored: bool
-) -> None:
-    if not vectored:  # a kernel without process_madvise: one madvise per range
-        monkeypatch.setattr(pages, "_vectored", lambda iov, advice: False)
-    array = rows_file(tmp_path)
-    paging = RowPaging()
-    where = np.array([[0, 900], [0, 3], [0, 1500], [0, 3]])
-    assert paging.prefetch([{"rows": array}], where) == 0  # warm: no advice
-    paging.go_cold([array])
-    assert paging.prefetch([{"rows": array}], where) == 3
-    want = row_pages(array, 3) | row_pages(array, 900) | row_pages(array, 1500)
-    deadline = time.monotonic() + 10
-    while not all(resident(array)[sorted(want)]) and time.monotonic() < deadline:
-        time.sleep(0.01)  # the reads were started, not waited for
-    assert set(np.flatnonzero(resident(array)).tolist()) == want
-
-
-def _mapped_kb(path: Path) -> int:
-    """This process's resident kB of its mappings of ``path`` (/proc/self/smaps Rss)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
-            inside = line.rstrip().endswith(str(path))
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
-
-
 def test_going_cold_unmaps_pages_and_leaves_them_in_the_page_cache(tmp_path: Path) -> None:
     array = rows_file(tmp_path, 200)
     int(array.max())  # every page read: mapped into this process
-    assert _mapped_kb(tmp_path / "rows.npy") * 1024 >= array.nbytes - PAGE
+    assert mapped_kb(tmp_path / "rows.npy") * 1024 >= array.nbytes - PAGE
     RowPaging().go_cold([array])
-    assert _mapped_kb(tmp_path / "rows.npy") == 0  # the process holds none of them
+    assert mapped_kb(tmp_path / "rows.npy") == 0  # the process holds none of them
     assert resident(array).all()  # still in the page cache: nothing read again
     assert int(array[7, 5]) == int(np.uint8((7 * ROW + 5) % 256))  # and the data unchanged
 
 
-def test_a_release_unmaps_the_rows_a_search_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("nowait", [True, False], ids=["cache-first", "no-RWF_NOWAIT"])
+def test_a_cold_read_copies_exactly_the_rows_asked_for_and_maps_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nowait: bool
+) -> None:
+    if not nowait:  # a kernel or file system without it: every row read waiting
+        monkeypatch.setattr(pages, "_NOWAIT", 0)
     array = rows_file(tmp_path)
     paging = RowPaging()
     paging.go_cold([array])
-    where = np.array([[0, 900], [0, 3]])
-    assert paging.release([{"rows": array}], where) == 2  # cold: advised
-    got = array[[900, 3]].copy()  # as a search copies its candidates' rows out
-    assert _mapped_kb(tmp_path / "rows.npy") * 1024 >= 2 * ROW
-    paging.release([{"rows": array}], where)
-    assert _mapped_kb(tmp_path / "rows.npy") == 0
-    assert all(resident(array)[sorted(row_pages(array, 3) | row_pages(array, 900))])
-    assert np.array_equal(array[[900, 3]], got)
-    assert RowPaging().release([{"rows": array}], where) == 0  # warm: the rows stay mapped
+    where = np.array([[0, 900], [0, 3], [0, 1500], [0, 3], [0, 4]])  # 3 and 4: one read
+    got, at = paging.read([{"rows": array}], where)
+    assert len(got) == 1 and at[:, 0].tolist() == [0] * 5
+    assert at[:, 1].tolist() == [2, 0, 3, 0, 1]  # among the distinct rows, ascending
+    assert mapped_kb(tmp_path / "rows.npy") == 0  # copied with system calls, not mapped
+    want = set().union(*(row_pages(array, r) for r in (3, 4, 900, 1500)))
+    assert set(np.flatnonzero(resident(array)).tolist()) == want  # no read-around either
+    for (_, row), (part, i) in zip(where.tolist(), at.tolist(), strict=True):
+        assert np.array_equal(got[part]["rows"][i], array[row]), row
 
 
-def test_reading_prefetches_then_unmaps_around_a_searchs_copy(tmp_path: Path) -> None:
-    array = rows_file(tmp_path)
+def test_a_cold_read_takes_a_records_fields_with_it_and_leaves_what_it_is_told(
+    tmp_path: Path,
+) -> None:
+    kind = np.dtype([("x", np.float32, (3,)), ("n", np.int8, (5,))], align=True)
+    records = np.lib.format.open_memmap(tmp_path / "records.npy", "w+", kind, (50,))
+    records["x"] = np.arange(150, dtype=np.float32).reshape(50, 3)
+    records["n"] = np.arange(250).reshape(50, 5) % 100
+    records.flush()
+    records = np.load(tmp_path / "records.npy", mmap_mode="r")
+    times = np.load(_saved(tmp_path / "times.npy", np.arange(50.0)), mmap_mode="r")
+    part = {"records": records, "x": records["x"], "n": records["n"], "times": times}
+    paging = RowPaging()
+    paging.go_cold(list(part.values()))
+    got, at = paging.read([part], np.array([[0, 7], [0, 40]]), leave=("times",))
+    assert sorted(got[0]) == ["n", "records", "x"]
+    assert np.array_equal(got[0]["x"][at[:, 1]], records["x"][[7, 40]])
+    assert np.array_equal(got[0]["n"][at[:, 1]], records["n"][[7, 40]])
+
+
+def test_a_file_cut_short_under_a_cold_read_fails_with_the_reason(tmp_path: Path) -> None:
+    path = _saved(tmp_path / "rows.npy", np.ones((64, 1024), np.uint8))
+    array = np.load(path, mmap_mode="r")
     paging = RowPaging()
     paging.go_cold([array])
-    want = row_pages(array, 3) | row_pages(array, 900)
-    with paging.reading([{"rows": array}], np.array([[0, 900], [0, 3]])):
-        got = array[[900, 3]].copy()
-        assert _mapped_kb(tmp_path / "rows.npy") * 1024 >= 2 * ROW
-    assert _mapped_kb(tmp_path / "rows.npy") == 0  # unmapped once copied
-    assert set(np.flatnonzero(resident(array)).tolist()) == want  # read those rows, kept cached
-    assert np.array_equal(array[[900, 3]], got)
+    os.truncate(path, os.path.getsize(path) // 2)
+    assert paging.read([{"rows": array}], np.array([[0, 1]]))[0][0]["rows"].sum() == 1024
+    with pytest.raises(OSError, match=r"read 0 of 1024 bytes"):
+        paging.read([{"rows": array}], np.array([[0, 60]]))
+
+
+def _saved(path: Path, array: np.ndarray) -> Path:
+    np.save(path, array)
+    return path
 
 
 def test_writable_maps_are_never_unmapped(tmp_path: Path) -> None:
@@ -150,15 +133,12 @@ def test_writable_maps_are_never_unmapped(tmp_path: Path) -> None:
     np.save(path, np.zeros((4, ROW), np.uint8))
     private = np.load(path, mmap_mode="c")  # copy-on-write: unmapping would lose the write
     private[1, 7] = 9
-    paging = RowPaging()
-    paging.go_cold([private])
-    assert paging.release([{"rows": private}], np.array([[0, 1]])) == 0
+    RowPaging().go_cold([private])
     assert int(private[1, 7]) == 9
 
 
 def test_advice_and_residency_need_a_memory_map() -> None:
     array = np.zeros((10, ROW), np.uint8)
     assert not pages.advise(array, mmap.MADV_RANDOM)
-    assert RowPaging().prefetch([{"rows": array}], np.array([[0, 1]])) == 0
     with pytest.raises(OSError, match="memory-mapped"):
         resident(array)

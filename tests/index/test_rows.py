@@ -52,8 +52,12 @@ def test_an_int8_build_serves_its_decoded_rows_and_their_grams(tmp_path, cfg) ->
     build = load_current(folder)
     assert build.manifest["rows"] == "int8"
     part = build.root / "parts" / build.manifest["parts"][0]
-    assert np.load(part / "entity_segments.npy").dtype == np.int8
-    assert np.load(part / "noun_probs.npy").dtype == np.uint8
+    records = np.load(part / f"{rows.RECORDS}.npy")  # a unit's fields in one record
+    assert records["entity_segments"].dtype == np.int8
+    assert records["entity_segments.scale"].shape == (len(records), cfg.num_entity_segments)
+    assert records["gram_entity_segments"].dtype == np.float32
+    assert np.load(part / "noun_probs.npy").dtype == np.uint8  # on their own: by column
+    assert not (part / "entity_segments.npy").exists()
     written = videos(cfg, [5, 1])
     stored, grams = build.rerank_rows(_units([5, 1]))  # across both parts
     assert stored.global_.dtype == torch.float32 and stored.verb_probs.dtype == torch.float32

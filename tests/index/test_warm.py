@@ -1,42 +1,51 @@
 """Build.warm: the rerank rows read in once at load when they fit in a share of the available
 memory (index.reader.WARM_SHARE), and read cold by searches when they do not (index.pages:
-random access advised, each search's rows prefetched)."""
+random access advised, each search's rows prefetched and read with system calls)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from index import reader
+from index import pages, reader
 from index.reader import load_current
-from index.writer import delete_videos
+from index.writer import IndexWriter, delete_videos
+from tests.index.conftest import CHECKPOINT, add, as_written_before, mapped_kb
 
 
 def test_warm_reads_every_row_file_once_when_they_fit(index_dir) -> None:
     build = load_current(index_dir)
-    files = sum(a.nbytes for part in build.parts for a in part.values())
+    loaded = [f for f in build.root.glob("parts/*/*.npy") if f.name != "unit_ids.npy"]
+    files = sum(np.load(f, mmap_mode="r").nbytes for f in loaded)
     assert files > 0 and build.warm() == files
     assert build.warm(rows=False) == 0  # the tombstones' selector only
 
 
+@pytest.mark.parametrize("records", [True, False], ids=["records", "a-file-per-field"])
 def test_warm_touches_nothing_when_the_rows_take_more_than_their_share(
-    index_dir, monkeypatch: pytest.MonkeyPatch
+    index_dir, cfg, monkeypatch: pytest.MonkeyPatch, records: bool
 ) -> None:
-    warm = load_current(index_dir)
-    warm.warm()
+    # and a part of one row (whose field views numpy calls contiguous)
+    add(IndexWriter.open(index_dir, cfg, CHECKPOINT, "Flat"), [13])
+    if not records:
+        as_written_before(load_current(index_dir).root)
     build = load_current(index_dir)
-    monkeypatch.setattr(reader, "WARM_SHARE", 0)
-    assert not build.paging.cold and build.warm() == 0
-    assert build.paging.cold  # read cold: random access, each search's rows prefetched
-    units = [u for v in (3, 1, 2) for u in build.units(v)]
-    assert build.paging.prefetch(build.parts, build._where(units)) > 0
-    stored, grams = build.rerank_rows(units)  # faulted in on demand
+    with monkeypatch.context() as patch:
+        patch.setattr(reader, "WARM_SHARE", 0)
+        assert not build.paging.cold and build.warm() == 0
+    assert build.paging.cold  # read cold: each search's rows read with system calls
+    units = [u for v in (3, 1, 13, 2) for u in build.units(v)]
+    stored, grams = build.rerank_rows(units)  # read with system calls
+    if pages._LIBC is not None:
+        assert mapped_kb(build.root / "parts") == 0  # nothing of the rows mapped in
+    warm = load_current(index_dir)
+    assert warm.warm() > 0
     same, same_grams = warm.rerank_rows(units)
-    assert stored.global_.shape[0] == 3 and grams is not None
+    assert stored.global_.shape[0] == 4 and grams is not None
     for name, got in vars(stored).items():
         assert torch.equal(got, getattr(same, name)), name
     assert all(torch.equal(grams[k], same_grams[k]) for k in grams)
-    assert warm.paging.prefetch(warm.parts, warm._where(units)) == 0  # warm: no advice
 
 
 def test_a_deletes_version_reads_its_rows_as_the_build_it_shares_them_with(

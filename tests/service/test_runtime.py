@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from model import CheckpointError, HANet, get_config
 from service import runtime
@@ -92,6 +93,18 @@ def test_the_searcher_answers_nothing_before_the_first_publish(tmp_path, checkpo
     assert searcher.search("a red circle moves left", top_k=5) == []
     assert searcher.candidates == settings.search_candidates
     assert searcher.concepts is True  # the concept list is on unless turned off
+    assert searcher.index.rows_in_memory == 0.5  # rows read in when they fit in half
+
+
+def test_the_rows_can_be_kept_out_of_memory(tmp_path, checkpoint, monkeypatch) -> None:
+    monkeypatch.setenv("HANET_ROWS_IN_MEMORY", "0")
+    settings = runtime.load_settings().model_copy(update={"data_dir": tmp_path})
+    settings = settings.model_copy(update={"checkpoint": checkpoint})
+    searcher = runtime.build_searcher(settings, runtime.load_model(settings, serving=True))
+    assert searcher.index.rows_in_memory == 0
+    monkeypatch.setenv("HANET_ROWS_IN_MEMORY", "2")
+    with pytest.raises(ValidationError, match="rows_in_memory"):
+        runtime.load_settings()
 
 
 def test_the_concept_list_can_be_turned_off(tmp_path, checkpoint, monkeypatch) -> None:
