@@ -249,7 +249,7 @@ class Build:
             self.vectors.tombstone_selector(level)
         arrays = [a for part in self.parts for a in file_arrays(part).values()] if rows else []
         total = sum(a.nbytes for a in arrays)
-        if rows and not fits(total, WARM_SHARE if share is None else share):
+        if not fits(total, WARM_SHARE if share is None else share):  # no rows: 0 fits
             self.paging.go_cold(arrays)
             return 0
         page = mmap.PAGESIZE
@@ -362,14 +362,14 @@ def load_part(folder: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     if (folder / f"{formats.RECORDS}.npy").exists():
         records = np.load(folder / f"{formats.RECORDS}.npy", mmap_mode="r")
         arrays = {formats.RECORDS: records, **{f: records[f] for f in records.dtype.names}}
-        names = [*formats.PROB_FIELDS]
+        read, names = [formats.RECORDS], [*formats.PROB_FIELDS]
     else:  # written before records: a file per field
         optional = [*GRAM_FILES.values(), *(f + formats.SCALE for f in formats.VECTOR_FIELDS)]
         names = [*FIELDS, *(f for f in optional if (folder / f"{f}.npy").exists())]
-        arrays = {}
+        arrays, read = {}, []
     names += ["frame_times", "spans"]
     arrays.update({f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in names})
-    return arrays, [f for f in arrays if f in names or f == formats.RECORDS]
+    return arrays, read + names
 
 
 def _rows(root: Path, parts: list[str], deleted: set[int]) -> dict[int, tuple[int, int]]:
