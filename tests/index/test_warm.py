@@ -1,6 +1,6 @@
 """Build.warm: the rerank rows read in once at load when they fit in a share of the available
 memory (index.reader.WARM_SHARE), and read cold by searches when they do not (index.pages:
-random access advised, each search's rows prefetched and read with system calls)."""
+random access advised, each search's rows read with system calls, none mapped)."""
 
 from __future__ import annotations
 
