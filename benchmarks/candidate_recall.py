@@ -74,11 +74,15 @@ def candidate_sets(
     build: Build, text: TextEmbeddings, limit: int, concepts: bool = False
 ) -> list[list[int]]:
     """Per sentence, the units ``service.candidates.candidates`` nominates for a top-10 video
-    search of ``limit`` candidates, with or without the concept scan."""
+    search of ``limit`` candidates, with or without the concept scan, cut as served (by the
+    estimated fused score: the demo model's fusion weights)."""
+    from model import load_checkpoint
     from service.candidates import candidates
 
+    fusion = load_checkpoint(DEMO).cfg.fusion
     return [
-        candidates(build, text.select([i]), limit, 10, None, concepts) for i in range(len(text))
+        candidates(build, text.select([i]), limit, 10, None, concepts, fusion)
+        for i in range(len(text))
     ]
 
 

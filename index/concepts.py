@@ -138,13 +138,13 @@ def _parts(build: Build) -> _Parts:
 
 def top_units(
     build: object, verbs: np.ndarray, nouns: np.ndarray, k: int, videos: np.ndarray | None = None
-) -> np.ndarray | None:
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The ``k`` live units of ``build`` with the highest verb plus noun soft Jaccard against
     one sentence's probabilities (``verbs`` (Kv,), ``nouns`` (Kn,)) over the inverted lists,
     best first (ties by id), units that share none of its listed concepts left out; among the
-    units of ``videos`` only when given. None where there is nothing to search: a build that
-    is not a FAISS build on disk (Milvus), a model without a concept vocabulary, or a sentence
-    that names no concept."""
+    units of ``videos`` only when given: (unit ids, their scores). None where there is nothing
+    to search: a build that is not a FAISS build on disk (Milvus), a model without a concept
+    vocabulary, or a sentence that names no concept."""
     if not isinstance(build, Build) or not build.parts or k < 1:
         return None
     query = {f: np.asarray(q, np.float32) for f, q in zip(FIELDS, (verbs, nouns), strict=True)}
@@ -162,14 +162,15 @@ def top_units(
         if videos is not None:
             keep &= np.isin(video_of(units), videos)
         at = np.flatnonzero(keep)
-        top = at[_best(score[at], k)]
+        top = at[top_positions(score[at], k)]
         found.append(units[top])
         scores.append(score[top])
     units, score = np.concatenate(found), np.concatenate(scores)
-    return units[np.lexsort((units, -score))[:k]]
+    order = np.lexsort((units, -score))[:k]
+    return units[order], score[order]
 
 
-def _best(score: np.ndarray, k: int) -> np.ndarray:
+def top_positions(score: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` highest scores (any order)."""
     if len(score) <= k:
         return np.arange(len(score))

@@ -101,9 +101,29 @@ def jaccard(text_probs: Tensor, video_probs: Tensor) -> Tensor:
     return (total - l1) / (total + l1).clamp(min=_EPS)
 
 
+def jaccard_one(text_probs: Tensor, video_probs: Tensor) -> Tensor:
+    """``jaccard`` of one text against many videos, (K,), (M, K) -> (M,): sum_c min(p, q)
+    over S - that, in one pass over the videos' probabilities (cheaper than ``jaccard``'s
+    distance matrix for a single text)."""
+    low = torch.minimum(video_probs, text_probs).sum(-1)
+    return low / (video_probs.sum(-1) + text_probs.sum() - low).clamp(min=_EPS)
+
+
 def fuse(scores: dict[str, Tensor], weights: tuple[float, ...]) -> Tensor:
     """Weighted sum of the seven scores, in SCORE_NAMES order."""
     return sum(w * scores[name] for name, w in zip(SCORE_NAMES, weights, strict=True))
+
+
+def weights_of(rank_by: str, fusion: tuple[float, ...]) -> tuple[float, ...]:
+    """The score ``similarity`` names ``rank_by`` as weights of the seven scores (in
+    SCORE_NAMES order): ``fusion`` for "fused", equal shares for "embedding" and "concept"
+    (their means), one score's own weight 1 for its name."""
+    if rank_by == "fused":
+        return tuple(fusion)
+    group = {"embedding": EMBEDDING_SCORES, "concept": CONCEPT_SCORES}.get(rank_by, (rank_by,))
+    if not set(group) <= set(SCORE_NAMES):
+        raise ValueError(f"no score named {rank_by!r}")
+    return tuple(1 / len(group) if name in group else 0.0 for name in SCORE_NAMES)
 
 
 def similarity(

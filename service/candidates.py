@@ -1,14 +1,25 @@
 """The search's candidate stage: the units to rerank for a sentence, from the three level
-indexes (and the concept lists, ``index.concepts``) fused by reciprocal rank, a few per video."""
+indexes and the concept lists (``index.concepts``), a few per video. A sentence's lists are
+cut by an estimate of the score the rerank ranks by (``estimate``: the lists' own scores,
+exact global and concept scores where the rows are in memory); vector queries ("more like
+this", ``service.similar``) by reciprocal rank."""
 
 from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
 from index import concepts as concept_source
+from index import rows as formats
+from index.concepts import top_positions
 from index.reader import Build
 from index.vectors import video_of
 from model import TextEmbeddings
+from model.config import SCORE_NAMES
+from model.scores import jaccard_one
 from service.filters import top_units
 
 
@@ -32,6 +43,12 @@ LEVEL_ORDER = ("event", "action", "entity")  # as _level_queries gives them
 # DEEPER times) where videos have several units, so that the others still fill the budget.
 UNITS_PER_VIDEO = 8
 DEEPER = 4
+# Each list is read this many times deeper than the candidates wanted when the union is cut
+# by estimated score (``estimate``): a unit low in one list and high in the others gets in.
+WIDER = 2
+# Of the union, this many times the candidates wanted, estimated best from the lists, get the
+# exact global and concept scores from their rows where the rows are in memory.
+SHORTLIST = 5
 
 
 def candidates(
@@ -41,15 +58,17 @@ def candidates(
     videos: int = 0,
     among: np.ndarray | None = None,
     concepts: bool = True,
+    weights: tuple[float, ...] | None = None,
 ) -> list[int]:
     """Up to ``limit`` units to rerank for one sentence: each level index (and each of the
-    sentence's phrases there) returns its best ``limit`` units (more where videos have several:
-    ``DEEPER``); the union is cut to ``limit`` by reciprocal rank fusion (a unit ranked high at
-    any level stays in), at most ``UNITS_PER_VIDEO`` of one video, and longer where that many
-    units hold fewer than ``videos`` videos (a search for the top videos). ``among``: units of
-    these videos only (a filtered search). ``concepts``: the concept lists' best units are a
-    further list (``index.concepts``)."""
-    return candidates_many(build, [text], [limit], [videos], [among], concepts)[0]
+    sentence's phrases there) and the concept lists (``concepts``: ``index.concepts``) return
+    their best units, ``WIDER`` times ``limit`` (more where videos have several: ``DEEPER``);
+    the union is cut to ``limit`` by an estimate of the score the rerank ranks by
+    (``weights``: its seven weights, ``model.scores.weights_of``; ``estimate``), at most
+    ``UNITS_PER_VIDEO`` of one video, and longer where that many units hold fewer than
+    ``videos`` videos (a search for the top videos). ``among``: units of these videos only (a
+    filtered search). Without ``weights``, lists of ``limit`` fused by reciprocal rank."""
+    return candidates_many(build, [text], [limit], [videos], [among], concepts, [weights])[0]
 
 
 def candidates_many(
@@ -59,54 +78,153 @@ def candidates_many(
     videos: list[int] | None = None,
     among: list[np.ndarray | None] | None = None,
     concepts: bool = True,
+    weights: list[tuple[float, ...] | None] | None = None,
 ) -> list[list[int]]:
     """``candidates`` for several sentences (one row each; or level query vectors as
-    ``_level_queries`` gives them) with one FAISS search per level for all their query vectors
-    (per level and distinct limit: a search's depth is its limit, so each sentence gets
-    exactly what it would alone; a filtered one is searched on its own). With ``concepts``, a
-    sentence's best units by concept score are a further list (``index.concepts``)."""
-    found: list[list[np.ndarray]] = [[] for _ in texts]  # per sentence: its found id lists
+    ``_level_queries`` gives them, cut by reciprocal rank) with one FAISS search per level for
+    all their query vectors (per level and distinct depth: each sentence gets exactly what it
+    would alone; a filtered one is searched on its own)."""
+    weights = [
+        w if isinstance(t, TextEmbeddings) else None
+        for t, w in zip(texts, weights or [None] * len(texts), strict=True)
+    ]
+    wide = [w is not None for w in weights]
+    found: list[list[Found]] = [[] for _ in texts]  # per sentence: its lists, best first
     deeper = min(DEEPER, UNITS_PER_VIDEO, build.most_units())
     among = among or [None] * len(texts)
-    groups: dict[tuple[int, int], list[int]] = {}  # (limit, -1 or the filtered query) -> queries
+    groups: dict[tuple, list[int]] = {}  # (limit, wide, -1 or the filtered query) -> queries
     for i, (limit, only) in enumerate(zip(limits, among, strict=True)):
-        groups.setdefault((limit, -1 if only is None else i), []).append(i)
-    for (limit, _), which in sorted(groups.items()):
+        groups.setdefault((limit, wide[i], -1 if only is None else i), []).append(i)
+    for (limit, wider, _), which in sorted(groups.items()):
         queries = [_vectors(texts[i]) for i in which]
         for level in LEVEL_ORDER:
             vectors = [q[level] for q in queries]
-            rows = top_units(build, level, np.concatenate(vectors), limit * deeper, among[which[0]])
+            depth = limit * deeper * (WIDER if wider else 1)
+            rows = top_units(build, level, np.concatenate(vectors), depth, among[which[0]])
             at = 0
             for i, v in zip(which, vectors, strict=True):
-                found[i].extend(ids for ids, _, _ in rows[at : at + len(v)])
+                found[i].extend(Found(level, ids, s) for ids, s, _ in rows[at : at + len(v)])
                 at += len(v)
     for i, text in enumerate(texts if concepts else []):
         if isinstance(text, TextEmbeddings):
             probs = (text.verb_probs[0].float().numpy(), text.noun_probs[0].float().numpy())
-            ids = concept_source.top_units(build, *probs, limits[i] * deeper, among[i])
-            found[i].extend([] if ids is None else [ids])
+            depth = limits[i] * deeper * (WIDER if wide[i] else 1)
+            got = concept_source.top_units(build, *probs, depth, among[i])
+            found[i].extend([] if got is None else [Found("concept", *got)])
     videos = videos or [0] * len(texts)
-    return [
-        _fuse(build, lists, limit, wanted)
-        for lists, limit, wanted in zip(found, limits, videos, strict=True)
-    ]
+    out = []
+    for i, lists in enumerate(found):
+        unique, fused = (
+            _reciprocal_rank(build, lists)
+            if weights[i] is None
+            else estimate(build, texts[i], lists, weights[i], limits[i] * SHORTLIST)
+        )
+        out.append(_cut(unique, fused, limits[i], videos[i]))
+    return out
+
+
+@dataclass(frozen=True)
+class Found:
+    """One candidate list: its source (a level, or "concept"), unit ids best first, and
+    their scores there (a level: the cosine of the unit's best vector; concepts: the verb
+    plus noun soft Jaccard over the lists)."""
+
+    source: str
+    ids: np.ndarray
+    scores: np.ndarray
 
 
 def _vectors(query: TextEmbeddings | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return query if isinstance(query, dict) else _level_queries(query)
 
 
-def _fuse(build: Build, found: list[np.ndarray], limit: int, wanted: int = 0) -> list[int]:
-    """One sentence's found unit id lists (best first) cut to ``limit`` by reciprocal rank
-    fusion, at most ``UNITS_PER_VIDEO`` per video, then the best unit of each further video
-    until ``wanted`` videos are in, in id order; only units with rerank rows in ``build``."""
+def _reciprocal_rank(build: Build, found: list[Found]) -> tuple[np.ndarray, np.ndarray]:
+    """The union of the lists' known units (ascending) and their reciprocal rank fusion."""
     if not found:
-        return []
-    weights = [1 / (RRF_K + np.arange(1, len(ids) + 1)) for ids in found]
-    unique, which = np.unique(np.concatenate(found), return_inverse=True)
-    fused = np.bincount(which, weights=np.concatenate(weights), minlength=len(unique))  # in order
+        return np.zeros(0, np.int64), np.zeros(0)
+    weights = [1 / (RRF_K + np.arange(1, len(f.ids) + 1)) for f in found]
+    unique, which = np.unique(np.concatenate([f.ids for f in found]), return_inverse=True)
+    fused = np.bincount(which, weights=np.concatenate(weights), minlength=len(unique))
     known = build.known(unique)  # only units with rerank rows in this build
-    unique, fused = unique[known], fused[known]
+    return unique[known], fused[known]
+
+
+def estimate(
+    build: Build,
+    text: TextEmbeddings,
+    found: list[Found],
+    weights: tuple[float, ...],
+    shortlist: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The union of the lists' known units (ascending) and an estimate of each one's
+    weighted score (``weights``, in ``SCORE_NAMES`` order), from what is at hand without the
+    rerank's rows: each level's list score for a level's two scores (the mean over the
+    sentence's phrases there; a unit a list did not return gets that list's lowest score, an
+    upper bound), the concept lists' for the concept scores. Where the build's rows are in
+    memory (not read cold), the ``shortlist`` units estimated best (all when None) get the
+    exact global and concept scores from their rows instead (two small fields of each unit)
+    and rank before the rest."""
+    listed = [f for f in found if len(f.ids)]
+    ids = np.concatenate([f.ids for f in listed]) if listed else np.zeros(0, np.int64)
+    unique, which = np.unique(ids, return_inverse=True)
+    w = dict(zip(SCORE_NAMES, weights, strict=True))
+    per_source = {  # the weight of what each list's score stands in for
+        "event": w["global"],
+        "action": (w["local_action"] + w["individual_action"]) * bool(text.verb_mask[0].any()),
+        "entity": (w["local_entity"] + w["individual_entity"]) * bool(text.arg_mask[0].any()),
+        "concept": (w["concept_verb"] + w["concept_noun"]) / 2,
+    }
+    count = Counter(f.source for f in listed)
+    weight = [per_source[f.source] / count[f.source] for f in listed]
+    lowest = [float(f.scores.min()) for f in listed]
+    of = np.repeat(np.arange(len(listed)), [len(f.ids) for f in listed])  # each entry's list
+    scores = np.concatenate([f.scores for f in listed]) if listed else np.zeros(0)
+    above = (scores - np.take(lowest, of)) * np.take(weight, of) if listed else scores
+    parts = []  # every list's lowest score for every unit, plus what the lists holding it add
+    for replaceable in (False, True):  # the lists kept, those the rows' exact scores replace
+        chosen = [i for i, f in enumerate(listed) if (f.source in _EXACT_SOURCES) == replaceable]
+        base = sum(weight[i] * lowest[i] for i in chosen)
+        entries = np.isin(of, chosen)
+        parts.append(base + np.bincount(which[entries], above[entries], len(unique)))
+    known = build.known(unique)
+    unique, kept, replaceable = unique[known], parts[0][known], parts[1][known]
+    fused = kept + replaceable
+    best = np.arange(len(unique)) if shortlist is None else top_positions(fused, shortlist)
+    exact = _exact_parts(build, text, unique[best]) if len(best) else None
+    if exact:
+        fused -= _LATER  # below every shortlisted unit
+        fused[best] = kept[best] + sum(w[name] * exact[name] for name in exact)
+    return unique, fused
+
+
+_EXACT_SOURCES = ("event", "concept")  # the lists whose scores the rows' exact ones replace
+_LATER = 1e3  # more than any fused score's range
+
+
+def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict | None:
+    """The global and concept scores of ``units`` from their stored rows, when the build's
+    rows are read from memory (a FAISS build on disk, not cold); else None."""
+    if not isinstance(build, Build) or not build.parts or build.paging.cold:
+        return None
+    at = chain.from_iterable(map(build.rows.__getitem__, units.tolist()))
+    where = np.fromiter(at, np.int64, 2 * len(units)).reshape(-1, 2)
+    video = {n: formats.gather_decoded(build.parts, n, where) for n in _EXACT_FIELDS}
+    return {
+        "global": (video["global_"].float() @ text.global_[0].float()).numpy(),
+        "concept_verb": jaccard_one(text.verb_probs[0].float(), video["verb_probs"]).numpy(),
+        "concept_noun": jaccard_one(text.noun_probs[0].float(), video["noun_probs"]).numpy(),
+    }
+
+
+_EXACT_FIELDS = ("global_", "verb_probs", "noun_probs")
+
+
+def _cut(unique: np.ndarray, fused: np.ndarray, limit: int, wanted: int = 0) -> list[int]:
+    """Units (ascending) and their fused scores cut to ``limit``, best first, at most
+    ``UNITS_PER_VIDEO`` per video, then the best unit of each further video until ``wanted``
+    videos are in, in id order."""
+    if not len(unique):
+        return []
     order = np.lexsort((unique, -fused))  # highest first, ties by id
     ranked = unique[order]
     videos = video_of(ranked)

@@ -16,7 +16,7 @@ from index.reader import Build
 from index.vectors import video_of
 from model import HANet, TextEmbeddings, VideoEmbeddings
 from model.localise import moment_frames
-from model.scores import fuse
+from model.scores import fuse, weights_of
 from service.candidates import candidates_many
 from service.queries import QueryCache, batch_invariant, encode_queries
 
@@ -141,7 +141,9 @@ def search_many(
     lap("text")
     limits = [max(rerank, q.top_k) for q in queries]
     videos = [q.top_k if q.group_by == "video" else 0 for q in queries]
-    found = candidates_many(build, texts, limits, videos, [q.videos for q in queries], concepts)
+    weights = [weights_of(q.rank_by, q.fusion or model.cfg.fusion) for q in queries]
+    among = [q.videos for q in queries]
+    found = candidates_many(build, texts, limits, videos, among, concepts, weights)
     lap("ann")
     return [
         rerank_hits(model, build, t, ids, q, lap)

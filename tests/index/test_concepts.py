@@ -19,16 +19,20 @@ from tests.index.conftest import CHECKPOINT, add
 DEFAULTS = (concepts.TOP_CONCEPTS, concepts.QUERY_CONCEPTS)  # the service's list lengths
 
 
-def _brute_force(build: Build, verbs: np.ndarray, nouns: np.ndarray, k: int, videos=None):
-    """The best ``k`` live units by model.scores.jaccard (verbs + nouns), ties by id."""
+def _brute_force(
+    build: Build, verbs: np.ndarray, nouns: np.ndarray, k: int, videos=None, with_scores=False
+):
+    """The best ``k`` live units by model.scores.jaccard (verbs + nouns), ties by id (and
+    their scores, ``with_scores``)."""
     units = sorted(u for u in build.rows if videos is None or video_of(u) in set(videos))
     rows = build.embeddings(units)
     score = (
         scores.jaccard(torch.from_numpy(verbs)[None], rows.verb_probs)[0]
         + scores.jaccard(torch.from_numpy(nouns)[None], rows.noun_probs)[0]
     )
-    order = sorted(range(len(units)), key=lambda i: (-float(score[i]), units[i]))
-    return [units[i] for i in order[:k]]
+    order = sorted(range(len(units)), key=lambda i: (-float(score[i]), units[i]))[:k]
+    best = [units[i] for i in order]
+    return (best, [float(score[i]) for i in order]) if with_scores else best
 
 
 def _queries(cfg, count: int, seed: int = 1):
@@ -54,13 +58,15 @@ def test_the_lists_rank_as_the_models_concept_score(index_dir, cfg, monkeypatch,
     build = load_current(index_dir)
     assert len(build.parts) == 2  # two parts, each scanned
     for verbs, nouns in _queries(cfg, 8):
-        got = concepts.top_units(build, verbs, nouns, 5)
-        assert got.tolist() == _brute_force(build, verbs, nouns, 5)
+        got, score = concepts.top_units(build, verbs, nouns, 5)
+        want, want_score = _brute_force(build, verbs, nouns, 5, with_scores=True)
+        assert got.tolist() == want
+        np.testing.assert_allclose(score, want_score, rtol=1e-5)  # the model's concept score
     # a unit's own stored probabilities find it first
     first = build.embeddings([unit_id(9, 0)])
     own = (first.verb_probs[0].numpy(), first.noun_probs[0].numpy())
-    assert concepts.top_units(build, *own, 3)[0] == unit_id(9, 0)
-    assert len(concepts.top_units(build, *own, 100)) == 12  # never more than the live units
+    assert concepts.top_units(build, *own, 3)[0][0] == unit_id(9, 0)
+    assert len(concepts.top_units(build, *own, 100)[0]) == 12  # never more than the live units
 
 
 def test_deleted_and_reindexed_units_are_scanned_as_they_now_are(index_dir, cfg) -> None:
@@ -72,7 +78,7 @@ def test_deleted_and_reindexed_units_are_scanned_as_they_now_are(index_dir, cfg)
     assert len(build.parts) == 3
     for v in (3, 8):  # the old rows would come first for their own probabilities
         probs = (old[v].verb_probs[0].numpy(), old[v].noun_probs[0].numpy())
-        got = concepts.top_units(build, *probs, 11).tolist()
+        got = concepts.top_units(build, *probs, 11)[0].tolist()
         assert got == _brute_force(build, *probs, 11)
         assert unit_id(3, 0) not in got and len(got) == len(set(got)) == 11
     assert _brute_force(build, *probs, 1) != [unit_id(8, 0)]  # the new row of 8 is another
@@ -82,7 +88,7 @@ def test_a_filtered_scan_keeps_to_its_videos(index_dir, cfg) -> None:
     build = load_current(index_dir)
     among = np.array([2, 5, 11])
     for verbs, nouns in _queries(cfg, 4, seed=2):
-        got = concepts.top_units(build, verbs, nouns, 2, among)
+        got = concepts.top_units(build, verbs, nouns, 2, among)[0]
         assert got.tolist() == _brute_force(build, verbs, nouns, 2, among)
         assert set(video_of(got).tolist()) <= {2, 5, 11}
 
@@ -132,7 +138,7 @@ def test_short_lists_still_find_a_units_own_concepts_first(index_dir, monkeypatc
     for unit in sorted(build.rows):
         own = build.embeddings([unit])
         probs = (own.verb_probs[0].numpy(), own.noun_probs[0].numpy())
-        assert concepts.top_units(build, *probs, 3)[0] == unit
+        assert concepts.top_units(build, *probs, 3)[0][0] == unit
     lists = concepts._parts(build).lists
     assert sum(len(p[f].rows) for p in lists for f in concepts.FIELDS) == 12 * 2 * DEFAULTS[0]
 
@@ -148,7 +154,7 @@ def test_lists_are_made_once_per_part_file_as_builds_are_read(index_dir, cfg) ->
     lists = concepts._parts(second).lists
     assert len(lists) == 3 and lists[0] is made[0] and lists[1] is made[1]  # the same files
     verbs, nouns = next(_queries(cfg, 1, seed=3))
-    assert concepts.top_units(second, verbs, nouns, 13).tolist() == _brute_force(
+    assert concepts.top_units(second, verbs, nouns, 13)[0].tolist() == _brute_force(
         second, verbs, nouns, 13
     )
     off = LiveIndex(index_dir, expect_checkpoint=CHECKPOINT, concepts=False).current()

@@ -1,0 +1,126 @@
+"""The candidate stage's cut (service.candidates): the union of the lists ranked by an
+estimate of the score the rerank ranks by. With the rows in memory its global and concept
+parts are the model's own scores; read cold, the lists' scores stand in for them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from index.reader import load_current
+from index.vectors import unit_id
+from model import TextEmbeddings, scores
+from model.config import SCORE_NAMES, SPEC_FUSION
+from service.candidates import Found, candidates, estimate
+from tests.index.conftest import videos
+
+
+def _sentence(build, vectors_of: int, concepts_of: int) -> TextEmbeddings:
+    """A sentence whose vectors are one unit's and whose concepts are another's."""
+    rows = build.embeddings([unit_id(vectors_of, 0), unit_id(concepts_of, 0)])
+    g = rows.global_[0:1].float()
+    return TextEmbeddings(
+        global_=g,
+        verb_phrases=g[None],
+        arg_phrases=g[None],
+        verb_nodes=g[None],
+        arg_nodes=g[None],
+        verb_mask=torch.ones(1, 1, dtype=torch.bool),
+        arg_mask=torch.ones(1, 1, dtype=torch.bool),
+        verb_probs=rows.verb_probs[1:2].float(),
+        noun_probs=rows.noun_probs[1:2].float(),
+    )
+
+
+def _exact(build, text: TextEmbeddings, units: list[int], rank_by: str) -> np.ndarray:
+    got = scores.similarity(text, build.embeddings(units), SPEC_FUSION, 10.0)
+    return got[rank_by][0].numpy()
+
+
+def test_weights_of_name_each_score_as_similarity_gives_it(cfg) -> None:
+    video = videos(cfg, [1, 2, 3])
+    build_free = TextEmbeddings(
+        global_=video.global_[0:1].float(),
+        verb_phrases=video.action_frames[0:1, :2].float(),
+        arg_phrases=video.entity_frames[0:1, :2].float(),
+        verb_nodes=video.action_segments[0:1, :2].float(),
+        arg_nodes=video.entity_segments[0:1, :2].float(),
+        verb_mask=torch.ones(1, 2, dtype=torch.bool),
+        arg_mask=torch.ones(1, 2, dtype=torch.bool),
+        verb_probs=video.verb_probs[0:1].float(),
+        noun_probs=video.noun_probs[0:1].float(),
+    )
+    fusion = (0.3, 0.1, 0.05, 0.2, 0.1, 0.15, 0.1)
+    got = scores.similarity(build_free, video, fusion, 10.0)
+    for name in (*SCORE_NAMES, "embedding", "concept", "fused"):
+        weighted = scores.fuse(got, scores.weights_of(name, fusion))
+        torch.testing.assert_close(weighted, got[name], msg=name)
+    assert scores.weights_of("global", fusion) == (1.0, 0, 0, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="no score named"):
+        scores.weights_of("loudness", fusion)
+
+
+@pytest.mark.parametrize("rank_by", ["global", "concept"])
+def test_in_memory_the_estimate_is_the_models_global_and_concept_score(
+    index_dir, rank_by
+) -> None:
+    build = load_current(index_dir)
+    text = _sentence(build, 1, 12)
+    units = np.array(sorted(build.rows)[:5], np.int64)
+    listed = Found("event", units[:2], np.array([0.9, 0.8], np.float32))  # made-up scores
+    got, fused = estimate(build, text, [listed], scores.weights_of(rank_by, SPEC_FUSION))
+    assert got.tolist() == units[:2].tolist()  # the union of the lists
+    exact = _exact(build, text, got.tolist(), rank_by)
+    np.testing.assert_allclose(fused, exact, atol=1e-3)  # the rows are float16
+
+
+def test_read_cold_the_lists_scores_stand_in_and_missing_units_get_a_lists_lowest(
+    index_dir,
+) -> None:
+    build = load_current(index_dir)
+    build.warm(share=0.0)  # rows read cold: no exact parts
+    assert build.paging.cold
+    text = _sentence(build, 1, 12)
+    a, b, c = sorted(build.rows)[:3]
+    event = Found("event", np.array([a, b]), np.array([0.9, 0.5], np.float32))
+    concept = Found("concept", np.array([c, a]), np.array([1.2, 0.4], np.float32))
+    got, fused = estimate(build, text, [event, concept], SPEC_FUSION)
+    assert got.tolist() == [a, b, c]
+    w_global, w_concept = SPEC_FUSION[0], (SPEC_FUSION[5] + SPEC_FUSION[6]) / 2
+    want = [
+        w_global * 0.9 + w_concept * 0.4,
+        w_global * 0.5 + w_concept * 0.4,  # not in the concept list: its lowest score
+        w_global * 0.5 + w_concept * 1.2,  # not in the event list: its lowest
+    ]
+    np.testing.assert_allclose(fused, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rank_by", ["global", "concept"])
+def test_the_cut_keeps_the_best_units_by_the_ranking_score(index_dir, rank_by) -> None:
+    """Exact level indexes (Flat) and rows in memory: the 3 candidates are the 3 best units of
+    the build by the score the rerank ranks by, whichever list found them."""
+    build = load_current(index_dir)
+    text = _sentence(build, 1, 12)
+    every = sorted(build.rows)
+    exact = _exact(build, text, every, rank_by)
+    best = sorted(np.array(every)[np.argsort(-exact, kind="stable")[:3]].tolist())
+    weights = scores.weights_of(rank_by, SPEC_FUSION)
+    assert candidates(build, text, 3, weights=weights) == best
+    by_rank = candidates(build, text, 3)  # reciprocal rank fusion, as "more like this" is cut
+    assert len(by_rank) == 3
+
+
+def test_only_the_shortlist_gets_exact_scores_and_it_ranks_first(index_dir) -> None:
+    build = load_current(index_dir)
+    text = _sentence(build, 1, 12)
+    a, b, c = sorted(build.rows)[:3]
+    event = Found("event", np.array([c, a, b]), np.array([0.9, 0.6, 0.5], np.float32))
+    weights = scores.weights_of("global", SPEC_FUSION)
+    got, fused = estimate(build, text, [event], weights, shortlist=1)
+    assert got.tolist() == [a, b, c]
+    exact_c = _exact(build, text, [c], "global")[0]
+    np.testing.assert_allclose(fused[2], exact_c, atol=1e-3)  # the list's best, exactly
+    assert fused[0] < fused[2] and fused[1] < fused[2]  # the rest after it...
+    assert fused[0] > fused[1]  # ...in the lists' order (0.6 before 0.5)
+    assert fused[0] - fused[1] == pytest.approx(0.1, abs=1e-5)
