@@ -73,26 +73,35 @@ class RowPaging:
         self.cold = True
 
     def read(
-        self, parts: Parts, where: np.ndarray, leave: Collection[str] = ()
+        self,
+        parts: Parts,
+        where: np.ndarray,
+        leave: Collection[str] = (),
+        only: Collection[str] | None = None,
     ) -> tuple[Parts, np.ndarray]:
         """The rows at (part, row) pairs (``where``) of every array of their parts but those
-        named in ``leave``, copied out of their files (``read_rows``): nothing is mapped into
-        this process. Returns those rows as parts of their own, and where each pair's row is
-        in them."""
+        named in ``leave`` (of those named in ``only``, when given: whole files, not a
+        records part's fields), copied out of their files (``read_rows``): nothing is mapped
+        into this process. Returns those rows as parts of their own, and where each pair's
+        row is in them."""
         got, at = [], np.empty_like(where)
         for part in np.unique(where[:, 0]).tolist():
             chosen = where[:, 0] == part
             rows, at[chosen, 1] = np.unique(where[chosen, 1], return_inverse=True)
             at[chosen, 0] = len(got)
-            got.append(self._read_part(parts[part], rows, leave))
+            got.append(self._read_part(parts[part], rows, leave, only))
         return got, at
 
     def _read_part(
-        self, part: dict[str, np.ndarray], rows: np.ndarray, leave: Collection[str]
+        self,
+        part: dict[str, np.ndarray],
+        rows: np.ndarray,
+        leave: Collection[str],
+        only: Collection[str] | None,
     ) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for name, array in file_arrays(part).items():
-            if name in leave:
+            if name in leave or (only is not None and name not in only):
                 continue
             opened = self._files.get(id(array))  # None: its file was gone: through the map
             got = np.asarray(array[rows]) if opened is None else read_rows(opened[1], array, rows)

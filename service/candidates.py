@@ -180,43 +180,65 @@ def estimate(
     of = np.repeat(np.arange(len(listed)), [len(f.ids) for f in listed])  # each entry's list
     scores = np.concatenate([f.scores for f in listed]) if listed else np.zeros(0)
     above = (scores - np.take(lowest, of)) * np.take(weight, of) if listed else scores
-    parts = []  # every list's lowest score for every unit, plus what the lists holding it add
-    for replaceable in (False, True):  # the lists kept, those the rows' exact scores replace
-        chosen = [i for i, f in enumerate(listed) if (f.source in _EXACT_SOURCES) == replaceable]
+    parts = {}  # every list's lowest score for every unit, plus what the lists holding it add
+    for source in (*_EXACT, None):  # the lists the rows' scores can replace, then the rest
+        chosen = [i for i, f in enumerate(listed) if _group(f.source) == source]
         base = sum(weight[i] * lowest[i] for i in chosen)
         entries = np.isin(of, chosen)
-        parts.append(base + np.bincount(which[entries], above[entries], len(unique)))
+        parts[source] = base + np.bincount(which[entries], above[entries], len(unique))
     known = build.known(unique)
-    unique, kept, replaceable = unique[known], parts[0][known], parts[1][known]
-    fused = kept + replaceable
+    unique, parts = unique[known], {k: v[known] for k, v in parts.items()}
+    fused = sum(parts.values())
     best = np.arange(len(unique)) if shortlist is None else top_positions(fused, shortlist)
-    exact = _exact_parts(build, text, unique[best]) if len(best) else None
+    exact = _exact_parts(build, text, unique[best]) if len(best) else {}
     if exact:
         fused -= _LATER  # below every shortlisted unit
-        fused[best] = kept[best] + sum(w[name] * exact[name] for name in exact)
+        fused[best] = parts[None][best]
+        for source, names in _EXACT.items():
+            got = [w[n] * exact[n] for n in names if n in exact]
+            fused[best] += sum(got) if got else parts[source][best]
     return unique, fused
 
 
-_EXACT_SOURCES = ("event", "concept")  # the lists whose scores the rows' exact ones replace
+_EXACT = {"event": ("global",), "concept": ("concept_verb", "concept_noun")}  # lists -> scores
 _LATER = 1e3  # more than any fused score's range
 
 
-def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict | None:
-    """The global and concept scores of ``units`` from their stored rows, when the build's
-    rows are read from memory (a FAISS build on disk, not cold); else None."""
-    if not isinstance(build, Build) or not build.parts or build.paging.cold:
-        return None
+def _group(source: str) -> str | None:
+    return source if source in _EXACT else None
+
+
+def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict:
+    """The global and concept scores of ``units`` from their stored rows (a FAISS build on
+    disk; else none): read from memory, or read cold, the concept probabilities only (their
+    own files; the global vectors are inside the rows' records)."""
+    if not isinstance(build, Build) or not build.parts:
+        return {}
     at = chain.from_iterable(map(build.rows.__getitem__, units.tolist()))
     where = np.fromiter(at, np.int64, 2 * len(units)).reshape(-1, 2)
-    video = {n: formats.gather_decoded(build.parts, n, where) for n in _EXACT_FIELDS}
-    return {
-        "global": (video["global_"].float() @ text.global_[0].float()).numpy(),
-        "concept_verb": jaccard_one(text.verb_probs[0].float(), video["verb_probs"]).numpy(),
-        "concept_noun": jaccard_one(text.noun_probs[0].float(), video["noun_probs"]).numpy(),
+    parts = build.parts
+    if build.paging.cold:  # a per-field part (written before records) reads its vectors too
+        parts, where = build.paging.read(parts, where, only=_EXACT_FILES)
+    used = [parts[p] for p in np.unique(where[:, 0]).tolist()]
+    video = {
+        n: formats.gather_decoded(parts, n, where)
+        for n in _EXACT_FIELDS
+        if all(n in part for part in used)
     }
+    out = {}
+    if "global_" in video:
+        out["global"] = (video["global_"].float() @ text.global_[0].float()).numpy()
+    for name, field, probs in (
+        ("concept_verb", "verb_probs", text.verb_probs),
+        ("concept_noun", "noun_probs", text.noun_probs),
+    ):
+        if field in video:
+            out[name] = jaccard_one(probs[0].float(), video[field]).numpy()
+    return out
 
 
 _EXACT_FIELDS = ("global_", "verb_probs", "noun_probs")
+_EXACT_FILES = (*_EXACT_FIELDS, "global_" + formats.SCALE)
 
 
 def _cut(unique: np.ndarray, fused: np.ndarray, limit: int, wanted: int = 0) -> list[int]:

@@ -13,7 +13,7 @@ from index.vectors import unit_id
 from model import TextEmbeddings, scores
 from model.config import SCORE_NAMES, SPEC_FUSION
 from service.candidates import Found, candidates, estimate
-from tests.index.conftest import videos
+from tests.index.conftest import as_written_before, videos
 
 
 def _sentence(build, vectors_of: int, concepts_of: int) -> TextEmbeddings:
@@ -62,9 +62,7 @@ def test_weights_of_name_each_score_as_similarity_gives_it(cfg) -> None:
 
 
 @pytest.mark.parametrize("rank_by", ["global", "concept"])
-def test_in_memory_the_estimate_is_the_models_global_and_concept_score(
-    index_dir, rank_by
-) -> None:
+def test_in_memory_the_estimate_is_the_models_global_and_concept_score(index_dir, rank_by) -> None:
     build = load_current(index_dir)
     text = _sentence(build, 1, 12)
     units = np.array(sorted(build.rows)[:5], np.int64)
@@ -75,11 +73,22 @@ def test_in_memory_the_estimate_is_the_models_global_and_concept_score(
     np.testing.assert_allclose(fused, exact, atol=1e-3)  # the rows are float16
 
 
-def test_read_cold_the_lists_scores_stand_in_and_missing_units_get_a_lists_lowest(
-    index_dir,
-) -> None:
+def test_lists_scores_stand_in_and_a_unit_missing_from_a_list_gets_its_lowest(index_dir) -> None:
     build = load_current(index_dir)
-    build.warm(share=0.0)  # rows read cold: no exact parts
+    text = _sentence(build, 1, 12)
+    a, b, c = sorted(build.rows)[:3]
+    action = Found("action", np.array([a, b]), np.array([0.9, 0.5], np.float32))
+    entity = Found("entity", np.array([c, a]), np.array([0.7, 0.4], np.float32))
+    weights = (0.0, 0.1, 0.2, 0.3, 0.4, 0.0, 0.0)  # what the rows cannot give: lists only
+    got, fused = estimate(build, text, [action, entity], weights)
+    assert got.tolist() == [a, b, c]
+    want = [0.4 * 0.9 + 0.6 * 0.4, 0.4 * 0.5 + 0.6 * 0.4, 0.4 * 0.5 + 0.6 * 0.7]
+    np.testing.assert_allclose(fused, want, rtol=1e-6)
+
+
+def test_read_cold_the_probabilities_are_read_and_the_event_list_stands_in(index_dir) -> None:
+    build = load_current(index_dir)
+    build.warm(share=0.0)  # rows read cold: records (vectors inside) are not read
     assert build.paging.cold
     text = _sentence(build, 1, 12)
     a, b, c = sorted(build.rows)[:3]
@@ -87,13 +96,20 @@ def test_read_cold_the_lists_scores_stand_in_and_missing_units_get_a_lists_lowes
     concept = Found("concept", np.array([c, a]), np.array([1.2, 0.4], np.float32))
     got, fused = estimate(build, text, [event, concept], SPEC_FUSION)
     assert got.tolist() == [a, b, c]
-    w_global, w_concept = SPEC_FUSION[0], (SPEC_FUSION[5] + SPEC_FUSION[6]) / 2
-    want = [
-        w_global * 0.9 + w_concept * 0.4,
-        w_global * 0.5 + w_concept * 0.4,  # not in the concept list: its lowest score
-        w_global * 0.5 + w_concept * 1.2,  # not in the event list: its lowest
-    ]
-    np.testing.assert_allclose(fused, want, rtol=1e-6)
+    concepts = 0.25 * _exact(build, text, [a, b, c], "concept") * 2  # both weigh 0.25
+    want = SPEC_FUSION[0] * np.array([0.9, 0.5, 0.5]) + concepts
+    np.testing.assert_allclose(fused, want, atol=1e-5)
+
+
+def test_read_cold_a_part_of_files_per_field_gives_the_global_score_too(index_dir) -> None:
+    as_written_before(load_current(index_dir).root)  # parts as written before records
+    build = load_current(index_dir)
+    build.warm(share=0.0)
+    text = _sentence(build, 1, 12)
+    units = sorted(build.rows)[:3]
+    event = Found("event", np.array(units[:1]), np.array([0.9], np.float32))  # made up
+    got, fused = estimate(build, text, [event], scores.weights_of("global", SPEC_FUSION))
+    np.testing.assert_allclose(fused, _exact(build, text, got.tolist(), "global"), atol=1e-3)
 
 
 @pytest.mark.parametrize("rank_by", ["global", "concept"])
