@@ -140,3 +140,18 @@ def test_only_the_shortlist_gets_exact_scores_and_it_ranks_first(index_dir) -> N
     assert fused[0] < fused[2] and fused[1] < fused[2]  # the rest after it...
     assert fused[0] > fused[1]  # ...in the lists' order (0.6 before 0.5)
     assert fused[0] - fused[1] == pytest.approx(0.1, abs=1e-5)
+
+
+@pytest.mark.parametrize("weights", [None, SPEC_FUSION])  # reciprocal rank, the estimate
+def test_the_concept_list_brings_in_what_the_levels_miss(index_dir, weights) -> None:
+    """A sentence whose vectors are video 1's but whose concepts are video 12's: the levels
+    nominate 1 and its neighbours, the concept scan 12. Cut by the estimate, 12 is in even
+    without the concept list: the levels' lists, read deeper, hold it, and its exact concept
+    score ranks it in."""
+    build = load_current(index_dir)
+    text = _sentence(build, 1, 12)
+    without = candidates(build, text, 3, concepts=False, weights=weights)
+    with_concepts = candidates(build, text, 3, weights=weights)
+    assert unit_id(1, 0) in without
+    assert (unit_id(12, 0) in without) == (weights is not None)
+    assert unit_id(12, 0) in with_concepts and len(with_concepts) == 3

@@ -12,8 +12,7 @@ from index.live import LiveIndex
 from index.reader import Build, load_current
 from index.vectors import unit_id, video_of
 from index.writer import IndexWriter, delete_videos
-from model import TextEmbeddings, scores
-from service.candidates import candidates
+from model import scores
 from tests.index.conftest import CHECKPOINT, add
 
 DEFAULTS = (concepts.TOP_CONCEPTS, concepts.QUERY_CONCEPTS)  # the service's list lengths
@@ -104,29 +103,6 @@ def test_nothing_to_scan_is_none(index_dir, cfg, tmp_path) -> None:
     assert concepts.top_units(object(), verbs, nouns, 5) is None  # not a FAISS build (Milvus)
     empty = concepts._Lists.of(np.zeros((5, 0), np.uint8))  # rows of a model without concepts
     assert len(empty.rows) == 0 and empty.min_sums(np.zeros(0, np.float32), 5).tolist() == [0] * 5
-
-
-def test_the_concept_list_brings_in_what_the_levels_miss(index_dir, cfg) -> None:
-    """A sentence whose vectors are video 1's but whose concepts are video 12's: the levels
-    nominate 1 and its neighbours, the concept scan 12."""
-    build = load_current(index_dir)
-    rows = build.embeddings([unit_id(1, 0), unit_id(12, 0)])
-    g = rows.global_[0:1].float()
-    text = TextEmbeddings(
-        global_=g,
-        verb_phrases=g[None],
-        arg_phrases=g[None],
-        verb_nodes=g[None],
-        arg_nodes=g[None],
-        verb_mask=torch.ones(1, 1, dtype=torch.bool),
-        arg_mask=torch.ones(1, 1, dtype=torch.bool),
-        verb_probs=rows.verb_probs[1:2].float(),
-        noun_probs=rows.noun_probs[1:2].float(),
-    )
-    without = candidates(build, text, 3, concepts=False)
-    with_concepts = candidates(build, text, 3)
-    assert unit_id(1, 0) in without and unit_id(12, 0) not in without
-    assert unit_id(12, 0) in with_concepts and len(with_concepts) == 3
 
 
 def test_short_lists_still_find_a_units_own_concepts_first(index_dir, monkeypatch) -> None:
