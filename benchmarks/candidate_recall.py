@@ -71,15 +71,13 @@ def exhaustive_top(
 
 
 def candidate_sets(
-    build: Build, text: TextEmbeddings, limit: int, concepts: bool = False
+    build: Build, text: TextEmbeddings, limit: int, fusion: tuple, concepts: bool = False
 ) -> list[list[int]]:
     """Per sentence, the units ``service.candidates.candidates`` nominates for a top-10 video
     search of ``limit`` candidates, with or without the concept scan, cut as served (by the
-    estimated fused score: the demo model's fusion weights)."""
-    from model import load_checkpoint
+    estimated score fused with ``fusion``, the model's weights)."""
     from service.candidates import candidates
 
-    fusion = load_checkpoint(DEMO).cfg.fusion
     return [
         candidates(build, text.select([i]), limit, 10, None, concepts, fusion)
         for i in range(len(text))
@@ -145,7 +143,7 @@ def report(
             continue
         began = time.process_time()
         for k in KS:
-            found = candidate_sets(build, text, k, extra)
+            found = candidate_sets(build, text, k, fusion, extra)
             result[(label, k)] = (share(found, truth), share(found, truth, 1))
             if k == rerank:
                 result[(label, "overlap")] = share(

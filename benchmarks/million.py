@@ -321,10 +321,14 @@ def main() -> None:
     if args.concepts:
         concept_costs(build, text, args.rerank)
     report(build, text, truth, demo.fusion, demo.attention_scale, args.rerank, args.concepts)
-    base_recall(build, text, truth, args.rerank, len(lift.corpus.captions), args.concepts)
+    base_recall(
+        build, text, truth, demo.fusion, args.rerank, len(lift.corpus.captions), args.concepts
+    )
 
 
-def base_recall(build, text, truth: np.ndarray, k: int, bases: int, concepts: bool) -> None:
+def base_recall(
+    build, text, truth: np.ndarray, fusion: tuple, k: int, bases: int, concepts: bool
+) -> None:
     """Print the share of the exhaustive top 10's distinct base videos (unit i is a copy of
     base video i % bases) with at least one copy among the ``k`` candidates: whether the
     candidate stage finds the right content, whichever noisy copy of it."""
@@ -336,7 +340,7 @@ def base_recall(build, text, truth: np.ndarray, k: int, bases: int, concepts: bo
     for label, extra in (("levels", False), ("levels+concepts", True)):
         if extra and not concepts:
             continue
-        found = candidate_sets(build, text, k, extra)
+        found = candidate_sets(build, text, k, fusion, extra)
         share = np.mean([len(w & of(f)) / len(w) for w, f in zip(want, found, strict=True)])
         print(f"  {label:16s} base videos of the exhaustive top 10 among {k}: {share:.3f}")
 

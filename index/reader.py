@@ -173,13 +173,13 @@ class Build:
         row format (``index.rows.decode``): the embedding vectors (HALF_FIELDS) in float16
         (float32 where an int8 part holds one of them), the concept probabilities in
         float32."""
-        return self._embeddings_at(self._where(unit_ids), self.parts)
+        return self._embeddings_at(self.where(unit_ids), self.parts)
 
     def rerank_rows(
         self, unit_ids: list[int]
     ) -> tuple[VideoEmbeddings, dict[str, torch.Tensor] | None]:
         """``embeddings`` and ``grams`` of these units at once (a search's rerank)."""
-        where, parts = self._where(unit_ids), self.parts
+        where, parts = self.where(unit_ids), self.parts
         if self.paging.cold:  # larger than memory: read with system calls, not mapped
             parts, where = self.paging.read(parts, where, leave=_BESIDE)
         return self._embeddings_at(where, parts), self._grams_at(where, parts)
@@ -194,7 +194,7 @@ class Build:
         """These units' rows as their parts store them (``index.rows``; by file name, Gram
         matrices, frame times and spans left out), in this order, when every part holding
         them is in row format ``fmt``; else None (compaction then codes them again)."""
-        where = self._where(unit_ids)
+        where = self.where(unit_ids)
         used = [self.parts[p] for p in set(where[:, 0].tolist())]
         if not used or any(part_format(p) != fmt for p in used):
             return None
@@ -204,7 +204,7 @@ class Build:
     def grams(self, unit_ids: list[int]) -> dict[str, torch.Tensor] | None:
         """The stored Gram matrices of these units' vectors (``model.scores.unit_grams``), in
         this order; None when a part holding one of them has none (written before they were)."""
-        return self._grams_at(self._where(unit_ids), self.parts)
+        return self._grams_at(self.where(unit_ids), self.parts)
 
     @staticmethod
     def _grams_at(where: np.ndarray, parts: formats.Parts) -> dict[str, torch.Tensor] | None:
@@ -214,9 +214,9 @@ class Build:
         got = {name: formats.gather(parts, file, where) for name, file in GRAM_FILES.items()}
         return {name: torch.from_numpy(array) for name, array in got.items()}
 
-    def _where(self, unit_ids: list[int]) -> np.ndarray:
-        missing = [u for u in unit_ids if u not in self.rows]
-        if missing:
+    def where(self, unit_ids: list[int]) -> np.ndarray:
+        """(N, 2) each unit's (part, row); BuildError for a unit not in this build."""
+        if missing := [u for u in unit_ids if u not in self.rows]:
             raise BuildError(f"units not in this build: {missing[:5]}")
         return np.array([self.rows[u] for u in unit_ids], dtype=np.int64).reshape(-1, 2)
 

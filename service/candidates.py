@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 
@@ -88,18 +87,19 @@ def candidates_many(
         w if isinstance(t, TextEmbeddings) else None
         for t, w in zip(texts, weights or [None] * len(texts), strict=True)
     ]
-    wide = [w is not None for w in weights]
-    found: list[list[Found]] = [[] for _ in texts]  # per sentence: its lists, best first
     deeper = min(DEEPER, UNITS_PER_VIDEO, build.most_units())
+    depths = [
+        n * deeper * (1 if w is None else WIDER) for n, w in zip(limits, weights, strict=True)
+    ]
+    found: list[list[Found]] = [[] for _ in texts]  # per sentence: its lists, best first
     among = among or [None] * len(texts)
-    groups: dict[tuple, list[int]] = {}  # (limit, wide, -1 or the filtered query) -> queries
-    for i, (limit, only) in enumerate(zip(limits, among, strict=True)):
-        groups.setdefault((limit, wide[i], -1 if only is None else i), []).append(i)
-    for (limit, wider, _), which in sorted(groups.items()):
+    groups: dict[tuple[int, int], list[int]] = {}  # (depth, -1 or the filtered query) -> queries
+    for i, (depth, only) in enumerate(zip(depths, among, strict=True)):
+        groups.setdefault((depth, -1 if only is None else i), []).append(i)
+    for (depth, _), which in sorted(groups.items()):
         queries = [_vectors(texts[i]) for i in which]
         for level in LEVEL_ORDER:
             vectors = [q[level] for q in queries]
-            depth = limit * deeper * (WIDER if wider else 1)
             rows = top_units(build, level, np.concatenate(vectors), depth, among[which[0]])
             at = 0
             for i, v in zip(which, vectors, strict=True):
@@ -108,8 +108,7 @@ def candidates_many(
     for i, text in enumerate(texts if concepts else []):
         if isinstance(text, TextEmbeddings):
             probs = (text.verb_probs[0].float().numpy(), text.noun_probs[0].float().numpy())
-            depth = limits[i] * deeper * (WIDER if wide[i] else 1)
-            got = concept_source.top_units(build, *probs, depth, among[i])
+            got = concept_source.top_units(build, *probs, depths[i], among[i])
             found[i].extend([] if got is None else [Found("concept", *got)])
     videos = videos or [0] * len(texts)
     out = []
@@ -160,10 +159,10 @@ def estimate(
     weighted score (``weights``, in ``SCORE_NAMES`` order), from what is at hand without the
     rerank's rows: each level's list score for a level's two scores (the mean over the
     sentence's phrases there; a unit a list did not return gets that list's lowest score, an
-    upper bound), the concept lists' for the concept scores. Where the build's rows are in
-    memory (not read cold), the ``shortlist`` units estimated best (all when None) get the
-    exact global and concept scores from their rows instead (two small fields of each unit)
-    and rank before the rest."""
+    upper bound), the concept lists' for the concept scores. The ``shortlist`` units
+    estimated best (all when None) then get the exact global and concept scores from their
+    rows instead (two small fields of each unit; read cold, the concept scores only:
+    ``_exact_parts``) and rank before the rest."""
     listed = [f for f in found if len(f.ids)]
     ids = np.concatenate([f.ids for f in listed]) if listed else np.zeros(0, np.int64)
     unique, which = np.unique(ids, return_inverse=True)
@@ -214,9 +213,7 @@ def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict:
     own files; the global vectors are inside the rows' records)."""
     if not isinstance(build, Build) or not build.parts:
         return {}
-    at = chain.from_iterable(map(build.rows.__getitem__, units.tolist()))
-    where = np.fromiter(at, np.int64, 2 * len(units)).reshape(-1, 2)
-    parts = build.parts
+    where, parts = build.where(units.tolist()), build.parts
     if build.paging.cold:  # a per-field part (written before records) reads its vectors too
         parts, where = build.paging.read(parts, where, only=_EXACT_FILES)
     used = [parts[p] for p in np.unique(where[:, 0]).tolist()]
