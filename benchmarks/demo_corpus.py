@@ -12,7 +12,8 @@ n standard normal, and each probability + 0.02 * n, clipped to [0, 1]. Texts get
 Random vectors would say nothing about recall or ranking fidelity; these keep the trained
 model's geometry, and the noise keeps copies of one base video apart.
 
-    .venv/bin/python benchmarks/demo_corpus.py CORPUS [CORPUS ...] --cache EMBEDDINGS.pt
+    .venv/bin/python benchmarks/demo_corpus.py CORPUS [CORPUS ...] --cache EMBEDDINGS.pt \
+        [--workers 2]
 """
 
 from __future__ import annotations
@@ -43,27 +44,51 @@ class DemoCorpus:
     text: TextEmbeddings
 
 
-def encode_corpora(corpora: list[Path], cache: Path) -> DemoCorpus:
-    """The demo model over every video of these `hanet synth` folders (cached in ``cache``)."""
+ENCODE_CHUNK = 2000  # videos decoded and encoded at once: memory bounded whatever the corpus
+
+
+def encode_corpora(corpora: list[Path], cache: Path, workers: int = 1) -> DemoCorpus:
+    """The demo model over every video of these `hanet synth` folders (cached in ``cache``),
+    ``ENCODE_CHUNK`` videos at a time in ``workers`` processes."""
     if cache.exists():
         saved = torch.load(cache, weights_only=False)
         return DemoCorpus(saved["video"], saved["captions"], saved["text"])
-    from corpus.datasets import decode_split, load_dataset
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from corpus.datasets import load_dataset
     from model import load_checkpoint
-    from model.evaluate import encode_texts, encode_videos
+    from model.evaluate import encode_texts
 
     torch.set_num_threads(1)  # a shared machine: no thread pool waiting on busy cores
-    model = load_checkpoint(DEMO).eval()
     items = [v for c in corpora for v in load_dataset(str(c)).videos]
-    size = model.cfg.preprocess.image_size
-    frames = decode_split(items, model.cfg.max_frames, size)
-    if frames.failed:
-        raise SystemExit(f"videos failed to decode: {list(frames.failed.items())[:3]}")
-    video = encode_videos(model, torch.from_numpy(frames.frames), torch.from_numpy(frames.mask))
+    chunks = [items[i : i + ENCODE_CHUNK] for i in range(0, len(items), ENCODE_CHUNK)]
+    parts = []
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        for part in pool.map(_encode_videos, chunks):
+            parts.append(part)
+            print(f"encoded {sum(len(p.global_) for p in parts)} of {len(items)} videos")
+    video = VideoEmbeddings.cat(parts)
     captions = [v.captions[0].text for v in items]
-    text = encode_texts(model, captions)
+    text = encode_texts(load_checkpoint(DEMO).eval(), captions)
     torch.save({"video": video, "captions": captions, "text": text}, cache)
     return DemoCorpus(video, captions, text)
+
+
+def _encode_videos(items: list) -> VideoEmbeddings:
+    """The demo model's embeddings of these videos (every one must decode)."""
+    from corpus.datasets import decode_split
+    from model import load_checkpoint
+    from model.evaluate import encode_videos
+
+    torch.set_num_threads(1)
+    model = load_checkpoint(DEMO).eval()
+    size = model.cfg.preprocess.image_size
+    frames = decode_split(items, model.cfg.max_frames, size, progress=False)
+    if frames.failed:
+        raise SystemExit(f"videos failed to decode: {list(frames.failed.items())[:3]}")
+    return encode_videos(model, torch.from_numpy(frames.frames), torch.from_numpy(frames.mask))
 
 
 class Lift:
@@ -142,8 +167,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpora", type=Path, nargs="+", help="`hanet synth` folders")
     parser.add_argument("--cache", type=Path, required=True, help="where the embeddings go")
+    parser.add_argument("--workers", type=int, default=1, help="encoding processes")
     args = parser.parse_args()
-    corpus = encode_corpora(args.corpora, args.cache)
+    corpus = encode_corpora(args.corpora, args.cache, args.workers)
     print(f"{len(corpus.captions)} videos, D {corpus.video.global_.shape[1]}")
 
 

@@ -212,7 +212,9 @@ def main() -> None:
         "the HTTP figures always use the service's)",
     )
     parser.add_argument(
-        "--no-warm", action="store_true", help="serve without reading the rerank rows in at load"
+        "--no-warm",
+        action="store_true",
+        help="serve and measure recall without reading the rerank rows in at load (cold)",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch and FAISS threads of the build and recall"
@@ -300,7 +302,7 @@ def main() -> None:
     if args.no_recall:
         return
     build = load_current(work / "index")
-    build.warm()  # as a server does: rows read in when they fit, else read cold
+    build.warm(share=0.0 if args.no_warm else None)  # as a server: in when they fit, or cold
     if saved.exists():
         truth = np.load(saved)
         print(f"exhaustive float32 top 10 of {len(text)} sentences read from {saved}")

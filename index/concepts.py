@@ -86,6 +86,7 @@ def _decoded(stored: np.ndarray) -> np.ndarray:
     return probs / np.float32(formats.PROB_LEVELS) if stored.dtype == np.uint8 else probs
 
 
+_FILES = (formats.SUMMARY, FIELDS[0])  # the file holding a part's probabilities
 # Lists made per part file, by the file's identity (parts are never rewritten, later versions
 # hard-link them) or, for a build not read from its files (a writer's), by the array's: only
 # the parts of the build prepared last are kept.
@@ -110,8 +111,9 @@ class _Parts:
             kept, self.lists = {}, []
             for p, part in enumerate(build.parts):
                 stored = part[FIELDS[0]]
-                name = f"parts/{names[p]}/{FIELDS[0]}.npy" if p < len(names) else ""
-                key = (build.file_ids.get(name) or id(stored), TOP_CONCEPTS)
+                files = [f"parts/{names[p]}/{f}.npy" for f in _FILES] if p < len(names) else []
+                file = next((build.file_ids[f] for f in files if f in build.file_ids), None)
+                key = (file or id(stored), TOP_CONCEPTS)
                 made = _MADE.get(key)
                 if made is None or (isinstance(key[0], int) and made[0] is not stored):
                     made = (stored, {f: _Lists.of(part[f]) for f in FIELDS})

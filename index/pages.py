@@ -8,8 +8,8 @@ calls (``RowPaging.read``), from the page cache or the disk:
 
 - nothing mapped: the rows are copied out with ``preadv``, not faulted in through the map, so
   the process's resident memory stays its own, not the page cache's, and no fault, page-table
-  or unmapping work is done per row; a records part (``index.rows.RECORDS``) holds all of a
-  unit's fields but its two probability rows in one record: three reads a unit;
+  or unmapping work is done per row; a records part holds a unit's fields in two records
+  (``index.rows.RECORDS``, ``SUMMARY``): two reads a unit;
 - no read-around: the files' reads are advised random (POSIX_FADV_RANDOM), and so are the maps
   (MADV_RANDOM), or a read would bring in the block device's readahead window around each row
   (``/sys/block/<dev>/queue/read_ahead_kb``: 128 KB on many machines, megabytes on some virtual
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.rows import RECORDS, Parts
+from index.rows import STRUCTURED, Parts
 
 PAGE = mmap.PAGESIZE
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -122,9 +122,8 @@ def fits(nbytes: int, share: float) -> bool:
 
 def file_arrays(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A loaded part's arrays that are whole files, by name: all but a records part's views of
-    its records' fields (``index.rows.RECORDS``)."""
-    records = part.get(RECORDS)
-    fields = set(records.dtype.names or ()) if records is not None else set()
+    its records' fields (``index.rows.STRUCTURED``)."""
+    fields = {f for name in STRUCTURED if name in part for f in part[name].dtype.names or ()}
     return {name: array for name, array in part.items() if name not in fields}
 
 

@@ -51,11 +51,11 @@ def write_stored(
 
 
 class PartWriter:
-    """A new part's rows written into memory-mapped files a chunk at a time (bounded memory):
-    every field but the concept probabilities packed into one record per unit
-    (``rows.RECORDS``: a cold search reads a unit's whole row in one read), with the Gram
-    matrices of its vectors as stored; the probabilities in files of their own (the concept
-    lists read them by column at load)."""
+    """A new part's rows written into memory-mapped files a chunk at a time (bounded memory),
+    two records per unit: its global vector and concept probabilities (``rows.SUMMARY``:
+    what the candidate stage reads of many units), and the rest of its fields with the Gram
+    matrices of its vectors as stored (``rows.RECORDS``): a cold search reads a unit's row in
+    two reads."""
 
     def __init__(self, folder: Path, count: int, like: dict[str, np.ndarray]) -> None:
         """``like``: rows in the part's row format, by file name (any number of them), for
@@ -64,19 +64,16 @@ class PartWriter:
         for name, file in GRAM_FILES.items():
             frames = like[name].shape[1]
             shapes[file] = (np.dtype(np.float32), (frames, frames))
-        packed = [
-            (name, dtype, shape)
-            for name, (dtype, shape) in shapes.items()
-            if name not in rows.PROB_FIELDS
-        ]
-        packed.sort(key=lambda field: -field[1].alignment)  # no padding between fields
-        records = _new_array(folder, rows.RECORDS, np.dtype(packed, align=True), (count,))
-        self.files = [records]
-        self.out = {name: records[name] for name in records.dtype.names}
-        for name in rows.PROB_FIELDS:
-            dtype, shape = shapes[name]
-            self.out[name] = _new_array(folder, name, dtype, (count, *shape))
-            self.files.append(self.out[name])
+        self.files, self.out = [], {}
+        for file, chosen in (
+            (rows.RECORDS, [n for n in shapes if n not in rows.SUMMARY_FIELDS]),
+            (rows.SUMMARY, [n for n in shapes if n in rows.SUMMARY_FIELDS]),
+        ):
+            packed = [(name, *shapes[name]) for name in chosen]
+            packed.sort(key=lambda field: -field[1].alignment)  # no padding between fields
+            records = _new_array(folder, file, np.dtype(packed, align=True), (count,))
+            self.files.append(records)
+            self.out.update({name: records[name] for name in records.dtype.names})
         self.folder = folder
 
     def put(self, lo: int, stored: dict[str, np.ndarray]) -> None:

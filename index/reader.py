@@ -6,11 +6,11 @@
         vectors/                       FAISS indexes per level (+ tombstones)
         parts/<n>/rows.npy             rerank rows, one record per unit (a video's segment):
                                        its fields in the build's row format (index.rows) but
-                                       the probabilities, and its Gram matrices; memory-mapped
+                                       its summary's, and its Gram matrices; memory-mapped
                                        by readers, linked from earlier versions, never rewritten
-        parts/<n>/*.npy                verb_probs, noun_probs (by column), unit_ids, spans
-                                       (seconds), frame_times; parts written before records:
-                                       a file per field (and gram_<units>, or none), still read
+        parts/<n>/summary.npy          one record per unit: global vector, concept probabilities
+        parts/<n>/*.npy                unit_ids, spans (seconds), frame_times; older parts:
+                                       probabilities, or every field, in files of their own
 
 A writer prepares the next version in a temporary folder, renames it into place and then
 replaces CURRENT, so a reader sees the old version or the new one, never half of one. Writers
@@ -62,8 +62,7 @@ HALF_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments", "
 GRAM_FILES = {name: f"gram_{name}" for name in UNIT_FIELDS}
 GRAM_CHUNK = 4096  # videos whose Gram matrices are computed at once (compaction writes all)
 _BESIDE = ("frame_times", "spans")  # part files a rerank does not read
-# part arrays beside the rows (the records hold the rows and the Gram matrices)
-_NOT_ROWS = {*_BESIDE, formats.RECORDS, *GRAM_FILES.values()}
+_NOT_ROWS = {*_BESIDE, *formats.STRUCTURED, *GRAM_FILES.values()}
 # ``Build.warm`` reads the rows in when they take at most this share of the available memory
 # (0: never; each search then reads its candidates' rows cold, ``index.pages``)
 WARM_SHARE = 0.5
@@ -357,16 +356,17 @@ def _load(root: Path, manifest: dict) -> Build:
 
 
 def load_part(folder: Path) -> tuple[dict[str, np.ndarray], list[str]]:
-    """A part's arrays memory-mapped, by file name (a records part: its records under
-    ``rows.RECORDS`` and a view of each field by that field's name), and the files read."""
-    if (folder / f"{formats.RECORDS}.npy").exists():
-        records = np.load(folder / f"{formats.RECORDS}.npy", mmap_mode="r")
-        arrays = {formats.RECORDS: records, **{f: records[f] for f in records.dtype.names}}
-        read, names = [formats.RECORDS], [*formats.PROB_FIELDS]
-    else:  # written before records: a file per field
+    """A part's arrays memory-mapped, by file name (a records part: its records by their
+    file's name, ``rows.STRUCTURED``, and a view of each field by its name), and files read."""
+    arrays, read = {}, []
+    for file in (f for f in formats.STRUCTURED if (folder / f"{f}.npy").exists()):
+        records = np.load(folder / f"{file}.npy", mmap_mode="r")
+        arrays.update({file: records, **{f: records[f] for f in records.dtype.names}})
+        read.append(file)
+    names = [] if formats.SUMMARY in read else [*formats.PROB_FIELDS]  # before summaries
+    if not read:  # written before records: a file per field
         optional = [*GRAM_FILES.values(), *(f + formats.SCALE for f in formats.VECTOR_FIELDS)]
         names = [*FIELDS, *(f for f in optional if (folder / f"{f}.npy").exists())]
-        arrays, read = {}, []
     names += ["frame_times", "spans"]
     arrays.update({f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in names})
     return arrays, read + names

@@ -30,9 +30,16 @@ VECTOR_FIELDS = ("global_", "action_frames", "entity_frames", "action_segments",
 PROB_FIELDS = ("verb_probs", "noun_probs")
 SCALE = ".scale"  # "<field>.scale": an int8 field's per-vector scales, (N, ...) float32
 # A part's records (RECORDS.npy, a structured array: one record per unit holding all its fields
-# but the probabilities, Gram matrices included), by that name in a loaded part beside views of
-# its fields; parts written before records have a file per field
+# but its summary's, Gram matrices included), by that name in a loaded part beside views of its
+# fields; parts written before records have a file per field
 RECORDS = "rows"
+# A part's summaries (SUMMARY.npy, a second record per unit): its global vector and concept
+# probabilities, what the candidate stage reads of many units (their exact global and concept
+# scores) and the concept lists read by column at load. Records parts written before summaries
+# hold the probabilities in files of their own and the global vector in the records.
+SUMMARY = "summary"
+SUMMARY_FIELDS = ("global_", "global_" + SCALE, *PROB_FIELDS)
+STRUCTURED = (RECORDS, SUMMARY)  # a loaded part's structured arrays, beside their fields' views
 PROB_LEVELS = 255
 
 

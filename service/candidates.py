@@ -209,8 +209,9 @@ def _group(source: str) -> str | None:
 
 def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict:
     """The global and concept scores of ``units`` from their stored rows (a FAISS build on
-    disk; else none): read from memory, or read cold, the concept probabilities only (their
-    own files; the global vectors are inside the rows' records)."""
+    disk; else none): read from memory, or read cold, their summaries only (the global
+    vector and the probabilities: ``index.rows.SUMMARY``; parts written before summaries:
+    the probabilities' own files, the global vectors being inside the records)."""
     if not isinstance(build, Build) or not build.parts:
         return {}
     where, parts = build.where(units.tolist()), build.parts
@@ -235,7 +236,7 @@ def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict:
 
 
 _EXACT_FIELDS = ("global_", "verb_probs", "noun_probs")
-_EXACT_FILES = (*_EXACT_FIELDS, "global_" + formats.SCALE)
+_EXACT_FILES = (formats.SUMMARY, *_EXACT_FIELDS, "global_" + formats.SCALE)
 
 
 def _cut(unique: np.ndarray, fused: np.ndarray, limit: int, wanted: int = 0) -> list[int]:

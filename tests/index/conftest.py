@@ -19,15 +19,35 @@ CHECKPOINT = "c" * 64
 
 def as_written_before(root: Path, grams: bool = True) -> None:
     """Every part of the version at ``root`` rewritten as parts were written before records
-    (``rows.RECORDS``): a file per field; without ``grams`` as before Gram matrices too."""
+    (``rows.STRUCTURED``): a file per field; without ``grams`` as before Gram matrices too."""
     for folder in sorted(root.glob("parts/*")):
-        path = folder / f"{rows.RECORDS}.npy"
-        if path.exists():
-            packed = np.load(path)
-            for name in packed.dtype.names:
-                if grams or name not in GRAM_FILES.values():
-                    np.save(folder / f"{name}.npy", np.ascontiguousarray(packed[name]))
-            path.unlink()
+        for path in (folder / f"{name}.npy" for name in rows.STRUCTURED):
+            if path.exists():
+                packed = np.load(path)
+                for name in packed.dtype.names:
+                    if grams or name not in GRAM_FILES.values():
+                        np.save(folder / f"{name}.npy", np.ascontiguousarray(packed[name]))
+                path.unlink()
+
+
+def as_written_before_summaries(root: Path) -> None:
+    """Every part of the version at ``root`` rewritten as records parts were written before
+    summaries (``rows.SUMMARY``): the global vector in the records, the probabilities in files
+    of their own."""
+    for folder in sorted(root.glob("parts/*")):
+        records, summary = (np.load(folder / f"{n}.npy") for n in (rows.RECORDS, rows.SUMMARY))
+        moved = [n for n in summary.dtype.names if n not in rows.PROB_FIELDS]
+        fields = [(n, *records.dtype.fields[n][:1]) for n in records.dtype.names]
+        fields += [(n, summary.dtype.fields[n][0]) for n in moved]
+        joined = np.zeros(len(records), np.dtype(fields, align=True))
+        for name in records.dtype.names:
+            joined[name] = records[name]
+        for name in moved:
+            joined[name] = summary[name]
+        np.save(folder / f"{rows.RECORDS}.npy", joined)
+        for name in rows.PROB_FIELDS:
+            np.save(folder / f"{name}.npy", np.ascontiguousarray(summary[name]))
+        (folder / f"{rows.SUMMARY}.npy").unlink()
 
 
 def mapped_kb(path: Path) -> int:

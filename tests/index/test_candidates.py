@@ -13,7 +13,7 @@ from index.vectors import unit_id
 from model import TextEmbeddings, scores
 from model.config import SCORE_NAMES, SPEC_FUSION
 from service.candidates import Found, candidates, estimate
-from tests.index.conftest import as_written_before, videos
+from tests.index.conftest import as_written_before, as_written_before_summaries, videos
 
 
 def _sentence(build, vectors_of: int, concepts_of: int) -> TextEmbeddings:
@@ -86,9 +86,12 @@ def test_lists_scores_stand_in_and_a_unit_missing_from_a_list_gets_its_lowest(in
     np.testing.assert_allclose(fused, want, rtol=1e-6)
 
 
-def test_read_cold_the_probabilities_are_read_and_the_event_list_stands_in(index_dir) -> None:
+def _cold_estimate(index_dir) -> tuple[np.ndarray, ...]:
+    """The estimate of three units read cold from an event and a concept list: the units,
+    the estimate, the exact concept part (both concept scores weigh 0.25) and the exact
+    global score."""
     build = load_current(index_dir)
-    build.warm(share=0.0)  # rows read cold: records (vectors inside) are not read
+    build.warm(share=0.0)  # rows read cold: only the summaries (or probabilities) are read
     assert build.paging.cold
     text = _sentence(build, 1, 12)
     a, b, c = sorted(build.rows)[:3]
@@ -96,7 +99,20 @@ def test_read_cold_the_probabilities_are_read_and_the_event_list_stands_in(index
     concept = Found("concept", np.array([c, a]), np.array([1.2, 0.4], np.float32))
     got, fused = estimate(build, text, [event, concept], SPEC_FUSION)
     assert got.tolist() == [a, b, c]
-    concepts = 0.25 * _exact(build, text, [a, b, c], "concept") * 2  # both weigh 0.25
+    concepts = 0.25 * _exact(build, text, [a, b, c], "concept") * 2
+    return got, fused, concepts, _exact(build, text, [a, b, c], "global")
+
+
+def test_read_cold_the_summaries_give_the_exact_global_and_concept_scores(index_dir) -> None:
+    _, fused, concepts, exact_global = _cold_estimate(index_dir)
+    want = SPEC_FUSION[0] * exact_global + concepts
+    np.testing.assert_allclose(fused, want, atol=1e-3)  # the rows are float16
+    assert np.abs(fused - (SPEC_FUSION[0] * np.array([0.9, 0.5, 0.5]) + concepts)).max() > 0.01
+
+
+def test_read_cold_before_summaries_the_event_list_stands_in_for_global(index_dir) -> None:
+    as_written_before_summaries(load_current(index_dir).root)  # global inside the records
+    _, fused, concepts, _ = _cold_estimate(index_dir)
     want = SPEC_FUSION[0] * np.array([0.9, 0.5, 0.5]) + concepts
     np.testing.assert_allclose(fused, want, atol=1e-5)
 

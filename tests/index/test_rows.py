@@ -15,7 +15,7 @@ from index.reader import load_current
 from index.vectors import unit_id
 from index.writer import IndexWriter, compact, delete_videos, new_build
 from model.scores import UNIT_FIELDS, similarity, unit_grams
-from tests.index.conftest import CHECKPOINT, add, videos
+from tests.index.conftest import CHECKPOINT, add, as_written_before_summaries, videos
 
 
 def _int8_writer(folder, cfg) -> IndexWriter:
@@ -56,8 +56,10 @@ def test_an_int8_build_serves_its_decoded_rows_and_their_grams(tmp_path, cfg) ->
     assert records["entity_segments"].dtype == np.int8
     assert records["entity_segments.scale"].shape == (len(records), cfg.num_entity_segments)
     assert records["gram_entity_segments"].dtype == np.float32
-    assert np.load(part / "noun_probs.npy").dtype == np.uint8  # on their own: by column
-    assert not (part / "entity_segments.npy").exists()
+    summary = np.load(part / f"{rows.SUMMARY}.npy")  # what the candidate stage reads
+    assert set(summary.dtype.names) == {"global_", "global_.scale", "verb_probs", "noun_probs"}
+    assert summary["noun_probs"].dtype == np.uint8 and "global_" not in records.dtype.names
+    assert not (part / "entity_segments.npy").exists() and not (part / "noun_probs.npy").exists()
     written = videos(cfg, [5, 1])
     stored, grams = build.rerank_rows(_units([5, 1]))  # across both parts
     assert stored.global_.dtype == torch.float32 and stored.verb_probs.dtype == torch.float32
@@ -120,6 +122,32 @@ def test_compaction_of_an_int8_build_moves_codes_and_keeps_scores(tmp_path, cfg)
     rows_after, grams_after = after.rerank_rows(kept)
     assert torch.equal(rows_after.entity_frames, rows_before.entity_frames)
     assert all(torch.equal(grams_after[n], grams_before[n]) for n in UNIT_FIELDS)
+
+
+def test_an_int8_build_from_before_summaries_serves_and_compacts_into_them(tmp_path, cfg) -> None:
+    """Records parts with the global vectors inside and the probabilities in files of their
+    own: the same rows, in memory and read cold; compaction writes one part with summaries."""
+    folder = tmp_path / "index"
+    add(_int8_writer(folder, cfg), [1, 2, 3])
+    kept = _units([3, 1])
+    before = load_current(folder).rerank_rows(kept)[0]
+    as_written_before_summaries(load_current(folder).root)
+    old = load_current(folder)
+    part = old.root / "parts" / old.manifest["parts"][0]
+    assert not (part / f"{rows.SUMMARY}.npy").exists() and (part / "verb_probs.npy").exists()
+    for cold in (False, True):
+        if cold:
+            old.warm(share=0.0)
+        got = old.rerank_rows(kept)[0]
+        assert old.paging.cold == cold
+        assert all(
+            torch.equal(getattr(got, n), getattr(before, n)) for n in ("global_", "noun_probs")
+        )
+    compact(folder)
+    after = load_current(folder)
+    part = after.root / "parts" / after.manifest["parts"][0]
+    assert (part / f"{rows.SUMMARY}.npy").exists() and not (part / "verb_probs.npy").exists()
+    assert torch.equal(after.rerank_rows(kept)[0].global_, before.global_)
 
 
 def test_a_build_from_before_row_formats_publishes_float16_parts(index_dir, cfg) -> None:
