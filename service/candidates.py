@@ -161,8 +161,8 @@ def estimate(
     sentence's phrases there; a unit a list did not return gets that list's lowest score, an
     upper bound), the concept lists' for the concept scores. The ``shortlist`` units
     estimated best (all when None) then get the exact global and concept scores from their
-    rows instead (two small fields of each unit; read cold, the concept scores only:
-    ``_exact_parts``) and rank before the rest."""
+    rows instead (each unit's summary, read cold too: ``_exact_parts``) and rank before the
+    rest."""
     listed = [f for f in found if len(f.ids)]
     ids = np.concatenate([f.ids for f in listed]) if listed else np.zeros(0, np.int64)
     unique, which = np.unique(ids, return_inverse=True)
@@ -215,7 +215,7 @@ def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict:
     if not isinstance(build, Build) or not build.parts:
         return {}
     where, parts = build.where(units.tolist()), build.parts
-    if build.paging.cold:  # a per-field part (written before records) reads its vectors too
+    if build.paging.cold:  # summaries, or an older part's files of these fields
         parts, where = build.paging.read(parts, where, only=_EXACT_FILES)
     used = [parts[p] for p in np.unique(where[:, 0]).tolist()]
     video = {
@@ -236,7 +236,7 @@ def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict:
 
 
 _EXACT_FIELDS = ("global_", "verb_probs", "noun_probs")
-_EXACT_FILES = (formats.SUMMARY, *_EXACT_FIELDS, "global_" + formats.SCALE)
+_EXACT_FILES = (formats.SUMMARY, *formats.SUMMARY_FIELDS)  # and older parts' own files
 
 
 def _cut(unique: np.ndarray, fused: np.ndarray, limit: int, wanted: int = 0) -> list[int]:

@@ -37,7 +37,7 @@ def as_written_before_summaries(root: Path) -> None:
     for folder in sorted(root.glob("parts/*")):
         records, summary = (np.load(folder / f"{n}.npy") for n in (rows.RECORDS, rows.SUMMARY))
         moved = [n for n in summary.dtype.names if n not in rows.PROB_FIELDS]
-        fields = [(n, *records.dtype.fields[n][:1]) for n in records.dtype.names]
+        fields = [(n, records.dtype.fields[n][0]) for n in records.dtype.names]
         fields += [(n, summary.dtype.fields[n][0]) for n in moved]
         joined = np.zeros(len(records), np.dtype(fields, align=True))
         for name in records.dtype.names:
