@@ -38,6 +38,7 @@ from index import rows as formats  # noqa: E402
 from index.reader import Build  # noqa: E402
 from model import TextEmbeddings, VideoEmbeddings  # noqa: E402
 from model import scores as scoring  # noqa: E402
+from service.candidates import Depth  # noqa: E402
 
 KS = (50, 100, 200, 800)
 Chunks = Callable[[], Iterator[tuple[np.ndarray, VideoEmbeddings]]]  # (unit ids, float32 rows)
@@ -71,15 +72,22 @@ def exhaustive_top(
 
 
 def candidate_sets(
-    build: Build, text: TextEmbeddings, limit: int, fusion: tuple, concepts: bool = False
+    build: Build,
+    text: TextEmbeddings,
+    limit: int,
+    fusion: tuple,
+    concepts: bool = False,
+    depth: Depth | None = None,
 ) -> list[list[int]]:
     """Per sentence, the units ``service.candidates.candidates`` nominates for a top-10 video
     search of ``limit`` candidates, with or without the concept scan, cut as served (by the
-    estimated score fused with ``fusion``, the model's weights)."""
+    estimated score fused with ``fusion``, the model's weights; ``depth``: the service's
+    default)."""
     from service.candidates import candidates
 
+    depth = depth or Depth()
     return [
-        candidates(build, text.select([i]), limit, 10, None, concepts, fusion)
+        candidates(build, text.select([i]), limit, 10, None, concepts, fusion, depth)
         for i in range(len(text))
     ]
 
@@ -135,15 +143,17 @@ def report(
     scale: float,
     rerank: int,
     concepts: bool = False,
+    depth: Depth | None = None,
 ) -> dict:
-    """Recall@K and top1@K per K, overlap@10 at ``rerank``, printed and returned."""
+    """Recall@K and top1@K per K, overlap@10 at ``rerank``, printed and returned (the
+    candidate stage read ``depth`` deep: ``candidate_sets``)."""
     result = {}
     for label, extra in (("levels", False), ("levels+concepts", True)):
         if extra and not concepts:
             continue
         began = time.process_time()
         for k in KS:
-            found = candidate_sets(build, text, k, fusion, extra)
+            found = candidate_sets(build, text, k, fusion, extra, depth)
             result[(label, k)] = (share(found, truth), share(found, truth, 1))
             if k == rerank:
                 result[(label, "overlap")] = share(

@@ -56,6 +56,7 @@ from index.reader import FIELDS, load_current  # noqa: E402
 from index.vectors import SEGMENT_SLOTS, UNIT_BITS, FaissStore, _stored  # noqa: E402
 from index.writer import new_build, publish  # noqa: E402
 from model import VideoEmbeddings  # noqa: E402
+from service.candidates import Depth  # noqa: E402
 
 CHUNK = 2000  # units made at once (the lift's noise is seeded per chunk: keep it fixed)
 
@@ -217,6 +218,21 @@ def main() -> None:
         help="serve and measure recall without reading the rerank rows in at load (cold)",
     )
     parser.add_argument(
+        "--depth",
+        nargs="+",
+        default=["2:5"],
+        metavar="LISTS:EXACT",
+        help="the candidate stage's depths (HANET_SEARCH_LIST_DEPTH, HANET_SEARCH_EXACT): the "
+        "recall figures for each; HTTP with the first",
+    )
+    parser.add_argument(
+        "--summaries",
+        type=float,
+        default=0.0,
+        help="with --no-warm, the share of the available memory up to which the summaries are "
+        "read in all the same (HANET_SUMMARIES_IN_MEMORY)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch and FAISS threads of the build and recall"
     )
     parser.add_argument(
@@ -226,6 +242,7 @@ def main() -> None:
         help="the served search's concept list (HANET_SEARCH_CONCEPTS) in the HTTP figures",
     )
     args = parser.parse_args()
+    depths = [Depth(*map(int, d.split(":"))) for d in args.depth]
     torch.set_num_threads(args.threads)  # a shared machine: one, no waiting thread pool
     faiss.omp_set_num_threads(args.threads)  # idem: OpenMP threads on a busy machine spin-wait
     from model import load_checkpoint
@@ -268,6 +285,9 @@ def main() -> None:
             int8_text=True,
             search_candidates=args.rerank,
             search_concepts=args.search_concepts == "on",
+            search_list_depth=depths[0].lists,
+            search_exact=depths[0].exact,
+            summaries_in_memory=args.summaries,
             log_level="WARNING",
             query_cache_size=0,
         )
@@ -302,7 +322,8 @@ def main() -> None:
     if args.no_recall:
         return
     build = load_current(work / "index")
-    build.warm(share=0.0 if args.no_warm else None)  # as a server: in when they fit, or cold
+    # as a server: in when they fit, or cold (their summaries in memory with --summaries)
+    build.warm(share=0.0 if args.no_warm else None, summaries=args.summaries)
     if saved.exists():
         truth = np.load(saved)
         print(f"exhaustive float32 top 10 of {len(text)} sentences read from {saved}")
@@ -322,14 +343,17 @@ def main() -> None:
     print(f"candidates from the levels at nprobe {build.vectors.nprobe}:")
     if args.concepts:
         concept_costs(build, text, args.rerank)
-    report(build, text, truth, demo.fusion, demo.attention_scale, args.rerank, args.concepts)
-    base_recall(
-        build, text, truth, demo.fusion, args.rerank, len(lift.corpus.captions), args.concepts
-    )
+    bases = len(lift.corpus.captions)
+    for depth in depths:
+        print(f"the lists {depth.lists} times deeper, exact scores for {depth.exact or 'all'}:")
+        report(
+            build, text, truth, demo.fusion, demo.attention_scale, args.rerank, args.concepts, depth
+        )
+        base_recall(build, text, truth, demo.fusion, args.rerank, bases, args.concepts, depth)
 
 
 def base_recall(
-    build, text, truth: np.ndarray, fusion: tuple, k: int, bases: int, concepts: bool
+    build, text, truth: np.ndarray, fusion: tuple, k: int, bases: int, concepts: bool, depth
 ) -> None:
     """Print the share of the exhaustive top 10's distinct base videos (unit i is a copy of
     base video i % bases) with at least one copy among the ``k`` candidates: whether the
@@ -342,7 +366,7 @@ def base_recall(
     for label, extra in (("levels", False), ("levels+concepts", True)):
         if extra and not concepts:
             continue
-        found = candidate_sets(build, text, k, fusion, extra)
+        found = candidate_sets(build, text, k, fusion, extra, depth)
         share = np.mean([len(w & of(f)) / len(w) for w, f in zip(want, found, strict=True)])
         print(f"  {label:16s} base videos of the exhaustive top 10 among {k}: {share:.3f}")
 

@@ -439,7 +439,8 @@ def stages(settings: HanetSettings, queries: list[str], warm: bool = True) -> di
     settings = settings if warm else settings.model_copy(update={"rows_in_memory": 0.0})
     engine = runtime.open_database(settings)
     searcher = runtime.build_searcher(settings, runtime.load_model(settings, serving=True))
-    searcher.index.current().warm(share=settings.rows_in_memory)
+    build = searcher.index.current()
+    build.warm(share=settings.rows_in_memory, summaries=settings.summaries_in_memory)
     rows = HitRows(engine)  # as the route reads them
     laps = Laps()
     for q in queries:

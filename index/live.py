@@ -22,7 +22,7 @@ class LiveIndex:
     ``index/CURRENT`` changes, so new videos are searchable without a restart). ``concepts``:
     each build's concept lists (``index.concepts``) are made as it is read; ``rows_in_memory``:
     the share of the available memory up to which its rerank rows are read in (``Build.warm``;
-    else searches read them cold)."""
+    else searches read them cold), ``summaries_in_memory`` that of their summaries when cold."""
 
     def __init__(
         self,
@@ -30,10 +30,12 @@ class LiveIndex:
         expect_checkpoint: str | None,
         concepts: bool = True,
         rows_in_memory: float | None = None,
+        summaries_in_memory: float = 0.0,
     ) -> None:
         self.index_dir, self.expect_checkpoint = index_dir, expect_checkpoint
         self.concepts = concepts
         self.rows_in_memory = rows_in_memory  # Build.warm's share (None: its default)
+        self.summaries_in_memory = summaries_in_memory  # and its share for summaries, when cold
         self._build: Build | None = None
         self._build_name: str | None = None  # "<build>/<version>" loaded (or that failed)
         self._error: BuildError | None = None  # why the published build cannot be used
@@ -127,7 +129,7 @@ class LiveIndex:
 
         def work() -> None:
             try:
-                read = build.warm(share=self.rows_in_memory)
+                read = build.warm(share=self.rows_in_memory, summaries=self.summaries_in_memory)
                 log.info("touched %.1f MB of rerank rows", read / 1e6)
             except OSError as exc:  # a version dropped meanwhile: the next build warms again
                 log.warning("could not warm the rerank rows: %s", exc)

@@ -19,7 +19,9 @@ calls (``RowPaging.read``), from the page cache or the disk:
   is waited for, so the kernel starts those reads together and the search waits for the
   slowest, not for their sum.
 
-``go_cold`` also unmaps what the load mapped (its pass over the probabilities). Advice is
+A cold build may keep its units' summaries in memory (``Build.warm``'s ``summaries``,
+``HANET_SUMMARIES_IN_MEMORY``): they are not advised, unmapped or opened, and are read through
+the map. ``go_cold`` also unmaps what the load mapped (its pass over the probabilities). Advice is
 Linux only; elsewhere rows are read one after another. None of this changes what is read: a
 search's results are the same either way.
 """
@@ -53,6 +55,8 @@ class RowPaging:
 
     def __init__(self) -> None:
         self.cold = False
+        # cold, but the summaries (``index.rows.SUMMARY_FILES``) were read in and stay mapped
+        self.summaries = False
         self._files: dict[int, tuple[np.ndarray, int]] = {}  # id(array): (array, open file)
 
     def go_cold(self, arrays: list[np.ndarray]) -> None:
@@ -108,6 +112,17 @@ class RowPaging:
             out[name] = got
             out.update({field: got[field] for field in got.dtype.names or ()})  # the records'
         return out
+
+
+def touch(arrays: list[np.ndarray]) -> int:
+    """Read one byte of every page of these (memory-mapped) arrays, so that their pages are in
+    memory; returns their bytes."""
+    page = mmap.PAGESIZE
+    for array in arrays:
+        flat = array.reshape(-1).view(np.uint8)
+        if flat.size:
+            int(flat[::page].max())
+    return sum(a.nbytes for a in arrays)
 
 
 def fits(nbytes: int, share: float) -> bool:

@@ -26,7 +26,6 @@ they have loaded (same files: same (st_dev, st_ino)).
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from index import rows as formats
-from index.pages import RowPaging, file_arrays, fits
+from index.pages import RowPaging, file_arrays, fits, touch
 from index.rows import part_format
 from index.vectors import INDEX_FILES, LEVELS, UNIT_BITS, FaissStore, read_meta, video_of
 from model import VideoEmbeddings
@@ -236,27 +235,28 @@ class Build:
             raise BuildError(f"unit {unit} is not in this build")
         return self.rows[unit]
 
-    def warm(self, rows: bool = True, share: float | None = None) -> int:
+    def warm(self, rows: bool = True, share: float | None = None, summaries: float = 0.0) -> int:
         """Build the selector that hides deleted videos (once here rather than by the first
         search) and, with ``rows``, touch every page of the memory-mapped rerank rows once, so
         that searches find them in memory (page cache and this process's page tables) rather
         than faulting on each candidate. When the rows would take more than ``share`` (default
-        ``WARM_SHARE``) of the available memory nothing is touched and they are read cold
-        (``index.pages``: each search's rows read with system calls, none mapped). Returns the
-        bytes touched."""
+        ``WARM_SHARE``) of the available memory they are read cold (``index.pages``: each
+        search's rows read with system calls, none mapped), but for the units' summaries
+        (``index.rows.SUMMARY_FILES``), touched and kept when they take at most ``summaries``
+        of it. Returns the bytes touched."""
         for level in LEVELS:
             self.vectors.tombstone_selector(level)
-        arrays = [a for part in self.parts for a in file_arrays(part).values()] if rows else []
-        total = sum(a.nbytes for a in arrays)
-        if not fits(total, WARM_SHARE if share is None else share):  # no rows: 0 fits
-            self.paging.go_cold(arrays)
-            return 0
-        page = mmap.PAGESIZE
-        for array in arrays:
-            flat = array.reshape(-1).view(np.uint8)
-            if flat.size:
-                int(flat[::page].max())  # one byte per page
-        return total
+        files = [file_arrays(part) for part in self.parts] if rows else []
+        arrays = [a for part in files for a in part.values()]
+        if fits(sum(a.nbytes for a in arrays), WARM_SHARE if share is None else share):
+            return touch(arrays)  # no rows: 0 fits
+        kept = [a for part in files for n, a in part.items() if n in formats.SUMMARY_FILES]
+        if not summaries or not fits(sum(a.nbytes for a in kept), summaries):
+            kept = []
+        held = {id(a) for a in kept}
+        self.paging.go_cold([a for a in arrays if id(a) not in held])
+        self.paging.summaries = bool(kept)
+        return touch(kept)
 
     def shares_rows(self, other: Build) -> bool:
         """Whether this build reads the very memory-mapped rows of ``other`` (one made from it

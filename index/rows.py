@@ -40,6 +40,8 @@ RECORDS = "rows"
 SUMMARY = "summary"
 SUMMARY_FIELDS = ("global_", "global_" + SCALE, *PROB_FIELDS)
 STRUCTURED = (RECORDS, SUMMARY)  # a loaded part's structured arrays, beside their fields' views
+# The files holding a part's summaries: SUMMARY, or an older part's files of those fields
+SUMMARY_FILES = (SUMMARY, *SUMMARY_FIELDS)
 PROB_LEVELS = 255
 
 

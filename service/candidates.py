@@ -42,12 +42,19 @@ LEVEL_ORDER = ("event", "action", "entity")  # as _level_queries gives them
 # DEEPER times) where videos have several units, so that the others still fill the budget.
 UNITS_PER_VIDEO = 8
 DEEPER = 4
-# Each list is read this many times deeper than the candidates wanted when the union is cut
-# by estimated score (``estimate``): a unit low in one list and high in the others gets in.
-WIDER = 2
-# Of the union, this many times the candidates wanted, estimated best from the lists, get the
-# exact global and concept scores from their rows where the rows are in memory.
-SHORTLIST = 5
+
+
+@dataclass(frozen=True)
+class Depth:
+    """How deep a sentence's candidate stage reads (``HANET_SEARCH_LIST_DEPTH``,
+    ``HANET_SEARCH_EXACT``). ``lists``: each list is read this many times deeper than the
+    candidates wanted, for the union to be cut by estimated score (``estimate``): a unit low
+    in one list and high in the others gets in. ``exact``: of the union, this many times the
+    candidates wanted, estimated best from the lists, get the exact global and concept scores
+    from their summaries (0: the whole union; cheap where the summaries are in memory)."""
+
+    lists: int = 2
+    exact: int = 5
 
 
 def candidates(
@@ -58,16 +65,18 @@ def candidates(
     among: np.ndarray | None = None,
     concepts: bool = True,
     weights: tuple[float, ...] | None = None,
+    depth: Depth = Depth(),
 ) -> list[int]:
     """Up to ``limit`` units to rerank for one sentence: each level index (and each of the
     sentence's phrases there) and the concept lists (``concepts``: ``index.concepts``) return
-    their best units, ``WIDER`` times ``limit`` (more where videos have several: ``DEEPER``);
+    their best units, ``depth.lists`` times ``limit`` (more where several units share a video:
+    ``DEEPER``);
     the union is cut to ``limit`` by an estimate of the score the rerank ranks by
     (``weights``: its seven weights, ``model.scores.weights_of``; ``estimate``), at most
     ``UNITS_PER_VIDEO`` of one video, and longer where that many units hold fewer than
     ``videos`` videos (a search for the top videos). ``among``: units of these videos only (a
     filtered search). Without ``weights``, lists of ``limit`` fused by reciprocal rank."""
-    return candidates_many(build, [text], [limit], [videos], [among], concepts, [weights])[0]
+    return candidates_many(build, [text], [limit], [videos], [among], concepts, [weights], depth)[0]
 
 
 def candidates_many(
@@ -78,6 +87,7 @@ def candidates_many(
     among: list[np.ndarray | None] | None = None,
     concepts: bool = True,
     weights: list[tuple[float, ...] | None] | None = None,
+    depth: Depth = Depth(),
 ) -> list[list[int]]:
     """``candidates`` for several sentences (one row each; or level query vectors as
     ``_level_queries`` gives them, cut by reciprocal rank) with one FAISS search per level for
@@ -89,18 +99,18 @@ def candidates_many(
     ]
     deeper = min(DEEPER, UNITS_PER_VIDEO, build.most_units())
     depths = [
-        n * deeper * (1 if w is None else WIDER) for n, w in zip(limits, weights, strict=True)
+        n * deeper * (1 if w is None else depth.lists) for n, w in zip(limits, weights, strict=True)
     ]
     found: list[list[Found]] = [[] for _ in texts]  # per sentence: its lists, best first
     among = among or [None] * len(texts)
     groups: dict[tuple[int, int], list[int]] = {}  # (depth, -1 or the filtered query) -> queries
-    for i, (depth, only) in enumerate(zip(depths, among, strict=True)):
-        groups.setdefault((depth, -1 if only is None else i), []).append(i)
-    for (depth, _), which in sorted(groups.items()):
+    for i, (k, only) in enumerate(zip(depths, among, strict=True)):
+        groups.setdefault((k, -1 if only is None else i), []).append(i)
+    for (k, _), which in sorted(groups.items()):
         queries = [_vectors(texts[i]) for i in which]
         for level in LEVEL_ORDER:
             vectors = [q[level] for q in queries]
-            rows = top_units(build, level, np.concatenate(vectors), depth, among[which[0]])
+            rows = top_units(build, level, np.concatenate(vectors), k, among[which[0]])
             at = 0
             for i, v in zip(which, vectors, strict=True):
                 found[i].extend(Found(level, ids, s) for ids, s, _ in rows[at : at + len(v)])
@@ -116,7 +126,7 @@ def candidates_many(
         unique, fused = (
             _reciprocal_rank(build, lists)
             if weights[i] is None
-            else estimate(build, texts[i], lists, weights[i], limits[i] * SHORTLIST)
+            else estimate(build, texts[i], lists, weights[i], limits[i] * depth.exact or None)
         )
         out.append(_cut(unique, fused, limits[i], videos[i]))
     return out
@@ -216,7 +226,7 @@ def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict:
         return {}
     where, parts = build.where(units.tolist()), build.parts
     if build.paging.cold:  # summaries, or an older part's files of these fields
-        parts, where = build.paging.read(parts, where, only=_EXACT_FILES)
+        parts, where = build.paging.read(parts, where, only=formats.SUMMARY_FILES)
     used = [parts[p] for p in np.unique(where[:, 0]).tolist()]
     video = {
         n: formats.gather_decoded(parts, n, where)
@@ -236,7 +246,6 @@ def _exact_parts(build: Build, text: TextEmbeddings, units: np.ndarray) -> dict:
 
 
 _EXACT_FIELDS = ("global_", "verb_probs", "noun_probs")
-_EXACT_FILES = (formats.SUMMARY, *formats.SUMMARY_FIELDS)  # and older parts' own files
 
 
 def _cut(unique: np.ndarray, fused: np.ndarray, limit: int, wanted: int = 0) -> list[int]:

@@ -105,17 +105,25 @@ def build_searcher(settings: HanetSettings, model: HANet) -> Searcher:
     builds in the index folder, or the build published in Milvus."""
     from index.live import LiveIndex
     from index.milvus_index import MilvusLive
+    from service.candidates import Depth
     from service.search import QueryCache, Searcher
 
     target = index_target(settings)
     if isinstance(target, Path):
         index = LiveIndex(
-            target, model.checkpoint_sha256, settings.search_concepts, settings.rows_in_memory
+            target,
+            model.checkpoint_sha256,
+            settings.search_concepts,
+            settings.rows_in_memory,
+            settings.summaries_in_memory,
         )
     else:
         index = MilvusLive(target, expect_checkpoint=model.checkpoint_sha256)  # same interface
     cache = QueryCache(model, settings.query_cache_size)
-    return Searcher(model, index, cache, settings.search_candidates, settings.search_concepts)
+    depth = Depth(settings.search_list_depth, settings.search_exact)
+    return Searcher(
+        model, index, cache, settings.search_candidates, settings.search_concepts, depth
+    )
 
 
 def use_threads(count: int | None) -> None:

@@ -17,7 +17,7 @@ from index.vectors import video_of
 from model import HANet, TextEmbeddings, VideoEmbeddings
 from model.localise import moment_frames
 from model.scores import fuse, weights_of
-from service.candidates import candidates_many
+from service.candidates import Depth, candidates_many
 from service.queries import QueryCache, batch_invariant, encode_queries
 
 __all__ = ["QueryCache", "batch_invariant", "encode_queries"]  # and what is defined below
@@ -104,14 +104,16 @@ def search(
     lap: Callable[[str], None] = _no_lap,
     cache: QueryCache | None = None,
     concepts: bool = True,
+    depth: Depth = Depth(),
 ) -> list[Hit]:
     """The ``top_k`` videos (or moments: ``Query.group_by``) for a sentence by HANet's fused
     score over ``rerank`` candidate units, with every level's score and the moments (the
     winning action segments' spans in seconds). ``lap(stage)`` is called as each stage ends
     (text, ann, gather, score, hits): a stopwatch for benchmarks. ``cache`` (of this model)
-    remembers recent queries' text embeddings. ``concepts``: a concept candidate list too."""
+    remembers recent queries' text embeddings. ``concepts``: a concept candidate list too;
+    ``depth``: how deep the candidate stage reads (``service.candidates.Depth``)."""
     query = query if isinstance(query, Query) else Query(query, top_k)
-    return search_many(model, build, [query], rerank, lap, cache, concepts)[0]
+    return search_many(model, build, [query], rerank, lap, cache, concepts, depth)[0]
 
 
 @torch.inference_mode()
@@ -123,6 +125,7 @@ def search_many(
     lap: Callable[[str], None] = _no_lap,
     cache: QueryCache | None = None,
     concepts: bool = True,
+    depth: Depth = Depth(),
 ) -> list[list[Hit]]:
     """``search`` for several queries at once: one text-branch batch for them all, one FAISS
     search per level for all their vectors, then each query's own rerank (its candidates' rows
@@ -143,7 +146,7 @@ def search_many(
     videos = [q.top_k if q.group_by == "video" else 0 for q in queries]
     weights = [weights_of(q.rank_by, q.fusion or model.cfg.fusion) for q in queries]
     among = [q.videos for q in queries]
-    found = candidates_many(build, texts, limits, videos, among, concepts, weights)
+    found = candidates_many(build, texts, limits, videos, among, concepts, weights, depth)
     lap("ann")
     return [
         rerank_hits(model, build, t, ids, q, lap)
@@ -300,10 +303,17 @@ class Searcher:
     """Searches over the live index with one model (the composition root builds it)."""
 
     def __init__(
-        self, model: HANet, index: LiveIndex, cache: QueryCache, candidates: int, concepts: bool
+        self,
+        model: HANet,
+        index: LiveIndex,
+        cache: QueryCache,
+        candidates: int,
+        concepts: bool,
+        depth: Depth = Depth(),
     ) -> None:
         self.model, self.index, self.cache, self.candidates = model, index, cache, candidates
         self.concepts = concepts  # a concept candidate list beside the levels'
+        self.depth = depth  # how deep the candidate stage reads
 
     def search(
         self, query: str | Query, top_k: int = 10, lap: Callable[[str], None] = _no_lap
@@ -313,7 +323,7 @@ class Searcher:
         build = self.index.current()
         if build is None:
             return []
-        args = (self.candidates, lap, self.cache, self.concepts)
+        args = (self.candidates, lap, self.cache, self.concepts, self.depth)
         return search(self.model, build, query, top_k, *args)
 
     def search_many(self, queries: list[Query]) -> list[list[Hit]]:
@@ -322,7 +332,7 @@ class Searcher:
         build = self.index.current()
         if build is None:
             return [[] for _ in queries]
-        args = (self.candidates, _no_lap, self.cache, self.concepts)
+        args = (self.candidates, _no_lap, self.cache, self.concepts, self.depth)
         return search_many(self.model, build, queries, *args)
 
 

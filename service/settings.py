@@ -169,6 +169,22 @@ class HanetSettings(BaseSettings):
         description="Also nominate the units whose concept probabilities best match the "
         "sentence's (inverted lists of each unit's top concepts; FAISS builds only).",
     )
+    search_list_depth: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Each candidate list (a level index, the concept lists) is read this many "
+        "times deeper than the candidates wanted; deeper finds more of the best units in a "
+        "large library and costs time (docs/capacity.md).",
+    )
+    search_exact: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="Of the candidate lists' union, this many times the candidates wanted get "
+        "their exact global and concept scores before the cut to the candidates; 0: all of "
+        "them (cheap where the summaries are in memory: HANET_SUMMARIES_IN_MEMORY).",
+    )
     rows_in_memory: float = Field(
         default=0.5,
         ge=0,
@@ -176,6 +192,15 @@ class HanetSettings(BaseSettings):
         description="The rerank rows are read into memory at load when they take at most this "
         "share of the available memory; else, or at 0, each search reads its candidates' rows "
         "from the page cache or the disk, and the server's resident memory stays its own.",
+    )
+    summaries_in_memory: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="When the rerank rows are read cold, each unit's summary (global vector "
+        "and concept probabilities: about a 17th of its rows in int8) is still read into memory "
+        "at load when the summaries take at most this share of the available memory; 0: cold "
+        "as the rest.",
     )
     threads: int | None = Field(
         default=None,

@@ -12,7 +12,8 @@ from index.reader import load_current
 from index.vectors import unit_id
 from model import TextEmbeddings, scores
 from model.config import SCORE_NAMES, SPEC_FUSION
-from service.candidates import Found, candidates, estimate
+from service import candidates as stage
+from service.candidates import Depth, Found, candidates, estimate
 from tests.index.conftest import as_written_before, as_written_before_summaries, videos
 
 
@@ -171,3 +172,48 @@ def test_the_concept_list_brings_in_what_the_levels_miss(index_dir, weights) -> 
     assert unit_id(1, 0) in without
     assert (unit_id(12, 0) in without) == (weights is not None)
     assert unit_id(12, 0) in with_concepts and len(with_concepts) == 3
+
+
+def test_exact_scores_for_more_of_the_union_bring_in_what_the_lists_rank_low(index_dir) -> None:
+    """``Depth.exact``: with exact scores for only the 3 units the lists estimate best, video
+    12 (whose concepts the sentence has, not its vectors) stays out; with them for 5 times the
+    candidates or the whole union (0), its exact concept score ranks it in. Read cold, with
+    the summaries in memory or not, the cut is the same as with the rows in memory."""
+    warm = load_current(index_dir)
+    text = _sentence(warm, 1, 12)
+
+    def cut(build, exact: int) -> list[int]:
+        return candidates(
+            build, text, 3, concepts=False, weights=SPEC_FUSION, depth=Depth(2, exact)
+        )
+
+    assert unit_id(12, 0) not in cut(warm, 1)
+    assert unit_id(12, 0) in cut(warm, 5) and unit_id(12, 0) in cut(warm, 0)
+    for summaries in (1.0, 0.0):
+        cold = load_current(index_dir)
+        cold.warm(share=0.0, summaries=summaries)
+        assert cold.paging.cold and cold.paging.summaries == bool(summaries)
+        assert [cut(cold, e) for e in (1, 5, 0)] == [cut(warm, e) for e in (1, 5, 0)]
+
+
+def test_each_list_is_read_depth_lists_times_the_candidates(index_dir, monkeypatch) -> None:
+    build = load_current(index_dir)
+    text = _sentence(build, 1, 12)
+    asked = []
+
+    def level(build, level, queries, k, among):
+        asked.append((level, k))
+        return top_units(build, level, queries, k, among)
+
+    def concept(build, verbs, nouns, k, among):
+        asked.append(("concept", k))
+        return top_concepts(build, verbs, nouns, k, among)
+
+    top_units, top_concepts = stage.top_units, stage.concept_source.top_units
+    monkeypatch.setattr(stage, "top_units", level)
+    monkeypatch.setattr(stage.concept_source, "top_units", concept)
+    for lists in (1, 3):
+        asked.clear()
+        candidates(build, text, 4, weights=SPEC_FUSION, depth=Depth(lists, 5))
+        sources = ["event", "action", "entity", "concept"]
+        assert asked == [(source, 4 * lists) for source in sources]  # one unit per video here

@@ -9,9 +9,16 @@ import pytest
 import torch
 
 from index import pages, reader
+from index import rows as formats
 from index.reader import load_current
 from index.writer import IndexWriter, delete_videos
-from tests.index.conftest import CHECKPOINT, add, as_written_before, mapped_kb
+from tests.index.conftest import (
+    CHECKPOINT,
+    add,
+    as_written_before,
+    as_written_before_summaries,
+    mapped_kb,
+)
 
 
 def test_warm_reads_every_row_file_once_when_they_fit(index_dir) -> None:
@@ -57,3 +64,35 @@ def test_a_deletes_version_reads_its_rows_as_the_build_it_shares_them_with(
     delete_videos(index_dir, [2])
     after = load_current(index_dir, reuse=build)
     assert after.shares_rows(build) and after.paging is build.paging and after.paging.cold
+
+
+@pytest.mark.parametrize("layout", ["summaries", "before-summaries", "a-file-per-field"])
+def test_read_cold_the_summaries_can_stay_in_memory(index_dir, layout: str) -> None:
+    """``summaries``: the rows are read cold but for the summaries' files (``SUMMARY`` or an
+    older part's files of its fields), read in and left mapped; searches read the same rows."""
+    if layout == "before-summaries":
+        as_written_before_summaries(load_current(index_dir).root)
+    elif layout == "a-file-per-field":
+        as_written_before(load_current(index_dir).root)
+    build = load_current(index_dir)
+    kept = [
+        a
+        for part in build.parts
+        for name, a in pages.file_arrays(part).items()
+        if name in formats.SUMMARY_FILES
+    ]
+    assert kept and build.warm(share=0.0, summaries=1.0) == sum(a.nbytes for a in kept)
+    assert build.paging.cold and build.paging.summaries
+    opened = {id(a) for a, _ in build.paging._files.values()}
+    assert opened and not opened & {id(a) for a in kept}  # read through the map, not the file
+    if pages._LIBC is not None:
+        assert all(pages.resident(a).all() for a in kept)
+    units = [u for v in (3, 1, 2) for u in build.units(v)]
+    stored, _ = build.rerank_rows(units)
+    warm = load_current(index_dir)
+    warm.warm()
+    same, _ = warm.rerank_rows(units)
+    for name, got in vars(stored).items():
+        assert torch.equal(got, getattr(same, name)), name
+    small = load_current(index_dir)  # too many bytes for the share asked: all cold
+    assert small.warm(share=0.0, summaries=1e-15) == 0 and not small.paging.summaries

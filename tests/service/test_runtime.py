@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from model import CheckpointError, HANet, get_config
 from service import runtime
+from service.candidates import Depth
 from service.settings import HanetSettings
 
 
@@ -104,6 +105,25 @@ def test_the_rows_can_be_kept_out_of_memory(tmp_path, checkpoint, monkeypatch) -
     assert searcher.index.rows_in_memory == 0
     monkeypatch.setenv("HANET_ROWS_IN_MEMORY", "2")
     with pytest.raises(ValidationError, match="rows_in_memory"):
+        runtime.load_settings()
+
+
+def test_the_candidate_depth_and_the_summaries_share_reach_the_searcher(
+    tmp_path, checkpoint, monkeypatch
+) -> None:
+    monkeypatch.setenv("HANET_SEARCH_LIST_DEPTH", "8")
+    monkeypatch.setenv("HANET_SEARCH_EXACT", "0")
+    monkeypatch.setenv("HANET_SUMMARIES_IN_MEMORY", "0.25")
+    settings = runtime.load_settings().model_copy(update={"data_dir": tmp_path})
+    settings = settings.model_copy(update={"checkpoint": checkpoint})
+    searcher = runtime.build_searcher(settings, runtime.load_model(settings, serving=True))
+    assert searcher.depth == Depth(lists=8, exact=0)
+    assert searcher.index.summaries_in_memory == 0.25
+    fields = HanetSettings.model_fields  # the defaults agree
+    assert (fields["search_list_depth"].default, fields["search_exact"].default) == (2, 5)
+    assert Depth() == Depth(2, 5)
+    monkeypatch.setenv("HANET_SEARCH_LIST_DEPTH", "0")
+    with pytest.raises(ValidationError, match="search_list_depth"):
         runtime.load_settings()
 
 
