@@ -21,9 +21,9 @@ calls (``RowPaging.read``), from the page cache or the disk:
 
 A cold build may keep its units' summaries in memory (``Build.warm``'s ``summaries``,
 ``HANET_SUMMARIES_IN_MEMORY``): they are not advised, unmapped or opened, and are read through
-the map. ``go_cold`` also unmaps what the load mapped (its pass over the probabilities). Advice is
-Linux only; elsewhere rows are read one after another. None of this changes what is read: a
-search's results are the same either way.
+the map. ``go_cold`` also unmaps what the load mapped (its pass over the probabilities).
+Advice is Linux only; elsewhere rows are read one after another. None of this changes what is
+read: a search's results are the same either way.
 """
 
 from __future__ import annotations

@@ -69,10 +69,10 @@ def candidates(
 ) -> list[int]:
     """Up to ``limit`` units to rerank for one sentence: each level index (and each of the
     sentence's phrases there) and the concept lists (``concepts``: ``index.concepts``) return
-    their best units, ``depth.lists`` times ``limit`` (more where several units share a video:
-    ``DEEPER``);
-    the union is cut to ``limit`` by an estimate of the score the rerank ranks by
-    (``weights``: its seven weights, ``model.scores.weights_of``; ``estimate``), at most
+    their best units, ``depth.lists`` times ``limit`` (more where videos have several:
+    ``DEEPER``); the union is cut to ``limit`` by an estimate of the score the rerank ranks by
+    (``weights``: its seven weights, ``model.scores.weights_of``; ``estimate``, exact scores
+    for ``depth.exact`` times ``limit`` of them), at most
     ``UNITS_PER_VIDEO`` of one video, and longer where that many units hold fewer than
     ``videos`` videos (a search for the top videos). ``among``: units of these videos only (a
     filtered search). Without ``weights``, lists of ``limit`` fused by reciprocal rank."""

@@ -162,7 +162,8 @@ class HanetSettings(BaseSettings):
         default=200,
         ge=1,
         le=10000,
-        description="Videos reranked by HANet per search: the level indexes' best, fused by rank.",
+        description="Units (segments) reranked by HANet per search: the union of the candidate "
+        "lists cut by an estimate of HANet's score.",
     )
     search_concepts: bool = Field(
         default=True,
